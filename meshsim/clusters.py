@@ -16,9 +16,14 @@ HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.Http
 # Istio lifts Envoy's circuit breakers (1024 connections, 3 concurrent retries) to the maximum
 # unless a DestinationRule says otherwise; the embedded mesh does the same.
 UNLIMITED = 4294967295
-SIMPLE_LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST",
-             "LEAST_CONN": "LEAST_REQUEST", "RANDOM": "RANDOM", "UNSPECIFIED": "LEAST_REQUEST",
-             "PASSTHROUGH": "LEAST_REQUEST"}
+SIMPLE_LB = {
+    "ROUND_ROBIN": "ROUND_ROBIN",
+    "LEAST_REQUEST": "LEAST_REQUEST",
+    "LEAST_CONN": "LEAST_REQUEST",
+    "RANDOM": "RANDOM",
+    "UNSPECIFIED": "LEAST_REQUEST",
+    "PASSTHROUGH": "LEAST_REQUEST",
+}
 
 
 @dataclass
@@ -40,8 +45,9 @@ class Subsets:
         return merged
 
 
-def read_destination_rules(rules: Sequence[Resource], endpoints: Sequence[Endpoint],
-                           warnings: list[str]) -> Subsets:
+def read_destination_rules(
+    rules: Sequence[Resource], endpoints: Sequence[Endpoint], warnings: list[str]
+) -> Subsets:
     out = Subsets()
     for dr in rules:
         host = dr.spec.get("host")
@@ -49,8 +55,10 @@ def read_destination_rules(rules: Sequence[Resource], endpoints: Sequence[Endpoi
             raise ManifestError(dr.source, dr.ref, "spec.host", "is missing; name the service")
         fqdn = resolve_host(host, dr.namespace)
         if fqdn in out.owner:
-            warnings.append(f"{dr.source}: {dr.ref}: spec.host: {fqdn} already has "
-                            f"{out.owner[fqdn].ref}; the first rule wins, this one is ignored")
+            warnings.append(
+                f"{dr.source}: {dr.ref}: spec.host: {fqdn} already has "
+                f"{out.owner[fqdn].ref}; the first rule wins, this one is ignored"
+            )
             continue
         if not select(endpoints, fqdn):
             warnings.append(f"{dr.source}: {dr.ref}: spec.host: no workload serves {fqdn}")
@@ -61,14 +69,20 @@ def read_destination_rules(rules: Sequence[Resource], endpoints: Sequence[Endpoi
             if not isinstance(name, str) or not name:
                 raise ManifestError(dr.source, dr.ref, f"{where}.name", "is missing")
             if name in subsets:
-                raise ManifestError(dr.source, dr.ref, f"{where}.name",
-                                    f"subset {name!r} is defined twice; give each a unique name")
+                raise ManifestError(
+                    dr.source,
+                    dr.ref,
+                    f"{where}.name",
+                    f"subset {name!r} is defined twice; give each a unique name",
+                )
             labels = sub.get("labels") or {}
             if not isinstance(labels, dict):
                 raise ManifestError(dr.source, dr.ref, f"{where}.labels", "must be a mapping")
             if not select(endpoints, fqdn, labels):
-                warnings.append(f"{dr.source}: {dr.ref}: {where}.labels: no workload of {fqdn} "
-                                f"has labels {labels}; subset {name} has no endpoints")
+                warnings.append(
+                    f"{dr.source}: {dr.ref}: {where}.labels: no workload of {fqdn} "
+                    f"has labels {labels}; subset {name} has no endpoints"
+                )
             subsets[name] = sub
         out.by_host[fqdn] = subsets
         out.policy[fqdn] = dr.spec.get("trafficPolicy") or {}
@@ -82,8 +96,12 @@ def _check_policy(policy: dict[str, Any], dr: Resource, subset: str | None) -> N
     where = "spec.trafficPolicy" if subset is None else f"spec.subsets[{subset}].trafficPolicy"
     simple = (policy.get("loadBalancer") or {}).get("simple")
     if simple is not None and simple not in SIMPLE_LB:
-        raise ManifestError(dr.source, dr.ref, f"{where}.loadBalancer.simple",
-                            f"{simple!r} is not one of {', '.join(SIMPLE_LB)}")
+        raise ManifestError(
+            dr.source,
+            dr.ref,
+            f"{where}.loadBalancer.simple",
+            f"{simple!r} is not one of {', '.join(SIMPLE_LB)}",
+        )
     _cluster_options(policy, (dr.source, dr.ref, where))
 
 
@@ -93,19 +111,33 @@ def build_clusters(endpoints: Sequence[Endpoint], subsets: Subsets) -> list[dict
     for fqdn in sorted({e.fqdn for e in endpoints} | set(subsets.by_host)):
         dr = subsets.owner.get(fqdn)
         where = (dr.source, dr.ref, "spec.trafficPolicy") if dr else ("", "", "")
-        clusters.append(_cluster(cluster_name(fqdn), select(endpoints, fqdn),
-                                 subsets.traffic_policy(fqdn, None), where))
+        clusters.append(
+            _cluster(
+                cluster_name(fqdn),
+                select(endpoints, fqdn),
+                subsets.traffic_policy(fqdn, None),
+                where,
+            )
+        )
         for name, sub in subsets.by_host.get(fqdn, {}).items():
-            clusters.append(_cluster(cluster_name(fqdn, name),
-                                     select(endpoints, fqdn, sub.get("labels") or {}),
-                                     subsets.traffic_policy(fqdn, name), where))
+            clusters.append(
+                _cluster(
+                    cluster_name(fqdn, name),
+                    select(endpoints, fqdn, sub.get("labels") or {}),
+                    subsets.traffic_policy(fqdn, name),
+                    where,
+                )
+            )
     return clusters
 
 
-def _cluster(name: str, members: Sequence[Endpoint], policy: dict[str, Any],
-             where: tuple[str, str, str]) -> dict[str, Any]:
-    lb_endpoints = [{"endpoint": {"address": {"socket_address": {
-        "address": e.host, "port_value": e.port}}}} for e in members]
+def _cluster(
+    name: str, members: Sequence[Endpoint], policy: dict[str, Any], where: tuple[str, str, str]
+) -> dict[str, Any]:
+    lb_endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": e.host, "port_value": e.port}}}}
+        for e in members
+    ]
     cluster: dict[str, Any] = {
         "@type": CLUSTER_TYPE,
         "name": name,
@@ -138,25 +170,34 @@ def _cluster_options(policy: dict[str, Any], where: tuple[str, str, str]) -> dic
     out["circuit_breakers"] = {"thresholds": [{"priority": "DEFAULT", **limits}]}
     if "connectTimeout" in tcp:
         out["connect_timeout"] = envoy_duration(
-            duration_s(tcp["connectTimeout"], _at(at_tcp, ".connectTimeout")))
+            duration_s(tcp["connectTimeout"], _at(at_tcp, ".connectTimeout"))
+        )
     common: dict[str, Any] = {}
     if "maxRequestsPerConnection" in http:
-        common["max_requests_per_connection"] = _count(
-            http, "maxRequestsPerConnection", at_http, 0)
+        common["max_requests_per_connection"] = _count(http, "maxRequestsPerConnection", at_http, 0)
     if "idleTimeout" in http:
         common["idle_timeout"] = envoy_duration(
-            duration_s(http["idleTimeout"], _at(at_http, ".idleTimeout")))
+            duration_s(http["idleTimeout"], _at(at_http, ".idleTimeout"))
+        )
     if common:
-        out["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3."
-                                                   "HttpProtocolOptions": {
-            "@type": HTTP_OPTIONS_TYPE, "common_http_protocol_options": common,
-            "explicit_http_config": {"http_protocol_options": {}}}}
+        out["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS_TYPE,
+                "common_http_protocol_options": common,
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        }
     od = policy.get("outlierDetection")
     if od:
         out["outlier_detection"] = _outlier(od, where)
         if "minHealthPercent" in od:
-            out["common_lb_config"] = {"healthy_panic_threshold": {"value": percentage(
-                od["minHealthPercent"], _at(where, ".outlierDetection.minHealthPercent"))}}
+            out["common_lb_config"] = {
+                "healthy_panic_threshold": {
+                    "value": percentage(
+                        od["minHealthPercent"], _at(where, ".outlierDetection.minHealthPercent")
+                    )
+                }
+            }
     return out
 
 
@@ -167,8 +208,11 @@ def _outlier(od: dict[str, Any], where: tuple[str, str, str]) -> dict[str, Any]:
         return _at(where, f".{key}")
 
     # As Istio does: only the failure kinds the rule names eject hosts; success-rate never.
-    out: dict[str, Any] = {"enforcing_success_rate": 0, "enforcing_consecutive_5xx": 0,
-                           "enforcing_consecutive_gateway_failure": 0}
+    out: dict[str, Any] = {
+        "enforcing_success_rate": 0,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+    }
     if "consecutive5xxErrors" in od:
         out["consecutive_5xx"] = _count(od, "consecutive5xxErrors", where, 0)
         out["enforcing_consecutive_5xx"] = 100 if out["consecutive_5xx"] else 0
@@ -179,7 +223,8 @@ def _outlier(od: dict[str, Any], where: tuple[str, str, str]) -> dict[str, Any]:
         out["interval"] = envoy_duration(duration_s(od["interval"], at("interval")))
     if "baseEjectionTime" in od:
         out["base_ejection_time"] = envoy_duration(
-            duration_s(od["baseEjectionTime"], at("baseEjectionTime")))
+            duration_s(od["baseEjectionTime"], at("baseEjectionTime"))
+        )
     if "maxEjectionPercent" in od:
         out["max_ejection_percent"] = _count(od, "maxEjectionPercent", where, 10)
     return out

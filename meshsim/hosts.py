@@ -64,9 +64,13 @@ def _service_and_namespace(fqdn: str) -> tuple[str, str]:
     return fqdn, "external"
 
 
-def select(endpoints: Iterable[Endpoint], fqdn: str,
-           labels: Mapping[str, str] | None = None) -> list[Endpoint]:
+def select(
+    endpoints: Iterable[Endpoint], fqdn: str, labels: Mapping[str, str] | None = None
+) -> list[Endpoint]:
     """The endpoints of a service whose labels include every given label (a subset's selector)."""
     wanted = dict(labels or {})
-    return [e for e in endpoints
-            if e.fqdn == fqdn and all(e.labels.get(k) == v for k, v in wanted.items())]
+    return [
+        e
+        for e in endpoints
+        if e.fqdn == fqdn and all(e.labels.get(k) == v for k, v in wanted.items())
+    ]

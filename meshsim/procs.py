@@ -19,16 +19,22 @@ from meshload.errors import BackendError
 class Child:
     """A process we started, with its log file, stopped by its PID and nothing else."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         # A session of its own: a shell or a Locust process group that exits must not take
         # the mesh down with it, and Ctrl-C reaches the children only through us.
-        self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
         self.pid = self.proc.pid
 
     def alive(self) -> bool:
@@ -55,8 +61,10 @@ class Child:
         self._log.close()
 
     def died_error(self) -> BackendError:
-        return BackendError(f"{self.name} exited unexpectedly (code {self.proc.returncode}); "
-                            f"last log lines: {self.tail()}")
+        return BackendError(
+            f"{self.name} exited unexpectedly (code {self.proc.returncode}); "
+            f"last log lines: {self.tail()}"
+        )
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -73,8 +81,9 @@ def wait_for_json(path: Path, child: Child, timeout_s: float = 20.0) -> dict[str
         if not child.alive():
             raise child.died_error()
         time.sleep(0.02)
-    raise BackendError(f"{child.name} did not start within {timeout_s:.0f} s; "
-                       f"last log lines: {child.tail()}")
+    raise BackendError(
+        f"{child.name} did not start within {timeout_s:.0f} s; last log lines: {child.tail()}"
+    )
 
 
 def write_atomically(path: Path, text: str) -> None:

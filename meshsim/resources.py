@@ -46,8 +46,12 @@ class Resource:
     def to_object(self) -> dict[str, Any]:
         """The resource as the Kubernetes API would hold it."""
         meta = {**self.metadata, "name": self.name, "namespace": self.namespace}
-        return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta,
-                "spec": self.spec}
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": meta,
+            "spec": self.spec,
+        }
 
 
 def from_object(obj: Any, source: str, default_namespace: str = "default") -> Resource | None:
@@ -55,8 +59,12 @@ def from_object(obj: Any, source: str, default_namespace: str = "default") -> Re
     if obj is None:
         return None
     if not isinstance(obj, dict):
-        raise ManifestError(source, "document", "(top level)", "is not a mapping; "
-                            "each YAML document must be one Kubernetes object")
+        raise ManifestError(
+            source,
+            "document",
+            "(top level)",
+            "is not a mapping; each YAML document must be one Kubernetes object",
+        )
     kind = obj.get("kind")
     api_version = str(obj.get("apiVersion", ""))
     group, _, version = api_version.rpartition("/")
@@ -66,20 +74,36 @@ def from_object(obj: Any, source: str, default_namespace: str = "default") -> Re
     if kind in STORED_KINDS.get(group, ()):
         return None
     if group != ISTIO_GROUP or kind not in ROUTING_KINDS:
-        log.warning("%s: %s: apiVersion %s kind %s is not an Istio routing resource; ignored",
-                    source, ref, api_version or "?", kind or "?")
+        log.warning(
+            "%s: %s: apiVersion %s kind %s is not an Istio routing resource; ignored",
+            source,
+            ref,
+            api_version or "?",
+            kind or "?",
+        )
         return None
     if version not in ISTIO_VERSIONS:
-        raise ManifestError(source, ref, "apiVersion", f"{api_version} is not served; use "
-                            f"{ISTIO_GROUP}/v1, v1beta1 or v1alpha3")
+        raise ManifestError(
+            source,
+            ref,
+            "apiVersion",
+            f"{api_version} is not served; use {ISTIO_GROUP}/v1, v1beta1 or v1alpha3",
+        )
     if not isinstance(name, str) or not name:
         raise ManifestError(source, ref, "metadata.name", "is missing; give the resource a name")
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise ManifestError(source, f"{kind} {name}", "spec", "is missing or not a mapping")
     namespace = str(meta.get("namespace") or default_namespace)
-    return Resource(kind=kind, name=name, namespace=namespace, spec=spec,
-                    api_version=api_version, source=source, metadata=dict(meta))
+    return Resource(
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        spec=spec,
+        api_version=api_version,
+        source=source,
+        metadata=dict(meta),
+    )
 
 
 def parse_documents(text: str, source: str, default_namespace: str = "default") -> list[Resource]:
@@ -90,8 +114,7 @@ def parse_documents(text: str, source: str, default_namespace: str = "default") 
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise ManifestError(source, "document", where,
-                            f"{problem}; fix the YAML syntax") from None
+        raise ManifestError(source, "document", where, f"{problem}; fix the YAML syntax") from None
     return [r for r in _resources(docs, source, default_namespace) if r is not None]
 
 
@@ -109,8 +132,10 @@ def load_manifests(path: str | Path, default_namespace: str = "default") -> list
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
         if not files:
-            raise ConfigError(f"{p}: no *.yaml files found; point --manifests at a YAML file "
-                              "or a directory of them")
+            raise ConfigError(
+                f"{p}: no *.yaml files found; point --manifests at a YAML file "
+                "or a directory of them"
+            )
     elif p.is_file():
         files = [p]
     else:

@@ -18,8 +18,11 @@ FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFau
 # Istio's retry policy for a route that names none: two retries of connection-level failures
 # and 503s. Kept so the embedded gateway retries what an Istio gateway retries.
 ISTIO_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-ISTIO_DEFAULT_RETRIES = {"retry_on": ISTIO_RETRY_ON, "num_retries": 2,
-                         "retriable_status_codes": [503]}
+ISTIO_DEFAULT_RETRIES = {
+    "retry_on": ISTIO_RETRY_ON,
+    "num_retries": 2,
+    "retriable_status_codes": [503],
+}
 
 Where = tuple[str, str, str]
 
@@ -36,8 +39,12 @@ class RouteBuilder:
         routes: list[dict[str, Any]] = []
         http = vs.spec.get("http") or []
         if not isinstance(http, list) or not http:
-            raise ManifestError(vs.source, vs.ref, "spec.http", "is empty; give at least one "
-                                "HTTP route (the embedded mesh routes HTTP only)")
+            raise ManifestError(
+                vs.source,
+                vs.ref,
+                "spec.http",
+                "is empty; give at least one HTTP route (the embedded mesh routes HTTP only)",
+            )
         for i, rule in enumerate(http):
             routes.extend(self._routes(vs, rule, f"spec.http[{i}]"))
         return {"name": f"{vs.namespace}/{vs.name}", "domains": domains, "routes": routes}
@@ -56,8 +63,10 @@ class RouteBuilder:
             extra["typed_per_filter_config"] = {FAULT_FILTER: fault}
         matches = rule.get("match") or [{}]
         name = rule.get("name") or f"{vs.name}-{path.rpartition('[')[2].rstrip(']')}"
-        return [{"name": name, "match": _match(m, at(f"match[{j}]")), "route": action, **extra}
-                for j, m in enumerate(matches)]
+        return [
+            {"name": name, "match": _match(m, at(f"match[{j}]")), "route": action, **extra}
+            for j, m in enumerate(matches)
+        ]
 
     def _action(self, vs: Resource, rule: dict[str, Any], path: str) -> dict[str, Any]:
         def at(field: str) -> Where:
@@ -66,11 +75,13 @@ class RouteBuilder:
         dests = rule.get("route")
         if not isinstance(dests, list) or not dests:
             raise ManifestError(*at("route"), "names no destination; add one under route:")
-        weights = [self._weight(d, len(dests), at(f"route[{k}].weight"))
-                   for k, d in enumerate(dests)]
+        weights = [
+            self._weight(d, len(dests), at(f"route[{k}].weight")) for k, d in enumerate(dests)
+        ]
         if sum(weights) == 0:
-            raise ManifestError(*at("route"), "weights sum to 0; give at least one destination "
-                                "a positive weight")
+            raise ManifestError(
+                *at("route"), "weights sum to 0; give at least one destination a positive weight"
+            )
         clusters = []
         for k, (dest, weight) in enumerate(zip(dests, weights, strict=True)):
             name = self._cluster(vs, dest.get("destination"), at(f"route[{k}].destination"))
@@ -116,16 +127,23 @@ class RouteBuilder:
             raise ManifestError(*where[:2], f"{where[2]}.host", "is missing; name a service")
         fqdn = resolve_host(str(dest["host"]), vs.namespace)
         if not select(self.endpoints, fqdn):
-            raise ManifestError(*where[:2], f"{where[2]}.host", f"no workload serves {fqdn}; "
-                                f"known services: {', '.join(self.services)}")
+            raise ManifestError(
+                *where[:2],
+                f"{where[2]}.host",
+                f"no workload serves {fqdn}; known services: {', '.join(self.services)}",
+            )
         subset = dest.get("subset")
         if subset is None:
             return cluster_name(fqdn)
         known = self.subsets.names(fqdn)
         if subset not in known:
             defined = ", ".join(known) if known else "none (no DestinationRule for this host)"
-            raise ManifestError(*where[:2], f"{where[2]}.subset", f"subset {subset!r} of {fqdn} "
-                                f"is not defined by any DestinationRule; defined: {defined}")
+            raise ManifestError(
+                *where[:2],
+                f"{where[2]}.subset",
+                f"subset {subset!r} of {fqdn} "
+                f"is not defined by any DestinationRule; defined: {defined}",
+            )
         return cluster_name(fqdn, subset)
 
     def _mirrors(self, vs: Resource, rule: dict[str, Any], at: Any) -> list[dict[str, Any]]:
@@ -133,13 +151,22 @@ class RouteBuilder:
         if rule.get("mirror"):
             pct_spec = rule.get("mirrorPercentage", rule.get("mirrorPercent"))
             pct = percentage(pct_spec, at("mirrorPercentage"))
-            out.append({"cluster": self._cluster(vs, rule["mirror"], at("mirror")),
-                        "runtime_fraction": {"default_value": fraction(pct)}})
+            out.append(
+                {
+                    "cluster": self._cluster(vs, rule["mirror"], at("mirror")),
+                    "runtime_fraction": {"default_value": fraction(pct)},
+                }
+            )
         for k, m in enumerate(rule.get("mirrors") or []):
             pct = percentage(m.get("percentage"), at(f"mirrors[{k}].percentage"))
-            out.append({"cluster": self._cluster(vs, m.get("destination"),
-                                                 at(f"mirrors[{k}].destination")),
-                        "runtime_fraction": {"default_value": fraction(pct)}})
+            out.append(
+                {
+                    "cluster": self._cluster(
+                        vs, m.get("destination"), at(f"mirrors[{k}].destination")
+                    ),
+                    "runtime_fraction": {"default_value": fraction(pct)},
+                }
+            )
         return out
 
     def _hash_policy(self, vs: Resource, dests: list[Any]) -> list[dict[str, Any]]:
@@ -173,10 +200,12 @@ class RouteBuilder:
         delay = fault.get("delay")
         if delay:
             d_at = (where[0], where[1], f"{where[2]}.delay")
-            pct = percentage(delay.get("percentage", delay.get("percent")),
-                             (d_at[0], d_at[1], f"{d_at[2]}.percentage"))
+            pct = percentage(
+                delay.get("percentage", delay.get("percent")),
+                (d_at[0], d_at[1], f"{d_at[2]}.percentage"),
+            )
             if "fixedDelay" not in delay:
-                raise ManifestError(*d_at, "has no fixedDelay; give one, e.g. \"100ms\"")
+                raise ManifestError(*d_at, 'has no fixedDelay; give one, e.g. "100ms"')
             seconds = duration_s(delay["fixedDelay"], (d_at[0], d_at[1], f"{d_at[2]}.fixedDelay"))
             out["delay"] = {"fixed_delay": envoy_duration(seconds), "percentage": fraction(pct)}
         abort = fault.get("abort")
@@ -184,8 +213,12 @@ class RouteBuilder:
             a_at = (where[0], where[1], f"{where[2]}.abort")
             status = abort.get("httpStatus")
             if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
-                raise ManifestError(a_at[0], a_at[1], f"{a_at[2]}.httpStatus",
-                                    f"{status!r} is not an HTTP status 200-599")
+                raise ManifestError(
+                    a_at[0],
+                    a_at[1],
+                    f"{a_at[2]}.httpStatus",
+                    f"{status!r} is not an HTTP status 200-599",
+                )
             pct = percentage(abort.get("percentage"), (a_at[0], a_at[1], f"{a_at[2]}.percentage"))
             out["abort"] = {"http_status": status, "percentage": fraction(pct)}
         return out
@@ -196,8 +229,12 @@ def _retries(spec: Any, where: Where) -> dict[str, Any] | None:
         return dict(ISTIO_DEFAULT_RETRIES)
     attempts = spec.get("attempts", 0)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-        raise ManifestError(where[0], where[1], f"{where[2]}.attempts",
-                            f"{attempts!r} is not a non-negative integer")
+        raise ManifestError(
+            where[0],
+            where[1],
+            f"{where[2]}.attempts",
+            f"{attempts!r} is not a non-negative integer",
+        )
     if attempts == 0:
         return None
     policy: dict[str, Any] = {"num_retries": attempts}
@@ -216,8 +253,9 @@ def _retries(spec: Any, where: Where) -> dict[str, Any] | None:
     if codes:
         policy["retriable_status_codes"] = codes
     if "perTryTimeout" in spec:
-        per_try = duration_s(spec["perTryTimeout"], (where[0], where[1],
-                                                     f"{where[2]}.perTryTimeout"))
+        per_try = duration_s(
+            spec["perTryTimeout"], (where[0], where[1], f"{where[2]}.perTryTimeout")
+        )
         policy["per_try_timeout"] = envoy_duration(per_try)
     return policy
 
@@ -225,7 +263,7 @@ def _retries(spec: Any, where: Where) -> dict[str, Any] | None:
 def _string_match(spec: Any, where: Where, ignore_case: bool = False) -> dict[str, Any]:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ManifestError(*where, "must hold exactly one of exact, prefix, regex")
-    (kind, value), = spec.items()
+    ((kind, value),) = spec.items()
     if kind == "regex":
         try:
             re.compile(str(value))
@@ -250,19 +288,27 @@ def _match(spec: Any, where: Where) -> dict[str, Any]:
     uri = spec.get("uri")
     if uri:
         sm = _string_match(uri, at("uri"))
-        out = {"path": sm["exact"]} if "exact" in sm else (
-            {"prefix": sm["prefix"]} if "prefix" in sm else {"safe_regex": sm["safe_regex"]})
+        out = (
+            {"path": sm["exact"]}
+            if "exact" in sm
+            else ({"prefix": sm["prefix"]} if "prefix" in sm else {"safe_regex": sm["safe_regex"]})
+        )
         if spec.get("ignoreUriCase"):
             out["case_sensitive"] = False
-    headers = [{"name": name, "string_match": _string_match(m, at(f"headers.{name}"))}
-               for name, m in (spec.get("headers") or {}).items()]
+    headers = [
+        {"name": name, "string_match": _string_match(m, at(f"headers.{name}"))}
+        for name, m in (spec.get("headers") or {}).items()
+    ]
     if spec.get("method"):
-        headers.append({"name": ":method", "string_match": _string_match(spec["method"],
-                                                                         at("method"))})
+        headers.append(
+            {"name": ":method", "string_match": _string_match(spec["method"], at("method"))}
+        )
     if headers:
         out["headers"] = headers
-    params = [{"name": name, "string_match": _string_match(m, at(f"queryParams.{name}"))}
-              for name, m in (spec.get("queryParams") or {}).items()]
+    params = [
+        {"name": name, "string_match": _string_match(m, at(f"queryParams.{name}"))}
+        for name, m in (spec.get("queryParams") or {}).items()
+    ]
     if params:
         out["query_parameters"] = params
     return out
@@ -273,12 +319,14 @@ def _header_ops(spec: Any, direction: str, where: Where) -> dict[str, Any]:
     if not spec:
         return {}
     out: dict[str, Any] = {}
-    add = [{"header": {"key": str(k), "value": str(v)},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-           for k, v in (spec.get("set") or {}).items()]
-    add += [{"header": {"key": str(k), "value": str(v)},
-             "append_action": "APPEND_IF_EXISTS_OR_ADD"}
-            for k, v in (spec.get("add") or {}).items()]
+    add = [
+        {"header": {"key": str(k), "value": str(v)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for k, v in (spec.get("set") or {}).items()
+    ]
+    add += [
+        {"header": {"key": str(k), "value": str(v)}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+        for k, v in (spec.get("add") or {}).items()
+    ]
     if add:
         out[f"{direction}_headers_to_add"] = add
     remove = spec.get("remove") or []

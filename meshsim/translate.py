@@ -31,10 +31,15 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
     warnings: list[str] = []
     _check_unique(resources)
     for r in resources:
-        warnings.extend(f"{r.source}: {r.ref}: {path} is not supported by the embedded mesh "
-                        "and is ignored" for path in unsupported(r.spec, SUPPORTED[r.kind]))
-    by_kind: dict[str, list[Resource]] = {"VirtualService": [], "DestinationRule": [],
-                                          "Gateway": []}
+        warnings.extend(
+            f"{r.source}: {r.ref}: {path} is not supported by the embedded mesh and is ignored"
+            for path in unsupported(r.spec, SUPPORTED[r.kind])
+        )
+    by_kind: dict[str, list[Resource]] = {
+        "VirtualService": [],
+        "DestinationRule": [],
+        "Gateway": [],
+    }
     for r in resources:
         by_kind[r.kind].append(r)
     subsets = read_destination_rules(by_kind["DestinationRule"], endpoints, warnings)
@@ -50,8 +55,10 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
         domains = []
         for d in _domains(vs):
             if d in taken:
-                warnings.append(f"{vs.source}: {vs.ref}: spec.hosts: {d} is already routed by "
-                                f"VirtualService {taken[d]}; the first one wins")
+                warnings.append(
+                    f"{vs.source}: {vs.ref}: spec.hosts: {d} is already routed by "
+                    f"VirtualService {taken[d]}; the first one wins"
+                )
             else:
                 taken[d] = f"{vs.namespace}/{vs.name}"
                 domains.append(d)
@@ -59,25 +66,35 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
             vhost["domains"] = domains
             virtual_hosts.append(vhost)
     if not virtual_hosts:
-        warnings.append("no VirtualService is bound to a Gateway: the gateway answers 404 "
-                        "to every request; add `gateways: [<gateway name>]` to a VirtualService")
-    routes = {"@type": ROUTE_CONFIG_TYPE, "name": ROUTE_CONFIG_NAME,
-              "virtual_hosts": virtual_hosts}
-    return Snapshot(routes=routes, clusters=build_clusters(endpoints, subsets),
-                    warnings=warnings, resources=list(resources))
+        warnings.append(
+            "no VirtualService is bound to a Gateway: the gateway answers 404 "
+            "to every request; add `gateways: [<gateway name>]` to a VirtualService"
+        )
+    routes = {"@type": ROUTE_CONFIG_TYPE, "name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts}
+    return Snapshot(
+        routes=routes,
+        clusters=build_clusters(endpoints, subsets),
+        warnings=warnings,
+        resources=list(resources),
+    )
 
 
 def _check_unique(resources: Sequence[Resource]) -> None:
     seen: dict[tuple[str, str, str], Resource] = {}
     for r in resources:
         if r.key in seen:
-            raise ManifestError(r.source, r.ref, "metadata.name", f"is also defined in "
-                                f"{seen[r.key].source}; give each resource a unique name")
+            raise ManifestError(
+                r.source,
+                r.ref,
+                "metadata.name",
+                f"is also defined in {seen[r.key].source}; give each resource a unique name",
+            )
         seen[r.key] = r
 
 
-def _bound_gateways(vs: Resource, gateways: dict[tuple[str, str], Resource],
-                    warnings: list[str]) -> list[Resource]:
+def _bound_gateways(
+    vs: Resource, gateways: dict[tuple[str, str], Resource], warnings: list[str]
+) -> list[Resource]:
     names = vs.spec.get("gateways") or []
     bound = []
     for name in names:
@@ -86,14 +103,18 @@ def _bound_gateways(vs: Resource, gateways: dict[tuple[str, str], Resource],
         ns, _, short = str(name).rpartition("/")
         gw = gateways.get((ns or vs.namespace, short))
         if gw is None:
-            warnings.append(f"{vs.source}: {vs.ref}: spec.gateways: Gateway {name} does not "
-                            "exist; traffic entering the gateway does not use this route")
+            warnings.append(
+                f"{vs.source}: {vs.ref}: spec.gateways: Gateway {name} does not "
+                "exist; traffic entering the gateway does not use this route"
+            )
         else:
             bound.append(gw)
     if not names or names == ["mesh"]:
-        warnings.append(f"{vs.source}: {vs.ref}: spec.gateways: binds no Gateway, so it governs "
-                        "mesh-internal traffic only, which the embedded mesh does not route "
-                        "through Envoy; add the gateway's name to route traffic entering it")
+        warnings.append(
+            f"{vs.source}: {vs.ref}: spec.gateways: binds no Gateway, so it governs "
+            "mesh-internal traffic only, which the embedded mesh does not route "
+            "through Envoy; add the gateway's name to route traffic entering it"
+        )
     return bound
 
 
@@ -101,7 +122,7 @@ def _domains(vs: Resource) -> list[str]:
     out: list[str] = []
     for host in vs.spec.get("hosts") or ["*"]:
         host = str(host).lower()
-        for d in ([host] if host == "*" else [host, f"{host}:*"]):
+        for d in [host] if host == "*" else [host, f"{host}:*"]:
             if d not in out:
                 out.append(d)
     return out

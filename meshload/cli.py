@@ -1,0 +1,57 @@
+"""The `meshload` command: one sub-command per job, each a module of its own.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit code:
+2 for bad input (ConfigError), 1 for a failing backend or run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from meshload import __version__
+from meshload.errors import ConfigError, MeshloadError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meshload import cmd_mesh
+
+    parser = argparse.ArgumentParser(
+        prog="meshload",
+        description=(
+            "Measure what an Istio canary rollout really does: split accuracy, propagation delay, "
+            "latency and errors per version."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"meshload {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cmd_mesh.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.run(args)
+        return code
+    except ConfigError as exc:
+        print(f"meshload: error: {exc}", file=sys.stderr)
+        return 2
+    except MeshloadError as exc:
+        print(f"meshload: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

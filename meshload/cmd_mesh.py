@@ -1,0 +1,110 @@
+"""`meshload mesh up` and `meshload mesh apply`: run the embedded mesh, change its manifests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from meshload.errors import ConfigError, MeshloadError
+
+
+def state_file() -> Path:
+    """Where a running `mesh up` says how to reach it (`mesh apply` reads it)."""
+    base = os.environ.get("MESHLOAD_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "meshload"
+    )
+    return Path(base) / "mesh.json"
+
+
+def register(sub: Any) -> None:
+    mesh = sub.add_parser("mesh", help="run the embedded mesh")
+    verbs = mesh.add_subparsers(dest="verb", metavar="VERB", required=True)
+    up = verbs.add_parser("up", help="start the embedded mesh on 127.0.0.1 until Ctrl-C")
+    up.add_argument(
+        "--manifests",
+        help="Istio YAML file or directory (default: scenarios/manifests/canary.yaml)",
+    )
+    up.add_argument("--spec", help="mesh spec YAML (default: the packaged Online Boutique)")
+    up.add_argument("--seed", type=int, help="seed of the simulated latencies and errors")
+    up.add_argument(
+        "--gateway-port",
+        type=int,
+        default=0,
+        help="port of the gateway on 127.0.0.1 (default: a free one)",
+    )
+    up.set_defaults(run=run_up)
+    apply = verbs.add_parser("apply", help="send changed manifests to the running mesh")
+    apply.add_argument("path", help="Istio YAML file or directory")
+    apply.set_defaults(run=run_apply)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from meshsim.mesh import Mesh
+
+    mesh = Mesh(
+        manifests=args.manifests, spec=args.spec, seed=args.seed, gateway_port=args.gateway_port
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    state = state_file()
+    try:
+        mesh.start()
+        for name, url in mesh.urls().items():
+            print(f"{name} {url}", flush=True)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(
+            json.dumps({"pid": os.getpid(), "urls": mesh.urls(), "control": mesh.control_url})
+        )
+        print("ready; Ctrl-C stops the mesh", flush=True)
+        while True:
+            dead = mesh.dead_child()
+            if dead is not None:
+                print(
+                    f"meshload: error: {dead.died_error()}; stopping the mesh",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+            time.sleep(0.2)
+    except (_Stop, KeyboardInterrupt):
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        mesh.stop()
+        if state.exists() and json.loads(state.read_text() or "{}").get("pid") == os.getpid():
+            state.unlink()
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from meshsim.remote import apply_remote
+
+    from meshsim.resources import load_manifests
+
+    state = state_file()
+    if not state.exists():
+        raise ConfigError("no running mesh found; start one with `meshload mesh up`")
+    info = json.loads(state.read_text())
+    resources = load_manifests(args.path)
+    try:
+        warnings = apply_remote(info["control"], resources)
+    except MeshloadError:
+        raise
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for r in resources:
+        print(f"{r.ref} applied")
+    return 0

@@ -1,0 +1,157 @@
+"""The embedded mesh as one object: simulated workloads, a real Envoy gateway, its control plane.
+
+    with Mesh() as mesh:                   # everything on 127.0.0.1, free ports
+        mesh.gateway_url                   # http://127.0.0.1:PORT, the Istio ingress gateway
+        mesh.apply("scenarios/manifests")  # changed manifests, validated, then sent to Envoy
+
+Each server runs in a child process of its own (asyncio never shares Locust's gevent loop),
+started in its own session and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from meshload.errors import BackendError, ConfigError
+from meshsim.controlplane import ControlPlane
+from meshsim.envoy import Envoy
+from meshsim.hosts import Endpoint
+from meshsim.procs import Child, python_module, wait_for_json
+from meshsim.resources import Resource, load_manifests
+from meshsim.spec import MeshSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANIFESTS = REPO_ROOT / "scenarios" / "manifests" / "canary.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parent / "data" / "default-spec.yaml"
+
+
+class Mesh:
+    """Starts, serves and stops the embedded mesh; a context manager for tests and scenarios."""
+
+    def __init__(
+        self,
+        *,
+        manifests: str | Path | Sequence[Resource] | None = None,
+        spec: str | Path | None = None,
+        seed: int | None = None,
+        gateway_port: int = 0,
+        workdir: str | Path | None = None,
+        envoy_concurrency: int = 1,
+    ) -> None:
+        self._manifests = manifests
+        self.spec_path = Path(spec) if spec is not None else DEFAULT_SPEC
+        self.spec: MeshSpec = load_spec(spec)
+        self.seed = self.spec.seed if seed is None else seed
+        self.gateway_port = gateway_port
+        self.envoy_concurrency = envoy_concurrency
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshload-"))
+        self.children: list[Child] = []
+        self.envoy: Envoy | None = None
+        self.control: ControlPlane | None = None
+        self.warnings: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Mesh:
+        try:
+            resources = self._initial_resources()
+            endpoints = self._start_workloads()
+            self.control = ControlPlane(endpoints, resources)
+            self.warnings = list(self.control.snapshot.warnings)
+            for w in self.warnings:
+                log.warning("%s", w)
+            self.envoy = Envoy(
+                self.workdir / "envoy",
+                self.control.snapshot,
+                port=self.gateway_port,
+                concurrency=self.envoy_concurrency,
+            )
+            self.children.append(self.envoy.child)
+            self.control.envoy = self.envoy
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _initial_resources(self) -> list[Resource]:
+        source = self._manifests
+        if source is None:
+            if not DEFAULT_MANIFESTS.exists():
+                raise ConfigError(f"{DEFAULT_MANIFESTS} not found; pass --manifests PATH")
+            source = DEFAULT_MANIFESTS
+        if isinstance(source, str | Path):
+            return load_manifests(source, self.spec.namespace)
+        return list(source)
+
+    def _start_workloads(self) -> list[Endpoint]:
+        ports_file = self.workdir / "workloads.json"
+        child = Child(
+            "workloads",
+            python_module(
+                "meshsim.boutique",
+                "--spec",
+                str(self.spec_path),
+                "--ports-file",
+                str(ports_file),
+                "--seed",
+                str(self.seed),
+            ),
+            self.workdir / "workloads.log",
+        )
+        self.children.append(child)
+        ports = wait_for_json(ports_file, child)["workloads"]
+        return [
+            Endpoint(w.name, w.service, w.namespace, dict(w.labels), int(ports[w.name]))
+            for w in self.spec.workloads
+        ]
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Mesh:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- use -------------------------------------------------------------------------------
+    @property
+    def gateway_url(self) -> str:
+        if self.envoy is None:
+            raise BackendError("the mesh is not running; call start() or use `with Mesh()`")
+        return f"http://127.0.0.1:{self.envoy.port}"
+
+    def urls(self) -> dict[str, str]:
+        """One URL per endpoint, in the order `meshload mesh up` prints them."""
+        assert self.envoy is not None
+        return {"gateway": self.gateway_url, "envoy-admin": self.envoy.admin_url}
+
+    def apply(self, manifests: str | Path | Sequence[Resource]) -> list[str]:
+        """Create or replace resources; a refused set raises and leaves the mesh as it was."""
+        assert self.control is not None
+        resources = (
+            load_manifests(manifests, self.spec.namespace)
+            if isinstance(manifests, str | Path)
+            else list(manifests)
+        )
+        return self.control.apply(resources)
+
+    def dead_child(self) -> Child | None:
+        """The first child that exited though nobody asked it to."""
+        return next((c for c in self.children if not c.alive()), None)
