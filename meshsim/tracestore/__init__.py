@@ -1,0 +1,11 @@
+"""The embedded mesh's trace store: an OTLP/HTTP receiver answering Jaeger's query APIs.
+
+It stands in for Jaeger: Envoy and the simulated services export spans to `POST /v1/traces`,
+and analysis reads them back through `/api/...` (Jaeger v1) or `/api/v3/...` (Jaeger v2),
+all on one 127.0.0.1 port.
+"""
+
+from meshsim.tracestore.server import Running, serve
+from meshsim.tracestore.store import SpanStore
+
+__all__ = ["Running", "SpanStore", "serve"]

@@ -1,0 +1,95 @@
+"""`python -m meshsim.tracestore --ports-file PATH [--max-spans N] [--spill-dir DIR]`
+
+Serves OTLP/HTTP (`POST /v1/traces`) and the Jaeger query APIs (`/api/...`, `/api/v3/...`) on
+one port of 127.0.0.1 (real Jaeger splits them over 4318 and 16686). Once listening it writes
+`{"pid": N, "port": P}` to the ports file (a temp file renamed over it, so a reader never sees
+half of it) and runs until SIGTERM or SIGINT, then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from meshload.errors import MeshloadError
+from meshsim.tracestore.server import serve
+from meshsim.tracestore.store import DEFAULT_MAX_SPANS
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a span count >= 2")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m meshsim.tracestore",
+        description="Embedded Jaeger stand-in: OTLP receiver and "
+        "Jaeger query API on one 127.0.0.1 port.",
+    )
+    parser.add_argument(
+        "--ports-file",
+        required=True,
+        type=Path,
+        help='where to write {"pid": N, "port": P} once listening',
+    )
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    parser.add_argument(
+        "--max-spans",
+        type=_positive,
+        default=DEFAULT_MAX_SPANS,
+        help=f"spans kept in memory before older ones spill to disk (default {DEFAULT_MAX_SPANS})",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        default=None,
+        help="directory for spilled span segments (default: a temp dir, removed on exit)",
+    )
+    return parser.parse_args(argv)
+
+
+def write_ports_file(path: Path, pid: int, port: int) -> None:
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    tmp.write_text(json.dumps({"pid": pid, "port": port}) + "\n")
+    os.replace(tmp, path)
+
+
+async def run(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running = await serve(port=args.port, max_spans=args.max_spans, spill_dir=args.spill_dir)
+    try:
+        write_ports_file(args.ports_file, os.getpid(), running.port)
+        logging.getLogger(__name__).info("trace store on %s", running.url)
+        await stop.wait()
+    finally:
+        await running.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s tracestore %(message)s")
+    try:
+        asyncio.run(run(args))
+    except (MeshloadError, OSError) as exc:
+        print(f"tracestore: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Jaeger v2's `/api/v3` answers: OTLP/JSON as the collector's pdata marshaler writes it.
+
+That marshaler writes ids as hex, 64-bit integers and `*UnixNano` times as strings, kind and
+status code as integers, and leaves out every empty or zero field except `status` (always an
+object, `{}` when unset) and `resource` / `scope`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from meshsim.tracestore.otlp import group_rows, sorted_attributes, sorted_events
+from meshsim.tracestore.receiver import Row
+
+NO_TRACES_FOUND = "No traces found"
+
+
+def error_body(http_code: int, message: str) -> dict[str, Any]:
+    """api_v3.GRPCGatewayError as Jaeger's HTTP gateway writes it."""
+    return {"error": {"httpCode": http_code, "message": message}}
+
+
+def any_value(value: AnyValue) -> dict[str, Any]:
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return {"stringValue": value.string_value}
+    if which == "bool_value":
+        return {"boolValue": value.bool_value}
+    if which == "int_value":
+        return {"intValue": str(value.int_value)}
+    if which == "double_value":
+        return {"doubleValue": value.double_value}
+    if which == "bytes_value":
+        return {"bytesValue": base64.b64encode(value.bytes_value).decode("ascii")}
+    if which == "array_value":
+        return {"arrayValue": {"values": [any_value(v) for v in value.array_value.values]}}
+    if which == "kvlist_value":
+        return {"kvlistValue": {"values": attributes(value.kvlist_value.values, sort=False)}}
+    return {}
+
+
+def attributes(kvs: Iterable[KeyValue], *, sort: bool = True) -> list[dict[str, Any]]:
+    ordered = sorted_attributes(list(kvs)) if sort else kvs
+    return [{"key": kv.key, "value": any_value(kv.value)} for kv in ordered]
+
+
+def _put_attributes(out: dict[str, Any], kvs: Sequence[KeyValue], dropped: int) -> None:
+    if kvs:
+        out["attributes"] = attributes(kvs)
+    if dropped:
+        out["droppedAttributesCount"] = dropped
+
+
+def resource_json(resource: Resource) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _put_attributes(out, resource.attributes, resource.dropped_attributes_count)
+    return out
+
+
+def scope_json(scope: InstrumentationScope) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if scope.name:
+        out["name"] = scope.name
+    if scope.version:
+        out["version"] = scope.version
+    _put_attributes(out, scope.attributes, scope.dropped_attributes_count)
+    return out
+
+
+def span_json(span: Span) -> dict[str, Any]:
+    out: dict[str, Any] = {"traceId": span.trace_id.hex(), "spanId": span.span_id.hex()}
+    if span.trace_state:
+        out["traceState"] = span.trace_state
+    if span.parent_span_id:
+        out["parentSpanId"] = span.parent_span_id.hex()
+    if span.flags:
+        out["flags"] = span.flags
+    if span.name:
+        out["name"] = span.name
+    if span.kind:
+        out["kind"] = span.kind
+    if span.start_time_unix_nano:
+        out["startTimeUnixNano"] = str(span.start_time_unix_nano)
+    if span.end_time_unix_nano:
+        out["endTimeUnixNano"] = str(span.end_time_unix_nano)
+    _put_attributes(out, span.attributes, span.dropped_attributes_count)
+    if span.events:
+        out["events"] = [_event_json(event) for event in sorted_events(span)]
+    if span.dropped_events_count:
+        out["droppedEventsCount"] = span.dropped_events_count
+    if span.links:
+        out["links"] = [_link_json(link) for link in span.links]
+    if span.dropped_links_count:
+        out["droppedLinksCount"] = span.dropped_links_count
+    status: dict[str, Any] = {}
+    if span.status.message:
+        status["message"] = span.status.message
+    if span.status.code:
+        status["code"] = span.status.code
+    out["status"] = status
+    return out
+
+
+def _event_json(event: Span.Event) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if event.time_unix_nano:
+        out["timeUnixNano"] = str(event.time_unix_nano)
+    if event.name:
+        out["name"] = event.name
+    _put_attributes(out, event.attributes, event.dropped_attributes_count)
+    return out
+
+
+def _link_json(link: Span.Link) -> dict[str, Any]:
+    out: dict[str, Any] = {"traceId": link.trace_id.hex(), "spanId": link.span_id.hex()}
+    if link.trace_state:
+        out["traceState"] = link.trace_state
+    _put_attributes(out, link.attributes, link.dropped_attributes_count)
+    if link.flags:
+        out["flags"] = link.flags
+    return out
+
+
+def resource_spans(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """One trace's spans as OTLP/JSON resourceSpans."""
+    out = []
+    for group in group_rows(rows):
+        scope_spans = [
+            {"scope": scope_json(sg.scope), "spans": [span_json(s) for s in sg.spans]}
+            for sg in group.scopes.values()
+        ]
+        out.append({"resource": resource_json(group.resource), "scopeSpans": scope_spans})
+    return out
+
+
+def traces_body(traces: Iterable[Sequence[Row]]) -> dict[str, Any]:
+    """GRPCGatewayWrapper: every trace's resourceSpans concatenated under `result`."""
+    combined: list[dict[str, Any]] = []
+    for rows in traces:
+        combined.extend(resource_spans(rows))
+    return {"result": {"resourceSpans": combined}}

@@ -1,0 +1,242 @@
+"""The trace store's HTTP face: OTLP/HTTP receiver and Jaeger query APIs on one port.
+
+Real deployments split these (Jaeger takes OTLP/HTTP on 4318 and answers queries on 16686);
+the embedded mesh serves both on one port so there is one process and one ports file.
+Error bodies are written as Jaeger's Go handlers write them (`http.Error`: text/plain, a
+trailing newline), so a client tested here copes with the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from google.rpc import status_pb2
+
+from meshsim.tracestore import jaeger_v1, jaeger_v2
+from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES, span_matches_tags
+from meshsim.tracestore.params import parse_trace_id, v1_search, v3_search
+from meshsim.tracestore.query import QueryError, TraceQuery
+from meshsim.tracestore.receiver import PROTOBUF, DecodeFailure, UnsupportedMediaType, decode
+from meshsim.tracestore.store import DEFAULT_MAX_SPANS, SpanPredicate, SpanStore
+
+log = logging.getLogger(__name__)
+
+STORE_KEY = web.AppKey("store", SpanStore)
+_MAX_BODY_BYTES = 64 * 1024 * 1024
+_INVALID_ARGUMENT = 3  # google.rpc.Code
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+
+
+def _go_error(body: Any, status: int) -> web.Response:
+    """Go's http.Error: the JSON text as text/plain plus a newline, nosniff."""
+    return web.Response(
+        status=status,
+        text=json.dumps(body, separators=(",", ":")) + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _v1_error(status: int, message: str) -> web.Response:
+    return _go_error(jaeger_v1.error_body(status, message), status)
+
+
+def _v3_error(status: int, message: str) -> web.Response:
+    return _go_error(jaeger_v2.error_body(status, message), status)
+
+
+def _predicate(query: TraceQuery) -> SpanPredicate | None:
+    if not query.tags:
+        return None
+    tags = query.tags
+    return lambda row: span_matches_tags(row, tags)
+
+
+# -- OTLP receiver -----------------------------------------------------------------------
+async def receive(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    is_protobuf = request.content_type == PROTOBUF
+    try:
+        rows = decode(
+            await request.read(),
+            request.headers.get("Content-Type"),
+            request.headers.get("Content-Encoding"),
+        )
+    except DecodeFailure as exc:
+        status = 415 if isinstance(exc, UnsupportedMediaType) else 400
+        if is_protobuf:
+            body = status_pb2.Status(code=_INVALID_ARGUMENT, message=str(exc))
+            return web.Response(status=status, body=body.SerializeToString(), content_type=PROTOBUF)
+        return _json({"code": _INVALID_ARGUMENT, "message": str(exc)}, status)
+    store.add(rows)
+    # An empty ExportTraceServiceResponse, in the encoding the request came in.
+    if is_protobuf:
+        return web.Response(body=b"", content_type=PROTOBUF)
+    return _json({})
+
+
+# -- Jaeger v1 (/api) --------------------------------------------------------------------
+async def v1_services(request: web.Request) -> web.Response:
+    services = request.app[STORE_KEY].services()
+    return _json(jaeger_v1.envelope(services or None, total=len(services)))
+
+
+async def v1_operations_legacy(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    names = sorted({name for name, _ in store.operations(request.match_info["service"])})
+    return _json(jaeger_v1.envelope(names, total=len(names)))
+
+
+async def v1_operations(request: web.Request) -> web.Response:
+    service = request.query.get("service", "")
+    if not service:
+        return _v1_error(400, "parameter 'service' is required")
+    kind_name = request.query.get("spanKind", "")
+    kind = KIND_BY_NAME.get(kind_name, -1) if kind_name else None
+    ops = request.app[STORE_KEY].operations(service, kind)
+    data = [{"name": name, "spanKind": KIND_NAMES.get(k, "")} for name, k in ops]
+    return _json(jaeger_v1.envelope(data, total=len(data)))
+
+
+async def v1_search_traces(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    ids_text = request.query.getall("traceID", [])
+    if ids_text:
+        return _v1_traces_by_id(store, ids_text)
+    try:
+        query = v1_search(
+            request.query, request.query.getall("tag", []), request.query.getall("tags", [])
+        )
+    except QueryError as exc:
+        return _v1_error(400, str(exc))
+    ids = store.find_trace_ids(query, _predicate(query))
+    return _json(jaeger_v1.envelope([jaeger_v1.trace_to_v1(store.trace(t)) for t in ids]))
+
+
+def _v1_traces_by_id(store: SpanStore, ids_text: list[str]) -> web.Response:
+    traces, errors = [], []
+    for text in ids_text:
+        try:
+            trace_id = parse_trace_id(text)
+        except QueryError as exc:
+            return _v1_error(400, f"cannot parse traceID param: {exc}")
+        rows = store.trace(trace_id)
+        if rows:
+            traces.append(jaeger_v1.trace_to_v1(rows))
+        else:
+            errors.append(
+                {"msg": "trace not found", "traceID": jaeger_v1.trace_id_string(trace_id)}
+            )
+    return _json(jaeger_v1.envelope(traces, errors=errors or None))
+
+
+async def v1_get_trace(request: web.Request) -> web.Response:
+    try:
+        trace_id = parse_trace_id(request.match_info["trace_id"])
+    except QueryError as exc:
+        return _v1_error(400, str(exc))
+    rows = request.app[STORE_KEY].trace(trace_id)
+    if not rows:
+        return _v1_error(404, "trace not found")
+    return _json(jaeger_v1.envelope([jaeger_v1.trace_to_v1(rows)]))
+
+
+# -- Jaeger v2 (/api/v3) -----------------------------------------------------------------
+async def v3_services(request: web.Request) -> web.Response:
+    services = request.app[STORE_KEY].services()
+    # gogo jsonpb leaves an empty repeated field out: no services is `{}`.
+    return _json({"services": services} if services else {})
+
+
+async def v3_operations(request: web.Request) -> web.Response:
+    query = request.query
+    kind_name = query.get("spanKind") or query.get("span_kind") or ""
+    kind = KIND_BY_NAME.get(kind_name, -1) if kind_name else None
+    ops = request.app[STORE_KEY].operations(query.get("service", ""), kind)
+    data = [{"name": name, "spanKind": KIND_NAMES.get(k, "internal")} for name, k in ops]
+    return _json({"operations": data} if data else {})
+
+
+async def v3_find_traces(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    try:
+        query = v3_search(request.query)
+    except QueryError as exc:
+        return _v3_error(400, str(exc))
+    ids = store.find_trace_ids(query, _predicate(query))
+    if not ids:
+        return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
+    return _json(jaeger_v2.traces_body(store.trace(t) for t in ids))
+
+
+async def v3_get_trace(request: web.Request) -> web.Response:
+    try:
+        trace_id = parse_trace_id(request.match_info["trace_id"])
+    except QueryError as exc:
+        return _v3_error(400, f"malformed parameter trace_id: {exc}")
+    rows = request.app[STORE_KEY].trace(trace_id)
+    if not rows:
+        return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
+    return _json(jaeger_v2.traces_body([rows]))
+
+
+def make_app(store: SpanStore) -> web.Application:
+    app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    app[STORE_KEY] = store
+    app.router.add_post("/v1/traces", receive)
+    app.router.add_get("/api/services", v1_services)
+    app.router.add_get("/api/services/{service}/operations", v1_operations_legacy)
+    app.router.add_get("/api/operations", v1_operations)
+    app.router.add_get("/api/traces", v1_search_traces)
+    app.router.add_get("/api/traces/{trace_id}", v1_get_trace)
+    app.router.add_get("/api/v3/services", v3_services)
+    app.router.add_get("/api/v3/operations", v3_operations)
+    app.router.add_get("/api/v3/traces", v3_find_traces)
+    app.router.add_get("/api/v3/traces/{trace_id}", v3_get_trace)
+    return app
+
+
+@dataclass
+class Running:
+    """A serving trace store: `port` takes OTLP at /v1/traces and Jaeger queries at /api."""
+
+    port: int
+    store: SpanStore
+    _runner: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+        self.store.close()
+
+
+async def serve(
+    *, port: int = 0, max_spans: int = DEFAULT_MAX_SPANS, spill_dir: Path | None = None
+) -> Running:
+    """Start serving on 127.0.0.1 (port 0: a free one) in the running event loop."""
+    store = SpanStore(max_spans=max_spans, spill_dir=spill_dir)
+    runner = web.AppRunner(make_app(store), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        store.close()
+        raise
+    bound = runner.addresses[0][1]
+    return Running(port=bound, store=store, _runner=runner)
