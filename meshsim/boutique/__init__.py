@@ -1,0 +1,22 @@
+"""The simulated Online Boutique: every workload of a mesh spec in one asyncio process.
+
+Calls between simulated services are in-process; each request and call is reported to the
+mesh's observers as a `Hop` (the seam for spans and Istio-style metrics).
+"""
+
+from meshsim.boutique.hops import INGRESS, Hop, Observer, Observers, parse_traceparent
+from meshsim.boutique.runtime import CallFailed, Runtime
+from meshsim.boutique.server import Running, serve, write_ports_file
+
+__all__ = [
+    "INGRESS",
+    "CallFailed",
+    "Hop",
+    "Runtime",
+    "Observer",
+    "Observers",
+    "Running",
+    "parse_traceparent",
+    "serve",
+    "write_ports_file",
+]

@@ -1,0 +1,307 @@
+"""The demo's frontend: its routes, the backend calls each makes, its status codes and cookies.
+
+Follows GoogleCloudPlatform/microservices-demo src/frontend (main.go, handlers.go, rpc.go):
+a failed call the demo treats as fatal gives a 500 page; recommendations and ads are optional;
+form validation failures give 422, as the demo's validator does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from email.utils import formatdate
+
+from aiohttp import web
+from aiohttp.typedefs import Handler as HttpHandler
+
+from meshsim.boutique.backends import Backends
+from meshsim.boutique.catalog import (
+    DEFAULT_CURRENCY,
+    EUR_RATES,
+    Ad,
+    Product,
+    is_credit_card,
+)
+from meshsim.boutique.pages import Pages
+from meshsim.boutique.runtime import CallFailed, Runtime, Site
+from meshsim.spec import Workload
+
+SESSION_COOKIE = "shop_session-id"
+CURRENCY_COOKIE = "shop_currency"
+COOKIE_MAX_AGE_S = 60 * 60 * 48
+_ORDER_FIELDS = (
+    "email",
+    "street_address",
+    "zip_code",
+    "city",
+    "state",
+    "country",
+    "credit_card_number",
+    "credit_card_expiration_month",
+    "credit_card_expiration_year",
+    "credit_card_cvv",
+)
+_NO_FORM: Mapping[str, str] = {}
+
+
+class Visit:
+    """What a handler knows about the request it serves."""
+
+    __slots__ = ("site", "session_id", "currency", "form", "http", "set_cookies")
+
+    def __init__(
+        self,
+        site: Site,
+        session_id: str,
+        currency: str,
+        form: Mapping[str, str],
+        http: web.Request,
+        set_cookies: list[str],
+    ) -> None:
+        self.site = site
+        self.session_id = session_id
+        self.currency = currency
+        self.form = form
+        self.http = http
+        self.set_cookies = set_cookies
+
+
+Handler = Callable[[Visit], web.Response]
+
+
+class Frontend:
+    """The frontend routes served by one frontend workload."""
+
+    def __init__(self, runtime: Runtime, backends: Backends, workload: Workload) -> None:
+        self.runtime = runtime
+        self.ops = backends
+        self.workload = workload
+        self.pages = Pages(workload, workload.profile.message)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/", self._wrap("GET /", self.home)),
+            web.get("/product/{id}", self._wrap("GET /product/{id}", self.product)),
+            web.get("/cart", self._wrap("GET /cart", self.view_cart)),
+            web.post("/cart", self._wrap("POST /cart", self.add_to_cart, form=True)),
+            web.post("/cart/empty", self._wrap("POST /cart/empty", self.empty_cart)),
+            web.post("/setCurrency", self._wrap("POST /setCurrency", self.set_currency, form=True)),
+            web.get("/logout", self._wrap("GET /logout", self.logout), allow_head=False),
+            web.post(
+                "/cart/checkout", self._wrap("POST /cart/checkout", self.place_order, form=True)
+            ),
+            web.get("/_healthz", self._wrap("GET /_healthz", self.healthz, fallible=False)),
+        ]
+
+    def _wrap(
+        self, operation: str, handler: Handler, *, form: bool = False, fallible: bool = True
+    ) -> HttpHandler:
+        runtime, workload = self.runtime, self.workload
+
+        async def serve(request: web.Request) -> web.Response:
+            # Read the body before `begin`: all random draws of a request then happen without
+            # an await in between, which keeps seeded runs reproducible under concurrency.
+            fields: Mapping[str, str] = _NO_FORM
+            if form:
+                posted = await request.post()
+                fields = {k: v for k, v in posted.items() if isinstance(v, str)}
+            cookies = request.cookies
+            set_cookies: list[str] = []
+            session_id = cookies.get(SESSION_COOKIE)
+            if not session_id:
+                session_id = str(uuid.uuid4())
+                set_cookies.append(f"{SESSION_COOKIE}={session_id}; Max-Age={COOKIE_MAX_AGE_S}")
+            currency = cookies.get(CURRENCY_COOKIE) or DEFAULT_CURRENCY
+            req = runtime.begin(
+                workload, operation, request.headers.get("traceparent"), fallible=fallible
+            )
+            if req.failed:
+                response = self._error(500, f"simulated failure in {workload.name}")
+            else:
+                visit = Visit(req.root, session_id, currency, fields, request, set_cookies)
+                try:
+                    response = handler(visit)
+                except CallFailed as e:
+                    response = self._error(500, str(e))
+            await req.finish(response.status)
+            for cookie in set_cookies:
+                response.headers.add("Set-Cookie", cookie)
+            return response
+
+        return serve
+
+    def _error(self, status: int, message: str) -> web.Response:
+        return web.Response(
+            status=status, text=self.pages.error(status, message), content_type="text/html"
+        )
+
+    def _page(self, html: str) -> web.Response:
+        return web.Response(text=html, content_type="text/html")
+
+    # Calls the demo's frontend makes (rpc.go), shared by several pages.
+    def _currencies(self, site: Site) -> tuple[str, ...]:
+        result: tuple[str, ...] = site.call(
+            "currencyservice", "GetSupportedCurrencies", self.ops.get_supported_currencies
+        )
+        return result
+
+    def _cart(self, v: Visit) -> tuple[tuple[str, int], ...]:
+        result: tuple[tuple[str, int], ...] = v.site.call(
+            "cartservice", "GetCart", self.ops.get_cart, v.session_id
+        )
+        return result
+
+    def _convert(self, site: Site, amount_usd: float, currency: str) -> float:
+        result: float = site.call(
+            "currencyservice", "Convert", self.ops.convert, amount_usd, currency
+        )
+        return result
+
+    def _recommendations(self, v: Visit, product_ids: tuple[str, ...]) -> list[Product]:
+        """The demo ignores a failure here: the page shows no recommendations."""
+        try:
+            ids = v.site.call(
+                "recommendationservice",
+                "ListRecommendations",
+                self.ops.list_recommendations,
+                product_ids,
+            )
+            products = [
+                v.site.call("productcatalogservice", "GetProduct", self.ops.get_product, i)
+                for i in ids
+            ]
+        except CallFailed:
+            return []
+        return products[:4]
+
+    def _ad(self, v: Visit, categories: tuple[str, ...]) -> Ad | None:
+        try:
+            ads: tuple[Ad, ...] = v.site.call("adservice", "GetAds", self.ops.get_ads, categories)
+        except CallFailed:
+            return None
+        return ads[self.runtime.rng.randrange(len(ads))] if ads else None
+
+    # Routes (handlers.go)
+    def home(self, v: Visit) -> web.Response:
+        currencies = self._currencies(v.site)
+        products: tuple[Product, ...] = v.site.call(
+            "productcatalogservice", "ListProducts", self.ops.list_products
+        )
+        cart = self._cart(v)
+        for p in products:
+            self._convert(v.site, p.price_usd, v.currency)
+        ad = self._ad(v, ())
+        return self._page(self.pages.home(v.currency, currencies, _size(cart), ad))
+
+    def product(self, v: Visit) -> web.Response:
+        product_id = v.http.match_info["id"]
+        product: Product = v.site.call(
+            "productcatalogservice", "GetProduct", self.ops.get_product, product_id
+        )
+        currencies = self._currencies(v.site)
+        cart = self._cart(v)
+        self._convert(v.site, product.price_usd, v.currency)
+        recommendations = self._recommendations(v, (product_id,))
+        ad = self._ad(v, product.categories)
+        return self._page(
+            self.pages.product(product, v.currency, currencies, _size(cart), recommendations, ad)
+        )
+
+    def view_cart(self, v: Visit) -> web.Response:
+        currencies = self._currencies(v.site)
+        cart = self._cart(v)
+        recommendations = self._recommendations(v, tuple(pid for pid, _ in cart))
+        quote_usd: float = v.site.call("shippingservice", "GetQuote", self.ops.get_quote, cart)
+        shipping = self._convert(v.site, quote_usd, v.currency)
+        items = []
+        for product_id, quantity in cart:
+            p: Product = v.site.call(
+                "productcatalogservice", "GetProduct", self.ops.get_product, product_id
+            )
+            items.append((p, quantity, self._convert(v.site, p.price_usd, v.currency)))
+        return self._page(self.pages.cart(v.currency, currencies, items, shipping, recommendations))
+
+    def add_to_cart(self, v: Visit) -> web.Response:
+        product_id = v.form.get("product_id", "")
+        quantity = _uint(v.form.get("quantity", ""))
+        problems = []
+        if not 1 <= quantity <= 10:
+            problems.append("Field 'Quantity' is invalid: required,gte=1,lte=10")
+        if not product_id:
+            problems.append("Field 'ProductID' is invalid: required")
+        if problems:
+            return self._error(422, "\n".join(problems))
+        product: Product = v.site.call(
+            "productcatalogservice", "GetProduct", self.ops.get_product, product_id
+        )
+        v.site.call("cartservice", "AddItem", self.ops.add_item, v.session_id, product.id, quantity)
+        return web.Response(status=302, headers={"Location": "/cart"})
+
+    def empty_cart(self, v: Visit) -> web.Response:
+        v.site.call("cartservice", "EmptyCart", self.ops.empty_cart, v.session_id)
+        return web.Response(status=302, headers={"Location": "/"})
+
+    def set_currency(self, v: Visit) -> web.Response:
+        code = v.form.get("currency_code", "")
+        # The demo validates ISO 4217; the codes the currency service converts stand in.
+        if code not in EUR_RATES:
+            return self._error(422, "Field 'Currency' is invalid: iso4217")
+        v.set_cookies.append(f"{CURRENCY_COOKIE}={code}; Max-Age={COOKIE_MAX_AGE_S}")
+        referer = v.http.headers.get("Referer") or "/"
+        return web.Response(status=302, headers={"Location": referer})
+
+    def place_order(self, v: Visit) -> web.Response:
+        problems = _order_problems(v.form)
+        if problems:
+            return self._error(422, "\n".join(problems))
+        order = v.site.call(
+            "checkoutservice",
+            "PlaceOrder",
+            self.ops.place_order,
+            v.session_id,
+            v.currency,
+            v.form["email"],
+        )
+        recommendations = self._recommendations(v, ())
+        currencies = self._currencies(v.site)
+        return self._page(self.pages.order(order, currencies, recommendations))
+
+    def logout(self, v: Visit) -> web.Response:
+        expired = formatdate(time.time() - 365 * 24 * 3600, usegmt=True)
+        for name, value in v.http.cookies.items():
+            v.set_cookies.append(f"{name}={value}; Expires={expired}; Max-Age=0")
+        return web.Response(status=302, headers={"Location": "/"})
+
+    def healthz(self, v: Visit) -> web.Response:
+        return web.Response(text="ok")
+
+
+def _size(cart: tuple[tuple[str, int], ...]) -> int:
+    return sum(q for _, q in cart)
+
+
+def _uint(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def _order_problems(form: Mapping[str, str]) -> list[str]:
+    """The demo's PlaceOrderPayload rules, one message per failed field."""
+    problems = [f"Field '{f}' is invalid: required" for f in _ORDER_FIELDS if not form.get(f)]
+    if problems:
+        return problems
+    if "@" not in form["email"] or form["email"].startswith("@"):
+        problems.append("Field 'Email' is invalid: email")
+    if len(form["street_address"]) > 512:
+        problems.append("Field 'StreetAddress' is invalid: max")
+    for f in ("city", "state", "country"):
+        if len(form[f]) > 128:
+            problems.append(f"Field '{f}' is invalid: max")
+    if not is_credit_card(form["credit_card_number"]):
+        problems.append("Field 'CcNumber' is invalid: credit_card")
+    if not 1 <= _uint(form["credit_card_expiration_month"]) <= 12:
+        problems.append("Field 'CcMonth' is invalid: gte")
+    for f in ("zip_code", "credit_card_expiration_year", "credit_card_cvv"):
+        if not _uint(form[f]):
+            problems.append(f"Field '{f}' is invalid: required")
+    return problems

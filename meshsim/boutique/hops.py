@@ -1,0 +1,104 @@
+"""Hops: the one record every simulated request and call produces, and who gets told.
+
+A hop is one request from a source to a destination workload: the gateway's request to a
+frontend, or one in-process RPC between simulated services. Tracing (a span per hop) and
+Istio-style metrics (a sample per hop) are observers; the handlers never know about them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+INGRESS = "istio-ingressgateway"
+"""The source named on hops that enter the mesh through the gateway."""
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One request from `source` to `destination`, as a span and a metric sample see it.
+
+    `start_ns` is epoch time; `duration_ms` includes the calls the destination made itself.
+    `status_code` is HTTP-like for every protocol (a failed RPC is 500, an unknown product
+    404); `error` is true when the caller saw a failure. `parent_span_id` is None for a hop
+    whose request came with no (valid) W3C traceparent.
+    """
+
+    source: str
+    destination: str
+    operation: str
+    protocol: str
+    start_ns: int
+    duration_ms: float
+    status_code: int
+    error: bool
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    sampled: bool = True
+
+
+Observer = Callable[[Hop], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    trace_id: str
+    parent_span_id: str | None
+    sampled: bool
+
+
+def parse_traceparent(header: str | None) -> TraceContext | None:
+    """The trace context of a W3C `traceparent` header, or None when absent or malformed."""
+    if not header:
+        return None
+    m = _TRACEPARENT.match(header.strip().lower())
+    if m is None or m.group(1) == "ff":
+        return None
+    version, trace_id, span_id, flags = m.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
+
+
+def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+
+
+class Observers:
+    """The observers of a mesh; one that raises is logged once, then ignored when it raises."""
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._observers: list[Observer] = list(observers)
+        self._failed: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def __len__(self) -> int:
+        return len(self._observers)
+
+    def add(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def remove(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    def emit(self, hops: Iterable[Hop]) -> None:
+        for hop in hops:
+            for observer in self._observers:
+                try:
+                    observer(hop)
+                except Exception:
+                    # Telemetry must never break traffic; one log line per broken observer.
+                    if id(observer) not in self._failed:
+                        self._failed.add(id(observer))
+                        log.exception("hop observer %r failed; ignoring its errors", observer)

@@ -1,0 +1,215 @@
+"""In-process calls between simulated workloads, on a virtual clock.
+
+Each incoming request gets a `Request`: a timeline that starts when it arrives. Every call
+made while serving it picks a workload of the target service, samples that workload's latency
+for the operation and advances the timeline, synchronously; the handler then sleeps once for
+whatever the timeline is ahead of the wall clock. One timer per request instead of one per
+hop keeps CPU low (the runtime shares 2 cores with the load generator), and because all random
+draws of a request happen before its first await, a seed reproduces every latency and error
+for the same request sequence even when requests overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from meshsim.boutique.hops import INGRESS, Hop, Observer, Observers, parse_traceparent
+from meshsim.spec import MeshSpec, Workload
+
+
+class CallFailed(Exception):
+    """A call that failed as the caller sees it (the demo's handlers turn it into a 500)."""
+
+    def __init__(self, service: str, operation: str, status_code: int, reason: str) -> None:
+        super().__init__(f"{service}.{operation}: {reason}")
+        self.service = service
+        self.operation = operation
+        self.status_code = status_code
+
+
+class RpcError(Exception):
+    """Raised by a simulated operation that answers with an error status of its own.
+
+    `status_code` is HTTP-like: 404 for gRPC NOT_FOUND (an unknown product), 400 for
+    INVALID_ARGUMENT (an unsupported currency).
+    """
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+
+
+class Runtime:
+    """Every workload of a spec, the seeded randomness they share and the hop observers."""
+
+    def __init__(
+        self, spec: MeshSpec, *, seed: int | None = None, observers: Iterable[Observer] = ()
+    ) -> None:
+        self.spec = spec
+        self.seed = spec.seed if seed is None else seed
+        self.rng = random.Random(self.seed)
+        # Ids stay random across runs so traces of two runs never merge in one backend.
+        self.ids = random.Random()
+        self.observers = Observers(observers)
+        self.targets: dict[str, tuple[Workload, ...]] = {
+            svc: tuple(ws) for svc, ws in spec.services().items()
+        }
+        self.workloads: dict[str, Workload] = {w.name: w for w in spec.workloads}
+
+    def begin(
+        self,
+        workload: Workload,
+        operation: str,
+        traceparent: str | None = None,
+        *,
+        source: str = INGRESS,
+        fallible: bool = True,
+    ) -> Request:
+        """Start serving one incoming request; samples the workload's own latency and error."""
+        return Request(self, workload, operation, traceparent, source, fallible)
+
+
+class Request:
+    """One incoming request: its virtual timeline, trace context and the hops it produced."""
+
+    __slots__ = (
+        "runtime",
+        "workload",
+        "operation",
+        "source",
+        "start_ns",
+        "t0",
+        "clock_ms",
+        "trace_id",
+        "parent_span_id",
+        "sampled",
+        "hops",
+        "root",
+        "failed",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        workload: Workload,
+        operation: str,
+        traceparent: str | None,
+        source: str,
+        fallible: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.workload = workload
+        self.operation = operation
+        self.source = source
+        self.start_ns = time.time_ns()
+        self.t0 = time.perf_counter()
+        self.hops: list[Hop] | None = [] if runtime.observers else None
+        ctx = parse_traceparent(traceparent) if self.hops is not None else None
+        if ctx is not None:
+            self.trace_id = ctx.trace_id
+            self.parent_span_id, self.sampled = ctx.parent_span_id, ctx.sampled
+        else:
+            self.trace_id = f"{runtime.ids.getrandbits(128):032x}" if self.hops is not None else ""
+            self.parent_span_id, self.sampled = None, True
+        self.root = Site(self, workload, self.new_span_id())
+        rng = runtime.rng
+        profile = workload.profile
+        rate = profile.error_rate
+        self.failed = fallible and rate > 0.0 and rng.random() < rate
+        self.clock_ms = profile.latency_for(operation).sample_ms(rng)
+
+    def new_span_id(self) -> str:
+        return f"{self.runtime.ids.getrandbits(64):016x}" if self.hops is not None else ""
+
+    async def finish(self, status_code: int) -> None:
+        """Wait until the timeline's end, then tell the observers about every hop."""
+        ahead_s = self.clock_ms / 1000.0 - (time.perf_counter() - self.t0)
+        if ahead_s > 0:
+            await asyncio.sleep(ahead_s)
+        if self.hops is None:
+            return
+        hops = self.hops
+        hops.append(
+            Hop(
+                self.source,
+                self.workload.name,
+                self.operation,
+                "http",
+                self.start_ns,
+                (time.perf_counter() - self.t0) * 1000.0,
+                status_code,
+                status_code >= 500,
+                self.trace_id,
+                self.root.span_id,
+                self.parent_span_id,
+                self.sampled,
+            )
+        )
+        self.runtime.observers.emit(hops)
+
+
+class Site:
+    """Where code runs: a workload serving one hop of a request. Calls leave from here."""
+
+    __slots__ = ("request", "workload", "span_id")
+
+    def __init__(self, request: Request, workload: Workload, span_id: str) -> None:
+        self.request = request
+        self.workload = workload
+        self.span_id = span_id
+
+    def call(
+        self, service: str, operation: str, body: Callable[..., Any] | None = None, *args: Any
+    ) -> Any:
+        """Call `operation` on one workload of `service`; `body(site, *args)` is its work.
+
+        Raises CallFailed when the chosen workload fails (its error rate), answers NOT_FOUND,
+        or lets a failure of its own calls through.
+        """
+        req = self.request
+        runtime = req.runtime
+        targets = runtime.targets.get(service)
+        if not targets:
+            raise CallFailed(service, operation, 503, "no healthy upstream")
+        rng = runtime.rng
+        dst = targets[0] if len(targets) == 1 else targets[rng.randrange(len(targets))]
+        profile = dst.profile
+        start_ms = req.clock_ms
+        span_id = req.new_span_id()
+        rate = profile.error_rate
+        status, reason, result = 200, "", None
+        if rate > 0.0 and rng.random() < rate:
+            status, reason = 500, f"simulated failure in {dst.name}"
+        elif body is not None:
+            try:
+                result = body(Site(req, dst, span_id), *args)
+            except RpcError as e:
+                status, reason = e.status_code, str(e)
+            except CallFailed as e:
+                status, reason = 500, str(e)
+        factor = self.workload.profile.outbound_latency_factor.get(service, 1.0)
+        req.clock_ms += profile.latency_for(operation).sample_ms(rng) * factor
+        if req.hops is not None:
+            req.hops.append(
+                Hop(
+                    self.workload.name,
+                    dst.name,
+                    operation,
+                    "grpc",
+                    req.start_ns + int(start_ms * 1e6),
+                    req.clock_ms - start_ms,
+                    status,
+                    status != 200,
+                    req.trace_id,
+                    span_id,
+                    self.span_id,
+                    req.sampled,
+                )
+            )
+        if status != 200:
+            raise CallFailed(service, operation, status, reason)
+        return result
