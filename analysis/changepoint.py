@@ -1,0 +1,209 @@
+"""When did a weight change take effect? A single maximum-likelihood change point per change.
+
+The served versions, ordered by start time, are modelled as two segments of independent
+categorical draws. For every split position t the log-likelihood of the best two-segment model is
+computed at once from cumulative counts (O(n * versions)); the change point is its argmax, and it
+counts as detected when twice the log-likelihood gain over "no change" beats a BIC penalty and the
+segment after it is closer to the new weights than the one before.
+
+The search window of a change runs from where the previous change took effect to the moment the
+next change was accepted, so one window never holds two changes. Requests with no version (no
+response) carry no routing information and are left out of the sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import xlogy
+
+from meshload.errors import ConfigError
+
+UNKNOWN = "unknown"
+
+
+def version_labels(series: pd.Series) -> np.ndarray:
+    """The version column as a numpy str array, null -> "unknown"."""
+    codes, uniques = pd.factorize(series)
+    names = np.append(np.asarray(uniques, dtype=object).astype(str), UNKNOWN)
+    return names[codes]  # code -1 (null) picks the trailing "unknown"
+
+
+def weight_events(run: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per step from run.json `events`: step, requested_ns, accepted_ns, configured.
+
+    `configured` maps every subset to its share (weight / sum). A step changed twice keeps its last
+    change, since that is what the mesh ended up serving.
+    """
+    rows: dict[int, dict[str, Any]] = {}
+    for i, event in enumerate(run.get("events") or []):
+        if not isinstance(event, Mapping) or event.get("kind") != "weights":
+            continue
+        try:
+            step = int(event["step"])
+            weights = {str(k): float(v) for k, v in dict(event["weights"]).items()}
+            accepted = event.get("accepted_ns")
+            requested = event.get("requested_ns")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"run.json events[{i}]: a weights event needs step and weights ({exc}); "
+                "fix or remove that event"
+            ) from None
+        total = sum(weights.values())
+        if total <= 0 or any(w < 0 for w in weights.values()):
+            raise ConfigError(
+                f"run.json events[{i}]: weights {weights} must be >= 0 and sum to more than 0"
+            )
+        rows[step] = {
+            "step": step,
+            "requested_ns": int(requested) if requested is not None else None,
+            "accepted_ns": int(accepted) if accepted is not None else None,
+            "configured": {k: w / total for k, w in weights.items()},
+        }
+    frame = pd.DataFrame(
+        sorted(rows.values(), key=lambda r: r["step"]),
+        columns=["step", "requested_ns", "accepted_ns", "configured"],
+    )
+    return frame.astype({"step": np.int64})
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    index: int  # first position of the second segment (0 when there is no split)
+    llr: float  # 2 * (log-likelihood with the split - without)
+    detected: bool
+
+
+def log_likelihood_profile(codes: np.ndarray, n_categories: int) -> np.ndarray:
+    """Two-segment log-likelihood for split t = 1 .. n-1 (entry t-1), codes in [0, n_categories)."""
+    n = len(codes)
+    onehot = np.zeros((n, n_categories))
+    onehot[np.arange(n), codes] = 1.0
+    before = np.cumsum(onehot, axis=0)[:-1]  # counts in codes[:t], t = 1 .. n-1
+    after = before[-1] + onehot[-1] - before if n else before
+    t = np.arange(1, n, dtype=float)
+    return (
+        xlogy(before, before).sum(axis=1)
+        - xlogy(t, t)
+        + xlogy(after, after).sum(axis=1)
+        - xlogy(n - t, n - t)
+    )
+
+
+def change_point(codes: np.ndarray, *, penalty: float | None = None) -> ChangePoint:
+    """The maximum-likelihood split of a categorical sequence; penalty defaults to K * ln(n)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n = len(codes)
+    present = np.unique(codes)
+    if n < 2 or len(present) < 2:
+        return ChangePoint(0, 0.0, False)
+    dense = np.searchsorted(present, codes)
+    profile = log_likelihood_profile(dense, len(present))
+    totals = np.bincount(dense).astype(float)
+    ll0 = float(xlogy(totals, totals).sum() - xlogy(n, n))
+    best = int(np.argmax(profile))
+    llr = 2.0 * (float(profile[best]) - ll0)
+    threshold = len(present) * np.log(n) if penalty is None else penalty
+    return ChangePoint(best + 1, llr, llr > threshold)
+
+
+def _shares(labels: np.ndarray, categories: list[str]) -> np.ndarray:
+    counts = np.array([(labels == c).sum() for c in categories], dtype=float)
+    return counts / max(counts.sum(), 1.0)
+
+
+def propagation(
+    requests: pd.DataFrame, run: Mapping[str, Any], *, margin_ms: float = 1000.0
+) -> pd.DataFrame:
+    """Per weight change: where it took effect (`effective_ns`) and `delay_ms` from acceptance.
+
+    When no change is detectable, `effective_ns` falls back to accepted_ns + margin_ms and
+    delay_ms is NaN; `reason` says why.
+    """
+    events = weight_events(run)
+    order = np.argsort(requests["start_ns"].to_numpy(), kind="stable")
+    start_ns = requests["start_ns"].to_numpy()[order]
+    labels = version_labels(requests["version"])[order]
+    known = labels != UNKNOWN
+    start_ns, labels = start_ns[known], labels[known]
+    rows: list[dict[str, Any]] = []
+    window_start = np.iinfo(np.int64).min
+    previous: dict[str, float] | None = None
+    accepted_all = events["accepted_ns"].tolist()
+    for i, ev in enumerate(events.itertuples(index=False)):
+        accepted = ev.accepted_ns if ev.accepted_ns is not None else ev.requested_ns
+        if accepted is None or pd.isna(accepted):
+            raise ConfigError(
+                f"run.json: the weights event of step {ev.step} has no accepted_ns; "
+                "record accepted_ns (or requested_ns) for every weight change"
+            )
+        later = [a for a in accepted_all[i + 1 :] if a is not None and not pd.isna(a)]
+        window_end = int(later[0]) if later else np.iinfo(np.int64).max
+        lo, hi = np.searchsorted(start_ns, [window_start, window_end], side="left")
+        seq = labels[lo:hi]
+        configured: dict[str, float] = ev.configured
+        row: dict[str, Any] = {
+            "step": int(ev.step),
+            "requested_ns": ev.requested_ns,
+            "accepted_ns": int(accepted),
+            "window_start_ns": int(start_ns[lo]) if hi > lo else None,
+            "window_end_ns": int(start_ns[hi - 1]) if hi > lo else None,
+            "n_window": int(hi - lo),
+            "change_index": -1,
+            "llr": float("nan"),
+            "detected": False,
+            "effective_ns": int(accepted + margin_ms * 1e6),
+            "delay_ms": float("nan"),
+            "reason": "",
+        }
+        if previous is not None and _same(previous, configured):
+            row["reason"] = "weights unchanged"
+        elif hi - lo < 2:
+            row["reason"] = "too few requests around the change"
+        else:
+            categories = sorted(set(seq) | set(configured))
+            cp = change_point(np.searchsorted(categories, seq))
+            row["llr"] = cp.llr
+            target = np.array([configured.get(c, 0.0) for c in categories])
+            closer = (
+                np.abs(_shares(seq[cp.index :], categories) - target).sum()
+                < np.abs(_shares(seq[: cp.index], categories) - target).sum()
+            )
+            if cp.detected and closer:
+                effective = int(start_ns[lo + cp.index])
+                row.update(
+                    change_index=int(order[np.flatnonzero(known)[lo + cp.index]]),
+                    detected=True,
+                    effective_ns=effective,
+                    delay_ms=(effective - accepted) / 1e6,
+                )
+            else:
+                row["reason"] = "no change point in the served versions"
+        rows.append(row)
+        previous = configured
+        window_start = row["effective_ns"]
+    return pd.DataFrame(rows, columns=list(_COLUMNS))
+
+
+_COLUMNS = (
+    "step",
+    "requested_ns",
+    "accepted_ns",
+    "window_start_ns",
+    "window_end_ns",
+    "n_window",
+    "change_index",
+    "llr",
+    "detected",
+    "effective_ns",
+    "delay_ms",
+    "reason",
+)
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return all(abs(a.get(k, 0.0) - b.get(k, 0.0)) < 1e-12 for k in set(a) | set(b))

@@ -1,0 +1,133 @@
+"""Exact client-side latency percentiles per group, equal to numpy.percentile (linear).
+
+All groups are computed in one sort: values are ordered by (group, value) and every percentile is
+read from the group's offset with numpy's own interpolation rule, so a thousand time buckets cost
+the same as one version. Requests without a version are grouped as "unknown"; failed requests are
+kept (a timeout is latency the user felt) unless ok_only is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.changepoint import version_labels
+from meshload.errors import ConfigError
+
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+PERCENTILE_COLUMNS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
+STAT_COLUMNS = ("n", *PERCENTILE_COLUMNS, "max_ms", "mean_ms")
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    # numpy's rule, including its switch to the upper end at t >= 0.5, so results match bit for bit
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def grouped_percentiles(
+    values: np.ndarray, codes: np.ndarray, n_groups: int, percentiles: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group code in [0, n_groups): counts, percentiles (n_groups x P), max. NaN when empty."""
+    values = np.asarray(values, dtype=float)
+    order = np.lexsort((values, codes))
+    ordered = values[order]
+    counts = np.bincount(codes, minlength=n_groups)
+    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    last = np.maximum(counts - 1, 0)
+    out = np.full((n_groups, len(percentiles)), np.nan)
+    present = counts > 0
+    for j, p in enumerate(percentiles):
+        virtual = last * np.true_divide(p, 100)
+        below = np.floor(virtual).astype(np.int64)
+        above = np.minimum(below + 1, last)
+        gamma = virtual - below
+        a = ordered[(offsets + below)[present]]
+        b = ordered[(offsets + above)[present]]
+        out[present, j] = _lerp(a, b, gamma[present])
+    maxima = np.full(n_groups, np.nan)
+    maxima[present] = ordered[(offsets + last)[present]]
+    return counts, out, maxima
+
+
+def _keys(requests: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Dense group codes and the frame of group keys they index (nulls become "unknown")."""
+    if not by:
+        return np.zeros(len(requests), dtype=np.int64), pd.DataFrame(index=[0])
+    parts: list[np.ndarray] = []
+    names: list[np.ndarray] = []
+    for col in by:
+        s = requests[col]
+        if pd.api.types.is_integer_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+            codes, uniques = pd.factorize(s, sort=True)
+            names.append(np.asarray(uniques))
+        else:
+            labels = version_labels(s)
+            codes, uniques = pd.factorize(labels, sort=True)
+            names.append(np.asarray(uniques, dtype=object))
+        parts.append(codes.astype(np.int64))
+    flat = np.ravel_multi_index(parts, [len(u) for u in names])
+    present, dense = np.unique(flat, return_inverse=True)
+    positions = np.unravel_index(present, [len(u) for u in names])
+    keys = pd.DataFrame({col: u[i] for col, u, i in zip(by, names, positions, strict=True)})
+    return dense.astype(np.int64), keys
+
+
+def latency_percentiles(
+    requests: pd.DataFrame,
+    by: Sequence[str] = ("version",),
+    *,
+    column: str = "latency_ms",
+    ok_only: bool = False,
+) -> pd.DataFrame:
+    """by columns, then n, p50_ms, p90_ms, p95_ms, p99_ms, p999_ms, max_ms, mean_ms."""
+    frame = requests[requests["ok"].to_numpy(dtype=bool)] if ok_only else requests
+    frame = frame[frame[column].notna().to_numpy()]
+    codes, keys = _keys(frame, list(by))
+    n_groups = len(keys)
+    values = frame[column].to_numpy(dtype=float)
+    counts, pct, maxima = grouped_percentiles(values, codes, n_groups, PERCENTILES)
+    sums = np.bincount(codes, weights=values, minlength=n_groups)
+    out = keys.copy() if by else pd.DataFrame(index=range(n_groups))
+    out["n"] = counts
+    for j, name in enumerate(PERCENTILE_COLUMNS):
+        out[name] = pct[:, j]
+    out["max_ms"] = maxima
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["mean_ms"] = sums / counts
+    return out.reset_index(drop=True)
+
+
+def latency_over_time(
+    requests: pd.DataFrame,
+    *,
+    bucket_s: float = 10.0,
+    by: Sequence[str] = ("version",),
+    column: str = "latency_ms",
+    t0_ns: int | None = None,
+) -> pd.DataFrame:
+    """Percentiles per group per time bucket, for plotting: t_s (bucket start since t0), by..."""
+    if bucket_s <= 0:
+        raise ConfigError(f"bucket_s must be > 0, got {bucket_s}; pass a bucket length in seconds")
+    start_ns = requests["start_ns"].to_numpy()
+    if t0_ns is None:
+        t0_ns = int(start_ns.min()) if len(start_ns) else 0
+    bucket = ((start_ns - t0_ns) // int(bucket_s * 1e9)).astype(np.int64)
+    frame = requests.assign(_bucket=bucket)
+    out = latency_percentiles(frame, ("_bucket", *by), column=column)
+    out.insert(0, "t_s", out.pop("_bucket") * bucket_s)
+    return out
+
+
+def latency_records(frame: pd.DataFrame, by: Sequence[str]) -> list[dict[str, Any]]:
+    """A percentile frame as a list of plain dicts (key columns first)."""
+    cols = [*by, *STAT_COLUMNS]
+    return [dict(zip(cols, row, strict=True)) for row in frame[cols].itertuples(index=False)]
+
+
+def latency_by_version(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """summary.json's `latency`: {version: {n, p50_ms, ..., max_ms, mean_ms}}."""
+    return {str(rec.pop("version")): rec for rec in latency_records(frame, ["version"])}

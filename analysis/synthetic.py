@@ -1,0 +1,236 @@
+"""Seeded synthetic runs: a run.json dict, a requests frame and a spans frame.
+
+Everything is drawn with one numpy Generator so a seed fixes the whole run, and every column is
+built as a vector: a million requests and five million spans take a few seconds. The ground truth
+(where each weight change really took effect) comes back beside the frames so tests can measure
+the analysis against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+DEFAULT_STEPS: tuple[dict[str, int], ...] = (
+    {"v1": 100, "v2": 0},
+    {"v1": 90, "v2": 10},
+    {"v1": 50, "v2": 50},
+    {"v1": 0, "v2": 100},
+)
+ENDPOINTS = ("/", "/product/[id]", "/cart", "/setCurrency", "/cart/checkout")
+ENDPOINT_P = (0.2, 0.4, 0.2, 0.1, 0.1)
+ENDPOINT_METHOD = ("GET", "GET", "GET", "POST", "POST")
+T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, a fixed epoch keeps runs comparable
+
+# One trace: frontend calls productcatalog, currency and recommendation (which calls
+# productcatalog again). Offsets and durations are fractions of the baseline-equivalent frontend
+# time, so a slower canary shows up as extra frontend self time only.
+SPAN_SERVICES = (
+    "frontend",
+    "productcatalogservice",
+    "currencyservice",
+    "recommendationservice",
+    "productcatalogservice",
+)
+SPAN_OPERATIONS = (
+    "frontend.default",
+    "GetProduct",
+    "Convert",
+    "ListRecommendations",
+    "ListProducts",
+)
+SPAN_PARENT = (-1, 0, 0, 0, 3)
+SPAN_OFFSET = (0.0, 0.05, 0.40, 0.30, 0.10)  # of base (slot 4: of its parent's duration)
+SPAN_LENGTH = (1.0, 0.30, 0.15, 0.55, 0.50)
+
+
+@dataclass(frozen=True)
+class SyntheticRun:
+    run: dict[str, object]
+    requests: pd.DataFrame
+    spans: pd.DataFrame
+    effective_ns: list[int] = field(default_factory=list)  # per weights event, true switch time
+    switch_index: list[int] = field(default_factory=list)  # first request drawn with new weights
+
+
+def hex_ids(rng: np.random.Generator, n: int, n_chars: int) -> pa.StringArray:
+    """n random lowercase hex ids of n_chars characters, built straight into an Arrow buffer."""
+    data = rng.bytes(n * n_chars // 2).hex().encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * n_chars
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _str_series(arr: pa.Array) -> pd.Series:
+    return pd.Series(arr.to_pandas(), copy=False)
+
+
+def _categorical(labels: Sequence[str], codes: np.ndarray) -> pd.Categorical:
+    """labels[codes] as a categorical; a negative code is a null. Repeated labels are merged."""
+    cats = list(dict.fromkeys(labels))
+    lookup = np.array([cats.index(x) for x in labels] + [-1], dtype=np.int32)
+    return pd.Categorical.from_codes(lookup[np.where(codes < 0, len(labels), codes)], cats)
+
+
+def make_run(
+    *,
+    seed: int = 0,
+    n_requests: int = 20_000,
+    steps: Sequence[Mapping[str, int]] = DEFAULT_STEPS,
+    rps: float = 200.0,
+    accept_lag_ms: float = 40.0,
+    propagation_ms: float = 500.0,
+    latency_median_ms: float = 20.0,
+    latency_sigma: float = 0.5,
+    slowdown: Mapping[str, float] | None = None,
+    error_rate: Mapping[str, float] | None = None,
+    unknown_rate: float = 0.0,
+    trace_sample: float = 1.0,
+    with_spans: bool = True,
+    open_model: bool = False,
+    n_users: int = 0,
+) -> SyntheticRun:
+    """A run whose weights move through `steps`, equally long, the first set before traffic."""
+    rng = np.random.default_rng(seed)
+    slowdown = dict(slowdown or {})
+    error_rate = dict(error_rate or {})
+    versions = sorted({v for w in steps for v in w})
+    duration_ns = int(n_requests / rps * 1e9)
+    gaps = rng.exponential(1.0, n_requests)
+    start_ns = T0_NS + (np.cumsum(gaps) / gaps.sum() * (duration_ns - 1)).astype(np.int64)
+
+    step_start = T0_NS + np.arange(len(steps), dtype=np.int64) * (duration_ns // len(steps))
+    requested = step_start.copy()
+    requested[0] = T0_NS - 1_000_000_000  # initial weights are applied before traffic starts
+    accepted = requested + int(accept_lag_ms * 1e6)
+    effective = accepted + int(propagation_ms * 1e6)
+    events = [
+        {
+            "kind": "weights",
+            "step": k,
+            "weights": dict(w),
+            "requested_ns": int(requested[k]),
+            "accepted_ns": int(accepted[k]),
+        }
+        for k, w in enumerate(steps)
+    ]
+    step = np.searchsorted(step_start, start_ns, side="right") - 1
+    regime = np.searchsorted(effective, start_ns, side="right") - 1
+    shares = np.array([[w.get(v, 0) for v in versions] for w in steps], dtype=float)
+    cum = np.cumsum(shares / shares.sum(axis=1, keepdims=True), axis=1)
+    u = rng.random(n_requests)
+    vcode = (u[:, None] >= cum[regime]).sum(axis=1).clip(0, len(versions) - 1)
+
+    slow = np.array([slowdown.get(v, 1.0) for v in versions])[vcode]
+    latency_ms = rng.lognormal(np.log(latency_median_ms), latency_sigma, n_requests) * slow
+    unknown = rng.random(n_requests) < unknown_rate
+    failed = rng.random(n_requests) < np.array([error_rate.get(v, 0.0) for v in versions])[vcode]
+    status = np.where(unknown, 0, np.where(failed, 503, 200))
+    latency_ms = np.where(unknown, rng.uniform(0.5, 2.0, n_requests), latency_ms)
+    endpoint = rng.choice(len(ENDPOINTS), n_requests, p=ENDPOINT_P)
+    vcode_or_null = np.where(unknown, -1, vcode)
+    trace_ids = hex_ids(rng, n_requests, 32)
+    error_codes = np.where(unknown, 1, np.where(failed, 0, -1))
+
+    requests = pd.DataFrame(
+        {
+            "start_ns": start_ns,
+            "latency_ms": latency_ms,
+            "name": _categorical(ENDPOINTS, endpoint),
+            "method": _categorical(ENDPOINT_METHOD, endpoint),
+            "status": status.astype(np.int64),
+            "ok": status == 200,
+            "error": _categorical(["HTTP 503", "ConnectionError"], error_codes),
+            "version": _categorical(versions, vcode_or_null),
+            "trace_id": _str_series(trace_ids),
+            "step": step.astype(np.int64),
+            "worker": _categorical(["w0", "w1", "w2", "w3"], rng.integers(0, 4, n_requests)),
+        }
+    )
+    if open_model:
+        lag_ms = rng.exponential(5.0, n_requests) * (rng.random(n_requests) < 0.1)
+        requests["intended_ns"] = start_ns - (lag_ms * 1e6).astype(np.int64)
+        requests["co_latency_ms"] = latency_ms + lag_ms
+    if n_users:
+        users = [f"u{i:05d}" for i in range(n_users)]
+        requests["user"] = _categorical(users, rng.integers(0, n_users, n_requests))
+
+    traced = np.flatnonzero(~unknown & (rng.random(n_requests) < trace_sample))
+    spans = (
+        _make_spans(rng, requests, traced, vcode, versions, slowdown)
+        if with_spans
+        else pd.DataFrame()
+    )
+    run: dict[str, object] = {
+        "schema_version": 1,
+        "run_id": f"synthetic-{seed}",
+        "scenario": "synthetic",
+        "started_ns": int(T0_NS),
+        "ended_ns": int(T0_NS + duration_ns),
+        "target": "http://127.0.0.1:0",
+        "mesh": "embedded",
+        "plan": [{"weights": dict(w)} for w in steps],
+        "events": events,
+        "telemetry": {"jaeger_url": None, "prometheus_url": None},
+        "versions": {"meshload": "synthetic"},
+    }
+    switch = [int(np.searchsorted(start_ns, e)) for e in effective]
+    return SyntheticRun(run, requests, spans, [int(e) for e in effective], switch)
+
+
+def _make_spans(
+    rng: np.random.Generator,
+    requests: pd.DataFrame,
+    traced: np.ndarray,
+    vcode: np.ndarray,
+    versions: list[str],
+    slowdown: Mapping[str, float],
+) -> pd.DataFrame:
+    n, slots = len(traced), len(SPAN_SERVICES)
+    latency_ms = requests["latency_ms"].to_numpy()[traced]
+    root_start = requests["start_ns"].to_numpy()[traced] + 200_000
+    root_ms = np.maximum(latency_ms - 0.4, 0.1)
+    slow = np.array([slowdown.get(v, 1.0) for v in versions])[vcode[traced]]
+    base_ms = root_ms / slow
+    starts = np.empty((slots, n), dtype=np.int64)
+    durations = np.empty((slots, n))
+    starts[0], durations[0] = root_start, root_ms
+    for s in range(1, slots):
+        parent = SPAN_PARENT[s]
+        scale = base_ms if parent == 0 else durations[parent]
+        starts[s] = starts[parent] + (SPAN_OFFSET[s] * scale * 1e6).astype(np.int64)
+        durations[s] = SPAN_LENGTH[s] * scale
+
+    span_ids = hex_ids(rng, n * slots, 16)  # slot-major: row s * n + i
+    parent_rows = np.concatenate(
+        [np.full(n, -1) if p < 0 else p * n + np.arange(n) for p in SPAN_PARENT]
+    )
+    parent_ids = pc.take(span_ids, pa.array(parent_rows, mask=parent_rows < 0))
+    trace_ids = pc.take(pa.array(requests["trace_id"]), pa.array(np.tile(traced, slots)))
+    slot = np.repeat(np.arange(slots), n)
+    services = sorted(set(SPAN_SERVICES))
+    downstream = versions.index("v1") if "v1" in versions else 0
+    version_code = np.concatenate([vcode[traced], np.full(n * (slots - 1), downstream)])
+    ok = requests["ok"].to_numpy()[traced]
+    status_code = np.concatenate([np.where(ok, 0, 1), np.zeros(n * (slots - 1), dtype=int)])
+    return pd.DataFrame(
+        {
+            "trace_id": _str_series(trace_ids),
+            "span_id": _str_series(span_ids),
+            "parent_id": _str_series(parent_ids),
+            "service": pd.Categorical.from_codes(
+                np.array([services.index(s) for s in SPAN_SERVICES])[slot], categories=services
+            ),
+            "operation": _categorical(SPAN_OPERATIONS, slot),
+            "kind": _categorical(["server"], np.zeros(n * slots, dtype=np.int64)),
+            "start_ns": starts.ravel(),
+            "duration_ms": durations.ravel(),
+            "version": pd.Categorical.from_codes(version_code, categories=versions),
+            "status_code": _categorical(["OK", "ERROR"], status_code),
+            "attributes": _categorical(["{}"], np.zeros(n * slots, dtype=np.int64)),
+        }
+    )
