@@ -1,0 +1,160 @@
+"""The tidy frames of a run, their column names and dtypes, declared once.
+
+Every reader (run folder, trace backends, Prometheus) produces these frames through
+`from_arrow` / `from_columns`, so the figures built on top can rely on exact names and dtypes
+whatever the source. Repeated strings (service, endpoint, label sets) are categorical to keep a
+run of millions of rows small in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# dtype names: "str" (nullable string), "category" (dictionary-encoded string, nullable),
+# "int64" (no nulls; filled), "Int64" (nullable int), "float64" (NaN for missing), "bool".
+REQUEST_COLUMNS: dict[str, str] = {
+    "start_ns": "int64",
+    "latency_ms": "float64",
+    "name": "category",
+    "method": "category",
+    "status": "int64",
+    "ok": "bool",
+    "error": "str",
+    "version": "category",
+    "trace_id": "str",
+    "step": "int64",
+    "worker": "category",
+}
+# Only open-model runs carry these; they are kept when present, never invented.
+REQUEST_OPTIONAL_COLUMNS: dict[str, str] = {
+    "intended_ns": "Int64",
+    "co_latency_ms": "float64",
+}
+
+SPAN_COLUMNS: dict[str, str] = {
+    "trace_id": "str",
+    "span_id": "str",
+    "parent_id": "str",
+    "service": "category",
+    "operation": "category",
+    "kind": "category",
+    "start_ns": "int64",
+    "duration_ms": "float64",
+    "version": "category",
+    "status_code": "Int64",
+    "attributes": "str",
+}
+
+METRIC_COLUMNS: dict[str, str] = {
+    "t": "float64",
+    "metric": "category",
+    "labels": "category",
+    "value": "float64",
+}
+
+SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
+
+# What a null becomes in a column that cannot hold nulls; `status` 0 means "no response".
+_FILL: dict[str, Any] = {"status": 0, "ok": False, "step": -1, "start_ns": 0}
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.large_string(),
+    "category": pa.large_string(),
+    "int64": pa.int64(),
+    "Int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
+
+
+def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
+    """A frame with no rows and exactly the declared columns and dtypes."""
+    return from_columns({name: [] for name in columns}, columns)
+
+
+def from_columns(data: Mapping[str, Sequence[Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """Build a frame from plain Python column lists (None for missing values)."""
+    arrays = {
+        name: pa.array(list(data.get(name, [])), type=_ARROW_TYPES[dtype])
+        for name, dtype in columns.items()
+    }
+    n = max((len(a) for a in arrays.values()), default=0)
+    for name, arr in arrays.items():
+        if len(arr) != n:
+            arrays[name] = pa.nulls(n, type=arr.type)
+    return from_arrow(pa.table(arrays), columns)[0]
+
+
+def from_arrow(
+    table: pa.Table, columns: Mapping[str, str], optional: Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Convert an arrow table to the declared frame.
+
+    Returns the frame and the names of declared columns the table lacked (filled with nulls).
+    Columns beyond the declared ones are kept as they come: the run folder allows new columns.
+    """
+    n = table.num_rows
+    out: dict[str, pd.Series] = {}
+    missing: list[str] = []
+    for name, dtype in columns.items():
+        if name in table.column_names:
+            arr = table.column(name)
+        else:
+            missing.append(name)
+            arr = pa.chunked_array([pa.nulls(n, type=_ARROW_TYPES[dtype])])
+        out[name] = _to_series(arr, dtype, name)
+    declared = set(columns)
+    for name, dtype in (optional or {}).items():
+        if name in table.column_names:
+            out[name] = _to_series(table.column(name), dtype, name)
+            declared.add(name)
+    for name in table.column_names:
+        if name not in declared:
+            out[name] = table.column(name).to_pandas()
+    frame = pd.DataFrame(out)
+    frame.index = pd.RangeIndex(n)
+    return frame, missing
+
+
+def to_arrow(frame: pd.DataFrame, columns: Mapping[str, str]) -> pa.Table:
+    """The frame as an arrow table with the declared types first (for writing parquet)."""
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for name, dtype in columns.items():
+        series = frame[name]
+        if dtype == "category":
+            series = series.astype("object").where(series.notna(), None)
+        arr = pa.array(series, type=_ARROW_TYPES[dtype], from_pandas=True)
+        arrays[name] = arr.dictionary_encode() if dtype == "category" else arr
+    for name in frame.columns:
+        if name not in arrays:
+            arrays[name] = pa.array(frame[name], from_pandas=True)
+    return pa.table(arrays)
+
+
+def labels_json(labels: Mapping[str, str]) -> str:
+    """The one spelling of a label set, so equal sets compare equal as strings."""
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+
+
+def _to_series(arr: pa.ChunkedArray, dtype: str, name: str) -> pd.Series:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    target = _ARROW_TYPES[dtype]
+    if arr.type != target:
+        arr = arr.cast(target)
+    if dtype == "category":
+        series = arr.dictionary_encode().to_pandas()
+        if len(series.cat.categories) == 0:  # all null: keep string categories, not object
+            series = series.cat.set_categories(pd.Index([], dtype="str"))
+        return series
+    if dtype == "Int64":
+        return pd.Series(pd.arrays.ArrowExtensionArray(arr)).astype("Int64")
+    if dtype in ("int64", "bool") and arr.null_count:
+        arr = pc.fill_null(arr, pa.scalar(_FILL.get(name, 0), type=target))
+    return arr.to_pandas()

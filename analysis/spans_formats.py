@@ -1,0 +1,323 @@
+"""Trace documents (Jaeger v1, OTLP-JSON incl. Jaeger v2 /api/v3, Zipkin v2) -> span rows.
+
+One accumulator, `SpanRows`, collects plain column lists; each format adds rows to it, so a
+fetch of many pages builds one frame at the end. Values are normalised here: ids to lower hex
+(trace 32 chars, span 16), times to ns and ms, kind to the lowercase OTel names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from analysis.frames import SPAN_COLUMNS, from_columns
+from meshload.errors import BackendError, ConfigError
+
+_OTLP_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+_KIND_NAMES = frozenset(_OTLP_KINDS.values())
+_STATUS_KEYS = ("http.status_code", "http.response.status_code")
+_VERSION_KEYS = ("service.version", "version")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_DEDUP_KEYS = ["trace_id", "span_id", "start_ns", "service", "operation", "kind"]
+
+
+class SpanRows:
+    """Column lists of the spans frame, filled span by span."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.columns["trace_id"])
+
+    def add(
+        self,
+        *,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None,
+        service: str | None,
+        operation: str | None,
+        kind: str,
+        start_ns: int,
+        duration_ms: float,
+        attributes: dict[str, Any],
+        resource: Mapping[str, Any],
+    ) -> None:
+        c = self.columns
+        c["trace_id"].append(trace_id)
+        c["span_id"].append(span_id)
+        c["parent_id"].append(parent_id)
+        c["service"].append(service)
+        c["operation"].append(operation)
+        c["kind"].append(kind)
+        c["start_ns"].append(start_ns)
+        c["duration_ms"].append(duration_ms)
+        c["version"].append(_version(attributes, resource))
+        c["status_code"].append(_status_code(attributes))
+        c["attributes"].append(json.dumps(attributes, sort_keys=True, default=str))
+
+    def frame(self) -> pd.DataFrame:
+        """The spans frame; a span reported twice (retried export, overlapping pages) once."""
+        frame = from_columns(self.columns, SPAN_COLUMNS)
+        dup = frame.duplicated(subset=_DEDUP_KEYS)
+        if dup.any():
+            frame = frame.loc[~dup].reset_index(drop=True)
+        return frame
+
+
+def parse_document(doc: Any, rows: SpanRows) -> None:
+    """Add every span of one decoded JSON document, whatever its format."""
+    if isinstance(doc, dict):
+        if "data" in doc:
+            if doc["data"] is None and doc.get("errors"):
+                raise BackendError(f"trace backend answered an error: {_jaeger_error(doc)}")
+            parse_document(doc["data"] or [], rows)
+        elif "traceID" in doc and "spans" in doc:
+            parse_jaeger_v1([doc], rows)
+        elif "result" in doc:
+            parse_document(doc["result"], rows)
+        elif "trace" in doc and isinstance(doc["trace"], dict):
+            parse_document(doc["trace"], rows)
+        elif any(k in doc for k in ("resourceSpans", "resource_spans", "batches")):
+            resource_spans = doc.get("resourceSpans") or doc.get("resource_spans")
+            parse_otlp(resource_spans or doc.get("batches") or [], rows)
+        elif "error" in doc:
+            raise BackendError(f"trace backend answered an error: {doc['error']}")
+        else:
+            raise ConfigError(f"not a trace document (keys {sorted(doc)[:5]}); {FORMATS_HINT}")
+    elif isinstance(doc, list):
+        if not doc:
+            return
+        first = doc[0]
+        if isinstance(first, list):  # Zipkin /api/v2/traces: a list of traces
+            for trace in doc:
+                parse_zipkin(trace, rows)
+        elif isinstance(first, dict) and "spans" in first:
+            parse_jaeger_v1(doc, rows)
+        elif isinstance(first, dict) and "id" in first and "traceId" in first:
+            parse_zipkin(doc, rows)
+        else:
+            raise ConfigError(f"not a list of traces or spans; {FORMATS_HINT}")
+    else:
+        raise ConfigError(f"not a trace document ({type(doc).__name__}); {FORMATS_HINT}")
+
+
+FORMATS_HINT = "expected Jaeger v1/v2, OTLP-JSON or Zipkin v2 JSON"
+
+
+def parse_jaeger_v1(traces: Iterable[Mapping[str, Any]], rows: SpanRows) -> None:
+    """Jaeger's UI/API model: µs times, tags with types, processes by id."""
+    for trace in traces:
+        processes = trace.get("processes") or {}
+        for span in trace.get("spans") or []:
+            process = span.get("process") or processes.get(span.get("processID"), {})
+            trace_id = _hex_id(span["traceID"], 32)
+            tags = {t["key"]: _jaeger_value(t) for t in span.get("tags") or []}
+            resource = {t["key"]: _jaeger_value(t) for t in process.get("tags") or []}
+            rows.add(
+                trace_id=trace_id,
+                span_id=_hex_id(span["spanID"], 16),
+                parent_id=_jaeger_parent(span, trace_id),
+                service=process.get("serviceName"),
+                operation=span.get("operationName"),
+                kind=_kind(tags.get("span.kind")),
+                start_ns=int(span["startTime"]) * 1000,
+                duration_ms=int(span.get("duration") or 0) / 1000,
+                attributes=tags,
+                resource=resource,
+            )
+
+
+def _jaeger_parent(span: Mapping[str, Any], trace_id: str) -> str | None:
+    """Jaeger's rule: the first CHILD_OF reference within the same trace is the parent.
+
+    A span with only FOLLOWS_FROM references hangs below the first of those (same trace).
+    """
+    refs = [
+        r for r in span.get("references") or [] if _hex_id(r.get("traceID", ""), 32) == trace_id
+    ]
+    for wanted in ("CHILD_OF", "FOLLOWS_FROM"):
+        for ref in refs:
+            if ref.get("refType", "CHILD_OF") == wanted:
+                return _hex_id(ref["spanID"], 16)
+    parent = span.get("parentSpanID")  # very old Jaeger JSON
+    return _hex_id(parent, 16) if parent and int(parent, 16) else None
+
+
+def _jaeger_value(tag: Mapping[str, Any]) -> Any:
+    value: Any = tag.get("value")
+    kind = tag.get("type", "string")
+    if kind == "int64":
+        return int(value)  # big int64 arrive as strings to survive JavaScript
+    if kind == "float64":
+        return float(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    return value
+
+
+def _jaeger_error(doc: Mapping[str, Any]) -> str:
+    errors = doc.get("errors") or []
+    first = errors[0] if errors else {}
+    return str(first.get("msg", first)) if isinstance(first, dict) else str(first)
+
+
+def parse_otlp(resource_spans: Iterable[Mapping[str, Any]], rows: SpanRows) -> None:
+    """OTLP-JSON: ids hex or base64, kinds int or "SPAN_KIND_*", attributes typed or plain."""
+    for rs in resource_spans:
+        resource = _otlp_attributes((rs.get("resource") or {}).get("attributes"))
+        service = resource.get("service.name")
+        scopes = _get(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans") or []
+        for scope in scopes:
+            for span in scope.get("spans") or []:
+                start = int(_get(span, "startTimeUnixNano", "start_time_unix_nano") or 0)
+                end = int(_get(span, "endTimeUnixNano", "end_time_unix_nano") or start)
+                attributes = _otlp_attributes(span.get("attributes"))
+                status = span.get("status") or {}
+                code = _status_name(status.get("code"))
+                if code != "UNSET":  # mirrors Jaeger's OTLP->v1 translation
+                    attributes.setdefault("otel.status_code", code)
+                    if status.get("message"):
+                        attributes.setdefault("otel.status_description", status["message"])
+                parent = _get(span, "parentSpanId", "parent_span_id")
+                parent_id = _otlp_id(parent, 8) if parent else None
+                rows.add(
+                    trace_id=_otlp_id(_get(span, "traceId", "trace_id"), 16),
+                    span_id=_otlp_id(_get(span, "spanId", "span_id"), 8),
+                    parent_id=parent_id if parent_id and int(parent_id, 16) else None,
+                    service=service,
+                    operation=span.get("name"),
+                    kind=_kind(span.get("kind", 0)),
+                    start_ns=start,
+                    duration_ms=(end - start) / 1e6,
+                    attributes=attributes,
+                    resource=resource,
+                )
+
+
+def _otlp_attributes(attrs: Any) -> dict[str, Any]:
+    if not attrs:
+        return {}
+    if isinstance(attrs, dict):  # plain {"key": value} from some stores
+        return dict(attrs)
+    return {a["key"]: _otlp_value(a.get("value")) for a in attrs}
+
+
+def _otlp_value(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return [_otlp_value(v) for v in value["arrayValue"].get("values") or []]
+    if "kvlistValue" in value:
+        return _otlp_attributes(value["kvlistValue"].get("values"))
+    if "bytesValue" in value:
+        return value["bytesValue"]
+    return None
+
+
+def _status_name(code: Any) -> str:
+    names = {0: "UNSET", 1: "OK", 2: "ERROR"}
+    if isinstance(code, int):
+        return names.get(code, "UNSET")
+    text = str(code or "UNSET").upper()
+    return text.removeprefix("STATUS_CODE_")
+
+
+def parse_zipkin(spans: Iterable[Mapping[str, Any]], rows: SpanRows) -> None:
+    """Zipkin API v2: µs times, string tags, kind absent for local spans."""
+    for span in spans:
+        tags = dict(span.get("tags") or {})
+        parent = span.get("parentId")
+        duration = span.get("duration")
+        rows.add(
+            trace_id=_hex_id(span["traceId"], 32),
+            span_id=_hex_id(span["id"], 16),
+            parent_id=_hex_id(parent, 16) if parent else None,
+            service=(span.get("localEndpoint") or {}).get("serviceName"),
+            operation=span.get("name"),
+            kind=_kind(span.get("kind")),
+            start_ns=int(span.get("timestamp") or 0) * 1000,
+            duration_ms=int(duration) / 1000 if duration is not None else float("nan"),
+            attributes=tags,
+            resource={},
+        )
+
+
+def _get(obj: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in obj:
+            return obj[name]
+    return None
+
+
+def _hex_id(value: Any, width: int) -> str:
+    return str(value).lower().rjust(width, "0")
+
+
+def _otlp_id(value: Any, nbytes: int) -> str:
+    """OTLP ids are hex in Jaeger's answers but base64 in the protobuf JSON mapping.
+
+    Full-length hex wins; padded base64 always holds a non-hex character, so the two cannot
+    be confused; a short all-hex id (leading zeros dropped) is read as hex.
+    """
+    text = str(value or "")
+    is_hex = bool(text) and all(ch in _HEX for ch in text)
+    if is_hex and len(text) == 2 * nbytes:
+        return text.lower()
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) == nbytes:
+        return raw.hex()
+    if is_hex and len(text) < 2 * nbytes:
+        return text.lower().rjust(2 * nbytes, "0")
+    raise ConfigError(f"id {text!r} is neither {nbytes}-byte hex nor base64; fix the trace file")
+
+
+def _kind(value: Any) -> str:
+    if value is None or value == "":
+        return "internal"  # OTel: an unspecified kind may be taken as internal
+    if isinstance(value, int):
+        return _OTLP_KINDS.get(value, "internal")
+    text = str(value).lower().removeprefix("span_kind_")
+    return text if text in _KIND_NAMES else "internal"
+
+
+def _status_code(attributes: Mapping[str, Any]) -> int | None:
+    for key in _STATUS_KEYS:
+        value = attributes.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _version(attributes: Mapping[str, Any], resource: Mapping[str, Any]) -> str | None:
+    """istio.canonical_revision on the span (or its process), else the service's version."""
+    for source in (attributes, resource):
+        value = source.get("istio.canonical_revision")
+        if value not in (None, ""):
+            return str(value)
+    for key in _VERSION_KEYS:
+        value = resource.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None

@@ -1,0 +1,302 @@
+"""Trace backends over HTTP: Jaeger v1 `/api/traces`, Jaeger v2 `/api/v3/traces`, Zipkin v2.
+
+A search answers at most `limit` traces, so a window that fills a page is split in halves until
+every page holds fewer: the whole window is read, never a silent sample of it. One stderr line
+per page shows progress. Any transport failure is a `BackendError` with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from meshload.errors import BackendError, ConfigError
+
+V1, V3, ZIPKIN = "jaeger-v1", "jaeger-v3", "zipkin"
+_MIN_WINDOW_NS = 1_000_000  # Zipkin counts in ms; below this a window cannot be split
+_DEFAULT_LOOKBACK_NS = 3600 * 10**9  # as Jaeger UI: the last hour
+_SINGLE = (
+    (V1, re.compile(r"^(?P<base>.*?)/api/traces/(?P<id>[0-9a-fA-F]+)/?$")),
+    (V3, re.compile(r"^(?P<base>.*?)/api/v3/traces/(?P<id>[0-9a-fA-F]+)/?$")),
+    (ZIPKIN, re.compile(r"^(?P<base>.*?)/api/v2/trace/(?P<id>[0-9a-fA-F]+)/?$")),
+)
+_SEARCH = (
+    (V1, re.compile(r"^(?P<base>.*?)/api/traces/?$")),
+    (V3, re.compile(r"^(?P<base>.*?)/api/v3/traces/?$")),
+    (ZIPKIN, re.compile(r"^(?P<base>.*?)/api/v2/traces/?$")),
+)
+# Jaeger >= 2.1x spells these in camelCase; older v2 only knows the snake_case names.
+_V3_CAMEL = {
+    "query.service_name": "query.serviceName",
+    "query.start_time_min": "query.startTimeMin",
+    "query.start_time_max": "query.startTimeMax",
+    "query.search_depth": "query.searchDepth",
+}
+
+
+@dataclass
+class Endpoint:
+    """A trace backend URL taken apart: flavour (None until probed), base, one trace or a search."""
+
+    flavour: str | None
+    base: str
+    trace_id: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def get_json(
+    url: str, params: Mapping[str, Any] | None = None, *, timeout_s: float, what: str
+) -> Any | None:
+    """GET and decode JSON; None for 404; BackendError (one line) for anything else wrong."""
+    full = f"{url}?{urllib.parse.urlencode(params)}" if params else url
+    request = urllib.request.Request(full, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        detail = exc.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
+        raise BackendError(f"{what} at {url} answered HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BackendError(
+            f"{what} at {url} is unreachable ({reason}); check the URL and that it runs"
+        ) from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise BackendError(f"{what} at {url} answered something that is not JSON") from None
+
+
+def classify(url: str) -> Endpoint:
+    """Which API a URL names: one trace, a search with parameters, or a base to probe."""
+    parts = urllib.parse.urlsplit(url)
+    path_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    params = dict(urllib.parse.parse_qsl(parts.query))
+    for flavour, pattern in _SINGLE:
+        if m := pattern.match(path_url):
+            return Endpoint(flavour, m["base"], m["id"].lower(), params)
+    for flavour, pattern in _SEARCH:
+        if m := pattern.match(path_url):
+            return Endpoint(flavour, m["base"], None, params)
+    return Endpoint(None, path_url.rstrip("/"), None, params)
+
+
+def fetch_documents(
+    url: str,
+    *,
+    services: Sequence[str] | None,
+    start_ns: int | None,
+    end_ns: int | None,
+    limit: int,
+    timeout_s: float,
+    progress: TextIO | None,
+) -> Iterator[Any]:
+    """Yield the backend's JSON answers (one per page) for one trace or a windowed search."""
+    ep = classify(url)
+    if ep.trace_id is not None:
+        yield from _single(ep, timeout_s)
+        return
+    known = _probe(ep, timeout_s) if ep.flavour is None else None
+    url_service, url_start, url_end, url_limit = _take_url_window(ep)
+    end = end_ns if end_ns is not None else url_end or time.time_ns()
+    start = start_ns if start_ns is not None else url_start or end - _DEFAULT_LOOKBACK_NS
+    limit = url_limit or limit
+    wanted = list(services) if services else [url_service] if url_service else None
+    if wanted is None:
+        wanted = known if known is not None else list_services(ep, timeout_s)
+    for service in wanted:
+        yield from _search(ep, service, start, end, limit, timeout_s, progress)
+
+
+def list_services(ep: Endpoint, timeout_s: float) -> list[str]:
+    """Service names the backend knows (for a search over all of them)."""
+    path = {V1: "/api/services", V3: "/api/v3/services", ZIPKIN: "/api/v2/services"}
+    doc = get_json(ep.base + path[str(ep.flavour)], timeout_s=timeout_s, what=_what(ep))
+    return _services_of(doc) or []
+
+
+def _services_of(doc: Any) -> list[str] | None:
+    if isinstance(doc, list):
+        return [str(s) for s in doc]
+    if isinstance(doc, dict):
+        names = doc.get("data", doc.get("services"))
+        if isinstance(names, list):
+            return [str(s) for s in names]
+    return None
+
+
+def _probe(ep: Endpoint, timeout_s: float) -> list[str]:
+    """Find the API flavour of a base URL by its services endpoint; return the services."""
+    for flavour, path in (
+        (V1, "/api/services"),
+        (V3, "/api/v3/services"),
+        (ZIPKIN, "/api/v2/services"),
+    ):
+        doc = get_json(ep.base + path, timeout_s=timeout_s, what="trace backend")
+        names = _services_of(doc)
+        if names is not None:
+            ep.flavour = flavour
+            return names
+    raise BackendError(
+        f"trace backend at {ep.base} answers neither Jaeger's nor Zipkin's query API; "
+        "pass the Jaeger query URL (port 16686) or a Zipkin URL (port 9411)"
+    )
+
+
+def _single(ep: Endpoint, timeout_s: float) -> Iterator[Any]:
+    path = {V1: "/api/traces/", V3: "/api/v3/traces/", ZIPKIN: "/api/v2/trace/"}
+    doc = get_json(
+        ep.base + path[str(ep.flavour)] + str(ep.trace_id),
+        ep.params or None,
+        timeout_s=timeout_s,
+        what=_what(ep),
+    )
+    if doc is not None:  # 404: the trace is not (or no longer) stored
+        yield doc
+
+
+def _search(
+    ep: Endpoint,
+    service: str,
+    start_ns: int,
+    end_ns: int,
+    limit: int,
+    timeout_s: float,
+    progress: TextIO | None,
+) -> Iterator[Any]:
+    pending = [(start_ns, end_ns)]
+    while pending:
+        lo, hi = pending.pop()
+        doc, n = _page(ep, service, lo, hi, limit, timeout_s)
+        if n >= limit and hi - lo > _MIN_WINDOW_NS:
+            mid = lo + (hi - lo) // 2
+            pending += [(mid + 1, hi), (lo, mid)]  # earlier half first
+            continue
+        if progress is not None:
+            full = " (page full in a 1 ms window: some traces may be missing)" if n >= limit else ""
+            print(
+                f"meshload: {ep.flavour} {service} {_clock(lo)}..{_clock(hi)}: {n} traces{full}",
+                file=progress,
+                flush=True,
+            )
+        yield doc
+
+
+def _page(
+    ep: Endpoint, service: str, lo: int, hi: int, limit: int, timeout_s: float
+) -> tuple[Any, int]:
+    url = (
+        ep.base
+        + {V1: "/api/traces", V3: "/api/v3/traces", ZIPKIN: "/api/v2/traces"}[str(ep.flavour)]
+    )
+    what = _what(ep)
+    if ep.flavour == V1:
+        params = {"service": service, "start": lo // 1000, "end": -(-hi // 1000), "limit": limit}
+        doc = get_json(url, {**ep.params, **params}, timeout_s=timeout_s, what=what)
+        if doc is None:
+            raise BackendError(f"{what} at {ep.base} has no /api/traces; is it Jaeger query?")
+        return doc, len(doc.get("data") or [])
+    if ep.flavour == ZIPKIN:
+        end_ms = -(-hi // 1_000_000)
+        params = {
+            "serviceName": service,
+            "endTs": end_ms,
+            "lookback": end_ms - lo // 1_000_000,
+            "limit": limit,
+        }
+        doc = get_json(url, {**ep.params, **params}, timeout_s=timeout_s, what=what)
+        if doc is None:
+            raise BackendError(f"{what} at {ep.base} has no /api/v2/traces; is it Zipkin?")
+        return doc, len(doc)
+    snake = {
+        "query.service_name": service,
+        "query.start_time_min": _rfc3339(lo),
+        "query.start_time_max": _rfc3339(hi),
+        "query.search_depth": limit,
+    }
+    try:
+        doc = get_json(url, {**ep.params, **snake}, timeout_s=timeout_s, what=what)
+    except BackendError as exc:
+        if "HTTP 400" not in str(exc):
+            raise
+        camel = {_V3_CAMEL[k]: v for k, v in snake.items()}
+        doc = get_json(url, {**ep.params, **camel}, timeout_s=timeout_s, what=what)
+    if doc is None:  # Jaeger v2 answers 404 "No traces found" to an empty search
+        return {"result": {"resourceSpans": []}}, 0
+    return doc, _count_otlp_traces(doc)
+
+
+def _count_otlp_traces(doc: Any) -> int:
+    result = doc.get("result", doc) if isinstance(doc, dict) else {}
+    ids = {
+        span.get("traceId")
+        for rs in result.get("resourceSpans") or []
+        for scope in rs.get("scopeSpans") or []
+        for span in scope.get("spans") or []
+    }
+    return len(ids)
+
+
+def _take_url_window(ep: Endpoint) -> tuple[str | None, int | None, int | None, int | None]:
+    """Service, window and limit written into a search URL (removed from the passed-on params)."""
+    p = ep.params
+    if ep.flavour == V1:
+        start, end = p.pop("start", None), p.pop("end", None)
+        p.pop("lookback", None)
+        limit = p.pop("limit", None)
+        return (
+            p.pop("service", None),
+            int(start) * 1000 if start else None,
+            int(end) * 1000 if end else None,
+            int(limit) if limit else None,
+        )
+    if ep.flavour == ZIPKIN:
+        end_ms, lookback = p.pop("endTs", None), p.pop("lookback", None)
+        limit = p.pop("limit", None)
+        end_at = int(end_ms) * 1_000_000 if end_ms else None
+        lookback_ns = int(lookback) * 1_000_000 if lookback else None
+        start_at = end_at - lookback_ns if end_at is not None and lookback_ns else None
+        return p.pop("serviceName", None), start_at, end_at, int(limit) if limit else None
+    values: dict[str, str | None] = {}
+    for snake, camel in _V3_CAMEL.items():
+        values[snake] = p.pop(snake, None) or p.pop(camel, None)
+    limit = values["query.search_depth"]
+    t_min, t_max = values["query.start_time_min"], values["query.start_time_max"]
+    return (
+        values["query.service_name"],
+        _parse_rfc3339(t_min) if t_min else None,
+        _parse_rfc3339(t_max) if t_max else None,
+        int(limit) if limit else None,
+    )
+
+
+def _rfc3339(ns: int) -> str:
+    seconds, frac = divmod(ns, 10**9)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def _parse_rfc3339(text: str) -> int:
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text)
+    if not m:
+        raise ConfigError(f"time {text!r} in the URL is not RFC 3339; write 2024-01-02T03:04:05Z")
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    seconds = int(datetime.fromisoformat(m[1] + zone).timestamp())
+    return seconds * 10**9 + int((m[2] or "0").ljust(9, "0")[:9])
+
+
+def _clock(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _what(ep: Endpoint) -> str:
+    return {V1: "Jaeger", V3: "Jaeger", ZIPKIN: "Zipkin"}.get(str(ep.flavour), "trace backend")
