@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -142,3 +142,10 @@ def span_matches_tags(row: Row, tags: dict[str, str]) -> bool:
             continue
         return False
     return True
+
+
+def tag_predicate(tags: dict[str, str]) -> Callable[[Row], bool] | None:
+    """The per-span check for a tag search, or None when there are no tags to check."""
+    if not tags:
+        return None
+    return lambda row: span_matches_tags(row, tags)

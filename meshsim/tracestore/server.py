@@ -18,11 +18,11 @@ from aiohttp import web
 from google.rpc import status_pb2
 
 from meshsim.tracestore import jaeger_v1, jaeger_v2
-from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES, span_matches_tags
+from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES, tag_predicate
 from meshsim.tracestore.params import parse_trace_id, v1_search, v3_search
-from meshsim.tracestore.query import QueryError, TraceQuery
+from meshsim.tracestore.query import QueryError
 from meshsim.tracestore.receiver import PROTOBUF, DecodeFailure, UnsupportedMediaType, decode
-from meshsim.tracestore.store import DEFAULT_MAX_SPANS, SpanPredicate, SpanStore
+from meshsim.tracestore.store import DEFAULT_MAX_SPANS, SpanStore
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ def _v1_error(status: int, message: str) -> web.Response:
 
 def _v3_error(status: int, message: str) -> web.Response:
     return _go_error(jaeger_v2.error_body(status, message), status)
-
-
-def _predicate(query: TraceQuery) -> SpanPredicate | None:
-    if not query.tags:
-        return None
-    tags = query.tags
-    return lambda row: span_matches_tags(row, tags)
 
 
 # -- OTLP receiver -----------------------------------------------------------------------
@@ -120,7 +113,7 @@ async def v1_search_traces(request: web.Request) -> web.Response:
         )
     except QueryError as exc:
         return _v1_error(400, str(exc))
-    ids = store.find_trace_ids(query, _predicate(query))
+    ids = store.find_trace_ids(query, tag_predicate(query.tags))
     return _json(jaeger_v1.envelope([jaeger_v1.trace_to_v1(store.trace(t)) for t in ids]))
 
 
@@ -174,7 +167,7 @@ async def v3_find_traces(request: web.Request) -> web.Response:
         query = v3_search(request.query)
     except QueryError as exc:
         return _v3_error(400, str(exc))
-    ids = store.find_trace_ids(query, _predicate(query))
+    ids = store.find_trace_ids(query, tag_predicate(query.tags))
     if not ids:
         return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
     return _json(jaeger_v2.traces_body(store.trace(t) for t in ids))

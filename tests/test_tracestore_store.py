@@ -1,0 +1,182 @@
+"""The span store: spilling beyond its memory limit loses nothing, and every query filter
+agrees with a plain computation over the same seeded synthetic spans."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from meshsim.tracestore.otlp import tag_predicate
+from meshsim.tracestore.query import TraceQuery
+from meshsim.tracestore.receiver import SPAN_ID, rows_from_request
+from meshsim.tracestore.store import SpanStore
+
+SERVICES = ("frontend", "cartservice", "checkoutservice")
+OPERATIONS = ("ingress", "GET /cart", "PlaceOrder")
+T0 = 1_790_000_000_000_000_000
+
+
+@dataclass(frozen=True)
+class PlainSpan:
+    trace_id: bytes
+    span_id: bytes
+    service: str
+    operation: str
+    kind: int
+    start_ns: int
+    duration_ns: int
+    tags: dict[str, str]
+
+
+Data = tuple[list[PlainSpan], list[bytes]]
+
+
+def synthetic(seed: int, n_traces: int = 120) -> Data:
+    """Plain span dicts plus one OTLP request body per trace (one request per trace, as an
+    exporter flushing per request would send)."""
+    rng = random.Random(seed)
+    plain: list[PlainSpan] = []
+    bodies: list[bytes] = []
+    for t in range(n_traces):
+        trace_id = rng.randbytes(16)
+        request = ExportTraceServiceRequest()
+        for _ in range(rng.randint(1, 6)):
+            service = rng.choice(SERVICES)
+            rs = request.resource_spans.add()
+            kv = rs.resource.attributes.add()
+            kv.key, kv.value.string_value = "service.name", service
+            span = rs.scope_spans.add().spans.add()
+            span.trace_id, span.span_id = trace_id, rng.randbytes(8)
+            span.name, span.kind = rng.choice(OPERATIONS), rng.choice((1, 2, 3))
+            span.start_time_unix_nano = T0 + t * 1_000_000_000 + rng.randrange(10**8)
+            span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(10**7)
+            revision = rng.choice(("v1", "v2"))
+            for key, value in (
+                ("istio.canonical_revision", revision),
+                ("http.status_code", rng.choice(("200", "503"))),
+            ):
+                a = span.attributes.add()
+                a.key, a.value.string_value = key, value
+            plain.append(
+                PlainSpan(
+                    trace_id,
+                    span.span_id,
+                    service,
+                    span.name,
+                    span.kind,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano - span.start_time_unix_nano,
+                    {
+                        "istio.canonical_revision": revision,
+                        "http.status_code": span.attributes[1].value.string_value,
+                    },
+                )
+            )
+        bodies.append(request.SerializeToString())
+    return plain, bodies
+
+
+def fill(store: SpanStore, bodies: list[bytes]) -> None:
+    for body in bodies:
+        store.add(rows_from_request(ExportTraceServiceRequest.FromString(body)))
+
+
+def plain_find(spans: list[PlainSpan], q: TraceQuery) -> list[bytes]:
+    latest: dict[bytes, int] = {}
+    for s in spans:
+        ok = (
+            (q.service is None or s.service == q.service)
+            and (q.operation is None or s.operation == q.operation)
+            and (q.span_kind is None or s.kind == q.span_kind)
+            and (q.start_min_ns is None or s.start_ns >= q.start_min_ns)
+            and (q.start_max_ns is None or s.start_ns <= q.start_max_ns)
+            and (q.duration_min_ns is None or s.duration_ns >= q.duration_min_ns)
+            and (q.duration_max_ns is None or s.duration_ns <= q.duration_max_ns)
+            and all(s.tags.get(k) == v for k, v in q.tags.items())
+        )
+        if ok:
+            latest[s.trace_id] = max(latest.get(s.trace_id, -1), s.start_ns)
+    return sorted(latest, key=lambda t: latest[t], reverse=True)[: q.limit]
+
+
+@pytest.fixture(scope="module")
+def data() -> Data:
+    return synthetic(seed=11)
+
+
+def test_spill_keeps_every_span_queryable(tmp_path: Path, data: Data) -> None:
+    spans, bodies = data
+    store = SpanStore(max_spans=40, spill_dir=tmp_path)
+    fill(store, bodies)
+    assert store.segment_count >= 3, "the limit must have forced several spills"
+    assert store.memory_count <= 40
+    assert len(list(tmp_path.glob("*.parquet"))) == store.segment_count
+    assert store.received == len(spans)
+    by_trace: dict[bytes, set[bytes]] = {}
+    for s in spans:
+        by_trace.setdefault(s.trace_id, set()).add(s.span_id)
+    for trace_id, span_ids in by_trace.items():
+        assert {row[SPAN_ID] for row in store.trace(trace_id)} == span_ids
+    assert store.trace(b"\x01" * 16) == []
+    assert store.services() == sorted({s.service for s in spans})
+    for service in SERVICES:
+        want = sorted({(s.operation, s.kind) for s in spans if s.service == service})
+        assert store.operations(service) == want
+        assert store.operations(service, 2) == [op for op in want if op[1] == 2]
+    store.close()
+    assert tmp_path.exists(), "a spill dir the caller gave is the caller's to remove"
+
+
+def test_own_spill_dir_is_removed_on_close(data: Data) -> None:
+    store = SpanStore(max_spans=10)
+    fill(store, data[1][:20])
+    spill_dir = store.spill_dir
+    assert any(spill_dir.iterdir())
+    store.close()
+    assert not spill_dir.exists()
+
+
+def _queries(seed: int) -> list[TraceQuery]:
+    rng = random.Random(seed)
+    queries = [TraceQuery(service="frontend", limit=1000), TraceQuery(limit=5)]
+    for _ in range(40):
+        lo = T0 + rng.randrange(0, 120) * 1_000_000_000
+        queries.append(
+            TraceQuery(
+                service=rng.choice((None, *SERVICES)),
+                operation=rng.choice((None, None, *OPERATIONS)),
+                span_kind=rng.choice((None, None, 2, 3)),
+                tags=rng.choice(
+                    (
+                        {},
+                        {"istio.canonical_revision": "v2"},
+                        {"istio.canonical_revision": "v1", "http.status_code": "503"},
+                    )
+                ),
+                start_min_ns=rng.choice((None, lo)),
+                start_max_ns=rng.choice((None, lo + rng.randrange(1, 60) * 1_000_000_000)),
+                duration_min_ns=rng.choice((None, 2_000_000)),
+                duration_max_ns=rng.choice((None, 8_000_000)),
+                limit=rng.choice((3, 20, 1000)),
+            )
+        )
+    return queries
+
+
+@pytest.mark.parametrize("max_spans", [25, 100_000])
+def test_filters_match_plain_computation(tmp_path: Path, data: Data, max_spans: int) -> None:
+    spans, bodies = data
+    store = SpanStore(max_spans=max_spans, spill_dir=tmp_path)
+    fill(store, bodies)
+    nonempty = 0
+    for q in _queries(seed=5):
+        got = store.find_trace_ids(q, tag_predicate(q.tags))
+        want = plain_find(spans, q)
+        assert got == want, q
+        nonempty += bool(want)
+    assert nonempty >= 10, "the seeded queries must exercise real matches"
+    store.close()
