@@ -66,9 +66,7 @@ def run_up(args: argparse.Namespace) -> int:
         for name, url in mesh.urls().items():
             print(f"{name} {url}", flush=True)
         state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(
-            json.dumps({"pid": os.getpid(), "urls": mesh.urls(), "control": mesh.control_url})
-        )
+        state.write_text(json.dumps(mesh.state()))
         print("ready; Ctrl-C stops the mesh", flush=True)
         while True:
             dead = mesh.dead_child()

@@ -1,0 +1,18 @@
+"""The embedded mesh: a real Envoy gateway programmed from Istio manifests, in front of a
+simulated Online Boutique."""
+
+from meshsim.mesh import Mesh
+from meshsim.resources import Resource, load_manifests
+from meshsim.spec import MeshSpec, Workload, load_spec
+from meshsim.translate import Snapshot, build_snapshot
+
+__all__ = [
+    "Mesh",
+    "MeshSpec",
+    "Resource",
+    "Snapshot",
+    "Workload",
+    "build_snapshot",
+    "load_manifests",
+    "load_spec",
+]

@@ -11,6 +11,7 @@ started in its own session and stopped by PID.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from meshsim.hosts import Endpoint
 from meshsim.procs import Child, python_module, wait_for_json
 from meshsim.resources import Resource, load_manifests
 from meshsim.spec import MeshSpec, load_spec
+from meshsim.translate import build_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class Mesh:
     def start(self) -> Mesh:
         try:
             resources = self._initial_resources()
+            # Refuse bad manifests before any process starts: ports do not matter to validity.
+            build_snapshot(resources, self._endpoints(dict.fromkeys(self._names(), 0)))
             endpoints = self._start_workloads()
             self.control = ControlPlane(endpoints, resources)
             self.warnings = list(self.control.snapshot.warnings)
@@ -106,7 +110,12 @@ class Mesh:
             self.workdir / "workloads.log",
         )
         self.children.append(child)
-        ports = wait_for_json(ports_file, child)["workloads"]
+        return self._endpoints(wait_for_json(ports_file, child)["workloads"])
+
+    def _names(self) -> list[str]:
+        return [w.name for w in self.spec.workloads]
+
+    def _endpoints(self, ports: dict[str, int]) -> list[Endpoint]:
         return [
             Endpoint(w.name, w.service, w.namespace, dict(w.labels), int(ports[w.name]))
             for w in self.spec.workloads
@@ -141,6 +150,14 @@ class Mesh:
         """One URL per endpoint, in the order `meshload mesh up` prints them."""
         assert self.envoy is not None
         return {"gateway": self.gateway_url, "envoy-admin": self.envoy.admin_url}
+
+    def state(self) -> dict[str, object]:
+        """What another process needs to find and use this mesh (`meshload mesh apply`)."""
+        return {
+            "pid": os.getpid(),
+            "urls": self.urls(),
+            "pids": {c.name: c.pid for c in self.children},
+        }
 
     def apply(self, manifests: str | Path | Sequence[Resource]) -> list[str]:
         """Create or replace resources; a refused set raises and leaves the mesh as it was."""

@@ -1,0 +1,118 @@
+"""`meshload mesh up` as a user runs it: endpoints printed, children watched, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SPEC = Path(__file__).resolve().parent / "data" / "gateway-spec.yaml"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state letter in /proc says it has exited.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
+    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshload.cli", "mesh", "up", "--spec", str(SPEC)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    urls: dict[str, str] = {}
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+            name, _, url = line.strip().partition(" ")
+            urls[name] = url
+        yield proc, urls, tmp_path / "mesh.json"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=20)  # also closes the pipes
+
+
+def test_up_prints_endpoints_serves_and_stops_children_on_sigterm(mesh_up: tuple) -> None:
+    proc, urls, state_path = mesh_up
+    assert set(urls) >= {"gateway", "envoy-admin"}
+    for url in urls.values():
+        assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(urls["gateway"] + "/_healthz", timeout=5) as resp:
+        assert resp.status == 200 and resp.headers["x-version"] == "v1"
+    state = json.loads(state_path.read_text())
+    pids = list(state["pids"].values())
+    assert all(pid_alive(p) for p in pids)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert not any(pid_alive(p) for p in pids)
+    assert not state_path.exists()
+
+
+def test_envoy_dying_is_one_line_with_its_log_and_stops_the_rest(mesh_up: tuple) -> None:
+    proc, _, state_path = mesh_up
+    pids = json.loads(state_path.read_text())["pids"]
+    os.kill(pids["envoy"], signal.SIGKILL)
+    assert proc.wait(timeout=20) == 1
+    _, stderr = proc.communicate(timeout=5)
+    err_lines = [line for line in stderr.splitlines() if "error" in line]
+    assert len(err_lines) == 1
+    assert err_lines[0].startswith("meshload: error: envoy exited unexpectedly")
+    assert "last log lines:" in err_lines[0]
+    deadline = time.monotonic() + 5
+    while pid_alive(pids["workloads"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pids["workloads"])
+
+
+def test_bad_manifest_at_start_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n"
+        "  name: x\nspec:\n  gateways: [g]\n  http:\n  - route:\n"
+        "    - destination: {host: frontend, subset: v7}\n"
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meshload.cli",
+            "mesh",
+            "up",
+            "--manifests",
+            str(bad),
+            "--spec",
+            str(SPEC),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)},
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0, run.stderr
+    assert (
+        f"{bad}: VirtualService default/x: spec.http[0].route[0].destination.subset" in run.stderr
+    )
