@@ -18,10 +18,14 @@ from aiohttp.typedefs import Handler as HttpHandler
 from meshsim.boutique.backends import Backends
 from meshsim.boutique.catalog import (
     DEFAULT_CURRENCY,
-    EUR_RATES,
     Ad,
     Product,
-    is_credit_card,
+)
+from meshsim.boutique.forms import (
+    add_to_cart_problems,
+    parse_uint,
+    place_order_problems,
+    set_currency_problems,
 )
 from meshsim.boutique.pages import Pages
 from meshsim.boutique.runtime import CallFailed, Runtime, Site
@@ -30,18 +34,6 @@ from meshsim.spec import Workload
 SESSION_COOKIE = "shop_session-id"
 CURRENCY_COOKIE = "shop_currency"
 COOKIE_MAX_AGE_S = 60 * 60 * 48
-_ORDER_FIELDS = (
-    "email",
-    "street_address",
-    "zip_code",
-    "city",
-    "state",
-    "country",
-    "credit_card_number",
-    "credit_card_expiration_month",
-    "credit_card_expiration_year",
-    "credit_card_cvv",
-)
 _NO_FORM: Mapping[str, str] = {}
 
 
@@ -224,12 +216,8 @@ class Frontend:
 
     def add_to_cart(self, v: Visit) -> web.Response:
         product_id = v.form.get("product_id", "")
-        quantity = _uint(v.form.get("quantity", ""))
-        problems = []
-        if not 1 <= quantity <= 10:
-            problems.append("Field 'Quantity' is invalid: required,gte=1,lte=10")
-        if not product_id:
-            problems.append("Field 'ProductID' is invalid: required")
+        quantity = parse_uint(v.form.get("quantity", ""))
+        problems = add_to_cart_problems(product_id, quantity)
         if problems:
             return self._error(422, "\n".join(problems))
         product: Product = v.site.call(
@@ -244,15 +232,15 @@ class Frontend:
 
     def set_currency(self, v: Visit) -> web.Response:
         code = v.form.get("currency_code", "")
-        # The demo validates ISO 4217; the codes the currency service converts stand in.
-        if code not in EUR_RATES:
-            return self._error(422, "Field 'Currency' is invalid: iso4217")
+        problems = set_currency_problems(code)
+        if problems:
+            return self._error(422, "\n".join(problems))
         v.set_cookies.append(f"{CURRENCY_COOKIE}={code}; Max-Age={COOKIE_MAX_AGE_S}")
         referer = v.http.headers.get("Referer") or "/"
         return web.Response(status=302, headers={"Location": referer})
 
     def place_order(self, v: Visit) -> web.Response:
-        problems = _order_problems(v.form)
+        problems = place_order_problems(v.form)
         if problems:
             return self._error(422, "\n".join(problems))
         order = v.site.call(
@@ -279,29 +267,3 @@ class Frontend:
 
 def _size(cart: tuple[tuple[str, int], ...]) -> int:
     return sum(q for _, q in cart)
-
-
-def _uint(text: str) -> int:
-    return int(text) if text.isdigit() else 0
-
-
-def _order_problems(form: Mapping[str, str]) -> list[str]:
-    """The demo's PlaceOrderPayload rules, one message per failed field."""
-    problems = [f"Field '{f}' is invalid: required" for f in _ORDER_FIELDS if not form.get(f)]
-    if problems:
-        return problems
-    if "@" not in form["email"] or form["email"].startswith("@"):
-        problems.append("Field 'Email' is invalid: email")
-    if len(form["street_address"]) > 512:
-        problems.append("Field 'StreetAddress' is invalid: max")
-    for f in ("city", "state", "country"):
-        if len(form[f]) > 128:
-            problems.append(f"Field '{f}' is invalid: max")
-    if not is_credit_card(form["credit_card_number"]):
-        problems.append("Field 'CcNumber' is invalid: credit_card")
-    if not 1 <= _uint(form["credit_card_expiration_month"]) <= 12:
-        problems.append("Field 'CcMonth' is invalid: gte")
-    for f in ("zip_code", "credit_card_expiration_year", "credit_card_cvv"):
-        if not _uint(form[f]):
-            problems.append(f"Field '{f}' is invalid: required")
-    return problems
