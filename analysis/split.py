@@ -86,18 +86,20 @@ def split_accuracy(
     if changes is None:
         changes = propagation(requests, run, margin_ms=margin_ms)
     effective = dict(zip(changes["step"], changes["effective_ns"], strict=True))
-    step_col = requests["step"].to_numpy()
-    start_ns = requests["start_ns"].to_numpy()
-    labels = version_labels(requests["version"])
+    by_step = np.argsort(requests["step"].to_numpy(), kind="stable")
+    step_col = requests["step"].to_numpy()[by_step]
+    start_ns = requests["start_ns"].to_numpy()[by_step]
+    labels = version_labels(requests["version"])[by_step]
     rows: list[dict[str, Any]] = []
     for ev in events.itertuples(index=False):
         step = int(ev.step)
         configured: dict[str, float] = ev.configured
         eff = int(effective[step])
-        mask = (step_col == step) & (start_ns >= eff)
-        seen, counts_arr = np.unique(labels[mask], return_counts=True)
+        first, last = np.searchsorted(step_col, [step, step + 1])
+        mine = labels[first:last][start_ns[first:last] >= eff]
+        seen, counts_arr = np.unique(mine, return_counts=True)
         counts = {str(v): int(c) for v, c in zip(seen, counts_arr, strict=True)}
-        n = int(mask.sum())
+        n = len(mine)
         versions = sorted(set(configured) | (set(counts) - {UNKNOWN}))
         if UNKNOWN in counts:
             versions.append(UNKNOWN)

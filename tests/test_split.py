@@ -1,0 +1,122 @@
+"""Split accuracy against closed forms and plain counting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.split import chi2_gof_p, split_accuracy, split_records, wilson_interval
+from analysis.synthetic import make_run
+
+Z = 1.959963984540054
+
+
+def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z / (1 + Z * Z / n) * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def test_wilson_equals_closed_form() -> None:
+    cases = [(0, 10), (1, 10), (5, 10), (10, 10), (37, 1000), (999, 1000), (3, 7)]
+    lo, hi = wilson_interval(np.array([k for k, _ in cases]), np.array([n for _, n in cases]))
+    for i, (k, n) in enumerate(cases):
+        assert (lo[i], hi[i]) == pytest.approx(wilson_by_hand(k, n), abs=1e-12)
+    assert np.isnan(wilson_interval(0, 0)[0])
+
+
+def test_wilson_covers_95_percent_over_1000_steps() -> None:
+    # 1,000 steps of ~300 requests at 70/30 through the whole pipeline (change points included)
+    steps = [{"v1": 70, "v2": 30}] * 1000
+    run = make_run(n_requests=300_000, seed=11, steps=steps, rps=20.0, with_spans=False)
+    frame = split_accuracy(run.requests, run.run, margin_ms=1000.0)
+    v2 = frame[frame["version"] == "v2"]
+    assert len(v2) == 1000 and (v2["n"] > 200).all()
+    coverage = np.mean((v2["ci_lo"] <= 0.3) & (v2["ci_hi"] >= 0.3))
+    assert 0.935 <= coverage <= 0.965
+
+
+def test_chi2_p_equals_hand_computation() -> None:
+    # one degree of freedom: p = erfc(sqrt(x / 2)); two: p = exp(-x / 2)
+    counts = {"v1": 880, "v2": 120}
+    x = (880 - 900) ** 2 / 900 + (120 - 100) ** 2 / 100
+    assert chi2_gof_p(counts, {"v1": 0.9, "v2": 0.1}) == pytest.approx(
+        math.erfc(math.sqrt(x / 2)), rel=1e-10
+    )
+    counts3 = {"a": 340, "b": 310, "c": 350}
+    e = 1000 / 3
+    x3 = sum((o - e) ** 2 / e for o in counts3.values())
+    shares = {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    assert chi2_gof_p(counts3, shares) == pytest.approx(math.exp(-x3 / 2), rel=1e-10)
+    # a weight-0 version has no category: the test runs over the others only
+    assert chi2_gof_p({**counts, "v3": 4}, {"v1": 0.9, "v2": 0.1, "v3": 0.0}) == pytest.approx(
+        math.erfc(math.sqrt(x / 2)), rel=1e-10
+    )
+    assert math.isnan(chi2_gof_p({"v1": 10}, {"v1": 1.0, "v2": 0.0}))
+
+
+def hand_made(versions: list[str | None], weights: dict[str, int]) -> tuple[dict, pd.DataFrame]:
+    n = len(versions)
+    run = {
+        "events": [
+            {"kind": "weights", "step": 0, "weights": weights, "requested_ns": 0, "accepted_ns": 0}
+        ]
+    }
+    requests = pd.DataFrame(
+        {
+            "start_ns": np.arange(n, dtype=np.int64) * 1_000_000 + 10,
+            "version": pd.Series(versions, dtype="str"),
+            "step": np.zeros(n, dtype=np.int64),
+        }
+    )
+    return run, requests
+
+
+def test_weight_zero_version_serving_fails_the_step() -> None:
+    run, requests = hand_made(["v1"] * 995 + ["v2"] * 5, {"v1": 100, "v2": 0})
+    frame = split_accuracy(requests, run, margin_ms=0.0)
+    assert not frame["passed"].iloc[0]
+    assert "weight-0 version(s) served requests: v2" in frame["reason"].iloc[0]
+    row = frame.set_index("version").loc["v2"]
+    assert row["count"] == 5 and row["error_pp"] == pytest.approx(0.5)
+
+
+def test_unknown_versions_count_in_n_and_are_reported() -> None:
+    run, requests = hand_made(["v1", "v2"] * 450 + [None] * 100, {"v1": 50, "v2": 50})
+    frame = split_accuracy(requests, run, margin_ms=0.0, tolerance_pp=2.0)
+    by = frame.set_index("version")
+    assert by.loc["unknown", "count"] == 100 and by.loc["v1", "n"] == 1000
+    assert by.loc["v1", "observed_share"] == pytest.approx(0.45)
+    assert by.loc["v1", "error_pp"] == pytest.approx(-5.0)
+    assert not by.loc["v1", "passed"]  # 0.5 is outside [0.419, 0.481] and 5 pp > 2 pp
+    record = split_records(frame)[0]
+    assert record["n_unknown"] == 100 and record["observed"]["unknown"] == pytest.approx(0.1)
+    assert set(record["configured"]) == {"v1", "v2"}
+
+
+def test_tolerance_passes_a_small_but_significant_error() -> None:
+    run, requests = hand_made(["v1"] * 91_000 + ["v2"] * 9_000, {"v1": 90, "v2": 10})
+    strict = split_accuracy(requests, run, margin_ms=0.0, tolerance_pp=0.5)
+    loose = split_accuracy(requests, run, margin_ms=0.0, tolerance_pp=2.0)
+    assert not strict["passed"].iloc[0] and loose["passed"].iloc[0]
+
+
+def test_counts_equal_a_plain_loop() -> None:
+    run = make_run(n_requests=20_000, seed=12, unknown_rate=0.005, with_spans=False)
+    frame = split_accuracy(run.requests, run.run)
+    rows = run.requests.to_dict("records")
+    for (step, version), row in frame.set_index(["step", "version"]).iterrows():
+        eff = row["effective_ns"]
+        expected = sum(
+            1
+            for r in rows
+            if r["step"] == step
+            and r["start_ns"] >= eff
+            and (r["version"] if isinstance(r["version"], str) else "unknown") == version
+        )
+        assert row["count"] == expected
+    assert frame.groupby("step")["passed"].first().all()
