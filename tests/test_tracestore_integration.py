@@ -41,7 +41,7 @@ def wait_for(path: Path, timeout_s: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if path.exists():
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            return json.loads(path.read_text())
         time.sleep(0.02)
     raise AssertionError(f"{path} did not appear within {timeout_s} s")
 
@@ -320,7 +320,8 @@ def test_envoy_ingress_span_arrives(tracestore: tuple[str, Path], tmp_path: Path
         with urllib.request.urlopen(request, timeout=5) as resp:
             assert resp.status == 200
         trace_id = "0af7651916cd43dd8448eb211c80319c"
-        status, body = 0, {}
+        status: int = 0
+        body: Any = None
         while time.monotonic() < deadline:
             status, body = get(f"{url}/api/traces/{trace_id}")
             if status == 200:
