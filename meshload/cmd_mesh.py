@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from meshload.errors import ConfigError, MeshloadError
+from meshload.errors import ConfigError
 
 
 def state_file() -> Path:
@@ -88,8 +88,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from meshsim.remote import apply_remote
-
+    from meshsim.apply import apply_resources, wait_applied
     from meshsim.resources import load_manifests
 
     state = state_file()
@@ -97,10 +96,8 @@ def run_apply(args: argparse.Namespace) -> int:
         raise ConfigError("no running mesh found; start one with `meshload mesh up`")
     info = json.loads(state.read_text())
     resources = load_manifests(args.path)
-    try:
-        warnings = apply_remote(info["control"], resources)
-    except MeshloadError:
-        raise
+    warnings, resource_version = apply_resources(info["kubeconfig"], resources)
+    wait_applied(Path(info["applied_file"]), resource_version)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     for r in resources:

@@ -2,7 +2,8 @@
 
     with Mesh() as mesh:                   # everything on 127.0.0.1, free ports
         mesh.gateway_url                   # http://127.0.0.1:PORT, the Istio ingress gateway
-        mesh.apply("scenarios/manifests")  # changed manifests, validated, then sent to Envoy
+        mesh.kubeconfig                    # the embedded Kubernetes API serving Istio resources
+        mesh.apply("scenarios/manifests")  # through that API, validated, pushed to Envoy
 
 Each server runs in a child process of its own (asyncio never shares Locust's gevent loop),
 started in its own session and stopped by PID.
@@ -10,6 +11,7 @@ started in its own session and stopped by PID.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,19 +21,20 @@ from pathlib import Path
 from types import TracebackType
 
 from meshload.errors import BackendError, ConfigError
-from meshsim.controlplane import ControlPlane
+from meshsim.apply import apply_resources, wait_applied
+from meshsim.cluster_objects import core_objects
 from meshsim.envoy import Envoy
 from meshsim.hosts import Endpoint
+from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, wait_for_json
 from meshsim.resources import Resource, load_manifests
-from meshsim.spec import MeshSpec, load_spec
+from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
 from meshsim.translate import build_snapshot
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFESTS = REPO_ROOT / "scenarios" / "manifests" / "canary.yaml"
-DEFAULT_SPEC = Path(__file__).resolve().parent / "data" / "default-spec.yaml"
 
 
 class Mesh:
@@ -57,7 +60,7 @@ class Mesh:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshload-"))
         self.children: list[Child] = []
         self.envoy: Envoy | None = None
-        self.control: ControlPlane | None = None
+        self.api_url: str | None = None
         self.warnings: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -67,18 +70,18 @@ class Mesh:
             # Refuse bad manifests before any process starts: ports do not matter to validity.
             build_snapshot(resources, self._endpoints(dict.fromkeys(self._names(), 0)))
             endpoints = self._start_workloads()
-            self.control = ControlPlane(endpoints, resources)
-            self.warnings = list(self.control.snapshot.warnings)
+            snapshot = build_snapshot(resources, endpoints)
+            self.warnings = list(snapshot.warnings)
             for w in self.warnings:
                 log.warning("%s", w)
             self.envoy = Envoy(
                 self.workdir / "envoy",
-                self.control.snapshot,
+                snapshot,
                 port=self.gateway_port,
                 concurrency=self.envoy_concurrency,
             )
             self.children.append(self.envoy.child)
-            self.control.envoy = self.envoy
+            self._start_control(endpoints, resources)
         except BaseException:
             self.stop()
             raise
@@ -111,6 +114,41 @@ class Mesh:
         )
         self.children.append(child)
         return self._endpoints(wait_for_json(ports_file, child)["workloads"])
+
+    def _start_control(self, endpoints: list[Endpoint], resources: list[Resource]) -> None:
+        assert self.envoy is not None
+        config = {
+            "endpoints": [
+                {
+                    "workload": e.workload,
+                    "service": e.service,
+                    "namespace": e.namespace,
+                    "labels": dict(e.labels),
+                    "port": e.port,
+                }
+                for e in endpoints
+            ],
+            "objects": [r.to_object() for r in resources],
+            "core_objects": core_objects(
+                endpoints, gateway_port=self.envoy.port, namespace=self.spec.namespace
+            ),
+            "envoy_workdir": str(self.envoy.workdir),
+            "envoy_admin": self.envoy.admin_url,
+            "applied_file": str(self.applied_file),
+        }
+        config_file = self.workdir / "controlplane-config.json"
+        config_file.write_text(json.dumps(config))
+        ports_file = self.workdir / "controlplane.json"
+        child = Child(
+            "controlplane",
+            python_module(
+                "meshsim.controld", "--config", str(config_file), "--ports-file", str(ports_file)
+            ),
+            self.workdir / "controlplane.log",
+        )
+        self.children.append(child)
+        self.api_url = f"http://127.0.0.1:{wait_for_json(ports_file, child)['port']}"
+        write_kubeconfig(self.kubeconfig, self.api_url, self.spec.namespace)
 
     def _names(self) -> list[str]:
         return [w.name for w in self.spec.workloads]
@@ -146,28 +184,49 @@ class Mesh:
             raise BackendError("the mesh is not running; call start() or use `with Mesh()`")
         return f"http://127.0.0.1:{self.envoy.port}"
 
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def applied_file(self) -> Path:
+        return self.workdir / "controlplane-applied.json"
+
     def urls(self) -> dict[str, str]:
-        """One URL per endpoint, in the order `meshload mesh up` prints them."""
-        assert self.envoy is not None
-        return {"gateway": self.gateway_url, "envoy-admin": self.envoy.admin_url}
+        """One line each in `meshload mesh up`'s output, in this order."""
+        assert self.envoy is not None and self.api_url is not None
+        return {
+            "gateway": self.gateway_url,
+            "envoy-admin": self.envoy.admin_url,
+            "kubernetes": self.api_url,
+            "kubeconfig": str(self.kubeconfig),
+        }
 
     def state(self) -> dict[str, object]:
         """What another process needs to find and use this mesh (`meshload mesh apply`)."""
         return {
             "pid": os.getpid(),
             "urls": self.urls(),
+            "kubeconfig": str(self.kubeconfig),
+            "applied_file": str(self.applied_file),
             "pids": {c.name: c.pid for c in self.children},
         }
 
-    def apply(self, manifests: str | Path | Sequence[Resource]) -> list[str]:
-        """Create or replace resources; a refused set raises and leaves the mesh as it was."""
-        assert self.control is not None
+    def apply(self, manifests: str | Path | Sequence[Resource], *, wait: bool = True) -> list[str]:
+        """Create or replace resources through the Kubernetes API, as `kubectl apply` does.
+
+        A refused set raises ManifestError and leaves the mesh as it was. With `wait`, returns
+        once Envoy serves the change.
+        """
         resources = (
             load_manifests(manifests, self.spec.namespace)
             if isinstance(manifests, str | Path)
             else list(manifests)
         )
-        return self.control.apply(resources)
+        warnings, resource_version = apply_resources(self.kubeconfig, resources)
+        if wait:
+            wait_applied(self.applied_file, resource_version)
+        return warnings
 
     def dead_child(self) -> Child | None:
         """The first child that exited though nobody asked it to."""

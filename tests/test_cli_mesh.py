@@ -57,9 +57,10 @@ def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, s
 
 def test_up_prints_endpoints_serves_and_stops_children_on_sigterm(mesh_up: tuple) -> None:
     proc, urls, state_path = mesh_up
-    assert set(urls) >= {"gateway", "envoy-admin"}
-    for url in urls.values():
-        assert url.startswith("http://127.0.0.1:")
+    assert list(urls) == ["gateway", "envoy-admin", "kubernetes", "kubeconfig"]
+    for name in ("gateway", "envoy-admin", "kubernetes"):
+        assert urls[name].startswith("http://127.0.0.1:")
+    assert "server: " + urls["kubernetes"] in Path(urls["kubeconfig"]).read_text()
     with urllib.request.urlopen(urls["gateway"] + "/_healthz", timeout=5) as resp:
         assert resp.status == 200 and resp.headers["x-version"] == "v1"
     state = json.loads(state_path.read_text())
@@ -116,3 +117,44 @@ def test_bad_manifest_at_start_is_one_line(tmp_path: Path) -> None:
     assert (
         f"{bad}: VirtualService default/x: spec.http[0].route[0].destination.subset" in run.stderr
     )
+
+
+def test_apply_changes_weights_and_refuses_bad_manifests(mesh_up: tuple, tmp_path: Path) -> None:
+    _, urls, _ = mesh_up
+    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
+    canary = (
+        Path(__file__).resolve().parent.parent / "scenarios" / "manifests" / "canary.yaml"
+    ).read_text()
+    flipped = tmp_path / "flipped.yaml"
+    flipped.write_text(
+        canary.replace("weight: 100", "weight: 1000")
+        .replace("weight: 0", "weight: 100")
+        .replace("weight: 1000", "weight: 0")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "meshload.cli", "mesh", "apply", str(flipped)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "VirtualService default/frontend applied" in done.stdout
+    with urllib.request.urlopen(urls["gateway"] + "/_healthz", timeout=5) as resp:
+        assert resp.headers["x-version"] == "v2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(canary.replace("weight: 0", "weight: -5"))
+    refused = subprocess.run(
+        [sys.executable, "-m", "meshload.cli", "mesh", "apply", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith(
+        f"meshload: error: {bad}: VirtualService default/frontend: spec.http[0].route[1].weight"
+    )
+    with urllib.request.urlopen(urls["gateway"] + "/_healthz", timeout=5) as resp:
+        assert resp.headers["x-version"] == "v2"
