@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from analysis.spans_formats import FORMATS_HINT, SpanRows, parse_document
-from analysis.spans_http import fetch_documents
+from analysis.spans_http import classify, fetch_documents, list_services, probe
 from meshload.errors import ConfigError
 
 # Jaeger UI's largest page; more traces in a window are read by splitting the window.
@@ -114,3 +114,10 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ConfigError):
         return str(exc)
     return f"a span lacks a field or holds a bad value ({exc!r}); {FORMATS_HINT}"
+
+
+def list_trace_services(url: str, *, timeout_s: float = 30.0) -> list[str]:
+    """The service names a Jaeger or Zipkin backend knows (raises BackendError if down)."""
+    ep = classify(url)
+    ep.trace_id = None
+    return probe(ep, timeout_s) if ep.flavour is None else list_services(ep, timeout_s)

@@ -106,7 +106,7 @@ def fetch_documents(
     if ep.trace_id is not None:
         yield from _single(ep, timeout_s)
         return
-    known = _probe(ep, timeout_s) if ep.flavour is None else None
+    known = probe(ep, timeout_s) if ep.flavour is None else None
     url_service, url_start, url_end, url_limit = _take_url_window(ep)
     end = end_ns if end_ns is not None else url_end or time.time_ns()
     start = start_ns if start_ns is not None else url_start or end - _DEFAULT_LOOKBACK_NS
@@ -135,7 +135,7 @@ def _services_of(doc: Any) -> list[str] | None:
     return None
 
 
-def _probe(ep: Endpoint, timeout_s: float) -> list[str]:
+def probe(ep: Endpoint, timeout_s: float) -> list[str]:
     """Find the API flavour of a base URL by its services endpoint; return the services."""
     for flavour, path in (
         (V1, "/api/services"),
