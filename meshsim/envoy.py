@@ -43,6 +43,7 @@ def bootstrap(
     *,
     port: int = 0,
     otlp_port: int | None = None,
+    trace_sampling: float = 100.0,
     service_name: str = "istio-ingressgateway",
 ) -> dict[str, Any]:
     """A bootstrap whose listener takes routes from a file and clusters from another."""
@@ -71,6 +72,8 @@ def bootstrap(
     runtime: dict[str, Any] = {}
     if otlp_port is not None:
         hcm["tracing"] = {
+            # Istio's sidecars sample 1 % by default; the embedded mesh traces what it is told.
+            "random_sampling": {"value": trace_sampling},
             "spawn_upstream_span": False,
             "provider": {
                 "name": "envoy.tracers.opentelemetry",
@@ -250,13 +253,15 @@ class Envoy:
         *,
         port: int = 0,
         otlp_port: int | None = None,
+        trace_sampling: float = 100.0,
         concurrency: int = 1,
     ) -> None:
         self.workdir = workdir
         self.files = ConfigFiles(workdir)
         self.files.write(snapshot)
         config = workdir / "envoy-bootstrap.json"
-        config.write_text(json.dumps(bootstrap(workdir, port=port, otlp_port=otlp_port), indent=1))
+        boot = bootstrap(workdir, port=port, otlp_port=otlp_port, trace_sampling=trace_sampling)
+        config.write_text(json.dumps(boot, indent=1))
         admin_file = workdir / "envoy-admin-address"
         admin_file.unlink(missing_ok=True)
         self.child = Child(

@@ -49,6 +49,8 @@ class Mesh:
         gateway_port: int = 0,
         workdir: str | Path | None = None,
         envoy_concurrency: int = 1,
+        tracing: bool = True,
+        trace_sampling: float = 100.0,
     ) -> None:
         self._manifests = manifests
         self.spec_path = Path(spec) if spec is not None else DEFAULT_SPEC
@@ -56,6 +58,9 @@ class Mesh:
         self.seed = self.spec.seed if seed is None else seed
         self.gateway_port = gateway_port
         self.envoy_concurrency = envoy_concurrency
+        self.tracing = tracing
+        self.trace_sampling = trace_sampling
+        self.jaeger_url: str | None = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshload-"))
         self.children: list[Child] = []
@@ -69,6 +74,7 @@ class Mesh:
             resources = self._initial_resources()
             # Refuse bad manifests before any process starts: ports do not matter to validity.
             build_snapshot(resources, self._endpoints(dict.fromkeys(self._names(), 0)))
+            otlp_port = self._start_tracestore() if self.tracing else None
             endpoints = self._start_workloads()
             snapshot = build_snapshot(resources, endpoints)
             self.warnings = list(snapshot.warnings)
@@ -79,6 +85,8 @@ class Mesh:
                 snapshot,
                 port=self.gateway_port,
                 concurrency=self.envoy_concurrency,
+                otlp_port=otlp_port,
+                trace_sampling=self.trace_sampling,
             )
             self.children.append(self.envoy.child)
             self._start_control(endpoints, resources)
@@ -96,6 +104,24 @@ class Mesh:
         if isinstance(source, str | Path):
             return load_manifests(source, self.spec.namespace)
         return list(source)
+
+    def _start_tracestore(self) -> int:
+        ports_file = self.workdir / "tracestore.json"
+        child = Child(
+            "tracestore",
+            python_module(
+                "meshsim.tracestore",
+                "--ports-file",
+                str(ports_file),
+                "--spill-dir",
+                str(self.workdir / "spans"),
+            ),
+            self.workdir / "tracestore.log",
+        )
+        self.children.append(child)
+        port = int(wait_for_json(ports_file, child)["port"])
+        self.jaeger_url = f"http://127.0.0.1:{port}"
+        return port
 
     def _start_workloads(self) -> list[Endpoint]:
         ports_file = self.workdir / "workloads.json"
@@ -195,12 +221,11 @@ class Mesh:
     def urls(self) -> dict[str, str]:
         """One line each in `meshload mesh up`'s output, in this order."""
         assert self.envoy is not None and self.api_url is not None
-        return {
-            "gateway": self.gateway_url,
-            "envoy-admin": self.envoy.admin_url,
-            "kubernetes": self.api_url,
-            "kubeconfig": str(self.kubeconfig),
-        }
+        urls = {"gateway": self.gateway_url, "envoy-admin": self.envoy.admin_url}
+        if self.jaeger_url:
+            urls["jaeger"] = self.jaeger_url
+        urls.update(kubernetes=self.api_url, kubeconfig=str(self.kubeconfig))
+        return urls
 
     def state(self) -> dict[str, object]:
         """What another process needs to find and use this mesh (`meshload mesh apply`)."""

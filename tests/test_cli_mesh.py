@@ -57,8 +57,8 @@ def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, s
 
 def test_up_prints_endpoints_serves_and_stops_children_on_sigterm(mesh_up: tuple) -> None:
     proc, urls, state_path = mesh_up
-    assert list(urls) == ["gateway", "envoy-admin", "kubernetes", "kubeconfig"]
-    for name in ("gateway", "envoy-admin", "kubernetes"):
+    assert list(urls) == ["gateway", "envoy-admin", "jaeger", "kubernetes", "kubeconfig"]
+    for name in ("gateway", "envoy-admin", "jaeger", "kubernetes"):
         assert urls[name].startswith("http://127.0.0.1:")
     assert "server: " + urls["kubernetes"] in Path(urls["kubeconfig"]).read_text()
     with urllib.request.urlopen(urls["gateway"] + "/_healthz", timeout=5) as resp:
