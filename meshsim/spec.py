@@ -143,7 +143,22 @@ def parse_spec(doc: Any, source: str = "<spec>") -> MeshSpec:
             )
         seen.add(w.name)
         workloads.append(w)
+    services = sorted({w.service for w in workloads})
+    _known_services(source, "defaults", defaults_doc, services)
+    for i, item in enumerate(raw):
+        _known_services(source, f"workloads[{i}].profile", item.get("profile") or {}, services)
     return MeshSpec(seed=seed, namespace=namespace, workloads=tuple(workloads))
+
+
+def _known_services(source: str, at: str, profile_doc: dict[str, Any], services: list[str]) -> None:
+    """A factor for a service no workload serves is a typo that would silently do nothing."""
+    for svc in profile_doc.get("outbound_latency_factor") or {}:
+        if svc not in services:
+            _fail(
+                source,
+                f"{at}.outbound_latency_factor.{svc}",
+                f"no workload serves {svc!r}; use one of {', '.join(services)}",
+            )
 
 
 def _workload(source: str, at: str, doc: Any, namespace: str, base: Profile) -> Workload:

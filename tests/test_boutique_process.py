@@ -181,6 +181,7 @@ async def _journey(b: dict[str, Any]) -> list[tuple[str, Any]]:
         await go("cart after empty", "GET", "frontend-v2", "/cart")
         await go("logout", "GET", "frontend-v1", "/logout")
         await go("healthz", "GET", "frontend-v2", "/_healthz")
+        await go("robots", "GET", "frontend-v1", "/robots.txt")
         await go("no route", "GET", "frontend-v1", "/nope")
         await go("backend get", "GET", "cartservice-v1", "/any/path")
         await go("backend post", "POST", "recommendationservice-v1", "/x", data=b"{}")
@@ -231,6 +232,7 @@ def test_a_shopper_journey_across_both_versions(boutique: dict[str, Any]) -> Non
     assert all("Max-Age=0" in c for c in logout_cookies)
 
     assert seen["healthz"][0] == 200 and seen["healthz"][4] == "ok"
+    assert seen["robots"][0] == 200 and seen["robots"][4].startswith("User-agent: *")
     assert seen["no route"][:3] == (404, None, "frontend-v1")
     for label, workload in (
         ("backend get", "cartservice-v1"),

@@ -84,12 +84,13 @@ def test_profiles_merge_over_defaults(tmp_path: Path) -> None:
         "  operations: {Get: {median: 2, p99: 3}}\n"
         "  outbound_latency_factor: {x: 2}\n"
         "workloads:\n"
+        "  - {name: x, service: x}\n  - {name: y, service: y}\n"
         "  - name: w\n    service: s\n    profile:\n"
         "      operations: {Put: {median: 0.5}}\n"
         "      outbound_latency_factor: {y: 1.5}\n"
         "      error_rate: 0.25\n"
     )
-    profile = load_spec(path).workloads[0].profile
+    profile = load_spec(path).workloads[2].profile
     assert profile.latency == Latency(1.0, 4.0)
     assert profile.latency_for("Get") == Latency(2.0, 3.0)
     assert profile.latency_for("Put") == Latency(0.5, 0.5)
@@ -149,6 +150,12 @@ BAD_SPECS = {
         "workloads:\n  - name: w\n    service: s\n    labels: {version: 2}\n",
         "workloads[0].labels",
         "string",
+    ),
+    "outbound_to_unknown_service": (
+        "workloads:\n  - name: w\n    service: s\n"
+        "    profile: {outbound_latency_factor: {productcatalog: 1.2}}\n",
+        "workloads[0].profile.outbound_latency_factor.productcatalog",
+        "use one of s",
     ),
     "seed_not_int": (f"seed: x\nworkloads:\n{GOOD_WORKLOAD}", "seed", "integer"),
 }

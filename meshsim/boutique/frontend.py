@@ -84,6 +84,7 @@ class Frontend:
                 "/cart/checkout", self._wrap("POST /cart/checkout", self.place_order, form=True)
             ),
             web.get("/_healthz", self._wrap("GET /_healthz", self.healthz, fallible=False)),
+            web.get("/robots.txt", self._wrap("GET /robots.txt", self.robots)),
         ]
 
     def _wrap(
@@ -263,6 +264,9 @@ class Frontend:
 
     def healthz(self, v: Visit) -> web.Response:
         return web.Response(text="ok")
+
+    def robots(self, v: Visit) -> web.Response:
+        return web.Response(text="User-agent: *\nDisallow: /")
 
 
 def _size(cart: tuple[tuple[str, int], ...]) -> int:
