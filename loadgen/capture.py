@@ -1,0 +1,206 @@
+"""One record per request, from Locust's `request` event, streamed to the run folder in batches.
+
+Latency is Locust's own `response_time`: FastHttpUser measures it with `perf_counter` as a float
+in milliseconds (its rounded buckets only exist in the stats tables). The serving version comes
+from the response header, the trace id from the request's context (set by `TracedSession`), the
+step from the step clock at the request's start. Records wait in column lists and are written
+as one parquet part per batch, so memory stays bounded and a crash loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from loadgen.runfolder import RunFolder
+from loadgen.steps import StepClock
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema(
+    [
+        ("start_ns", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("name", pa.string()),
+        ("method", pa.string()),
+        ("status", pa.int64()),
+        ("ok", pa.bool_()),
+        ("error", pa.string()),
+        ("version", pa.string()),
+        ("trace_id", pa.string()),
+        ("sampled", pa.bool_()),
+        ("step", pa.int64()),
+        ("worker", pa.string()),
+        ("user_id", pa.int64()),
+        ("cohort", pa.string()),
+        ("response_length", pa.int64()),
+    ]
+)
+OPEN_MODEL_FIELDS = [("intended_ns", pa.int64()), ("co_latency_ms", pa.float64())]
+_ERROR_CHARS = 300
+
+
+class RequestCapture:
+    """Collects request records in one process and writes them as parquet parts."""
+
+    def __init__(
+        self,
+        *,
+        clock: StepClock,
+        version_header: str = "x-version",
+        batch_rows: int = 5000,
+        flush_interval_s: float = 2.0,
+        open_model: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.version_header = version_header
+        self.batch_rows = batch_rows
+        self.flush_interval_s = flush_interval_s
+        self.schema = SCHEMA
+        if open_model:
+            self.schema = pa.schema([*SCHEMA, *OPEN_MODEL_FIELDS])
+        self.folder: RunFolder | None = None
+        self.worker = "local"
+        self.pid = os.getpid()
+        self.rows_written = 0
+        self.parts_written = 0
+        self.flush_failures = 0
+        self._seq = 0
+        self._columns: dict[str, list[Any]] = {f.name: [] for f in self.schema}
+        self._last_flush = time.monotonic()
+        self._closed = True
+
+    def open(self, folder: RunFolder, worker: str) -> None:
+        """Start capturing into `folder` (records before this are not part of any run)."""
+        self.folder = folder
+        self.worker = worker
+        self.pid = os.getpid()  # a forked worker must not reuse its parent's part names
+        self.rows_written = 0
+        self.parts_written = 0
+        self._seq = 0
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._columns["start_ns"])
+
+    # -- the request event ---------------------------------------------------------------
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float | None,
+        response_length: int | None = 0,
+        response: Any = None,
+        context: dict[str, Any] | None = None,
+        exception: BaseException | None = None,
+        start_time: float | None = None,
+        **_: Any,
+    ) -> None:
+        if self._closed:
+            return
+        ctx = context or {}
+        start_ns = int(start_time * 1e9) if start_time is not None else time.time_ns()
+        latency_ms = float(response_time) if response_time is not None else float("nan")
+        c = self._columns
+        c["start_ns"].append(start_ns)
+        c["latency_ms"].append(latency_ms)
+        c["name"].append(str(name))
+        c["method"].append(str(request_type))
+        c["status"].append(_status(response))
+        c["ok"].append(exception is None)
+        c["error"].append(_error_text(exception))
+        c["version"].append(_header(response, self.version_header))
+        c["trace_id"].append(ctx.get("trace_id"))
+        c["sampled"].append(ctx.get("sampled"))
+        c["step"].append(self.clock.step_at(start_ns))
+        c["worker"].append(self.worker)
+        c["user_id"].append(ctx.get("user_id"))
+        c["cohort"].append(ctx.get("cohort"))
+        c["response_length"].append(int(response_length or 0))
+        if "intended_ns" in c:
+            intended = ctx.get("intended_ns")
+            c["intended_ns"].append(intended)
+            c["co_latency_ms"].append(
+                (start_ns - intended) / 1e6 + latency_ms if intended is not None else latency_ms
+            )
+        if len(c["start_ns"]) >= self.batch_rows:
+            self.flush()
+
+    # -- writing -------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write the buffered records as one part; returns the rows written."""
+        self._last_flush = time.monotonic()
+        n = self.buffered
+        if n == 0 or self.folder is None:
+            return 0
+        columns, self._columns = self._columns, {f.name: [] for f in self.schema}
+        try:
+            table = pa.Table.from_pydict(columns, schema=self.schema)
+            self.folder.write_part(table, self.worker, self.pid, self._seq)
+        except Exception as e:  # a full disk must not stop the load test; say so once
+            self.flush_failures += 1
+            if self.flush_failures == 1:
+                log.error("cannot write request records to %s: %s", self.folder.path, e)
+            return 0
+        self._seq += 1
+        self.parts_written += 1
+        self.rows_written += n
+        return n
+
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def close(self) -> None:
+        """Flush and mark this capture done; safe to call from every exit path, repeatedly."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        if self.folder is not None:
+            try:
+                self.folder.mark_done(self.worker, self.pid, self.rows_written, self.parts_written)
+            except OSError as e:
+                log.error("cannot mark the request capture done in %s: %s", self.folder.path, e)
+
+    def flusher(self, sleep: Callable[[float], Any] = time.sleep) -> Callable[[], None]:
+        """A loop for a greenlet: flush every `flush_interval_s` until closed."""
+
+        def loop() -> None:
+            while not self._closed:
+                sleep(self.flush_interval_s / 4)
+                self.flush_if_due()
+
+        return loop
+
+
+def _status(response: Any) -> int:
+    code = getattr(response, "status_code", None)
+    try:
+        return int(code) if code is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _header(response: Any, header: str) -> str | None:
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get(header)
+    except Exception:
+        return None
+    return str(value) if value is not None else None
+
+
+def _error_text(exception: BaseException | None) -> str | None:
+    if exception is None:
+        return None
+    text = f"{type(exception).__name__}: {exception}"
+    return text[:_ERROR_CHARS]

@@ -1,0 +1,80 @@
+"""Starting the embedded mesh for a scenario run with no --host, and finding out what it is.
+
+Only the master (or the local runner) calls this; the mesh's servers are child processes of
+their own, so they never share Locust's gevent loop, and `stop()` ends them by PID.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from meshload.errors import BackendError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def start_mesh(manifests: Path | None, spec: Path | None = None) -> Any:
+    """A started `meshsim.mesh.Mesh` serving the scenario's manifests."""
+    from meshsim.mesh import Mesh
+
+    mesh = Mesh(manifests=manifests, spec=spec)
+    mesh.start()
+    return mesh
+
+
+def manifest_resources(manifests: Path | None, namespace: str = "default") -> list[Any]:
+    """The scenario's Istio resources, for a weight setter that edits them itself."""
+    if manifests is None:
+        return []
+    from meshsim.resources import load_manifests
+
+    return list(load_manifests(manifests, namespace))
+
+
+def mesh_urls(mesh: Any) -> dict[str, str]:
+    try:
+        return dict(mesh.urls())
+    except Exception:
+        return {}
+
+
+def check_reachable(host: str, timeout_s: float = 5.0) -> None:
+    """Any HTTP answer from `host` will do; no answer at all ends the run at start."""
+    if not re.match(r"^https?://", host):
+        raise ConfigError(f"--host {host}: not a URL; give http://HOST:PORT of the gateway")
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + "/", timeout=timeout_s) as resp:
+            resp.read(1)
+    except urllib.error.HTTPError:
+        return  # the gateway answered; an error page still proves it is there
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise BackendError(
+            f"--host {host} is unreachable ({reason}); start the gateway (or port-forward it) "
+            "or drop --host to use the embedded mesh"
+        ) from None
+
+
+def envoy_version() -> str | None:
+    """`envoy --version` as a short string, for run.json; None when there is no envoy."""
+    exe = shutil.which("envoy")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"version: \S+/(\d+\.\d+\.\d+)", out)
+    if m:
+        return m.group(1)
+    lines = out.strip().splitlines()
+    return lines[-1] if lines else None

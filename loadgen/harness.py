@@ -1,0 +1,393 @@
+"""Wires a scenario into Locust: options, embedded mesh, run folder, capture, rollout, report.
+
+A locustfile calls `install(...)` once at import; the harness then listens to Locust's events:
+
+    init         master/local: read the plan, start the embedded mesh (no --host) or check the
+                 host, check the VirtualService and the plan's subsets; any problem ends the
+                 run here with one line and exit code 2
+    test_start   master/local: new run folder + run.json, step 0's weights, the rollout greenlet;
+                 workers/local: open the request capture into that folder (its path reaches
+                 workers inside the master's spawn message, before their first user starts)
+    test_stop    capture flushed and marked done; rollout stopped; run.json updated
+    quitting     master/local: users stopped, workers' captures awaited, run.json final, gates'
+                 exit code, report, mesh stopped; workers: capture closed
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from loadgen import embedded, openmodel, options, steps
+from loadgen.capture import RequestCapture
+from loadgen.gates import Gates
+from loadgen.plan import Plan, load_plan
+from loadgen.rollout import Rollout
+from loadgen.runfolder import RunFolder
+from loadgen.runinfo import new_run_info
+from loadgen.tracing import TracedSession
+from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
+from meshload.errors import ConfigError, MeshloadError
+
+log = logging.getLogger("meshload")
+
+EXIT_BAD_INPUT = 2
+EXIT_GATE_FAILED = 3
+_WORKER_WAIT_S = 15.0
+_current: Harness | None = None
+
+
+def current() -> Harness | None:
+    return _current
+
+
+def install(
+    *,
+    scenario: str,
+    plan: str | Path,
+    manifests: str | Path | None = None,
+    spec: str | Path | None = None,
+    events: Any = None,
+    default_users: int = 20,
+) -> Harness:
+    """Attach a harness to Locust's events (the module-level `locust.events` by default)."""
+    global _current
+    if events is None:
+        from locust import events as locust_events
+
+        events = locust_events
+    h = Harness(
+        scenario=scenario,
+        default_plan=Path(plan),
+        manifests=Path(manifests) if manifests else None,
+        spec=Path(spec) if spec else None,
+        default_users=default_users,
+    )
+    h.attach(events)
+    _current = h
+    return h
+
+
+def _is_master_or_local(runner: Any) -> bool:
+    return isinstance(runner, MasterRunner | LocalRunner)
+
+
+class Harness:
+    def __init__(
+        self,
+        *,
+        scenario: str,
+        default_plan: Path,
+        manifests: Path | None = None,
+        spec: Path | None = None,
+        default_users: int = 20,
+    ) -> None:
+        self.scenario = scenario
+        self.default_plan = default_plan
+        self.manifests = manifests
+        self.spec = spec
+        self.default_users = default_users
+        self.settings = options.Settings()
+        self.clock = steps.StepClock()
+        self.capture: RequestCapture | None = None
+        self.plan: Plan | None = None
+        self.mesh: Any = None
+        self.setter: WeightSetter | None = None
+        self.rollout: Rollout | None = None
+        self.gates: Gates | None = None
+        self.folder: RunFolder | None = None
+        self.info: dict[str, Any] = {}
+        self.environment: Any = None
+        self.expected_workers = 0
+        self._rate: tuple[float, int] = (0.0, 1)
+        self._greenlets: list[Any] = []
+        self.info_base: dict[str, Any] = {}
+
+    def attach(self, events: Any) -> None:
+        events.init_command_line_parser.add_listener(options.add_arguments)
+        events.init.add_listener(self.on_init)
+        events.test_start.add_listener(self.on_test_start)
+        events.test_stop.add_listener(self.on_test_stop)
+        events.quitting.add_listener(self.on_quitting)
+        events.request.add_listener(self.on_request)
+
+    # -- what the shape and the users ask -------------------------------------------------
+    def first_step_users(self) -> int:
+        if self.plan is None:
+            return self.default_users
+        s = self.plan.steps[0]
+        return s.users if s.users is not None else self._plan_users()
+
+    def _plan_users(self) -> int:
+        assert self.plan is not None
+        if self.plan.users is not None:
+            return self.plan.users
+        parsed = getattr(self.environment, "parsed_options", None)
+        users = getattr(parsed, "num_users", None)
+        return int(users) if users else self.default_users
+
+    def users_now(self) -> int:
+        return self.rollout.users() if self.rollout is not None else self.first_step_users()
+
+    def spawn_rate(self, users: int) -> float:
+        if self.plan is not None and self.plan.spawn_rate:
+            return self.plan.spawn_rate
+        parsed = getattr(self.environment, "parsed_options", None)
+        rate = getattr(parsed, "spawn_rate", None)
+        return float(rate) if rate else float(max(users, 1))
+
+    def rate_now(self) -> tuple[float, int]:
+        return self._rate
+
+    # -- init ------------------------------------------------------------------------------
+    def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
+        self.environment = environment
+        runner = runner or environment.runner
+        try:
+            self.settings = options.Settings.from_options(environment.parsed_options)
+            if _is_master_or_local(runner):
+                self._prepare(environment)
+        except MeshloadError as e:
+            self._fail_at_start(environment, e)
+        if not isinstance(runner, MasterRunner):
+            runner.register_message(steps.MESSAGE, self._on_steps_message)
+        openmodel.set_rate_source(self.rate_now)
+        atexit.register(self._at_exit)
+
+    def _prepare(self, environment: Any) -> None:
+        s = self.settings
+        self.plan = plan = load_plan(s.plan or self.default_plan)
+        host = environment.host
+        mode = s.mesh_mode(host)
+        name = s.virtual_service or plan.virtual_service or "frontend"
+        namespace = s.namespace or plan.namespace or "default"
+        route = plan.route if plan.route is not None else 0
+        if mode == "embedded":
+            if host:
+                raise ConfigError(
+                    f"--host {host} with --mesh embedded: drop --host to start the embedded "
+                    "mesh, or use --mesh kubernetes for a running gateway"
+                )
+            log.info("starting the embedded mesh (%s)", self.manifests)
+            self.mesh = embedded.start_mesh(self.manifests, self.spec)
+            environment.host = self.mesh.gateway_url
+            log.info("embedded mesh gateway at %s", environment.host)
+        elif not host:
+            raise ConfigError("--mesh kubernetes needs --host URL of the Istio ingress gateway")
+        else:
+            embedded.check_reachable(host)
+        self.setter = weight_setter(
+            mesh=self.mesh,
+            resources=embedded.manifest_resources(self.manifests, namespace) if self.mesh else [],
+            kubeconfig=s.kubeconfig or None,
+            context=s.kube_context or None,
+            name=name,
+            namespace=namespace,
+            route=route,
+        )
+        check_plan_subsets(self.setter, plan.subsets(), plan.source)
+        self.info_base = {"mode": mode, "virtual_service": name, "namespace": namespace}
+
+    def _fail_at_start(self, environment: Any, error: MeshloadError) -> None:
+        sys.stderr.write(f"meshload: {error}\n")
+        self._stop_mesh()
+        environment.process_exit_code = EXIT_BAD_INPUT
+        with contextlib.suppress(Exception):
+            environment.runner.quit()
+        sys.exit(EXIT_BAD_INPUT)
+
+    # -- start -----------------------------------------------------------------------------
+    def on_test_start(self, environment: Any, **_: Any) -> None:
+        runner = environment.runner
+        if _is_master_or_local(runner):
+            self._start_run(environment)
+        if not isinstance(runner, MasterRunner):
+            self._start_capture(environment)
+
+    def _start_run(self, environment: Any) -> None:
+        assert self.plan is not None and self.setter is not None
+        runner = environment.runner
+        started_ns = time.time_ns()
+        self.info = new_run_info(
+            scenario=self.scenario,
+            started_ns=started_ns,
+            target=str(environment.host),
+            plan=self.plan,
+            settings=self.settings,
+            mesh=self.mesh,
+            extra=self.info_base,
+        )
+        self.folder = RunFolder.create(self.settings.results_dir, self.info["run_id"])
+        opts = environment.parsed_options
+        # Workers read these from the master's spawn message (custom options travel with it).
+        opts.meshload_run_dir = str(self.folder.path)
+        opts.meshload_open_model = self._open_model()
+        self.expected_workers = runner.worker_count if isinstance(runner, MasterRunner) else 0
+        self.folder.write_run(self.info)
+        log.info("run folder %s", self.folder.path)
+        self.clock.reset()
+        self.rollout = Rollout(
+            plan=self.plan,
+            setter=self.setter,
+            clock=self.clock,
+            on_event=self._event,
+            broadcast=self._broadcast,
+            default_users=self._plan_users(),
+            sleep=gevent.sleep,
+        )
+        self.rollout.begin()
+        self._greenlets.append(gevent.spawn(self.rollout.run))
+        self.gates = Gates.from_settings(self.settings, self.plan, self.folder, self._gate_failed)
+        if self.gates is not None:
+            self._greenlets.append(gevent.spawn(self.gates.run, gevent.sleep))
+
+    def _open_model(self) -> bool:
+        plan_rates = self.plan is not None and any(s.arrival_rate for s in self.plan.steps)
+        return self.settings.arrival_rate > 0 or plan_rates
+
+    def _start_capture(self, environment: Any) -> None:
+        opts = environment.parsed_options
+        run_dir = getattr(opts, "meshload_run_dir", None)
+        if not run_dir:
+            log.error("no run folder from the master (is it a meshload scenario?); not recording")
+            return
+        self.settings = options.Settings.from_options(opts)
+        TracedSession.sampling = self.settings.trace_sampling
+        runner = environment.runner
+        worker = f"worker{runner.worker_index}" if isinstance(runner, WorkerRunner) else "local"
+        self.capture = RequestCapture(
+            clock=self.clock,
+            version_header=self.settings.version_header,
+            open_model=bool(getattr(opts, "meshload_open_model", False)),
+        )
+        self.capture.open(RunFolder(run_dir), worker)
+        self._greenlets.append(gevent.spawn(self.capture.flusher(gevent.sleep)))
+
+    def on_request(self, **kwargs: Any) -> None:
+        if self.capture is not None:
+            self.capture.on_request(**kwargs)
+
+    # -- during the run --------------------------------------------------------------------
+    def _broadcast(self) -> None:
+        runner = self.environment.runner if self.environment is not None else None
+        users = self.rollout.users() if self.rollout is not None else self.first_step_users()
+        step_rate = self.rollout.arrival_rate() if self.rollout is not None else None
+        rate = step_rate if step_rate is not None else self.settings.arrival_rate
+        data = {**self.clock.message(), "arrival_rate": rate, "users": users}
+        self._rate = (rate, users)
+        if runner is not None:
+            try:
+                runner.send_message(steps.MESSAGE, data)
+            except Exception as e:  # workers then keep the old step; the records show it
+                log.error("cannot tell workers about the new step: %s", e)
+
+    def _on_steps_message(self, environment: Any = None, msg: Any = None, **_: Any) -> None:
+        data = getattr(msg, "data", None) or {}
+        self.clock.replace(data.get("timeline", []))
+        self._rate = (float(data.get("arrival_rate") or 0.0), int(data.get("users") or 1))
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if self.folder is None:
+            return
+        self.info.setdefault("events", []).append(event)
+        self._write_run()
+
+    def _gate_failed(self, event: dict[str, Any]) -> None:
+        """A live gate tripped: roll the canary back to step 0's weights and end the run."""
+        self._event(event)
+        if self.rollout is not None and self.plan is not None:
+            self.rollout.stop()
+            self.rollout.apply(0, kind="rollback")
+            self.rollout.done = True
+        if self.environment is not None:
+            self.environment.process_exit_code = EXIT_GATE_FAILED
+
+    def _write_run(self) -> None:
+        if self.folder is None:
+            return
+        try:
+            self.folder.write_run(self.info)
+        except OSError as e:
+            log.error("cannot write %s: %s", self.folder.run_json, e)
+
+    # -- end -------------------------------------------------------------------------------
+    def on_test_stop(self, environment: Any, **_: Any) -> None:
+        if self.capture is not None:
+            self.capture.close()
+        if _is_master_or_local(environment.runner) and self.folder is not None:
+            if self.rollout is not None:
+                self.rollout.stop()
+            self.info["ended_ns"] = time.time_ns()
+            self._write_run()
+        for g in self._greenlets:
+            if g is not gevent.getcurrent():
+                g.kill(block=False)
+        self._greenlets.clear()
+
+    def on_quitting(self, environment: Any, **_: Any) -> None:
+        runner = environment.runner
+        if not _is_master_or_local(runner):
+            if self.capture is not None:
+                self.capture.close()
+            return
+        try:  # SIGTERM comes here with users still running: stop them before counting
+            runner.quit() if isinstance(runner, MasterRunner) else runner.stop()
+        except Exception as e:
+            log.error("stopping the users: %s", e)
+        if self.folder is not None:
+            self._finish_run(environment)
+        self._stop_mesh()
+
+    def _finish_run(self, environment: Any) -> None:
+        assert self.folder is not None
+        deadline = time.monotonic() + _WORKER_WAIT_S
+        while len(self.folder.done_markers()) < max(self.expected_workers, 1):
+            if time.monotonic() > deadline:
+                log.error("not every worker closed its capture; the run folder may miss records")
+                break
+            gevent.sleep(0.1)
+        markers = self.folder.done_markers()
+        self.info["ended_ns"] = self.info.get("ended_ns") or time.time_ns()
+        self.info["status"] = "completed" if self.rollout and self.rollout.done else "interrupted"
+        self.info["requests"] = {
+            "rows": sum(int(m.get("rows", 0)) for m in markers),
+            "parts": sum(int(m.get("parts", 0)) for m in markers),
+            "workers": sorted(str(m.get("worker")) for m in markers),
+        }
+        self._write_run()
+        log.info("run folder %s: %d requests", self.folder.path, self.info["requests"]["rows"])
+        if getattr(environment.parsed_options, "headless", False):
+            self._report()
+
+    def _report(self) -> None:
+        assert self.folder is not None
+        try:
+            from analysis.report import build_report
+        except ImportError:
+            log.info("analysis.report is not available; the run folder is left as recorded")
+            return
+        try:
+            build_report(self.folder.path)
+        except Exception as e:  # the report never changes the load test's outcome
+            log.error("report for %s failed: %s", self.folder.path, e)
+
+    def _stop_mesh(self) -> None:
+        mesh, self.mesh = self.mesh, None
+        if mesh is not None:
+            try:
+                mesh.stop()
+            except Exception as e:
+                log.error("stopping the embedded mesh: %s", e)
+
+    def _at_exit(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+        self._stop_mesh()

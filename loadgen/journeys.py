@@ -1,0 +1,120 @@
+"""Online Boutique shoppers, as the demo's own load generator drives them.
+
+Same tasks and weights as microservices-demo's `src/loadgenerator/locustfile.py` (index 1,
+setCurrency 2, browseProduct 10, addToCart 2, viewCart 3, checkout 1), the same product ids,
+currencies and checkout form; redirects are followed. Two changes serve measurement: every
+request carries a meshload `traceparent` (see `loadgen.tracing`), and product pages are named
+`/product/[id]` so Locust's tables stay readable. Think time is shorter than the demo's 1-10 s
+so a two-minute rollout gathers enough requests per step; `wait_time` is a class attribute to
+override in a scenario.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import random
+from typing import Any
+
+from locust import between, task
+from locust.contrib.fasthttp import FastHttpUser
+
+from loadgen import openmodel
+from loadgen.tracing import TracedSession
+
+PRODUCTS = (
+    "0PUK6V6EV0",
+    "1YMWWN1N4O",
+    "2ZYFJ3GM2N",
+    "66VCHSJNUP",
+    "6E92ZMYYFZ",
+    "9SIQT8TOJO",
+    "L9ECAV7KIM",
+    "LS4PSXUNUM",
+    "OLJCESPC7Z",
+)
+CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
+PRODUCT_NAME = "/product/[id]"
+_user_ids = itertools.count(1)
+
+# The demo draws these from Faker; fixed values keep runs reproducible and Faker optional.
+_STREETS = ("1600 Amphitheatre Parkway", "1 Hacker Way", "410 Terry Ave N", "1 Apple Park Way")
+_CITIES = (("Mountain View", "CA", "94043"), ("Seattle", "WA", "98109"), ("Austin", "TX", "78701"))
+
+
+class BoutiqueUser(FastHttpUser):
+    """One shopper. Subclasses may set `cohort` (recorded per request) and `default_headers`."""
+
+    abstract = True
+    wait_time = between(0.1, 1.0)
+    cohort: str | None = None
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        # Same session, one extra behaviour: a traceparent per request (TracedSession has no
+        # state of its own, so re-classing the session Locust built is safe).
+        self.client.__class__ = TracedSession
+        self.user_id = next(_user_ids)
+        self.rng = random.Random()
+        self.pacer = openmodel.pacer_for(self)
+        if self.pacer is not None:
+            self.wait_time = self.pacer.wait_time  # type: ignore[method-assign]
+
+    def context(self) -> dict[str, Any]:
+        ctx: dict[str, Any] = {"user_id": self.user_id}
+        if self.cohort is not None:
+            ctx["cohort"] = self.cohort
+        if self.pacer is not None:
+            ctx.update(self.pacer.context())
+        return ctx
+
+    def on_start(self) -> None:
+        self.index()
+
+    @task(1)
+    def index(self) -> None:
+        self.client.get("/")
+
+    @task(2)
+    def set_currency(self) -> None:
+        self.client.post("/setCurrency", {"currency_code": self.rng.choice(CURRENCIES)})
+
+    @task(10)
+    def browse_product(self) -> None:
+        self.client.get(f"/product/{self.rng.choice(PRODUCTS)}", name=PRODUCT_NAME)
+
+    @task(3)
+    def view_cart(self) -> None:
+        self.client.get("/cart")
+
+    @task(2)
+    def add_to_cart(self) -> None:
+        product = self.rng.choice(PRODUCTS)
+        self.client.get(f"/product/{product}", name=PRODUCT_NAME)
+        self.client.post("/cart", {"product_id": product, "quantity": self.rng.randint(1, 10)})
+
+    @task(1)
+    def checkout(self) -> None:
+        self.add_to_cart()
+        year = datetime.datetime.now().year + 1
+        street = self.rng.choice(_STREETS)
+        city, state, zip_code = self.rng.choice(_CITIES)
+        self.client.post(
+            "/cart/checkout",
+            {
+                "email": f"shopper{self.user_id}@example.com",
+                "street_address": street,
+                "zip_code": zip_code,
+                "city": city,
+                "state": state,
+                "country": "United States",
+                "credit_card_number": "4432801561520454",
+                "credit_card_expiration_month": self.rng.randint(1, 12),
+                "credit_card_expiration_year": self.rng.randint(year, year + 70),
+                "credit_card_cvv": f"{self.rng.randint(100, 999)}",
+            },
+        )
+
+
+class OnlineBoutiqueUser(BoutiqueUser):
+    """The shopper the scenarios run."""

@@ -1,0 +1,172 @@
+"""meshload's settings, each declared once: Locust flag, environment variable, default, help.
+
+`add_arguments` puts them on Locust's parser (they then show in `locust --help`, in the web
+UI where `web_ui` is set, and reach workers with the master's spawn messages);
+`Settings.from_options` reads them back, typed, from `environment.parsed_options`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from meshload.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    default: Any
+    help: str
+    web_ui: bool = True
+    type: type = str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--mesh",
+        "MESHLOAD_MESH",
+        "",
+        "embedded or kubernetes (default: embedded unless --host is given)",
+        choices=("", "embedded", "kubernetes"),
+    ),
+    Option("--plan", "MESHLOAD_PLAN", "", "rollout plan YAML (default: the scenario's own)"),
+    Option(
+        "--kubeconfig",
+        "MESHLOAD_KUBECONFIG",
+        "",
+        "kubeconfig for --mesh kubernetes (default: $KUBECONFIG or ~/.kube/config)",
+        web_ui=False,
+    ),
+    Option("--kube-context", "MESHLOAD_KUBE_CONTEXT", "", "kubeconfig context", web_ui=False),
+    Option(
+        "--namespace",
+        "MESHLOAD_NAMESPACE",
+        "",
+        "namespace of the VirtualService (default: the plan's, else default)",
+    ),
+    Option(
+        "--virtual-service",
+        "MESHLOAD_VIRTUAL_SERVICE",
+        "",
+        "VirtualService whose weights the plan moves (default: the plan's, else frontend)",
+    ),
+    Option("--jaeger-url", "MESHLOAD_JAEGER_URL", "", "Jaeger query URL recorded for the report"),
+    Option(
+        "--prometheus-url", "MESHLOAD_PROMETHEUS_URL", "", "Prometheus URL recorded for the report"
+    ),
+    Option("--results-dir", "MESHLOAD_RESULTS_DIR", "results", "where run folders go"),
+    Option(
+        "--trace-sampling",
+        "MESHLOAD_TRACE_SAMPLING",
+        1.0,
+        "share of requests whose traceparent is sampled (0..1)",
+        type=float,
+    ),
+    Option(
+        "--arrival-rate",
+        "MESHLOAD_ARRIVAL_RATE",
+        0.0,
+        "open model: requests per second (0: closed model, users with think time)",
+        type=float,
+    ),
+    Option(
+        "--version-header",
+        "MESHLOAD_VERSION_HEADER",
+        "x-version",
+        "response header naming the serving version",
+    ),
+    Option(
+        "--gate-error-rate",
+        "MESHLOAD_GATE_ERROR_RATE",
+        0.0,
+        "live gate: roll back when the canary's error share over the window exceeds this (0: off)",
+        type=float,
+    ),
+    Option(
+        "--gate-p99-ms",
+        "MESHLOAD_GATE_P99_MS",
+        0.0,
+        "live gate: roll back when the canary's p99 latency over the window exceeds this (0: off)",
+        type=float,
+    ),
+    Option(
+        "--gate-window-s", "MESHLOAD_GATE_WINDOW_S", 10.0, "live gate window in seconds", type=float
+    ),
+)
+
+
+def add_arguments(parser: Any) -> None:
+    """Register every option on Locust's (configargparse) parser, once."""
+    for o in OPTIONS:
+        kwargs: dict[str, Any] = {
+            "env_var": o.env,
+            "default": o.default,
+            "help": o.help,
+            "type": o.type,
+            "include_in_web_ui": o.web_ui,
+        }
+        if o.choices is not None:
+            kwargs["choices"] = list(o.choices)
+        parser.add_argument(o.flag, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    mesh: str = ""
+    plan: str = ""
+    kubeconfig: str = ""
+    kube_context: str = ""
+    namespace: str = ""
+    virtual_service: str = ""
+    jaeger_url: str = ""
+    prometheus_url: str = ""
+    results_dir: str = "results"
+    trace_sampling: float = 1.0
+    arrival_rate: float = 0.0
+    version_header: str = "x-version"
+    gate_error_rate: float = 0.0
+    gate_p99_ms: float = 0.0
+    gate_window_s: float = 10.0
+
+    @classmethod
+    def from_options(cls, parsed: Any) -> Settings:
+        values: dict[str, Any] = {}
+        for o in OPTIONS:
+            raw = getattr(parsed, o.dest, None) if parsed is not None else None
+            values[o.dest] = o.default if raw is None else raw
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.mesh not in ("", "embedded", "kubernetes"):
+            raise ConfigError(f"--mesh {self.mesh}: unknown; use embedded or kubernetes")
+        if not 0.0 <= self.trace_sampling <= 1.0:
+            raise ConfigError(
+                f"--trace-sampling {self.trace_sampling}: out of range; give a share in 0..1"
+            )
+        if self.arrival_rate < 0:
+            raise ConfigError(f"--arrival-rate {self.arrival_rate}: negative; give 0 or more")
+        for flag, value in (
+            ("--gate-error-rate", self.gate_error_rate),
+            ("--gate-p99-ms", self.gate_p99_ms),
+        ):
+            if value < 0:
+                raise ConfigError(f"{flag} {value}: negative; give 0 (off) or a threshold")
+        if self.gate_window_s <= 0:
+            raise ConfigError(f"--gate-window-s {self.gate_window_s}: give a positive window")
+        if not self.version_header.strip():
+            raise ConfigError("--version-header is empty; name the header, e.g. x-version")
+
+    def mesh_mode(self, host: str | None) -> str:
+        """embedded unless a host is given or kubernetes is asked for."""
+        if self.mesh:
+            return self.mesh
+        return "kubernetes" if host else "embedded"

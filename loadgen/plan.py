@@ -1,0 +1,213 @@
+"""Rollout plans: the weight steps a scenario walks through, read from YAML and validated.
+
+    steps:
+      - weights: {v1: 100, v2: 0}
+        hold_s: 20
+      - weights: {v1: 95, v2: 5}
+        hold_s: 20
+        users: 30            # optional: users during this step
+        arrival_rate: 40     # optional: requests per second (open model)
+
+Top-level keys beside `steps` (all optional): `description`, `virtual_service`, `namespace`,
+`route` (name or index of the VirtualService's http route), `users`, `spawn_rate`. Every problem
+is one `ConfigError` line naming the file, the step, the field and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from meshload.errors import ConfigError
+
+_TOP_KEYS = (
+    "description",
+    "virtual_service",
+    "namespace",
+    "route",
+    "users",
+    "spawn_rate",
+    "steps",
+)
+_STEP_KEYS = ("weights", "hold_s", "users", "arrival_rate")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rollout step: the weights to set, how long to hold them, the load meanwhile."""
+
+    weights: Mapping[str, int]
+    hold_s: float
+    users: int | None = None
+    arrival_rate: float | None = None
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.weights.values())
+        return {subset: w / total for subset, w in self.weights.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"weights": dict(self.weights), "hold_s": self.hold_s}
+        if self.users is not None:
+            out["users"] = self.users
+        if self.arrival_rate is not None:
+            out["arrival_rate"] = self.arrival_rate
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole rollout; `source` names the file in messages."""
+
+    steps: tuple[Step, ...]
+    source: str = "<plan>"
+    description: str = ""
+    virtual_service: str | None = None
+    namespace: str | None = None
+    route: str | int | None = None
+    users: int | None = None
+    spawn_rate: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return sum(s.hold_s for s in self.steps)
+
+    def subsets(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for s in self.steps:
+            seen.update(dict.fromkeys(s.weights))
+        return list(seen)
+
+    def step_at(self, elapsed_s: float) -> int | None:
+        """Index of the step in effect `elapsed_s` after the start; None once the plan is over."""
+        end = 0.0
+        for k, s in enumerate(self.steps):
+            end += s.hold_s
+            if elapsed_s < end:
+                return k
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "steps": [s.to_json() for s in self.steps]}
+        for key in ("description", "virtual_service", "namespace", "route", "users", "spawn_rate"):
+            value = getattr(self, key)
+            if value not in (None, ""):
+                out[key] = value
+        return out
+
+
+def load_plan(path: str | Path) -> Plan:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(
+            f"{p}: cannot read the plan ({e.strerror}); check --plan (plans live in "
+            "scenarios/plans/)"
+        ) from None
+    return parse_plan(text, str(p))
+
+
+def parse_plan(text: str, source: str = "<plan>") -> Plan:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        _fail(source, where, f"{problem}; fix the YAML syntax")
+    if isinstance(doc, list):
+        doc = {"steps": doc}
+    if not isinstance(doc, dict):
+        _fail(source, "(top level)", "is not a mapping; give a mapping with a `steps:` list")
+    _no_unknown(source, "(top level)", doc, _TOP_KEYS)
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        _fail(
+            source, "steps", "is missing or empty; list at least one step with weights and hold_s"
+        )
+    steps = tuple(_step(source, k, raw) for k, raw in enumerate(raw_steps))
+    route = doc.get("route")
+    if route is not None and not isinstance(route, str | int):
+        _fail(source, "route", "must be a route name or a 0-based index")
+    return Plan(
+        steps=steps,
+        source=source,
+        description=str(doc.get("description") or ""),
+        virtual_service=_opt_str(source, doc, "virtual_service"),
+        namespace=_opt_str(source, doc, "namespace"),
+        route=route,
+        users=_opt_int(source, "users", doc.get("users")),
+        spawn_rate=_opt_float(source, "spawn_rate", doc.get("spawn_rate"), positive=True),
+    )
+
+
+def _step(source: str, k: int, raw: Any) -> Step:
+    where = f"step {k}"
+    if not isinstance(raw, dict):
+        _fail(source, where, "is not a mapping; write `- weights: {v1: 90, v2: 10}` + `hold_s: 20`")
+    _no_unknown(source, where, raw, _STEP_KEYS)
+    weights = raw.get("weights")
+    if not isinstance(weights, dict) or not weights:
+        _fail(
+            source, f"{where}: weights", "is missing; map each subset to a weight: {v1: 90, v2: 10}"
+        )
+    clean: dict[str, int] = {}
+    for subset, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            _fail(source, f"{where}: weights.{subset}", f"is {w!r}; give a whole number >= 0")
+        clean[str(subset)] = w
+    if sum(clean.values()) <= 0:
+        _fail(source, f"{where}: weights", "sum to 0; give at least one subset a positive weight")
+    if "hold_s" not in raw:
+        _fail(source, f"{where}: hold_s", "is missing; say how many seconds to hold the step")
+    hold_s = _opt_float(source, f"{where}: hold_s", raw["hold_s"], positive=True)
+    assert hold_s is not None
+    return Step(
+        weights=clean,
+        hold_s=hold_s,
+        users=_opt_int(source, f"{where}: users", raw.get("users")),
+        arrival_rate=_opt_float(source, f"{where}: arrival_rate", raw.get("arrival_rate")),
+    )
+
+
+def _opt_str(source: str, doc: Mapping[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        _fail(source, key, f"is {value!r}; give a name")
+    return value
+
+
+def _opt_int(source: str, where: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(source, where, f"is {value!r}; give a whole number >= 0")
+    return value
+
+
+def _opt_float(source: str, where: str, value: Any, *, positive: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        _fail(source, where, f"is {value!r}; give a number of seconds or a rate")
+    if value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        _fail(source, where, f"is {value!r}; it must be {bound}")
+    return float(value)
+
+
+def _no_unknown(source: str, where: str, doc: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for key in doc:
+        if key not in known:
+            _fail(source, where, f"unknown key {key!r}; known keys: {', '.join(known)}")
+
+
+def _fail(source: str, where: str, problem: str) -> NoReturn:
+    raise ConfigError(f"{source}: {where}: {problem}")

@@ -1,0 +1,124 @@
+"""Walking a rollout plan on the master: set each step's weights on time and log the change.
+
+The rollout runs in its own greenlet rather than in `LoadTestShape.tick`, which Locust calls
+about once a second and blocks while users ramp up; steps then start on their schedule. The
+shape (`loadgen.shape`) only reads `users()` and `done` from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loadgen.plan import Plan
+from loadgen.steps import StepClock
+from loadgen.weights import WeightSetter
+from meshload.errors import MeshloadError
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Any]
+
+
+class Rollout:
+    """One pass through a plan: step 0 at `begin()`, the others from `run()` (a greenlet)."""
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        setter: WeightSetter,
+        clock: StepClock,
+        on_event: Callable[[dict[str, Any]], None],
+        broadcast: Callable[[], None],
+        default_users: int,
+        sleep: Sleep = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.setter = setter
+        self.clock = clock
+        self.on_event = on_event
+        self.broadcast = broadcast
+        self.default_users = default_users
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self.started_at: float | None = None
+        self.step = -1
+        self.done = False
+        self.stopped = False
+        self.override_weights: dict[str, int] | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return 0.0 if self.started_at is None else self.monotonic() - self.started_at
+
+    def users(self, step: int | None = None) -> int:
+        k = self.step if step is None else step
+        s = self.plan.steps[max(k, 0)]
+        if s.users is not None:
+            return s.users
+        return self.plan.users if self.plan.users is not None else self.default_users
+
+    def arrival_rate(self) -> float | None:
+        return self.plan.steps[max(self.step, 0)].arrival_rate
+
+    def begin(self) -> None:
+        """Set step 0's weights before any user starts, so the run begins from a known state."""
+        self.started_at = self.monotonic()
+        self.apply(0)
+
+    def run(self) -> None:
+        """Hold each step for its duration, then mark the plan done (the shape then ends it)."""
+        if self.started_at is None:
+            self.begin()
+        assert self.started_at is not None
+        offset = self.plan.steps[0].hold_s
+        for k in range(1, len(self.plan.steps)):
+            self._sleep_until(offset)
+            if self.stopped:
+                return
+            self.apply(k)
+            offset += self.plan.steps[k].hold_s
+        self._sleep_until(offset)
+        self.done = True
+
+    def _sleep_until(self, offset_s: float) -> None:
+        assert self.started_at is not None
+        while not self.stopped:
+            left = self.started_at + offset_s - self.monotonic()
+            if left <= 0:
+                return
+            self.sleep(min(left, 0.5))
+
+    def apply(self, k: int, weights: dict[str, int] | None = None, kind: str = "weights") -> None:
+        """Enter step k: the workers learn it first, then the API is asked for the weights."""
+        step = self.plan.steps[k]
+        weights = dict(weights if weights is not None else step.weights)
+        self.step = k
+        self.clock.begin(k, time.time_ns())
+        self.broadcast()
+        event: dict[str, Any] = {"kind": kind, "step": k, "weights": weights}
+        try:
+            applied = self.setter.set_weights(weights)
+        except MeshloadError as e:
+            # The run goes on: the records show what the mesh really did, and the event says why.
+            log.error("step %d: weight change failed: %s", k, e)
+            event.update(kind="error", error=str(e), requested_ns=time.time_ns())
+            self.on_event(event)
+            return
+        event.update(requested_ns=applied.requested_ns, accepted_ns=applied.accepted_ns)
+        if applied.resource_version is not None:
+            event["resource_version"] = applied.resource_version
+        log.info(
+            "step %d: weights %s accepted in %.1f ms",
+            k,
+            weights,
+            (applied.accepted_ns - applied.requested_ns) / 1e6,
+        )
+        self.on_event(event)
+
+    def stop(self) -> None:
+        self.stopped = True

@@ -1,0 +1,35 @@
+"""The LoadTestShape a scenario declares: users per rollout step, and the end of the run.
+
+Locust calls `tick()` on the master (or the local runner) only. The rollout itself (weights,
+timing) lives in `loadgen.rollout`; the shape reads it through the harness, so a locustfile
+needs no more than `class CanaryShape(RolloutShape): pass`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from locust import LoadTestShape
+
+from loadgen import harness
+
+
+class RolloutShape(LoadTestShape):
+    """Users of the current step; None (end of test) once the plan has run to its end."""
+
+    abstract: ClassVar[bool] = True
+    use_common_options: ClassVar[bool] = True
+
+    def tick(self) -> tuple[int, float] | None:
+        h = harness.current()
+        if h is None:
+            return None
+        rollout = h.rollout
+        if rollout is None:
+            # Before test_start: the first step's users start it (Locust fires test_start then).
+            users = h.first_step_users()
+            return (users, h.spawn_rate(users))
+        if rollout.done:
+            return None
+        users = h.users_now()
+        return (users, h.spawn_rate(users))
