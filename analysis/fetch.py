@@ -8,7 +8,6 @@ backend that is absent or down becomes a note for the report, never an exception
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ def fetch_telemetry(
     metrics: Sequence[str] = DEFAULT_METRICS,
     margin_s: float = DEFAULT_MARGIN_S,
     timeout_s: float = 30.0,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | bool = True,
 ) -> list[str]:
     """Fetch spans and metrics for the run window into the run folder; return notes.
 
@@ -93,7 +92,7 @@ def run_window_ns(run: Run) -> tuple[int, int] | None:
 
 
 def _fetch_spans(
-    run: Run, url: str, start_ns: int, end_ns: int, timeout_s: float, progress: TextIO | None
+    run: Run, url: str, start_ns: int, end_ns: int, timeout_s: float, progress: TextIO | bool
 ) -> list[str]:
     try:
         services = list_trace_services(url, timeout_s=timeout_s)

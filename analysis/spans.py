@@ -33,13 +33,14 @@ def load_spans(
     end_ns: int | None = None,
     limit: int = DEFAULT_LIMIT,
     timeout_s: float = 30.0,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | bool = True,
 ) -> pd.DataFrame:
     """Read spans into the spans frame (columns and dtypes of `analysis.frames.SPAN_COLUMNS`).
 
     For a URL, `service` (one name, several, or None for every service the backend knows),
     `start_ns`/`end_ns` (default: the last hour) and `limit` (traces per request; a full page
     splits its window) drive the search, and an unreachable backend raises `BackendError`.
+    `progress` (True: stderr, False: silent, or a stream) gets one line per page fetched.
     For a file or an already decoded document, `service` and the window keep the traces that
     have a span of that service starting inside the window.
     """
@@ -53,7 +54,7 @@ def load_spans(
             end_ns=end_ns,
             limit=limit,
             timeout_s=timeout_s,
-            progress=progress,
+            progress=_stream(progress),
         ):
             parse_document(doc, rows)
         return rows.frame()
@@ -121,3 +122,10 @@ def list_trace_services(url: str, *, timeout_s: float = 30.0) -> list[str]:
     ep = classify(url)
     ep.trace_id = None
     return probe(ep, timeout_s) if ep.flavour is None else list_services(ep, timeout_s)
+
+
+def _stream(progress: TextIO | bool) -> TextIO | None:
+    """True: stderr as it is at call time (so redirections and test captures see it)."""
+    if progress is True:
+        return sys.stderr
+    return progress or None
