@@ -59,6 +59,7 @@ class Pusher:
         self.files = files
         self.admin = admin
         self.applied_file = applied_file
+        files.observe(admin)  # the refusal counters a first push compares against
         self._pending: list[dict[str, Any]] | None = None
         self._wake = threading.Condition()
         threading.Thread(target=self._run, name="envoy-pusher", daemon=True).start()

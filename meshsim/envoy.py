@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ CONNECTIONS_TYPE = (
 )
 RDS_STAT = f"http.ingress.rds.{ROUTE_CONFIG_NAME}"
 CDS_STAT = "cluster_manager.cds"
+XDS_STATS = (
+    "^(http[.]ingress[.]rds[.]ingress|cluster_manager[.]cds)[.](update_rejected|version_text)$"
+)
 
 
 def envoy_binary() -> str:
@@ -171,9 +175,10 @@ class EnvoyAdmin:
             raise self.child.died_error()
         return _get(self.url + path, timeout_s)
 
-    def stats(self, prefix: str) -> dict[str, str]:
-        """Counters, gauges and text readouts whose names start with `prefix`."""
-        text = self.get(f"/stats?filter=^{prefix.replace('.', '[.]')}")
+    def stats(self, prefix: str, *, regex: bool = False) -> dict[str, str]:
+        """Counters, gauges and text readouts whose names start with `prefix` (or match it)."""
+        pattern = prefix if regex else "^" + prefix.replace(".", "[.]")
+        text = self.get("/stats?filter=" + urllib.parse.quote(pattern))
         out = {}
         for line in text.splitlines():
             name, _, value = line.partition(": ")
@@ -195,6 +200,7 @@ class ConfigFiles:
         self.version = (
             int(json.loads(current.read_text())["version_info"]) if current.exists() else 0
         )
+        self._seen: dict[str, str] | None = None
 
     def write(self, snapshot: Snapshot) -> str:
         self.version += 1
@@ -209,13 +215,22 @@ class ConfigFiles:
         )
         return version
 
+    def observe(self, admin: EnvoyAdmin) -> dict[str, str]:
+        """Envoy's view of both files: version served and updates refused, in one admin call."""
+        self._seen = admin.stats(XDS_STATS, regex=True)
+        return self._seen
+
     def apply(self, snapshot: Snapshot, admin: EnvoyAdmin, timeout_s: float = 5.0) -> None:
-        """Swap both files, then wait until Envoy serves this version (or refused it)."""
-        before = admin.stats(RDS_STAT) | admin.stats(CDS_STAT)
+        """Swap both files, then wait until Envoy serves this version (or refused it).
+
+        The files are written first and the refusal counters compared with the last
+        observation, so no admin round trip delays the change itself.
+        """
+        before = self._seen if self._seen is not None else self.observe(admin)
         want = self.write(snapshot)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            now = admin.stats(RDS_STAT) | admin.stats(CDS_STAT)
+            now = self.observe(admin)
             for key in (f"{RDS_STAT}.update_rejected", f"{CDS_STAT}.update_rejected"):
                 if now.get(key, "0") != before.get(key, "0"):
                     raise BackendError(
@@ -227,7 +242,7 @@ class ConfigFiles:
                 and now.get(f"{CDS_STAT}.version_text") == want
             ):
                 return
-            time.sleep(0.001)
+            time.sleep(0.002)
         raise BackendError(
             f"envoy did not take configuration version {want} within "
             f"{timeout_s:.0f} s; last log lines: {admin.log_tail()}"

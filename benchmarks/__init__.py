@@ -1,0 +1,1 @@
+"""meshload's benchmarks: each figure a ratio or a delay measured in one run (`make bench`)."""

@@ -1,0 +1,63 @@
+"""`python -m benchmarks [P1 P2 P3 P4]`: run the benchmarks, print each figure with its goal, and
+write them all to results/bench/<timestamp>.json."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import meshload
+
+BENCHMARKS: dict[str, str] = {
+    "P3": "benchmarks.propagation",
+}
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    wanted = [a.upper() for a in argv] or list(BENCHMARKS)
+    results = []
+    for key in wanted:
+        if key not in BENCHMARKS:
+            print(f"unknown benchmark {key}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+        run: Callable[[], dict[str, Any]] = importlib.import_module(BENCHMARKS[key]).run
+        result = run()
+        results.append(result)
+        figures = ", ".join(
+            f"{k} {v}" for k, v in result.items() if k not in ("id", "what", "goal", "met")
+        )
+        print(
+            f"{result['id']}: {result['what']}: {figures} (goal {result['goal']}: "
+            f"{'met' if result['met'] else 'NOT met'})",
+            flush=True,
+        )
+    out = Path("results") / "bench" / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {"meshload": meshload.__version__, "machine": _machine(), "results": results}, indent=2
+        )
+    )
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
