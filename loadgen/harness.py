@@ -32,7 +32,7 @@ from loadgen.gates import Gates
 from loadgen.plan import Plan, load_plan
 from loadgen.rollout import Rollout
 from loadgen.runfolder import RunFolder
-from loadgen.runinfo import new_run_info
+from loadgen.runinfo import new_run_info, versions
 from loadgen.tracing import TracedSession
 from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
 from meshload.errors import ConfigError, MeshloadError
@@ -110,6 +110,8 @@ class Harness:
         self._rate: tuple[float, int] = (0.0, 1)
         self._greenlets: list[Any] = []
         self.info_base: dict[str, Any] = {}
+        self._cli_users: int | None = None
+        self._cli_spawn_rate: float | None = None
 
     def attach(self, events: Any) -> None:
         events.init_command_line_parser.add_listener(options.add_arguments)
@@ -127,22 +129,22 @@ class Harness:
         return s.users if s.users is not None else self._plan_users()
 
     def _plan_users(self) -> int:
+        """-u when given, else the plan's `users`, else the scenario's default."""
         assert self.plan is not None
-        if self.plan.users is not None:
-            return self.plan.users
-        parsed = getattr(self.environment, "parsed_options", None)
-        users = getattr(parsed, "num_users", None)
-        return int(users) if users else self.default_users
+        if self._cli_users is not None:
+            return self._cli_users
+        return self.plan.users if self.plan.users is not None else self.default_users
 
     def users_now(self) -> int:
         return self.rollout.users() if self.rollout is not None else self.first_step_users()
 
     def spawn_rate(self, users: int) -> float:
+        """-r when given, else the plan's `spawn_rate`, else all users within a second."""
+        if self._cli_spawn_rate is not None:
+            return self._cli_spawn_rate
         if self.plan is not None and self.plan.spawn_rate:
             return self.plan.spawn_rate
-        parsed = getattr(self.environment, "parsed_options", None)
-        rate = getattr(parsed, "spawn_rate", None)
-        return float(rate) if rate else float(max(users, 1))
+        return float(max(users, 1))
 
     def rate_now(self) -> tuple[float, int]:
         return self._rate
@@ -151,6 +153,12 @@ class Harness:
     def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
         self.environment = environment
         runner = runner or environment.runner
+        # Locust fills in -u 1 / -r 1 only after init in headless mode; None here means "not
+        # given", so the plan decides.
+        parsed = environment.parsed_options
+        self._cli_users = getattr(parsed, "num_users", None)
+        rate = getattr(parsed, "spawn_rate", None)
+        self._cli_spawn_rate = float(rate) if rate is not None else None
         try:
             self.settings = options.Settings.from_options(environment.parsed_options)
             if _is_master_or_local(runner):
@@ -194,6 +202,7 @@ class Harness:
             route=route,
         )
         check_plan_subsets(self.setter, plan.subsets(), plan.source)
+        versions(self.mesh is not None)  # `envoy --version` now, not while users wait
         self.info_base = {"mode": mode, "virtual_service": name, "namespace": namespace}
 
     def _fail_at_start(self, environment: Any, error: MeshloadError) -> None:
@@ -319,9 +328,26 @@ class Harness:
             log.error("cannot write %s: %s", self.folder.run_json, e)
 
     # -- end -------------------------------------------------------------------------------
+    def plan_finished(self) -> None:
+        """Called by the shape when the plan is over, before it ends the test.
+
+        A master stops its workers first and waits for them: each sends its last stats with its
+        test_stop (below), so Locust's own request count includes the final seconds; quitting
+        straight away would drop the workers' last reports.
+        """
+        runner = self.environment.runner if self.environment is not None else None
+        if isinstance(runner, MasterRunner):
+            runner.stop()
+
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         if self.capture is not None:
             self.capture.close()
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            try:  # Locust reports only every 3 s; the master may quit before the next report
+                runner._send_stats()
+            except Exception as e:
+                log.warning("cannot send the last stats to the master: %s", e)
         if _is_master_or_local(environment.runner) and self.folder is not None:
             if self.rollout is not None:
                 self.rollout.stop()

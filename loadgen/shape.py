@@ -30,6 +30,7 @@ class RolloutShape(LoadTestShape):
             users = h.first_step_users()
             return (users, h.spawn_rate(users))
         if rollout.done:
+            h.plan_finished()
             return None
         users = h.users_now()
         return (users, h.spawn_rate(users))
