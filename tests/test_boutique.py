@@ -218,3 +218,23 @@ def test_ports_file_is_written_whole(tmp_path: Path) -> None:
         "workloads": {"frontend-v1": 1234, "cartservice-v1": 5678},
     }
     assert [p.name for p in tmp_path.iterdir()] == ["ports.json"]
+
+
+async def _cancel_while_waiting(runtime: Runtime) -> None:
+    req = runtime.begin(runtime.workloads["frontend-v1"], "GET /", TRACEPARENT)
+    req.clock_ms = 5_000.0  # far ahead of the wall clock: finish() must wait
+    task = asyncio.create_task(req.finish(200))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_a_request_cut_short_is_still_reported_once() -> None:
+    seen: list[Hop] = []
+    runtime = Runtime(load_spec(), observers=[seen.append])
+    run(_cancel_while_waiting, runtime)
+    assert [(h.source, h.status_code, h.error, h.parent_span_id) for h in seen] == [
+        (INGRESS, 499, False, PARENT_ID)
+    ]
+    assert 5 <= seen[0].duration_ms < 1_000

@@ -129,10 +129,19 @@ class Request:
         """Wait until the timeline's end, then tell the observers about every hop."""
         ahead_s = self.clock_ms / 1000.0 - (time.perf_counter() - self.t0)
         if ahead_s > 0:
-            await asyncio.sleep(ahead_s)
-        if self.hops is None:
-            return
+            try:
+                await asyncio.sleep(ahead_s)
+            except asyncio.CancelledError:
+                # Cut short (shutdown, client gone): still counted, as a proxy would (499).
+                self._emit(499)
+                raise
+        self._emit(status_code)
+
+    def _emit(self, status_code: int) -> None:
         hops = self.hops
+        if hops is None:
+            return
+        self.hops = None
         hops.append(
             Hop(
                 self.source,
