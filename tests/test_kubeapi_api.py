@@ -266,40 +266,44 @@ KUBECTL = shutil.which("kubectl")
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
-def test_kubectl_get_and_merge_patch(server: Any, kubeconfig: Path, tmp_path: Path) -> None:
+def test_kubectl_apply_get_and_merge_patch(server: Any, kubeconfig: Path, tmp_path: Path) -> None:
     assert KUBECTL is not None
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     base = [KUBECTL, "--cache-dir", str(tmp_path / "cache"), "--request-timeout", "10s"]
 
-    def run(*args: str) -> str:
+    def run(*args: str, ok: bool = True) -> str:
         done = subprocess.run(
             [*base, *args], env=env, capture_output=True, text=True, timeout=30, check=False
         )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        assert (done.returncode == 0) == ok, done.stderr
+        return done.stdout + done.stderr
 
-    fresh_vs(client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig))), "kc")
+    vs = manifests()["VirtualService"]
+    vs["metadata"]["name"] = "kc"
+    manifest = tmp_path / "kc.yaml"
+    manifest.write_text(yaml.safe_dump(vs))
+    # apply reads /openapi/v3, leaves validation to the server and sends a JSON merge patch.
+    assert "virtualservice.networking.istio.io/kc created" in run("apply", "-f", str(manifest))
+    assert "unchanged" in run("apply", "-f", str(manifest))
     table = run("get", "virtualservices")
     assert table.split("\n")[0].split() == ["NAME", "GATEWAYS", "HOSTS", "AGE"]
     assert any(line.startswith("kc ") for line in table.splitlines())
-    patch = {
-        "spec": {
-            "http": [
-                {
-                    "name": "primary",
-                    "route": [
-                        {"destination": {"host": "frontend", "subset": "v1"}, "weight": 30},
-                        {"destination": {"host": "frontend", "subset": "v2"}, "weight": 70},
-                    ],
-                }
-            ]
-        }
-    }
+    route = [
+        {"destination": {"host": "frontend", "subset": "v1"}, "weight": 30},
+        {"destination": {"host": "frontend", "subset": "v2"}, "weight": 70},
+    ]
+    patch = {"spec": {"http": [{"name": "primary", "route": route}]}}
     out = run("patch", "vs", "kc", "--type", "merge", "-p", json.dumps(patch))
     assert "virtualservice.networking.istio.io/kc patched" in out
     got = json.loads(run("get", "vs", "kc", "-o", "json"))
     assert [d["weight"] for d in got["spec"]["http"][0]["route"]] == [30, 70]
     assert got["metadata"]["generation"] == 2
+    refused = run("patch", "vs", "kc", "-p", json.dumps(patch), ok=False)
+    assert "application/strategic-merge-patch+json is not supported" in refused
+    vs["spec"]["http"][0]["route"][0]["weight"] = "100"
+    manifest.write_text(yaml.safe_dump(vs))
+    invalid = run("apply", "-f", str(manifest), ok=False)
+    assert "spec.http[0].route[0].weight" in invalid and "must be of type integer" in invalid
     run("delete", "vs", "kc")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from meshload.errors import ManifestError
-from meshsim.kubeapi import discovery, status
+from meshsim.kubeapi import discovery, openapi, status
 from meshsim.kubeapi.core import CoreObjects
 from meshsim.kubeapi.crds import CRD_FILE, Catalog, ResourceType, load_catalog
 from meshsim.kubeapi.objects import ObjectHandlers, Target, reply
@@ -63,6 +63,8 @@ class KubeApp:
         app.router.add_get("/api", self._api)
         app.router.add_route("*", "/api/v1{tail:.*}", self._core)
         app.router.add_get("/apis", self._apis)
+        app.router.add_get("/openapi/v3", self._openapi_root)
+        app.router.add_get("/openapi/v3/apis/{group}/{version}", self._openapi_gv)
         app.router.add_route("*", "/apis/{tail:.+}", self._custom)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
@@ -75,6 +77,16 @@ class KubeApp:
 
     async def _apis(self, request: web.Request) -> web.Response:
         return reply(discovery.group_list(self.catalog))
+
+    async def _openapi_root(self, request: web.Request) -> web.Response:
+        return reply(openapi.root_doc(self.catalog))
+
+    async def _openapi_gv(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        doc = openapi.group_version_doc(self.catalog, info["group"], info["version"])
+        if doc is None:
+            raise _no_route()
+        return reply(doc)
 
     async def _unknown(self, request: web.Request) -> web.Response:
         raise _no_route()
