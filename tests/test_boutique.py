@@ -8,6 +8,7 @@ import logging
 import math
 import statistics
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from meshsim.boutique import INGRESS, Hop, Runtime, parse_traceparent, serve, write_ports_file
 from meshsim.boutique.catalog import PRODUCT_IDS
-from meshsim.spec import load_spec
+from meshsim.spec import MeshSpec, load_spec
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -238,3 +239,56 @@ def test_a_request_cut_short_is_still_reported_once() -> None:
         (INGRESS, 499, False, PARENT_ID)
     ]
     assert 5 <= seen[0].duration_ms < 1_000
+
+
+def _spec_with_failing(service: str) -> MeshSpec:
+    spec = load_spec()
+    workloads = tuple(
+        replace(w, profile=replace(w.profile, error_rate=1.0)) if w.service == service else w
+        for w in spec.workloads
+    )
+    return replace(spec, workloads=workloads)
+
+
+async def _statuses(spec: MeshSpec, paths: list[str], hops: list[Hop]) -> list[int]:
+    running = await serve(spec, observers=[hops.append])
+    try:
+        async with aiohttp.ClientSession() as http:
+            out = []
+            for path in paths:
+                async with http.get(running.url("frontend-v1") + path) as resp:
+                    out.append(resp.status)
+            return out
+    finally:
+        await running.close()
+
+
+@pytest.mark.parametrize(
+    ("failing", "expected"),
+    [
+        # The demo renders pages without ads or recommendations when those fail...
+        ("adservice", [200, 200, 200]),
+        ("recommendationservice", [200, 200, 200]),
+        # ...and answers 500 when anything else it asked for failed.
+        ("cartservice", [500, 500, 500]),
+        ("currencyservice", [500, 500, 500]),
+        ("productcatalogservice", [500, 500, 200]),
+    ],
+)
+def test_failing_backends_give_the_demos_answers(failing: str, expected: list[int]) -> None:
+    hops: list[Hop] = []
+    paths = ["/", "/product/OLJCESPC7Z", "/cart"]
+    assert run(_statuses, _spec_with_failing(failing), paths, hops) == expected
+    failed = [h for h in hops if h.destination.startswith(failing)]
+    assert failed and all(h.error and h.status_code == 500 for h in failed)
+    roots = [h for h in hops if h.source == INGRESS]
+    assert [h.status_code for h in roots] == expected
+
+
+def test_unknown_product_is_a_404_hop_and_a_500_page() -> None:
+    hops: list[Hop] = []
+    assert run(_statuses, load_spec(), ["/product/NOSUCHITEM"], hops) == [500]
+    assert [(h.destination, h.operation, h.status_code, h.error) for h in hops] == [
+        ("productcatalogservice-v1", "GetProduct", 404, True),
+        ("frontend-v1", "GET /product/{id}", 500, True),
+    ]
