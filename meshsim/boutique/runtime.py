@@ -4,7 +4,7 @@ Each incoming request gets a `Request`: a timeline that starts when it arrives. 
 made while serving it picks a workload of the target service, samples that workload's latency
 for the operation and advances the timeline, synchronously; the handler then sleeps once for
 whatever the timeline is ahead of the wall clock. One timer per request instead of one per
-hop keeps CPU low (the runtime shares 2 cores with the load generator), and because all random
+hop keeps CPU low (the simulated mesh shares 2 cores with the load generator), and because all random
 draws of a request happen before its first await, a seed reproduces every latency and error
 for the same request sequence even when requests overlap.
 """
@@ -176,8 +176,9 @@ class Site:
     ) -> Any:
         """Call `operation` on one workload of `service`; `body(site, *args)` is its work.
 
-        Raises CallFailed when the chosen workload fails (its error rate), answers NOT_FOUND,
-        or lets a failure of its own calls through.
+        Raises CallFailed when the chosen workload fails (its error rate), answers an error
+        status of its own (RpcError), or lets a failure of its own calls through. The caller's
+        `outbound_latency_factor` for `service` scales the callee's sampled latency.
         """
         req = self.request
         runtime = req.runtime
