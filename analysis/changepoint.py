@@ -26,11 +26,23 @@ from meshload.errors import ConfigError
 UNKNOWN = "unknown"
 
 
+def label_codes(series: pd.Series, *, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and their names (a str array); null is named "unknown"."""
+    codes, uniques = pd.factorize(series, sort=sort)
+    names = np.asarray(uniques, dtype=object).astype(str)
+    if (codes < 0).any():
+        if UNKNOWN in names:
+            codes = np.where(codes < 0, int(np.flatnonzero(names == UNKNOWN)[0]), codes)
+        else:
+            codes = np.where(codes < 0, len(names), codes)
+            names = np.append(names, UNKNOWN)
+    return codes.astype(np.int64), names
+
+
 def version_labels(series: pd.Series) -> np.ndarray:
     """The version column as a numpy str array, null -> "unknown"."""
-    codes, uniques = pd.factorize(series)
-    names = np.append(np.asarray(uniques, dtype=object).astype(str), UNKNOWN)
-    return names[codes]  # code -1 (null) picks the trailing "unknown"
+    codes, names = label_codes(series)
+    return names[codes]
 
 
 def weight_events(run: Mapping[str, Any]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.changepoint import version_labels
+from analysis.changepoint import label_codes
 from meshload.errors import ConfigError
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -33,7 +33,10 @@ def grouped_percentiles(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per group code in [0, n_groups): counts, percentiles (n_groups x P), max. NaN when empty."""
     values = np.asarray(values, dtype=float)
-    order = np.lexsort((values, codes))
+    order = np.argsort(values, kind="stable")
+    # a stable sort on small integer codes is a radix sort: much faster than lexsort
+    small = codes.astype(np.int16) if n_groups < 2**15 else codes
+    order = order[np.argsort(small[order], kind="stable")]
     ordered = values[order]
     counts = np.bincount(codes, minlength=n_groups)
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -53,7 +56,7 @@ def grouped_percentiles(
     return counts, out, maxima
 
 
-def _keys(requests: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+def group_codes(requests: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
     """Dense group codes and the frame of group keys they index (nulls become "unknown")."""
     if not by:
         return np.zeros(len(requests), dtype=np.int64), pd.DataFrame(index=[0])
@@ -65,9 +68,10 @@ def _keys(requests: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.Dat
             codes, uniques = pd.factorize(s, sort=True)
             names.append(np.asarray(uniques))
         else:
-            labels = version_labels(s)
-            codes, uniques = pd.factorize(labels, sort=True)
-            names.append(np.asarray(uniques, dtype=object))
+            codes, labels = label_codes(s)
+            rank = np.argsort(labels, kind="stable")  # keys come out sorted by name
+            codes = np.argsort(rank)[codes]
+            names.append(labels[rank].astype(object))
         parts.append(codes.astype(np.int64))
     flat = np.ravel_multi_index(parts, [len(u) for u in names])
     present, dense = np.unique(flat, return_inverse=True)
@@ -86,7 +90,7 @@ def latency_percentiles(
     """by columns, then n, p50_ms, p90_ms, p95_ms, p99_ms, p999_ms, max_ms, mean_ms."""
     frame = requests[requests["ok"].to_numpy(dtype=bool)] if ok_only else requests
     frame = frame[frame[column].notna().to_numpy()]
-    codes, keys = _keys(frame, list(by))
+    codes, keys = group_codes(frame, list(by))
     n_groups = len(keys)
     values = frame[column].to_numpy(dtype=float)
     counts, pct, maxima = grouped_percentiles(values, codes, n_groups, PERCENTILES)

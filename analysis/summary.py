@@ -1,0 +1,142 @@
+"""summary.json: every figure of a run as one JSON-safe dict with a stable key order.
+
+Each figure is computed by its own module; this one only wires them together, records what could
+not be computed in `notes`, and turns NaN into null so the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.changepoint import propagation
+from analysis.consistency import (
+    client_counts,
+    consistency_table,
+    step_windows,
+    trace_counts,
+    trace_coverage,
+)
+from analysis.graph import graph_records, service_graph
+from analysis.hops import hop_records, hop_stats, hop_table, hop_times
+from analysis.judge import judge
+from analysis.latency import latency_by_version, latency_percentiles, latency_records
+from analysis.split import split_accuracy, split_records
+from analysis.sticky import stickiness
+
+SCHEMA_VERSION = 1
+
+
+def json_safe(value: Any) -> Any:
+    """Plain Python for json.dumps(allow_nan=False): NaN/inf/NA -> None, numpy -> builtins."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def build_summary(
+    run: Mapping[str, Any],
+    requests: pd.DataFrame,
+    spans: pd.DataFrame | None = None,
+    metrics_counts: pd.DataFrame | None = None,
+    *,
+    tolerance_pp: float = 2.0,
+    margin_ms: float = 1000.0,
+    baseline: str | None = None,
+    canary: str | None = None,
+    judge_options: Mapping[str, Any] | None = None,
+    frontend: str = "frontend",
+    user_col: str | None = None,
+) -> dict[str, Any]:
+    """All figures of a run. `metrics_counts` is step | version | requests from Prometheus."""
+    notes: list[str] = []
+    changes = propagation(requests, run, margin_ms=margin_ms)
+    split = split_accuracy(
+        requests, run, changes=changes, tolerance_pp=tolerance_pp, margin_ms=margin_ms
+    )
+    verdict = judge(requests, baseline=baseline, canary=canary, **dict(judge_options or {}))
+    has_co = "co_latency_ms" in requests.columns
+    by_step = latency_percentiles(requests, ("version", "step"))
+    by_name = latency_percentiles(requests, ("version", "name"))
+
+    hops: dict[str, Any] | None = None
+    graph: list[dict[str, Any]] | None = None
+    traced: pd.DataFrame | None = None
+    coverage: float | None = None
+    windows = step_windows(run)
+    if spans is None or spans.empty:
+        notes.append("no spans: hops, graph and traced counts are missing")
+    else:
+        timed = hop_times(spans, frontend=frontend)
+        stats = hop_stats(timed)
+        b, c = verdict["baseline"], verdict["canary"]
+        hops = {
+            "baseline": b,
+            "canary": c,
+            "table": hop_records(hop_table(stats, b, c)) if b and c else [],
+            "by_version": hop_records(stats),
+        }
+        graph = graph_records(service_graph(timed))
+        traced = trace_counts(timed, windows, frontend=frontend)
+        coverage = trace_coverage(requests, spans)
+    if metrics_counts is None:
+        notes.append("no Prometheus counts: the consistency table has no metrics column")
+    unknown = int(requests["version"].isna().sum())
+    if unknown:
+        notes.append(f"{unknown} requests carried no version header (counted as 'unknown')")
+    notes.extend(f"step {r.step}: {r.reason}" for r in changes.itertuples() if r.reason)
+
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.get("run_id"),
+        "split": split_records(split),
+        "propagation": [
+            {
+                "step": r.step,
+                "accepted_ns": r.accepted_ns,
+                "effective_ns": r.effective_ns,
+                "detected": r.detected,
+                "delay_ms": r.delay_ms,
+                "delay_range_ms": [r.delay_lo_ms, r.delay_hi_ms],
+                "n_window": r.n_window,
+                "reason": r.reason or None,
+            }
+            for r in changes.itertuples()
+        ],
+        "latency": latency_by_version(latency_percentiles(requests)),
+        "latency_co": (
+            latency_by_version(latency_percentiles(requests, column="co_latency_ms"))
+            if has_co
+            else None
+        ),
+        "latency_by_step": latency_records(by_step, ["version", "step"]),
+        "latency_by_endpoint": latency_records(by_name, ["version", "name"]),
+        "judge": verdict,
+        "hops": hops,
+        "graph": graph,
+        "consistency": {
+            "counts": consistency_table(client_counts(requests), metrics_counts, traced).to_dict(
+                "records"
+            ),
+            "trace_coverage": coverage,
+        },
+        "sticky": stickiness(requests, user_col=user_col) if user_col else None,
+        "notes": notes,
+    }
+    return json_safe(summary)
