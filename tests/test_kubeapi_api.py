@@ -215,6 +215,19 @@ def test_warnings_header_and_on_change(server: Any, api: client.ApiClient) -> No
     assert len(changes) == before + 3
 
 
+def test_field_validation_warn_prunes_unknown_fields(server: Any, api: client.ApiClient) -> None:
+    co = client.CustomObjectsApi(api)
+    body = copy.deepcopy(manifests()["VirtualService"])
+    body["metadata"]["name"] = "pruned"
+    body["spec"]["http"][0]["retrys"] = {"attempts": 3}
+    created, _, headers = co.create_namespaced_custom_object_with_http_info(
+        G, V, "default", "virtualservices", body, field_validation="Warn"
+    )
+    assert "retrys" not in created["spec"]["http"][0]
+    assert '299 - "unknown field \\"spec.http[0].retrys\\""' in headers.getlist("Warning")
+    co.delete_namespaced_custom_object(G, V, "default", "virtualservices", "pruned")
+
+
 def test_watch_streams_added_modified_deleted(server: Any, api: client.ApiClient) -> None:
     co = client.CustomObjectsApi(api)
     listed = co.list_namespaced_custom_object(G, V, "default", "virtualservices")

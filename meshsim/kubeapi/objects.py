@@ -11,6 +11,7 @@ import json
 import random
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +255,10 @@ class ObjectHandlers:
 
     async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
         select = self._select(request)
+        render: Render = lambda obj: obj  # noqa: E731
+        if wants_table(request.headers.get("Accept", "")):
+            # `kubectl get -w` asks for each event's object as a one-row Table.
+            render = lambda obj: self._table(request, t, [obj])  # noqa: E731
         rv_text = request.query.get("resourceVersion") or ""
         if rv_text and not rv_text.isdigit():
             raise status.bad_request(f'resourceVersion "{rv_text}" is not a number')
@@ -267,7 +272,7 @@ class ObjectHandlers:
         deadline = time.monotonic() + timeout_s
         try:
             for event in backlog:
-                await _send(resp, event, select, t)
+                await _send(resp, event, select, t, render)
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     next_event = await asyncio.wait_for(watcher.queue.get(), timeout=left)
@@ -275,7 +280,7 @@ class ObjectHandlers:
                     break
                 if next_event is None:
                     break
-                await _send(resp, next_event, select, t)
+                await _send(resp, next_event, select, t, render)
         except ConnectionResetError:
             pass
         finally:
@@ -283,7 +288,12 @@ class ObjectHandlers:
         return resp
 
 
-async def _send(resp: web.StreamResponse, event: Event, select: Matcher, t: Target) -> None:
+Render = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+async def _send(
+    resp: web.StreamResponse, event: Event, select: Matcher, t: Target, render: Render
+) -> None:
     now, before = select(event.obj), event.prev is not None and select(event.prev)
     kind = event.type
     if kind == "MODIFIED" and now != before:
@@ -291,7 +301,7 @@ async def _send(resp: web.StreamResponse, event: Event, select: Matcher, t: Targ
         kind = "ADDED" if now else "DELETED"
     elif not now and not (kind == "DELETED" and before):
         return
-    obj = as_version(dict(event.obj), t)
+    obj = render(as_version(dict(event.obj), t))
     line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n"
     await resp.write(line.encode())
 
