@@ -4,9 +4,9 @@ Each incoming request gets a `Request`: a timeline that starts when it arrives. 
 made while serving it picks a workload of the target service, samples that workload's latency
 for the operation and advances the timeline, synchronously; the handler then sleeps once for
 whatever the timeline is ahead of the wall clock. One timer per request instead of one per
-hop keeps CPU low (the simulated mesh shares 2 cores with the load generator), and because all random
-draws of a request happen before its first await, a seed reproduces every latency and error
-for the same request sequence even when requests overlap.
+hop keeps CPU low (the simulated mesh shares 2 cores with the load generator), and because
+all random draws of a request happen before its first await, a seed reproduces every latency
+and error for the same request sequence even when requests overlap.
 """
 
 from __future__ import annotations
