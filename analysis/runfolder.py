@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.frames import (
@@ -103,7 +104,7 @@ def _read_requests(folder: Path, notes: list[str]) -> pd.DataFrame:
     tables: list[pa.Table] = []
     for part in parts:
         try:
-            tables.append(pq.read_table(part))
+            tables.append(pq.read_table(part, read_dictionary=_categorical(part, REQUEST_COLUMNS)))
         except (OSError, pa.ArrowException) as exc:
             rel = part.relative_to(folder)
             notes.append(f"{rel}: unreadable, skipped ({_first_line(exc)})")
@@ -116,7 +117,8 @@ def _read_requests(folder: Path, notes: list[str]) -> pd.DataFrame:
             f"{folder}: request parts have clashing columns ({_first_line(exc)}); "
             "remove the part written by another meshload version"
         ) from None
-    table = table.sort_by("start_ns") if "start_ns" in table.column_names else table
+    if "start_ns" in table.column_names and not _ascending(table.column("start_ns")):
+        table = table.sort_by("start_ns")
     frame, missing = from_arrow(table, REQUEST_COLUMNS, REQUEST_OPTIONAL_COLUMNS)
     if missing:
         notes.append(f"request records lack column(s) {', '.join(missing)}; filled with nulls")
@@ -130,7 +132,7 @@ def _read_single(
         notes.append(f"no {what} ({path.name} absent)")
         return empty_frame(columns)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, read_dictionary=_categorical(path, columns))
     except (OSError, pa.ArrowException) as exc:
         notes.append(f"{path.name}: unreadable, {what} left out ({_first_line(exc)})")
         return empty_frame(columns)
@@ -164,6 +166,19 @@ def save_frame(frame: pd.DataFrame, path: Path, columns: Mapping[str, str]) -> N
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(to_arrow(frame, columns), tmp)
     os.replace(tmp, path)
+
+
+def _categorical(path: Path, columns: Mapping[str, str]) -> list[str]:
+    """Categorical columns present in the file, read as dictionaries (no string copies)."""
+    names = pq.read_schema(path).names
+    return [n for n, dtype in columns.items() if dtype == "category" and n in names]
+
+
+def _ascending(values: pa.ChunkedArray) -> bool:
+    flat = values.combine_chunks()
+    if len(flat) < 2:
+        return True
+    return bool(pc.all(pc.greater_equal(flat[1:], flat[:-1])).as_py())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,208 @@
+"""load_run on synthetic run folders written here with pyarrow (seeded)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.frames import METRIC_COLUMNS, REQUEST_COLUMNS, SPAN_COLUMNS
+from analysis.runfolder import SCHEMA_VERSION, load_run, save_frame
+from meshload.errors import RunFolderError
+
+T0_NS = 1_780_000_000 * 10**9
+
+
+def _hex_ids(rng: np.random.Generator, n: int, nbytes: int) -> pa.Array:
+    text = rng.bytes(n * nbytes).hex().encode()
+    fixed = np.frombuffer(text, dtype=f"S{2 * nbytes}")
+    return pa.array(fixed, type=pa.binary()).cast(pa.string())
+
+
+def _requests(rng: np.random.Generator, n: int, worker: str) -> pa.Table:
+    versions = np.array(["v1", "v2", None], dtype=object)[rng.integers(0, 3, n)]
+    status = rng.choice([200, 200, 200, 503, 0], n)
+    return pa.table(
+        {
+            "start_ns": T0_NS + rng.integers(0, 60 * 10**9, n),
+            "latency_ms": rng.exponential(20.0, n),
+            "name": rng.choice(["/", "/product/[id]", "/cart"], n),
+            "method": np.full(n, "GET"),
+            "status": status.astype(np.int32),  # a writer may use int32: still int64 on load
+            "ok": status == 200,
+            "error": np.where(status == 0, "ConnectionResetError", None),
+            "version": versions,
+            "trace_id": _hex_ids(rng, n, 16),
+            "step": rng.integers(0, 4, n),
+            "worker": np.full(n, worker),
+        }
+    )
+
+
+def _run(tmp_path: Path, meta: dict[str, object] | None = None) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    base = {"schema_version": SCHEMA_VERSION, "run_id": "r1", "started_ns": T0_NS}
+    (run / "run.json").write_text(json.dumps(base if meta is None else meta))
+    return run
+
+
+def test_parts_load_with_declared_dtypes_and_a_corrupt_part_is_skipped(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    run = _run(tmp_path)
+    (run / "requests").mkdir()
+    parts = [_requests(rng, 400, "w1"), _requests(rng, 250, "w2")]
+    pq.write_table(parts[0], run / "requests" / "w1.parquet")
+    pq.write_table(parts[1], run / "requests" / "w2.parquet")
+    whole = (run / "requests" / "w1.parquet").read_bytes()
+    (run / "requests" / "w3.parquet").write_bytes(whole[: len(whole) // 2])  # Ctrl-C mid-write
+    loaded = load_run(run)
+    assert loaded.meta["run_id"] == "r1"
+    req = loaded.requests
+    assert list(req.columns) == list(REQUEST_COLUMNS)
+    assert {c: str(req[c].dtype) for c in req} == REQUEST_COLUMNS
+    assert len(req) == 650
+    expected = np.sort(np.concatenate([p.column("start_ns").to_numpy() for p in parts]))
+    assert np.array_equal(req["start_ns"].to_numpy(), expected)  # sorted across parts
+    want_latency = sum(float(np.sum(p.column("latency_ms").to_numpy())) for p in parts)
+    assert req["latency_ms"].sum() == pytest.approx(want_latency)
+    assert int((req["status"] == 0).sum()) == sum(
+        int(np.sum(p.column("status").to_numpy() == 0)) for p in parts
+    )
+    assert req["version"].isna().sum() == sum(p.column("version").null_count for p in parts)
+    assert set(req["worker"]) == {"w1", "w2"}
+    assert any("w3.parquet" in n and "skipped" in n for n in loaded.notes)
+    # telemetry absent: empty frames with the right columns, and a note each
+    assert list(loaded.spans.columns) == list(SPAN_COLUMNS) and loaded.spans.empty
+    assert {c: str(loaded.spans[c].dtype) for c in loaded.spans} == SPAN_COLUMNS
+    assert list(loaded.metrics.columns) == list(METRIC_COLUMNS) and loaded.metrics.empty
+    assert any("spans" in n for n in loaded.notes) and any("metrics" in n for n in loaded.notes)
+
+
+def test_open_model_columns_kept_and_missing_columns_noted(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    pq.write_table(
+        pa.table(
+            {
+                "start_ns": [T0_NS + 2, T0_NS + 1],
+                "latency_ms": [5.0, 7.0],
+                "intended_ns": [T0_NS, None],
+                "co_latency_ms": [6.0, 7.5],
+                "extra": ["a", "b"],
+            }
+        ),
+        run / "requests.parquet",
+    )
+    loaded = load_run(run)
+    req = loaded.requests
+    assert list(req.columns)[: len(REQUEST_COLUMNS)] == list(REQUEST_COLUMNS)
+    assert str(req["intended_ns"].dtype) == "Int64" and req["intended_ns"].isna().tolist() == [
+        True,
+        False,
+    ]
+    assert req["co_latency_ms"].tolist() == [7.5, 6.0] and req["extra"].tolist() == ["b", "a"]
+    assert req["status"].tolist() == [0, 0] and req["step"].tolist() == [-1, -1]
+    assert any("lack column(s)" in n and "trace_id" in n for n in loaded.notes)
+
+
+def test_spans_and_metrics_round_trip_and_per_label_columns(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    spans = pd.DataFrame(
+        {
+            "trace_id": ["a" * 32, "a" * 32],
+            "span_id": ["1" * 16, "2" * 16],
+            "parent_id": [None, "1" * 16],
+            "service": ["gw", "reviews"],
+            "operation": ["GET /", "GET /r"],
+            "kind": ["server", "server"],
+            "start_ns": [T0_NS, T0_NS + 5],
+            "duration_ms": [3.0, 1.25],
+            "version": [None, "v2"],
+            "status_code": pd.array([200, None], dtype="Int64"),
+            "attributes": ["{}", '{"upstream_cluster":"outbound|9080|v2|reviews"}'],
+        }
+    )
+    save_frame(spans, run / "spans.parquet", SPAN_COLUMNS)
+    pq.write_table(
+        pa.table(
+            {
+                "t": [1.0, 2.0, 2.0],
+                "metric": ["istio_requests_total"] * 3,
+                "destination_version": ["v1", "v1", "v2"],
+                "response_code": ["200", "200", None],
+                "value": [1.0, 4.0, 2.0],
+            }
+        ),
+        run / "metrics.parquet",
+    )
+    loaded = load_run(run)
+    got = loaded.spans
+    assert {c: str(got[c].dtype) for c in got} == SPAN_COLUMNS
+    assert got["parent_id"].isna().tolist() == [True, False]
+    assert got["status_code"].isna().tolist() == [False, True]
+    assert got["version"].astype(object).where(got["version"].notna(), None).tolist() == [
+        None,
+        "v2",
+    ]
+    metrics = loaded.metrics
+    assert {c: str(metrics[c].dtype) for c in metrics} == METRIC_COLUMNS
+    assert [json.loads(s) for s in metrics["labels"]] == [
+        {"destination_version": "v1", "response_code": "200"},
+        {"destination_version": "v1", "response_code": "200"},
+        {"destination_version": "v2"},
+    ]
+
+
+def test_missing_or_newer_run_json_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError) as err:
+        load_run(tmp_path)
+    assert "run.json" in str(err.value) and "\n" not in str(err.value)
+    run = _run(tmp_path, {"schema_version": SCHEMA_VERSION + 1})
+    with pytest.raises(RunFolderError, match="upgrade meshload") as err:
+        load_run(run)
+    assert "\n" not in str(err.value)
+    (run / "run.json").write_text("{not json")
+    with pytest.raises(RunFolderError, match="unreadable"):
+        load_run(run)
+    with pytest.raises(RunFolderError, match="no such run folder"):
+        load_run(tmp_path / "nope")
+
+
+@pytest.mark.slow
+def test_a_million_requests_and_five_million_spans_load_in_seconds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    run = _run(tmp_path)
+    n_req, n_span = 1_000_000, 5_000_000
+    pq.write_table(_requests(rng, n_req, "w1"), run / "requests.parquet")
+    trace = pa.array(np.repeat(_hex_ids(rng, n_span // 5, 16).to_numpy(zero_copy_only=False), 5))
+    spans = pa.table(
+        {
+            "trace_id": trace,
+            "span_id": _hex_ids(rng, n_span, 8),
+            "parent_id": pa.nulls(n_span, pa.string()),
+            "service": pa.array(
+                np.array(["gw", "fe", "cart", "cat", "rec"])[np.arange(n_span) % 5]
+            ),
+            "operation": pa.array(np.full(n_span, "GET")),
+            "kind": pa.array(np.full(n_span, "server")),
+            "start_ns": T0_NS + np.arange(n_span),
+            "duration_ms": rng.exponential(3.0, n_span),
+            "version": pa.nulls(n_span, pa.string()),
+            "status_code": np.full(n_span, 200),
+            "attributes": pa.array(np.full(n_span, "{}")),
+        }
+    )
+    pq.write_table(spans, run / "spans.parquet")
+    started = time.perf_counter()
+    loaded = load_run(run)
+    elapsed_s = time.perf_counter() - started
+    print(f"load_run: {elapsed_s:.2f} s")
+    assert len(loaded.requests) == n_req and len(loaded.spans) == n_span
+    assert str(loaded.spans["service"].dtype) == "category"
+    assert elapsed_s < 15, f"load took {elapsed_s:.1f} s"
