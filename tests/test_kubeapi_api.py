@@ -156,6 +156,36 @@ def test_crud_conflicts_generation_and_patches(server: Any, api: client.ApiClien
     assert err.value.status == 404 and status_of(err.value)["reason"] == "NotFound"
 
 
+def test_generate_name_all_namespaces_and_delete_collection(
+    server: Any, api: client.ApiClient
+) -> None:
+    co = client.CustomObjectsApi(api)
+    body = manifests()["VirtualService"]
+    body["metadata"] = {"generateName": "batch-", "labels": {"batch": "yes"}}
+    names = {
+        co.create_namespaced_custom_object(G, V, ns, "virtualservices", copy.deepcopy(body))[
+            "metadata"
+        ]["name"]
+        for ns in ("default", "shop", "shop")
+    }
+    assert len(names) == 3 and all(n.startswith("batch-") and len(n) == 11 for n in names)
+    everywhere = co.list_cluster_custom_object(G, V, "virtualservices", label_selector="batch")
+    assert sorted(i["metadata"]["namespace"] for i in everywhere["items"]) == [
+        "default",
+        "shop",
+        "shop",
+    ]
+    gone = co.delete_collection_namespaced_custom_object(
+        G, V, "shop", "virtualservices", label_selector="batch=yes"
+    )
+    assert len(gone["items"]) == 2
+    left = co.list_cluster_custom_object(G, V, "virtualservices", label_selector="batch")
+    assert [i["metadata"]["namespace"] for i in left["items"]] == ["default"]
+    co.delete_namespaced_custom_object(
+        G, V, "default", "virtualservices", left["items"][0]["metadata"]["name"]
+    )
+
+
 def test_refusals_name_the_field_and_hook_messages_pass_through(
     server: Any, api: client.ApiClient
 ) -> None:

@@ -12,7 +12,13 @@ import yaml
 from meshsim.kubeapi.cel import go_duration_s
 from meshsim.kubeapi.crds import load_catalog
 from meshsim.kubeapi.patch import json_patch, merge_patch
-from meshsim.kubeapi.schema import check_metadata, check_object, field_path, prune_object
+from meshsim.kubeapi.schema import (
+    check_metadata,
+    check_object,
+    drop_nulls,
+    field_path,
+    prune_object,
+)
 from meshsim.kubeapi.selectors import field_matcher, label_matcher
 from meshsim.kubeapi.status import ApiError
 from meshsim.kubeapi.tables import human_age
@@ -148,6 +154,17 @@ def test_unknown_fields_are_refused_or_pruned_on_request() -> None:
     dropped = prune_object(rtype, "v1", obj)
     assert sorted(dropped) == ["spec.hostz", "spec.http[0].route[0].wieght"]
     assert causes_of(obj) == [] and obj == vs()
+
+
+def test_nulls_the_schema_does_not_allow_are_dropped() -> None:
+    rtype = CATALOG.by_kind("networking.istio.io", "VirtualService")
+    assert rtype is not None
+    spec = vs()["spec"]
+    spec["http"][0]["route"][0]["weight"] = None
+    spec["http"][0]["corsPolicy"] = {"allowCredentials": None}  # nullable in the CRD
+    drop_nulls(rtype.schemas["v1"]["properties"]["spec"], spec)
+    assert "weight" not in spec["http"][0]["route"][0]
+    assert spec["http"][0]["corsPolicy"] == {"allowCredentials": None}
 
 
 def test_one_of_durations_enums_and_ranges() -> None:

@@ -21,7 +21,7 @@ from meshload.errors import ConfigError, ManifestError
 from meshsim.kubeapi import patch, status
 from meshsim.kubeapi.core import CoreObjects
 from meshsim.kubeapi.crds import ResourceType
-from meshsim.kubeapi.schema import check_metadata, check_object, prune_object
+from meshsim.kubeapi.schema import check_metadata, check_object, drop_nulls, prune_object
 from meshsim.kubeapi.selectors import Matcher, matcher
 from meshsim.kubeapi.store import Event, Store
 from meshsim.kubeapi.tables import table, wants_table
@@ -130,6 +130,9 @@ class ObjectHandlers:
         name = (obj.get("metadata") or {}).get("name") or ""
         mode = request.query.get("fieldValidation", "Strict")
         warnings: list[str] = []
+        for part in ("spec", "status"):
+            if part in obj and part in t.rtype.schemas[t.version].get("properties", {}):
+                drop_nulls(t.rtype.schemas[t.version]["properties"][part], obj[part])
         if mode in ("Ignore", "Warn"):
             dropped = prune_object(t.rtype, t.version, obj)
             if mode == "Warn":

@@ -234,6 +234,22 @@ def prune_unknown(schema: dict[str, Any], value: Any, path: list[str | int]) -> 
     return dropped
 
 
+def drop_nulls(schema: dict[str, Any], value: Any) -> None:
+    """Remove nulls the schema does not allow, in place: the API server drops them silently."""
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if value[key] is None and not (sub or {}).get("nullable"):
+                del value[key]
+            elif isinstance(sub, dict):
+                drop_nulls(sub, value[key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            drop_nulls(schema["items"], item)
+
+
 def prune_object(rtype: ResourceType, version: str, obj: dict[str, Any]) -> list[str]:
     schema = rtype.schemas[version]
     dropped: list[str] = []
