@@ -90,10 +90,13 @@ class PrometheusClient:
 
 def parse_response(data: Mapping[str, Any] | None) -> pd.DataFrame:
     """The `data` of an /api/v1 answer (or the whole answer) as a metrics frame."""
-    if data and "status" in data and "data" in data:
+    if data and "status" in data:
         if data["status"] != "success":
-            raise BackendError(f"Prometheus answered an error: {data.get('error', 'unknown')}")
-        data = data["data"]
+            raise BackendError(
+                f"Prometheus answered an error: {data.get('errorType', 'error')}: "
+                f"{data.get('error', 'no reason given')}"
+            )
+        data = data.get("data")
     columns: dict[str, list[Any]] = {"t": [], "metric": [], "labels": [], "value": []}
     result_type = (data or {}).get("resultType")
     result = (data or {}).get("result") or []
