@@ -86,30 +86,24 @@ def synthetic_v1_traces() -> list[dict[str, Any]]:
     for i in range(N_TRACES):
         trace_id = f"{i + 1:032x}"
         start = T0_US + i * 1_000_000
-        spans = [
-            {
-                "traceID": trace_id,
-                "spanID": f"{2 * i + 1:016x}",
-                "operationName": "/productpage",
-                "references": [],
-                "startTime": start,
-                "duration": 1500 + i,
-                "tags": [{"key": "span.kind", "type": "string", "value": "server"}],
-                "processID": "p1",
-            },
-            {
-                "traceID": trace_id,
-                "spanID": f"{2 * i + 2:016x}",
-                "operationName": "GET /reviews",
-                "references": [
-                    {"refType": "CHILD_OF", "traceID": trace_id, "spanID": f"{2 * i + 1:016x}"}
-                ],
-                "startTime": start + 100,
-                "duration": 900,
-                "tags": [{"key": "istio.canonical_revision", "type": "string", "value": "v2"}],
-                "processID": "p2",
-            },
-        ]
+        root = {
+            "traceID": trace_id,
+            "spanID": f"{2 * i + 1:016x}",
+            "operationName": "/productpage",
+            "references": [],
+            "startTime": start,
+            "duration": 1500 + i,
+            "tags": [{"key": "span.kind", "type": "string", "value": "server"}],
+            "processID": "p1",
+        }
+        child = {
+            **root,
+            **{"spanID": f"{2 * i + 2:016x}", "operationName": "GET /reviews", "processID": "p2"},
+            "references": [{"refType": "CHILD_OF", "traceID": trace_id, "spanID": root["spanID"]}],
+            **{"startTime": start + 100, "duration": 900},
+            "tags": [{"key": "istio.canonical_revision", "type": "string", "value": "v2"}],
+        }
+        spans = [root, child]
         processes = {"p1": {"serviceName": GATEWAY}, "p2": {"serviceName": "reviews"}}
         traces.append({"traceID": trace_id, "spans": spans, "processes": processes})
     return traces
@@ -122,16 +116,12 @@ def jaeger_v1_app(calls: Calls) -> web.Application:
     def search(request: web.Request) -> web.Response:
         q = request.query
         start, end, limit = int(q["start"]), int(q["end"]), int(q["limit"])
-        hits = [
-            t
-            for t in traces
-            if any(
-                s["startTime"] >= start
-                and s["startTime"] <= end
-                and t["processes"][s["processID"]]["serviceName"] == q["service"]
-                for s in t["spans"]
-            )
-        ]
+
+        def matches(t: dict[str, Any], s: dict[str, Any]) -> bool:
+            service = t["processes"][s["processID"]]["serviceName"]
+            return start <= s["startTime"] <= end and service == q["service"]
+
+        hits = [t for t in traces if any(matches(t, s) for s in t["spans"])]
         hits = sorted(hits, key=lambda t: -t["spans"][0]["startTime"])[:limit]
         return web.json_response({"data": hits, "total": 0, "limit": 0, "offset": 0})
 
@@ -191,26 +181,22 @@ def _ns(text: str) -> int:
     return seconds * 10**9 + int(frac.ljust(9, "0"))
 
 
+_ZIPKIN_ROOT = {
+    "traceId": "463ac35c9f6413ad48485a3953bb6124",
+    "id": "a2fb4a1d1a96d312",
+    "name": "get /productpage",
+    "kind": "SERVER",
+    "timestamp": T0_US,
+    "duration": 4_000,
+    "localEndpoint": {"serviceName": GATEWAY},
+    "tags": {"http.status_code": "200"},
+}
 ZIPKIN_SPANS = [
+    _ZIPKIN_ROOT,
     {
-        "traceId": "463ac35c9f6413ad48485a3953bb6124",
-        "id": "a2fb4a1d1a96d312",
-        "name": "get /productpage",
-        "kind": "SERVER",
-        "timestamp": T0_US,
-        "duration": 4_000,
-        "localEndpoint": {"serviceName": GATEWAY},
-        "tags": {"http.status_code": "200"},
-    },
-    {
-        "traceId": "463ac35c9f6413ad48485a3953bb6124",
-        "parentId": "a2fb4a1d1a96d312",
-        "id": "0000000000000abc",
-        "name": "get /reviews",
-        "kind": "CLIENT",
-        "timestamp": T0_US + 50,
-        "duration": 2_500,
-        "localEndpoint": {"serviceName": GATEWAY},
+        **_ZIPKIN_ROOT,
+        **{"parentId": "a2fb4a1d1a96d312", "id": "0000000000000abc", "name": "get /reviews"},
+        **{"kind": "CLIENT", "timestamp": T0_US + 50, "duration": 2_500},
         "tags": {"http.status_code": "503"},
     },
 ]
