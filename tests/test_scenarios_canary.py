@@ -1,0 +1,181 @@
+"""`locust -f scenarios/canary.py --headless` as a user runs it, on the embedded mesh.
+
+Each test starts Locust as a subprocess (its own session, stopped by PID) with a short plan,
+bounded by --run-time as a safety net, and checks the run folder against Locust's own counts
+and the plan's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+CANARY = REPO / "scenarios" / "canary.py"
+SHORT_PLAN = """\
+route: primary
+users: 20
+steps:
+  - {weights: {v1: 100, v2: 0}, hold_s: 4}
+  - {weights: {v1: 75, v2: 25}, hold_s: 4}
+  - {weights: {v1: 50, v2: 50}, hold_s: 4}
+  - {weights: {v1: 0, v2: 100}, hold_s: 4}
+"""
+SKIP_AFTER_ACCEPT_NS = 100_000_000  # requests in flight during the switch may see either version
+
+
+def locust(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
+    plan = tmp / "plan.yaml"
+    if not plan.exists():
+        plan.write_text(SHORT_PLAN)
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(CANARY), "--headless",
+        "--plan", str(plan), "--results-dir", str(tmp / "results"),
+        "--json-file", str(tmp / "stats"), "--run-time", "60", "--exit-code-on-error", "0",
+        *args,
+    ]  # fmt: skip
+    with open(tmp / "locust.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[bytes], timeout_s: float = 75) -> int:
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def run_folder(tmp: Path) -> Path:
+    folders = sorted((tmp / "results").iterdir())
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def records(folder: Path) -> pa.Table:
+    return ds.dataset(folder / "requests", format="parquet").to_table()
+
+
+def locust_count(tmp: Path) -> int:
+    return sum(e["num_requests"] for e in json.loads((tmp / "stats.json").read_text()))
+
+
+def wait_for_step(folder_parent: Path, step: int, timeout_s: float = 40) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for run_json in folder_parent.glob("*/run.json"):
+            events = json.loads(run_json.read_text()).get("events", [])
+            if any(e.get("step") == step for e in events):
+                return run_json.parent
+        time.sleep(0.2)
+    raise AssertionError(f"step {step} never started")
+
+
+def check_split(folder: Path) -> None:
+    """Per step, the versions served after the change match the weights within 3 SE."""
+    info = json.loads((folder / "run.json").read_text())
+    table = records(folder).to_pydict()
+    changes = [e for e in info["events"] if e["kind"] == "weights"]
+    assert [e["step"] for e in changes] == list(range(len(info["plan"]["steps"])))
+    for e in changes:
+        weights = e["weights"]
+        share_v2 = weights["v2"] / sum(weights.values())
+        after = e["accepted_ns"] + SKIP_AFTER_ACCEPT_NS
+        served = [
+            v
+            for v, s, t in zip(table["version"], table["step"], table["start_ns"], strict=True)
+            if s == e["step"] and t >= after
+        ]
+        n = len(served)
+        assert n >= 30, f"step {e['step']}: only {n} requests"
+        observed = served.count("v2") / n
+        se = math.sqrt(share_v2 * (1 - share_v2) / n)
+        assert abs(observed - share_v2) <= 3 * se, (e["step"], observed, share_v2, n)
+
+
+@pytest.fixture()
+def tmp(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+def test_headless_run_writes_a_complete_folder(tmp: Path) -> None:
+    assert finish(locust(tmp)) == 0, (tmp / "locust.log").read_text()[-3000:]
+    folder = run_folder(tmp)
+    info = json.loads((folder / "run.json").read_text())
+    assert info["schema_version"] == 1
+    assert info["mesh"] == "embedded" and info["status"] == "completed"
+    assert info["started_ns"] < info["ended_ns"]
+    assert info["target"].startswith("http://127.0.0.1:")
+    table = records(folder)
+    assert table.num_rows == locust_count(tmp) == info["requests"]["rows"]
+    trace_ids = table["trace_id"].to_pylist()
+    assert len(set(trace_ids)) == len(trace_ids)
+    assert all(len(t) == 32 and int(t, 16) > 0 for t in trace_ids)
+    assert set(table["name"].to_pylist()) >= {"/", "/product/[id]", "/cart"}
+    assert not any("/product/" in n and n != "/product/[id]" for n in table["name"].to_pylist())
+    check_split(folder)
+
+
+def test_sigint_mid_run_leaves_a_loadable_folder(tmp: Path) -> None:
+    proc = locust(tmp)
+    folder = wait_for_step(tmp / "results", 1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    finish(proc, 30)
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    assert info["ended_ns"] is not None
+    table = records(folder)
+    assert table.num_rows == info["requests"]["rows"] > 0
+    assert set(table["step"].to_pylist()) == {0, 1}
+    assert not list((folder / "requests").glob(".*.tmp"))
+
+
+def test_two_processes_record_every_request_once(tmp: Path) -> None:
+    assert finish(locust(tmp, "--processes", "2")) == 0, (tmp / "locust.log").read_text()[-3000:]
+    folder = run_folder(tmp)
+    info = json.loads((folder / "run.json").read_text())
+    table = records(folder)
+    assert table.num_rows == locust_count(tmp) == info["requests"]["rows"]
+    assert sorted(set(table["worker"].to_pylist())) == ["worker0", "worker1"]
+    trace_ids = table["trace_id"].to_pylist()
+    assert len(set(trace_ids)) == len(trace_ids)
+    check_split(folder)
+
+
+@pytest.mark.parametrize(
+    ("plan", "args", "needle"),
+    [
+        ("steps:\n  - {weights: {v1: 0, v2: 0}, hold_s: 3}\n", (), "sum to 0"),
+        ("steps:\n  - {weights: {v1: 100}, hold_s: -3}\n", (), "hold_s: is -3"),
+        ("steps: [ {weights: \n", (), "fix the YAML syntax"),
+        ("steps:\n  - {weights: {v1: 50, v3: 50}, hold_s: 3}\n", (), "subset 'v3'"),
+        (SHORT_PLAN, ("--virtual-service", "nope"), "VirtualService default/nope not found"),
+        (SHORT_PLAN, ("--host", "http://127.0.0.1:9"), "unreachable"),
+    ],
+)
+def test_bad_input_ends_the_run_at_start_with_one_line(
+    tmp: Path, plan: str, args: tuple[str, ...], needle: str
+) -> None:
+    (tmp / "plan.yaml").write_text(plan)
+    assert finish(locust(tmp, *args), 60) == 2
+    out = (tmp / "locust.log").read_text()
+    lines = [line for line in out.splitlines() if line.startswith("meshload: ")]
+    assert len(lines) == 1 and needle in lines[0], out[-2000:]
+    assert "Traceback" not in out
+    assert not (tmp / "results").exists()
