@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import xlogy
 
-from meshload.errors import ConfigError
+from meshload.errors import RunFolderError
 
 UNKNOWN = "unknown"
 
@@ -61,13 +61,13 @@ def weight_events(run: Mapping[str, Any]) -> pd.DataFrame:
             accepted = event.get("accepted_ns")
             requested = event.get("requested_ns")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
+            raise RunFolderError(
                 f"run.json events[{i}]: a weights event needs step and weights ({exc}); "
                 "fix or remove that event"
             ) from None
         total = sum(weights.values())
         if total <= 0 or any(w < 0 for w in weights.values()):
-            raise ConfigError(
+            raise RunFolderError(
                 f"run.json events[{i}]: weights {weights} must be >= 0 and sum to more than 0"
             )
         rows[step] = {
@@ -76,11 +76,17 @@ def weight_events(run: Mapping[str, Any]) -> pd.DataFrame:
             "accepted_ns": int(accepted) if accepted is not None else None,
             "configured": {k: w / total for k, w in weights.items()},
         }
-    frame = pd.DataFrame(
-        sorted(rows.values(), key=lambda r: r["step"]),
-        columns=["step", "requested_ns", "accepted_ns", "configured"],
+    ordered = sorted(rows.values(), key=lambda r: r["step"])
+    # object columns: a missing time must not turn the others into float64, which cannot hold
+    # epoch nanoseconds exactly
+    return pd.DataFrame(
+        {
+            "step": np.array([r["step"] for r in ordered], dtype=np.int64),
+            "requested_ns": pd.Series([r["requested_ns"] for r in ordered], dtype=object),
+            "accepted_ns": pd.Series([r["accepted_ns"] for r in ordered], dtype=object),
+            "configured": pd.Series([r["configured"] for r in ordered], dtype=object),
+        }
     )
-    return frame.astype({"step": np.int64})
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ def propagation(
     for i, ev in enumerate(events.itertuples(index=False)):
         accepted = ev.accepted_ns if ev.accepted_ns is not None else ev.requested_ns
         if accepted is None or pd.isna(accepted):
-            raise ConfigError(
+            raise RunFolderError(
                 f"run.json: the weights event of step {ev.step} has no accepted_ns; "
                 "record accepted_ns (or requested_ns) for every weight change"
             )
@@ -216,7 +222,14 @@ def propagation(
         rows.append(row)
         previous = configured
         window_start = row["effective_ns"]
-    return pd.DataFrame(rows, columns=list(_COLUMNS))
+    return pd.DataFrame(
+        {
+            # *_ns as object so a None beside epoch nanoseconds does not round them via float64
+            c: pd.Series([r[c] for r in rows], dtype=object if c.endswith("_ns") else None)
+            for c in _COLUMNS
+        },
+        index=range(len(rows)),
+    )
 
 
 _COLUMNS = (

@@ -28,17 +28,28 @@ from meshload.errors import RunFolderError
 COUNT_COLUMNS = ("step", "version", "requests")
 
 
-def step_windows(run: Mapping[str, Any]) -> pd.DataFrame:
-    """step | start_ns | end_ns, from the weight events of run.json."""
+def step_windows(run: Mapping[str, Any], requests: pd.DataFrame | None = None) -> pd.DataFrame:
+    """step | start_ns | end_ns, from the weight events of run.json.
+
+    A run without weight events (cut short, or a plain load test) falls back to where each step's
+    first client request started.
+    """
     events = weight_events(run)
+    steps = events["step"].tolist()
     starts = [
         int(r if r is not None and not pd.isna(r) else a)
         for r, a in zip(events["requested_ns"], events["accepted_ns"], strict=True)
     ]
+    if not starts and requests is not None and len(requests):
+        first = requests.groupby("step")["start_ns"].min().sort_index()
+        steps, starts = [int(s) for s in first.index], [int(t) for t in first]
     ended = run.get("ended_ns")
     last = int(ended) if ended is not None else np.iinfo(np.int64).max
     ends = [*starts[1:], max(last, starts[-1])] if starts else []
-    return pd.DataFrame({"step": events["step"], "start_ns": starts, "end_ns": ends})
+    return pd.DataFrame(
+        {"step": steps, "start_ns": starts, "end_ns": ends},
+        columns=["step", "start_ns", "end_ns"],
+    ).astype(np.int64)
 
 
 def _per_step_version(step: np.ndarray, version: np.ndarray, weights: np.ndarray) -> pd.DataFrame:
@@ -120,9 +131,12 @@ def trace_counts(
     is_fe = names[codes] == frontend
     entry = is_fe & ((parent < 0) | ~is_fe[np.maximum(parent, 0)])
     if "kind" in spans.columns:
-        kind = version_labels(spans["kind"])
-        server = np.char.lower(kind.astype(str)) == "server"
-        entry &= server | ~(server & is_fe).any()
+        k_codes, k_names = label_codes(spans["kind"])
+        server = np.char.lower(k_names.astype(str))[k_codes] == "server"
+        if (server & is_fe).any():  # sources without span kinds count every entry span
+            entry &= server
+    if windows.empty:
+        return pd.DataFrame(columns=list(COUNT_COLUMNS))
     start_ns = spans["start_ns"].to_numpy()[entry]
     idx = np.searchsorted(windows["start_ns"].to_numpy(), start_ns, side="right") - 1
     inside = (idx >= 0) & (start_ns < windows["end_ns"].to_numpy()[np.maximum(idx, 0)])
@@ -132,9 +146,11 @@ def trace_counts(
     return out.astype({"requests": np.int64})
 
 
-def _normalised_ids(series: pd.Series) -> pa.Array:
+def _normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
     # Jaeger drops leading zeros of 128-bit ids and may use upper case; compare canonically
     arr = pa.array(series.astype("str"), from_pandas=True)
+    if unique:
+        arr = pc.unique(arr)  # five spans share a trace id: normalise each id once
     return pc.utf8_ltrim(pc.utf8_lower(arr), characters="0")
 
 
@@ -143,7 +159,8 @@ def trace_coverage(requests: pd.DataFrame, spans: pd.DataFrame) -> float | None:
     ids = _normalised_ids(requests["trace_id"].dropna())
     if len(ids) == 0:
         return None
-    found = pc.is_in(ids, value_set=pc.unique(_normalised_ids(spans["trace_id"].dropna())))
+    traced = pc.unique(_normalised_ids(spans["trace_id"].dropna(), unique=True))
+    found = pc.is_in(ids, value_set=traced)
     return float(pc.sum(found).as_py() or 0) / len(ids)
 
 

@@ -121,7 +121,7 @@ def split_accuracy(
         failing = [
             v for v, ok, s in zip(versions, v_pass, share_cfg, strict=True) if s > 0 and not ok
         ]
-        if failing:
+        if failing and n:
             reasons.append(f"share off by more than {tolerance_pp:g} pp: {', '.join(failing)}")
         known = [i for i, v in enumerate(versions) if v != UNKNOWN]
         passed = n > 0 and bool(v_pass[known].all())

@@ -79,7 +79,7 @@ def build_summary(
     graph: list[dict[str, Any]] | None = None
     traced: pd.DataFrame | None = None
     coverage: float | None = None
-    windows = step_windows(run)
+    windows = step_windows(run, requests)
     if spans is None or spans.empty:
         notes.append("no spans: hops, graph and traced counts are missing")
     else:
@@ -95,6 +95,8 @@ def build_summary(
         graph = graph_records(service_graph(timed))
         traced = trace_counts(timed, windows, frontend=frontend)
         coverage = trace_coverage(requests, spans)
+    if changes.empty:
+        notes.append("run.json has no weight events: split and propagation are empty")
     if metrics_counts is None:
         notes.append("no Prometheus counts: the consistency table has no metrics column")
     unknown = int(requests["version"].isna().sum())

@@ -9,7 +9,7 @@ import pytest
 
 from analysis.changepoint import change_point, log_likelihood_profile, propagation, weight_events
 from analysis.synthetic import make_run
-from meshload.errors import ConfigError
+from meshload.errors import RunFolderError
 
 
 def brute_force_profile(seq: list[int]) -> list[float]:
@@ -111,5 +111,5 @@ def test_weight_events_shares_and_bad_weights() -> None:
     run = {"events": [{"kind": "weights", "step": 0, "weights": {"v1": 3, "v2": 1}}]}
     assert weight_events(run).loc[0, "configured"] == {"v1": 0.75, "v2": 0.25}
     bad = {"events": [{"kind": "weights", "step": 0, "weights": {"v1": 0, "v2": 0}}]}
-    with pytest.raises(ConfigError, match="sum to more than 0"):
+    with pytest.raises(RunFolderError, match="sum to more than 0"):
         weight_events(bad)
