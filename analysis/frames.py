@@ -80,6 +80,11 @@ def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
 
 def from_columns(data: Mapping[str, Sequence[Any]], columns: Mapping[str, str]) -> pd.DataFrame:
     """Build a frame from plain Python column lists (None for missing values)."""
+    return from_arrow(table_from_columns(data, columns), columns)[0]
+
+
+def table_from_columns(data: Mapping[str, Sequence[Any]], columns: Mapping[str, str]) -> pa.Table:
+    """Plain Python column lists as an arrow table of the declared types (absent: nulls)."""
     arrays = {
         name: pa.array(list(data.get(name, [])), type=_ARROW_TYPES[dtype])
         for name, dtype in columns.items()
@@ -88,7 +93,7 @@ def from_columns(data: Mapping[str, Sequence[Any]], columns: Mapping[str, str]) 
     for name, arr in arrays.items():
         if len(arr) != n:
             arrays[name] = pa.nulls(n, type=arr.type)
-    return from_arrow(pa.table(arrays), columns)[0]
+    return pa.table(arrays)
 
 
 def from_arrow(

@@ -10,19 +10,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from analysis.frames import SPAN_COLUMNS, from_columns
+from analysis.frames import SPAN_COLUMNS, from_arrow, table_from_columns
 from meshload.errors import BackendError, ConfigError
 
 _OTLP_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _KIND_NAMES = frozenset(_OTLP_KINDS.values())
 _STATUS_KEYS = ("http.status_code", "http.response.status_code")
 _VERSION_KEYS = ("service.version", "version")
-_HEX = frozenset("0123456789abcdefABCDEF")
+_FLUSH_ROWS = 100_000
+_HEX = re.compile(r"[0-9a-fA-F]+")
 _DEDUP_KEYS = ["trace_id", "span_id", "start_ns", "service", "operation", "kind"]
 
 
@@ -31,9 +34,19 @@ class SpanRows:
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
+        self._tables: list[pa.Table] = []
+        self._flushed = 0
 
     def __len__(self) -> int:
-        return len(self.columns["trace_id"])
+        return self._flushed + len(self.columns["trace_id"])
+
+    def _flush(self) -> None:
+        """Move the Python lists into arrow: millions of spans stay compact while fetching."""
+        if self.columns["trace_id"]:
+            table = table_from_columns(self.columns, SPAN_COLUMNS)
+            self._tables.append(table)
+            self._flushed += table.num_rows
+            self.columns = {name: [] for name in SPAN_COLUMNS}
 
     def add(
         self,
@@ -61,10 +74,14 @@ class SpanRows:
         c["version"].append(_version(attributes, resource))
         c["status_code"].append(_status_code(attributes))
         c["attributes"].append(json.dumps(attributes, sort_keys=True, default=str))
+        if len(c["trace_id"]) >= _FLUSH_ROWS:
+            self._flush()
 
     def frame(self) -> pd.DataFrame:
         """The spans frame; a span reported twice (retried export, overlapping pages) once."""
-        frame = from_columns(self.columns, SPAN_COLUMNS)
+        self._flush()
+        tables = self._tables or [table_from_columns({}, SPAN_COLUMNS)]
+        frame = from_arrow(pa.concat_tables(tables), SPAN_COLUMNS)[0]
         dup = frame.duplicated(subset=_DEDUP_KEYS)
         if dup.any():
             frame = frame.loc[~dup].reset_index(drop=True)
@@ -275,7 +292,7 @@ def _otlp_id(value: Any, nbytes: int) -> str:
     be confused; a short all-hex id (leading zeros dropped) is read as hex.
     """
     text = str(value or "")
-    is_hex = bool(text) and all(ch in _HEX for ch in text)
+    is_hex = _HEX.fullmatch(text) is not None
     if is_hex and len(text) == 2 * nbytes:
         return text.lower()
     try:

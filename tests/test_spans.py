@@ -298,3 +298,9 @@ def test_file_filters_json_lines_and_bad_input(tmp_path: Path) -> None:
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="no such trace file"):
         load_spans(tmp_path / "missing.json")
+
+
+def test_rows_moved_to_arrow_in_chunks_give_the_same_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = load_spans(FIXTURES / "getTrace-response.json")
+    monkeypatch.setattr("analysis.spans_formats._FLUSH_ROWS", 7)
+    pd.testing.assert_frame_equal(load_spans(FIXTURES / "getTrace-response.json"), whole)
