@@ -65,8 +65,9 @@ def get_json(
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
-        detail = exc.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
-        raise BackendError(f"{what} at {url} answered HTTP {exc.code}: {detail}") from None
+        raise BackendError(
+            f"{what} at {url} answered HTTP {exc.code}: {_error_detail(exc.read(2000))}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise BackendError(
@@ -76,6 +77,22 @@ def get_json(
         return json.loads(body)
     except ValueError:
         raise BackendError(f"{what} at {url} answered something that is not JSON") from None
+
+
+def _error_detail(body: bytes) -> str:
+    """The reason inside a JSON error body (Prometheus, Jaeger), else the body's start."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        inner = doc.get("error")
+        if isinstance(inner, dict):  # Jaeger v2: {"error": {"httpCode": .., "message": ..}}
+            inner = inner.get("message")
+        if inner:
+            return str(inner).replace("\n", " ")[:300]
+    return " ".join(text.split())[:300] or "no body"
 
 
 def classify(url: str) -> Endpoint:

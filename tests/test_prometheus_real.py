@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from analysis import promql
 from analysis.prometheus import PrometheusClient
+from meshload.errors import BackendError
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = [
@@ -227,3 +228,10 @@ def test_query_range_is_chunked_under_the_point_limit(prometheus: PrometheusClie
     assert len(frame) == 30_001
     assert np.allclose(np.diff(frame["t"].to_numpy()), 0.001, rtol=0, atol=1e-6)
     assert json.loads(frame["labels"].iloc[0]) == {}
+
+
+def test_a_bad_query_is_one_line_naming_prometheus_reason(prometheus: PrometheusClient) -> None:
+    with pytest.raises(BackendError) as err:
+        prometheus.query("rate(up[")
+    assert "HTTP 400" in str(err.value) and "parse error" in str(err.value)
+    assert "\n" not in str(err.value)
