@@ -220,16 +220,13 @@ def _critical_children(
     return in_chain
 
 
-def names_match(names: np.ndarray, name: str) -> np.ndarray:
-    return np.asarray(names == name, dtype=bool).reshape(-1)
-
-
 def _root_versions(spans: pd.DataFrame, tree: pd.DataFrame, frontend: str) -> pd.Categorical:
     codes, names = label_codes(spans["version"])
     root = tree["root_row"].to_numpy()
     chosen = codes[root]
     s_codes, s_names = label_codes(spans["service"])
-    fe = np.flatnonzero(names_match(s_names, frontend)[s_codes])
+    is_frontend = np.array([name == frontend for name in s_names], dtype=bool)
+    fe = np.flatnonzero(is_frontend[s_codes])
     if len(fe):
         depth = tree["depth"].to_numpy()
         fe = fe[np.lexsort((spans["start_ns"].to_numpy()[fe], depth[fe], root[fe]))]

@@ -20,7 +20,7 @@ from meshload.errors import ConfigError
 @pytest.fixture(scope="module")
 def requests() -> pd.DataFrame:
     run = make_run(
-        n_requests=30_000,
+        n_requests=12_000,
         seed=21,
         slowdown={"v2": 1.3},
         unknown_rate=0.01,
