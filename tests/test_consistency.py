@@ -121,3 +121,18 @@ def test_random_routing_is_not_sticky(run) -> None:
     users = run.requests.groupby("user", observed=True)["version"].nunique()
     assert result["users"] == len(users)
     assert result["single_version_users"] == int((users == 1).sum())
+
+
+def test_cohort_from_a_column() -> None:
+    requests = pd.DataFrame(
+        {
+            "user": ["a", "a", "b", "c", "d"],
+            "version": ["v2", "v2", "v1", "v2", "v1"],
+            "beta": [True, True, True, False, False],
+        }
+    )
+    reach = cohort_reach(requests, "beta", version="v2")
+    assert (reach["cohort_users"], reach["cohort_reached"]) == (2, 1)
+    assert (reach["others_users"], reach["others_reached"]) == (2, 1)
+    with pytest.raises(ConfigError, match="cohort column"):
+        cohort_reach(requests, "gamma")
