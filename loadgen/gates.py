@@ -121,7 +121,7 @@ class Gates:
                 "threshold": self.error_rate,
                 "t_ns": now_ns,
             }
-        p99 = float(np.quantile(self._latency_ms, 0.99, method="higher"))
+        p99 = float(np.quantile(self._latency_ms, 0.99, method="inverted_cdf"))
         if self.p99_ms > 0 and p99 > self.p99_ms:
             return {
                 **base,

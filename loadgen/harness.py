@@ -29,11 +29,11 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from loadgen import embedded, openmodel, options, steps
 from loadgen.capture import RequestCapture
 from loadgen.gates import Gates
+from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
 from loadgen.rollout import Rollout
 from loadgen.runfolder import RunFolder
 from loadgen.runinfo import new_run_info, versions
-from loadgen.tracing import TracedSession
 from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
 from meshload.errors import ConfigError, MeshloadError
 

@@ -17,10 +17,10 @@ import random
 from typing import Any
 
 from locust import between, task
-from locust.contrib.fasthttp import FastHttpUser
+from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
 from loadgen import openmodel
-from loadgen.tracing import TracedSession
+from loadgen.traceparent import new_trace
 
 PRODUCTS = (
     "0PUK6V6EV0",
@@ -40,6 +40,31 @@ _user_ids = itertools.count(1)
 # The demo draws these from Faker; fixed values keep runs reproducible and Faker optional.
 _STREETS = ("1600 Amphitheatre Parkway", "1 Hacker Way", "410 Terry Ave N", "1 Apple Park Way")
 _CITIES = (("Mountain View", "CA", "94043"), ("Seattle", "WA", "98109"), ("Austin", "TX", "78701"))
+
+
+class TracedSession(FastHttpSession):
+    """A FastHttpSession that gives each request its own W3C `traceparent`.
+
+    The trace id reaches the capture hook through Locust's request `context`, the one channel
+    from a request to its event that survives redirects and failures alike.
+
+    `sampling` is a class-level default; the harness sets it from `--trace-sampling`.
+    """
+
+    sampling: float = 1.0
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        context: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        trace = new_trace(self.sampling)
+        headers = {**(headers or {}), "traceparent": trace.header}
+        context = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
+        return super().request(method, url, headers=headers, context=context, **kwargs)
 
 
 class BoutiqueUser(FastHttpUser):

@@ -1,8 +1,6 @@
-"""W3C trace context that meshload injects into every request, so each record joins its trace.
+"""W3C trace context (`traceparent`, version 00) that meshload injects into every request.
 
-The session below adds a fresh `traceparent` to each request and hands the trace id to the
-capture hook through Locust's request `context`, which is the one channel from a request to
-its event that survives redirects and failures alike.
+Kept free of Locust imports: importing Locust monkey-patches the whole process (gevent).
 """
 
 from __future__ import annotations
@@ -11,9 +9,6 @@ import os
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from locust.contrib.fasthttp import FastHttpSession
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$")
 
@@ -57,25 +52,3 @@ def parse_traceparent(value: str) -> TraceContext | None:
     if m is None:
         return None
     return TraceContext(m.group(1), m.group(2), m.group(3) == "01")
-
-
-class TracedSession(FastHttpSession):
-    """A FastHttpSession that gives each request its own W3C `traceparent`.
-
-    `sampling` is a class-level default; the harness sets it from `--trace-sampling`.
-    """
-
-    sampling: float = 1.0
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str] | None = None,
-        context: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        trace = new_trace(self.sampling)
-        headers = {**(headers or {}), "traceparent": trace.header}
-        context = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
-        return super().request(method, url, headers=headers, context=context, **kwargs)

@@ -1,0 +1,103 @@
+"""Options, trace context and run ids: small pure pieces of loadgen."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any
+
+import configargparse
+import pytest
+
+from loadgen.options import OPTIONS, Settings, add_arguments
+from loadgen.runfolder import new_run_id, safe_name
+from loadgen.traceparent import TRACEPARENT, new_trace, parse_traceparent
+from meshload.errors import ConfigError
+
+
+def test_traceparent_is_w3c_version_00() -> None:
+    for _ in range(200):
+        tc = new_trace()
+        assert TRACEPARENT.match(tc.header)
+        assert tc.header == f"00-{tc.trace_id}-{tc.span_id}-01"
+        assert int(tc.trace_id, 16) != 0 and int(tc.span_id, 16) != 0
+        assert parse_traceparent(tc.header) == tc
+
+
+def test_sampling_share_is_respected() -> None:
+    assert not any(new_trace(0.0).sampled for _ in range(200))
+    sampled = sum(new_trace(0.25).sampled for _ in range(4000))
+    # binomial(4000, 0.25): sd = 27.4; 4 sd either side
+    assert abs(sampled - 1000) < 110
+    assert new_trace(0.0).header.endswith("-00")
+
+
+def test_trace_ids_do_not_repeat() -> None:
+    ids = {new_trace().trace_id for _ in range(5000)}
+    assert len(ids) == 5000
+
+
+@pytest.mark.parametrize("bad", ["", "01-" + "a" * 32 + "-" + "b" * 16 + "-01", "00-xyz-1-01"])
+def test_bad_traceparents_are_refused(bad: str) -> None:
+    assert parse_traceparent(bad) is None
+
+
+class WebUiParser(configargparse.ArgumentParser):
+    """Locust's parser takes `include_in_web_ui`; importing Locust here would monkey-patch."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("include_in_web_ui", None)
+        return super().add_argument(*args, **kwargs)
+
+
+def parser() -> configargparse.ArgumentParser:
+    p = WebUiParser()
+    add_arguments(p)
+    return p
+
+
+def test_every_option_is_a_flag_and_an_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MESHLOAD_TRACE_SAMPLING", "0.5")
+    monkeypatch.setenv("MESHLOAD_RESULTS_DIR", "/tmp/r")
+    parsed = parser().parse_args(["--mesh", "kubernetes", "--plan", "p.yaml"])
+    s = Settings.from_options(parsed)
+    assert (s.mesh, s.plan, s.trace_sampling, s.results_dir) == (
+        "kubernetes", "p.yaml", 0.5, "/tmp/r",
+    )  # fmt: skip
+    assert {o.env for o in OPTIONS} >= {"MESHLOAD_PLAN", "MESHLOAD_MESH", "MESHLOAD_ARRIVAL_RATE"}
+    flags = {o.flag for o in OPTIONS}
+    for flag in ("--mesh", "--plan", "--kubeconfig", "--kube-context", "--namespace",
+                 "--virtual-service", "--jaeger-url", "--prometheus-url", "--results-dir",
+                 "--trace-sampling", "--arrival-rate", "--version-header"):  # fmt: skip
+        assert flag in flags
+
+
+def test_defaults_when_nothing_is_given() -> None:
+    s = Settings.from_options(SimpleNamespace())
+    assert s == Settings()
+    assert s.mesh_mode(None) == "embedded" and s.mesh_mode("http://h") == "kubernetes"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("trace_sampling", 1.5, "--trace-sampling"),
+        ("arrival_rate", -1.0, "--arrival-rate"),
+        ("gate_p99_ms", -2.0, "--gate-p99-ms"),
+        ("gate_window_s", 0.0, "--gate-window-s"),
+        ("version_header", " ", "--version-header"),
+        ("mesh", "istio", "--mesh"),
+    ],
+)
+def test_bad_settings_name_their_flag(field: str, value: object, flag: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(flag)):
+        Settings.from_options(SimpleNamespace(**{field: value}))
+
+
+def test_run_ids_sort_by_time_and_are_file_safe() -> None:
+    a = new_run_id("canary", 1_700_000_000 * 10**9)
+    b = new_run_id("canary", 1_700_000_060 * 10**9)
+    assert a.startswith("canary-20231114-221320-") and a < b
+    assert safe_name("vm_1/x y") == "vm_1_x_y"

@@ -1,0 +1,245 @@
+"""Rollout stepping, the step clock, the weight interface, live gates and open-model pacing."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from loadgen.capture import SCHEMA
+from loadgen.gates import Gates, canary_subset
+from loadgen.meshclient import InMemoryMeshClient
+from loadgen.openmodel import Pacer, late_arrivals
+from loadgen.options import Settings
+from loadgen.plan import Plan, Step, parse_plan
+from loadgen.rollout import Rollout
+from loadgen.runfolder import RunFolder
+from loadgen.steps import StepClock
+from loadgen.weights import (
+    Applied,
+    KubeWeights,
+    check_plan_subsets,
+    find_route,
+    with_weights,
+)
+from meshload.errors import BackendError, ConfigError
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "scenarios" / "manifests" / "canary.yaml"
+
+
+class FakeTime:
+    """A monotonic clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+class RecordingSetter:
+    target = "VirtualService default/frontend route 0"
+
+    def __init__(self, clock: FakeTime, fail_at: int | None = None) -> None:
+        self.clock = clock
+        self.calls: list[tuple[float, dict[str, int]]] = []
+        self.fail_at = fail_at
+
+    def subsets(self) -> list[str]:
+        return ["v1", "v2"]
+
+    def set_weights(self, weights: Mapping[str, int]) -> Applied:
+        self.calls.append((self.clock.now, dict(weights)))
+        if self.fail_at is not None and len(self.calls) - 1 == self.fail_at:
+            raise BackendError("API down")
+        return Applied(dict(weights), 1000 * len(self.calls), 1000 * len(self.calls) + 5)
+
+
+def plan(*holds: float) -> Plan:
+    steps = [Step({"v1": 100 - 10 * k, "v2": 10 * k}, h, users=k + 1) for k, h in enumerate(holds)]
+    return Plan(steps=tuple(steps))
+
+
+def test_rollout_sets_each_step_on_schedule_and_logs_it() -> None:
+    t = FakeTime()
+    setter = RecordingSetter(t)
+    events: list[dict[str, Any]] = []
+    broadcasts: list[int] = []
+    clock = StepClock()
+    r = Rollout(plan=plan(2, 3, 1.5), setter=setter, clock=clock, on_event=events.append,
+                broadcast=lambda: broadcasts.append(clock.current), default_users=9,
+                sleep=t.sleep, monotonic=t.monotonic)  # fmt: skip
+    r.begin()
+    assert r.users() == 1
+    r.run()
+    assert r.done
+    assert [(at, w["v2"]) for at, w in setter.calls] == [(0.0, 0), (2.0, 10), (5.0, 20)]
+    assert t.now == pytest.approx(6.5)
+    assert broadcasts == [0, 1, 2]
+    assert [e["step"] for e in events] == [0, 1, 2]
+    assert events[1] == {"kind": "weights", "step": 1, "weights": {"v1": 90, "v2": 10},
+                         "requested_ns": 2000, "accepted_ns": 2005}  # fmt: skip
+    assert r.users() == 3
+    assert [k for k, _ in clock.timeline()] == [0, 1, 2]
+
+
+def test_a_failed_change_is_an_event_and_the_plan_goes_on() -> None:
+    t = FakeTime()
+    events: list[dict[str, Any]] = []
+    r = Rollout(plan=plan(1, 1, 1), setter=RecordingSetter(t, fail_at=1), clock=StepClock(),
+                on_event=events.append, broadcast=lambda: None, default_users=1,
+                sleep=t.sleep, monotonic=t.monotonic)  # fmt: skip
+    r.run()
+    assert [e["kind"] for e in events] == ["weights", "error", "weights"]
+    assert events[1]["error"] == "API down"
+    assert r.done
+
+
+def test_stop_ends_the_rollout_early() -> None:
+    t = FakeTime()
+    r: Rollout
+
+    def sleep(s: float) -> None:
+        t.sleep(s)
+        if t.now >= 1.0:
+            r.stop()
+
+    r = Rollout(plan=plan(2, 2), setter=RecordingSetter(t), clock=StepClock(),
+                on_event=lambda e: None, broadcast=lambda: None, default_users=1,
+                sleep=sleep, monotonic=t.monotonic)  # fmt: skip
+    r.run()
+    assert not r.done and r.step == 0
+
+
+def test_step_clock_looks_up_by_start_time() -> None:
+    clock = StepClock()
+    assert clock.step_at(5) == -1
+    clock.begin(0, 100)
+    clock.begin(1, 200)
+    clock.begin(2, 150)  # a clock that went backwards never reorders steps
+    assert [clock.step_at(t) for t in (0, 100, 199, 200, 10**9)] == [0, 0, 0, 2, 2]
+    other = StepClock()
+    other.on_message(msg=type("M", (), {"data": clock.message()})())
+    assert other.timeline() == clock.timeline()
+
+
+# -- the weight interface -------------------------------------------------------------------
+def canary_objects() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(MANIFESTS.read_text()) if d]
+
+
+def test_with_weights_zeroes_unnamed_subsets_and_keeps_headers() -> None:
+    vs = next(d for d in canary_objects() if d["kind"] == "VirtualService")
+    before = copy.deepcopy(vs["spec"])
+    i = find_route(vs["spec"], "primary", "vs")
+    new = with_weights(vs["spec"], i, {"v2": 30})
+    assert [d["weight"] for d in new["http"][0]["route"]] == [0, 30]
+    assert new["http"][0]["route"][1]["headers"] == before["http"][0]["route"][1]["headers"]
+    assert vs["spec"] == before
+
+
+def test_find_route_errors_name_the_routes() -> None:
+    spec = {"http": [{"name": "primary", "route": []}]}
+    with pytest.raises(ConfigError, match="routes: primary"):
+        find_route(spec, "nope", "vs")
+    with pytest.raises(ConfigError, match="no index 3"):
+        find_route(spec, 3, "vs")
+
+
+def test_kube_weights_through_the_in_memory_client() -> None:
+    client = InMemoryMeshClient(objects=canary_objects())
+    setter = KubeWeights(client, "frontend", "default", "primary")
+    assert setter.subsets() == ["v1", "v2"]
+    applied = setter.set_weights({"v1": 75, "v2": 25})
+    assert applied.requested_ns <= applied.accepted_ns
+    written = client.writes[-1]["spec"]["http"][0]["route"]
+    assert [d["weight"] for d in written] == [75, 25]
+    check_plan_subsets(setter, ["v1", "v2"], "p.yaml")
+    with pytest.raises(ConfigError, match="subset 'v3' is not a destination"):
+        check_plan_subsets(setter, ["v1", "v3"], "p.yaml")
+
+
+def test_unknown_virtual_service_names_the_flag() -> None:
+    setter = KubeWeights(InMemoryMeshClient(objects=canary_objects()), "nope", "default", 0)
+    with pytest.raises(ConfigError, match="--virtual-service"):
+        setter.subsets()
+
+
+# -- gates ------------------------------------------------------------------------------------
+def write_part(folder: RunFolder, seq: int, rows: list[tuple[int, float, bool, str]]) -> None:
+    cols: dict[str, list[Any]] = {f.name: [None] * len(rows) for f in SCHEMA}
+    cols["start_ns"] = [r[0] for r in rows]
+    cols["latency_ms"] = [r[1] for r in rows]
+    cols["ok"] = [r[2] for r in rows]
+    cols["version"] = [r[3] for r in rows]
+    folder.write_part(pa.Table.from_pydict(cols, schema=SCHEMA), "w", 1, seq)
+
+
+def test_canary_subset_is_where_the_plan_moves_traffic() -> None:
+    p = parse_plan("steps:\n - {weights: {a: 100, b: 0}, hold_s: 1}\n"
+                   " - {weights: {a: 0, b: 100}, hold_s: 1}\n")  # fmt: skip
+    assert canary_subset(p) == "b"
+
+
+def test_error_gate_trips_on_the_canary_only(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path, "run")
+    rng = random.Random(3)
+    now = 100 * 10**9
+    # v1 fails a lot (not the canary); v2 fails 10 % in the last window, 0 % before it
+    rows = [(now - 30 * 10**9 + i, 1.0, True, "v2") for i in range(100)]
+    rows += [(now - rng.randrange(5 * 10**9), 1.0, i % 10 != 0, "v2") for i in range(200)]
+    rows += [(now - rng.randrange(5 * 10**9), 1.0, False, "v1") for i in range(200)]
+    write_part(folder, 0, rows)
+    settings = Settings(gate_error_rate=0.05, gate_window_s=10)
+    trips: list[dict[str, Any]] = []
+    gates = Gates.from_settings(settings, plan(1, 1), folder, trips.append)
+    assert gates is not None and gates.canary == "v2"
+    event = gates.check(now)
+    assert event is not None and event["gate"] == "error_rate"
+    assert event["n"] == 200 and event["value"] == pytest.approx(0.1)
+    strict = Gates(folder=folder, canary="v2", on_fail=trips.append, error_rate=0.2)
+    assert strict.check(now) is None
+
+
+def test_p99_gate_uses_the_window(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path, "run")
+    now = 50 * 10**9
+    lat = [float(i) for i in range(1, 101)]
+    write_part(folder, 0, [(now - 10**9, x, True, "v2") for x in lat])
+    gates = Gates(folder=folder, canary="v2", on_fail=lambda e: None, p99_ms=98.5)
+    event = gates.check(now)
+    assert event is not None and event["value"] == 99.0  # nearest rank: the 99th of 1..100
+    assert Gates(folder=folder, canary="v2", on_fail=lambda e: None, p99_ms=99.0).check(now) is None
+    assert Gates.from_settings(Settings(), plan(1), folder, lambda e: None) is None
+
+
+# -- open model -------------------------------------------------------------------------------
+def test_pacer_keeps_the_schedule_whatever_the_latency() -> None:
+    now = [0]
+    pacer = Pacer(lambda: (10.0, 5), clock_ns=lambda: now[0])  # one task per 0.5 s per user
+    first = pacer.wait_time()
+    start = pacer.next_ns
+    assert start is not None and 0 <= first <= 0.5
+    assert pacer.context() == {"intended_ns": start} and pacer.context() == {}
+    now[0] = start + 2_000_000_000  # the task took 2 s: the next 3 starts are late
+    waits = [pacer.wait_time() for _ in range(4)]
+    assert waits == [0.0, 0.0, 0.0, 0.0]
+    assert pacer.next_ns == start + 4 * 500_000_000
+    assert pacer.wait_time() == pytest.approx(0.5)
+
+
+def test_late_arrivals_counts_starts_past_the_tolerance() -> None:
+    t = pa.table({"start_ns": [10, 2_000_010, 5_000_000], "intended_ns": [10, 10, None]})
+    assert late_arrivals(t, tolerance_ms=1.0) == 1
+    assert late_arrivals(pa.table({"start_ns": [1]})) == 0
