@@ -1,18 +1,36 @@
 """The embedded mesh: a real Envoy gateway programmed from Istio manifests, in front of a
-simulated Online Boutique."""
+simulated Online Boutique.
 
-from meshsim.mesh import Mesh
-from meshsim.resources import Resource, load_manifests
-from meshsim.spec import MeshSpec, Workload, load_spec
-from meshsim.translate import Snapshot, build_snapshot
+Names are imported on first use, so the mesh's child processes (`python -m meshsim.boutique`,
+`meshsim.tracestore`, `meshsim.controld`) start without loading the rest.
+"""
 
-__all__ = [
-    "Mesh",
-    "MeshSpec",
-    "Resource",
-    "Snapshot",
-    "Workload",
-    "build_snapshot",
-    "load_manifests",
-    "load_spec",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshsim.mesh import Mesh
+    from meshsim.resources import Resource, load_manifests
+    from meshsim.spec import MeshSpec, Workload, load_spec
+    from meshsim.translate import Snapshot, build_snapshot
+
+_WHERE = {
+    "Mesh": "meshsim.mesh",
+    "MeshSpec": "meshsim.spec",
+    "Resource": "meshsim.resources",
+    "Snapshot": "meshsim.translate",
+    "Workload": "meshsim.spec",
+    "build_snapshot": "meshsim.translate",
+    "load_manifests": "meshsim.resources",
+    "load_spec": "meshsim.spec",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'meshsim' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
