@@ -11,10 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from meshsim.mesh import Mesh
-    from meshsim.resources import Resource, load_manifests
-    from meshsim.spec import MeshSpec, Workload, load_spec
-    from meshsim.translate import Snapshot, build_snapshot
+    from meshsim.mesh import Mesh as Mesh
+    from meshsim.resources import Resource as Resource
+    from meshsim.resources import load_manifests as load_manifests
+    from meshsim.spec import MeshSpec as MeshSpec
+    from meshsim.spec import Workload as Workload
+    from meshsim.spec import load_spec as load_spec
+    from meshsim.translate import Snapshot as Snapshot
+    from meshsim.translate import build_snapshot as build_snapshot
 
 _WHERE = {
     "Mesh": "meshsim.mesh",
