@@ -46,12 +46,18 @@ def service_graph(spans: pd.DataFrame, *, client: str = "client") -> pd.DataFram
 
 
 def _failed(spans: pd.DataFrame) -> np.ndarray:
-    """An error span: OTel status ERROR (2 / "ERROR" / "STATUS_CODE_ERROR") or an HTTP 5xx code."""
+    """An error span: HTTP status >= 500 (the frames' Int64), or OTel status ERROR as text."""
     if "status_code" not in spans.columns:
         return np.zeros(len(spans))
-    codes, names = label_codes(spans["status_code"])
+    status = spans["status_code"]
+    if pd.api.types.is_numeric_dtype(status.dtype):
+        return (status.fillna(0).to_numpy(dtype=float) >= 500).astype(float)
+    codes, names = label_codes(status)
     bad = np.array(
-        [n.upper() in ("ERROR", "2", "STATUS_CODE_ERROR") or n.startswith("5") for n in names]
+        [
+            n.upper() in ("ERROR", "STATUS_CODE_ERROR") or (n[:1] == "5" and len(n) == 3)
+            for n in names
+        ]
     )
     return bad[codes].astype(float)
 

@@ -144,7 +144,9 @@ def make_run(
             "method": _categorical(ENDPOINT_METHOD, endpoint),
             "status": status.astype(np.int64),
             "ok": status == 200,
-            "error": _categorical(["HTTP 503", "ConnectionError"], error_codes),
+            "error": pd.Series(
+                _categorical(["HTTP 503", "ConnectionError"], error_codes), dtype="str"
+            ),
             "version": _categorical(versions, vcode_or_null),
             "trace_id": _str_series(trace_ids),
             "step": step.astype(np.int64),
@@ -215,8 +217,10 @@ def _make_spans(
     services = sorted(set(SPAN_SERVICES))
     downstream = versions.index("v1") if "v1" in versions else 0
     version_code = np.concatenate([vcode[traced], np.full(n * (slots - 1), downstream)])
-    ok = requests["ok"].to_numpy()[traced]
-    status_code = np.concatenate([np.where(ok, 0, 1), np.zeros(n * (slots - 1), dtype=int)])
+    # HTTP status as analysis.frames declares it (nullable Int64); only the frontend fails
+    status_code = np.concatenate(
+        [requests["status"].to_numpy()[traced], np.full(n * (slots - 1), 200)]
+    )
     return pd.DataFrame(
         {
             "trace_id": _str_series(trace_ids),
@@ -230,7 +234,7 @@ def _make_spans(
             "start_ns": starts.ravel(),
             "duration_ms": durations.ravel(),
             "version": pd.Categorical.from_codes(version_code, categories=versions),
-            "status_code": _categorical(["OK", "ERROR"], status_code),
-            "attributes": _categorical(["{}"], np.zeros(n * slots, dtype=np.int64)),
+            "status_code": pd.array(status_code, dtype="Int64"),
+            "attributes": _str_series(pa.array(["{}"]).take(np.zeros(n * slots, dtype=np.int64))),
         }
     )

@@ -24,7 +24,7 @@ def plain_edges(spans: pd.DataFrame) -> tuple[Counter, Counter]:
         version = r["version"] if isinstance(r["version"], str) else "unknown"
         key = (source, r["service"], version)
         calls[key] += 1
-        errors[key] += r["status_code"] == "ERROR"
+        errors[key] += r["status_code"] >= 500
     return calls, errors
 
 

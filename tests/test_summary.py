@@ -96,3 +96,50 @@ def test_json_safe() -> None:
     value = {"a": np.float64("nan"), "b": [np.int64(3), np.bool_(True)], 4: pd.NA, "c": (1.5,)}
     assert json_safe(value) == {"a": None, "b": [3, True], "4": None, "c": [1.5]}
     assert json_safe(float("inf")) is None
+
+
+def test_round_trip_through_a_run_folder(tmp_path) -> None:
+    """Frames written as parquet and read back by analysis.runfolder give the same summary."""
+    from analysis.consistency import metrics_counts_from_istio, step_windows
+    from analysis.runfolder import load_run
+
+    run = make_run(n_requests=6000, seed=62, slowdown={"v2": 1.2}, error_rate={"v2": 0.02})
+    (tmp_path / "run.json").write_text(json.dumps(run.run))
+    run.requests.to_parquet(tmp_path / "requests.parquet")
+    run.spans.to_parquet(tmp_path / "spans.parquet")
+    labels = {"reporter": "destination", "destination_app": "frontend"}
+    rows = []
+    for v in ("v1", "v2"):  # a counter per version scraped every 2 s, as Prometheus would
+        starts = np.sort(run.requests.loc[run.requests["version"] == v, "start_ns"].to_numpy())
+        for t_ns in range(run.run["started_ns"], run.run["ended_ns"] + 2_000_000_000, 2 * 10**9):
+            value = float(np.searchsorted(starts, t_ns))
+            labels_v = json.dumps({**labels, "destination_version": v})
+            rows.append(
+                {
+                    "t": t_ns / 1e9,
+                    "metric": "istio_requests_total",
+                    "labels": labels_v,
+                    "value": value,
+                }
+            )
+    pd.DataFrame(rows).to_parquet(tmp_path / "metrics.parquet")
+
+    loaded = load_run(tmp_path)
+    counts = metrics_counts_from_istio(loaded.metrics, step_windows(loaded.meta, loaded.requests))
+    summary = build_summary(loaded.meta, loaded.requests, loaded.spans, counts)
+    direct = build_summary(run.run, run.requests, run.spans, counts)
+    assert json.dumps(summary) == json.dumps(direct)
+    counted = [r for r in summary["consistency"]["counts"] if r["version"] in ("v1", "v2")]
+    for row in counted:
+        # step edges fall between 2 s scrapes (400 requests): interpolation moves a few dozen
+        assert row["metrics"] == pytest.approx(row["client"], abs=60)
+        # a root span starts 0.2 ms after its request: one may cross a step edge
+        assert abs((row["traces"] or 0) - row["client"]) <= 2
+    for v in ("v1", "v2"):  # over the whole run the edges cancel
+        mine = [r for r in counted if r["version"] == v]
+        assert sum(r["metrics"] for r in mine) == pytest.approx(sum(r["client"] for r in mine))
+        # ... but for a root span starting after run.json's ended_ns
+        assert 0 <= sum(r["client"] for r in mine) - sum(r["traces"] or 0 for r in mine) <= 1
+    edge = [e for e in summary["graph"] if e["destination"] == "frontend"]
+    assert {e["destination_version"]: e["errors"] for e in edge}["v1"] == 0
+    assert {e["destination_version"]: e["errors"] for e in edge}["v2"] > 0
