@@ -5,12 +5,12 @@ A locustfile calls `install(...)` once at import; the harness then listens to Lo
     init         master/local: read the plan, start the embedded mesh (no --host) or check the
                  host, check the VirtualService and the plan's subsets; any problem ends the
                  run here with one line and exit code 2
-    test_start   master/local: new run folder + run.json, step 0's weights, the rollout greenlet;
+    test_start   master/local: a Conductor (run folder, run.json, step 0's weights, rollout);
                  workers/local: open the request capture into that folder (its path reaches
                  workers inside the master's spawn message, before their first user starts)
     test_stop    capture flushed and marked done; rollout stopped; run.json updated
-    quitting     master/local: users stopped, workers' captures awaited, run.json final, gates'
-                 exit code, report, mesh stopped; workers: capture closed
+    quitting     master/local: users stopped, workers' captures awaited, run.json final,
+                 checks and gates set the exit code, report, mesh stopped; workers: capture closed
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import atexit
 import contextlib
 import logging
 import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,18 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadgen import embedded, openmodel, options, steps
 from loadgen.capture import RequestCapture
-from loadgen.gates import Gates
+from loadgen.checks import Check
+from loadgen.conductor import Conductor
 from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
-from loadgen.rollout import Rollout
 from loadgen.runfolder import RunFolder
-from loadgen.runinfo import new_run_info, versions
+from loadgen.runinfo import versions
 from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
 from meshload.errors import ConfigError, MeshloadError
 
 log = logging.getLogger("meshload")
 
 EXIT_BAD_INPUT = 2
-EXIT_GATE_FAILED = 3
-_WORKER_WAIT_S = 15.0
 _current: Harness | None = None
 
 
@@ -57,6 +55,7 @@ def install(
     spec: str | Path | None = None,
     events: Any = None,
     default_users: int = 20,
+    checks: Sequence[Check] = (),
 ) -> Harness:
     """Attach a harness to Locust's events (the module-level `locust.events` by default)."""
     global _current
@@ -70,6 +69,7 @@ def install(
         manifests=Path(manifests) if manifests else None,
         spec=Path(spec) if spec else None,
         default_users=default_users,
+        checks=checks,
     )
     h.attach(events)
     _current = h
@@ -89,27 +89,26 @@ class Harness:
         manifests: Path | None = None,
         spec: Path | None = None,
         default_users: int = 20,
+        checks: Sequence[Check] = (),
     ) -> None:
         self.scenario = scenario
         self.default_plan = default_plan
         self.manifests = manifests
         self.spec = spec
         self.default_users = default_users
+        self.checks = list(checks)
         self.settings = options.Settings()
         self.clock = steps.StepClock()
         self.capture: RequestCapture | None = None
         self.plan: Plan | None = None
         self.mesh: Any = None
         self.setter: WeightSetter | None = None
-        self.rollout: Rollout | None = None
-        self.gates: Gates | None = None
-        self.folder: RunFolder | None = None
-        self.info: dict[str, Any] = {}
+        self.run: Conductor | None = None
         self.environment: Any = None
-        self.expected_workers = 0
+        self.expected_captures = 1
+        self.target_info: dict[str, Any] = {}
         self._rate: tuple[float, int] = (0.0, 1)
-        self._greenlets: list[Any] = []
-        self.info_base: dict[str, Any] = {}
+        self._flusher: Any = None
         self._cli_users: int | None = None
         self._cli_spawn_rate: float | None = None
 
@@ -122,6 +121,10 @@ class Harness:
         events.request.add_listener(self.on_request)
 
     # -- what the shape and the users ask -------------------------------------------------
+    @property
+    def rollout(self) -> Any:
+        return self.run.rollout if self.run is not None else None
+
     def first_step_users(self) -> int:
         if self.plan is None:
             return self.default_users
@@ -160,7 +163,7 @@ class Harness:
         rate = getattr(parsed, "spawn_rate", None)
         self._cli_spawn_rate = float(rate) if rate is not None else None
         try:
-            self.settings = options.Settings.from_options(environment.parsed_options)
+            self.settings = options.Settings.from_options(parsed)
             if _is_master_or_local(runner):
                 self._prepare(environment)
         except MeshloadError as e:
@@ -203,7 +206,7 @@ class Harness:
         )
         check_plan_subsets(self.setter, plan.subsets(), plan.source)
         versions(self.mesh is not None)  # `envoy --version` now, not while users wait
-        self.info_base = {"mode": mode, "virtual_service": name, "namespace": namespace}
+        self.target_info = {"virtual_service": name, "namespace": namespace, "route": route}
 
     def _fail_at_start(self, environment: Any, error: MeshloadError) -> None:
         sys.stderr.write(f"meshload: {error}\n")
@@ -224,43 +227,30 @@ class Harness:
     def _start_run(self, environment: Any) -> None:
         assert self.plan is not None and self.setter is not None
         runner = environment.runner
-        started_ns = time.time_ns()
-        self.info = new_run_info(
-            scenario=self.scenario,
-            started_ns=started_ns,
-            target=str(environment.host),
-            plan=self.plan,
-            settings=self.settings,
-            mesh=self.mesh,
-            extra=self.info_base,
-        )
-        self.folder = RunFolder.create(self.settings.results_dir, self.info["run_id"])
-        opts = environment.parsed_options
-        # Workers read these from the master's spawn message (custom options travel with it).
-        opts.meshload_run_dir = str(self.folder.path)
-        opts.meshload_open_model = self._open_model()
-        self.expected_workers = runner.worker_count if isinstance(runner, MasterRunner) else 0
-        self.folder.write_run(self.info)
-        log.info("run folder %s", self.folder.path)
         self.clock.reset()
-        self.rollout = Rollout(
+        self.run = Conductor(
+            scenario=self.scenario,
             plan=self.plan,
             setter=self.setter,
+            settings=self.settings,
             clock=self.clock,
-            on_event=self._event,
+            target=str(environment.host),
+            mesh=self.mesh,
+            users=self._plan_users(),
             broadcast=self._broadcast,
-            default_users=self._plan_users(),
+            checks=self.checks,
+            extra_info=self.target_info,
+            spawn=gevent.spawn,
             sleep=gevent.sleep,
         )
-        self.rollout.begin()
-        self._greenlets.append(gevent.spawn(self.rollout.run))
-        self.gates = Gates.from_settings(self.settings, self.plan, self.folder, self._gate_failed)
-        if self.gates is not None:
-            self._greenlets.append(gevent.spawn(self.gates.run, gevent.sleep))
-
-    def _open_model(self) -> bool:
-        plan_rates = self.plan is not None and any(s.arrival_rate for s in self.plan.steps)
-        return self.settings.arrival_rate > 0 or plan_rates
+        opts = environment.parsed_options
+        # Workers read these from the master's spawn message (custom options travel with it).
+        opts.meshload_run_dir = str(self.run.folder.path)
+        opts.meshload_open_model = self.settings.arrival_rate > 0 or any(
+            s.arrival_rate for s in self.plan.steps
+        )
+        self.expected_captures = runner.worker_count if isinstance(runner, MasterRunner) else 1
+        self.run.start()
 
     def _start_capture(self, environment: Any) -> None:
         opts = environment.parsed_options
@@ -278,7 +268,7 @@ class Harness:
             open_model=bool(getattr(opts, "meshload_open_model", False)),
         )
         self.capture.open(RunFolder(run_dir), worker)
-        self._greenlets.append(gevent.spawn(self.capture.flusher(gevent.sleep)))
+        self._flusher = gevent.spawn(self.capture.flusher(gevent.sleep))
 
     def on_request(self, **kwargs: Any) -> None:
         if self.capture is not None:
@@ -286,8 +276,9 @@ class Harness:
 
     # -- during the run --------------------------------------------------------------------
     def _broadcast(self) -> None:
+        """Tell every process (workers, or this one) the step timeline and the load now."""
         runner = self.environment.runner if self.environment is not None else None
-        users = self.rollout.users() if self.rollout is not None else self.first_step_users()
+        users = self.users_now()
         step_rate = self.rollout.arrival_rate() if self.rollout is not None else None
         rate = step_rate if step_rate is not None else self.settings.arrival_rate
         data = {**self.clock.message(), "arrival_rate": rate, "users": users}
@@ -302,30 +293,6 @@ class Harness:
         data = getattr(msg, "data", None) or {}
         self.clock.replace(data.get("timeline", []))
         self._rate = (float(data.get("arrival_rate") or 0.0), int(data.get("users") or 1))
-
-    def _event(self, event: dict[str, Any]) -> None:
-        if self.folder is None:
-            return
-        self.info.setdefault("events", []).append(event)
-        self._write_run()
-
-    def _gate_failed(self, event: dict[str, Any]) -> None:
-        """A live gate tripped: roll the canary back to step 0's weights and end the run."""
-        self._event(event)
-        if self.rollout is not None and self.plan is not None:
-            self.rollout.stop()
-            self.rollout.apply(0, kind="rollback")
-            self.rollout.done = True
-        if self.environment is not None:
-            self.environment.process_exit_code = EXIT_GATE_FAILED
-
-    def _write_run(self) -> None:
-        if self.folder is None:
-            return
-        try:
-            self.folder.write_run(self.info)
-        except OSError as e:
-            log.error("cannot write %s: %s", self.folder.run_json, e)
 
     # -- end -------------------------------------------------------------------------------
     def plan_finished(self) -> None:
@@ -342,21 +309,16 @@ class Harness:
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         if self.capture is not None:
             self.capture.close()
+        if self._flusher is not None and self._flusher is not gevent.getcurrent():
+            self._flusher.kill(block=False)
         runner = environment.runner
         if isinstance(runner, WorkerRunner):
             try:  # Locust reports only every 3 s; the master may quit before the next report
                 runner._send_stats()
             except Exception as e:
                 log.warning("cannot send the last stats to the master: %s", e)
-        if _is_master_or_local(environment.runner) and self.folder is not None:
-            if self.rollout is not None:
-                self.rollout.stop()
-            self.info["ended_ns"] = time.time_ns()
-            self._write_run()
-        for g in self._greenlets:
-            if g is not gevent.getcurrent():
-                g.kill(block=False)
-        self._greenlets.clear()
+        if _is_master_or_local(runner) and self.run is not None:
+            self.run.stop()
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
         runner = environment.runner
@@ -368,42 +330,12 @@ class Harness:
             runner.quit() if isinstance(runner, MasterRunner) else runner.stop()
         except Exception as e:
             log.error("stopping the users: %s", e)
-        if self.folder is not None:
-            self._finish_run(environment)
+        if self.run is not None:
+            headless = bool(getattr(environment.parsed_options, "headless", False))
+            self.run.finish(self.expected_captures, report=headless)
+            if self.run.exit_code is not None:
+                environment.process_exit_code = self.run.exit_code
         self._stop_mesh()
-
-    def _finish_run(self, environment: Any) -> None:
-        assert self.folder is not None
-        deadline = time.monotonic() + _WORKER_WAIT_S
-        while len(self.folder.done_markers()) < max(self.expected_workers, 1):
-            if time.monotonic() > deadline:
-                log.error("not every worker closed its capture; the run folder may miss records")
-                break
-            gevent.sleep(0.1)
-        markers = self.folder.done_markers()
-        self.info["ended_ns"] = self.info.get("ended_ns") or time.time_ns()
-        self.info["status"] = "completed" if self.rollout and self.rollout.done else "interrupted"
-        self.info["requests"] = {
-            "rows": sum(int(m.get("rows", 0)) for m in markers),
-            "parts": sum(int(m.get("parts", 0)) for m in markers),
-            "workers": sorted(str(m.get("worker")) for m in markers),
-        }
-        self._write_run()
-        log.info("run folder %s: %d requests", self.folder.path, self.info["requests"]["rows"])
-        if getattr(environment.parsed_options, "headless", False):
-            self._report()
-
-    def _report(self) -> None:
-        assert self.folder is not None
-        try:
-            from analysis.report import build_report
-        except ImportError:
-            log.info("analysis.report is not available; the run folder is left as recorded")
-            return
-        try:
-            build_report(self.folder.path)
-        except Exception as e:  # the report never changes the load test's outcome
-            log.error("report for %s failed: %s", self.folder.path, e)
 
     def _stop_mesh(self) -> None:
         mesh, self.mesh = self.mesh, None

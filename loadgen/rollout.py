@@ -49,7 +49,6 @@ class Rollout:
         self.step = -1
         self.done = False
         self.stopped = False
-        self.override_weights: dict[str, int] | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -57,13 +56,13 @@ class Rollout:
 
     def users(self, step: int | None = None) -> int:
         k = self.step if step is None else step
-        s = self.plan.steps[max(k, 0)]
+        s = self.plan.steps[min(max(k, 0), len(self.plan.steps) - 1)]
         if s.users is not None:
             return s.users
         return self.plan.users if self.plan.users is not None else self.default_users
 
     def arrival_rate(self) -> float | None:
-        return self.plan.steps[max(self.step, 0)].arrival_rate
+        return self.plan.steps[min(max(self.step, 0), len(self.plan.steps) - 1)].arrival_rate
 
     def begin(self) -> None:
         """Set step 0's weights before any user starts, so the run begins from a known state."""
@@ -93,14 +92,17 @@ class Rollout:
                 return
             self.sleep(min(left, 0.5))
 
-    def apply(self, k: int, weights: dict[str, int] | None = None, kind: str = "weights") -> None:
-        """Enter step k: the workers learn it first, then the API is asked for the weights."""
-        step = self.plan.steps[k]
-        weights = dict(weights if weights is not None else step.weights)
+    def apply(self, k: int, weights: dict[str, int] | None = None, **extra: Any) -> None:
+        """Enter step k: the workers learn it first, then the API is asked for the weights.
+
+        `weights` (with a step number past the plan's) is for changes the plan did not list,
+        such as a rollback; `extra` keys go into the event.
+        """
+        weights = dict(weights if weights is not None else self.plan.steps[k].weights)
         self.step = k
         self.clock.begin(k, time.time_ns())
         self.broadcast()
-        event: dict[str, Any] = {"kind": kind, "step": k, "weights": weights}
+        event: dict[str, Any] = {"kind": "weights", "step": k, "weights": weights, **extra}
         try:
             applied = self.setter.set_weights(weights)
         except MeshloadError as e:
@@ -122,3 +124,9 @@ class Rollout:
 
     def stop(self) -> None:
         self.stopped = True
+
+    def roll_back(self, reason: str) -> None:
+        """Stop the plan and send all traffic back as step 0 had it, as one more step."""
+        self.stop()
+        self.apply(len(self.plan.steps), dict(self.plan.steps[0].weights), rollback=reason)
+        self.done = True

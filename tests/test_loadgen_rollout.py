@@ -243,3 +243,57 @@ def test_late_arrivals_counts_starts_past_the_tolerance() -> None:
     t = pa.table({"start_ns": [10, 2_000_010, 5_000_000], "intended_ns": [10, 10, None]})
     assert late_arrivals(t, tolerance_ms=1.0) == 1
     assert late_arrivals(pa.table({"start_ns": [1]})) == 0
+
+
+def test_roll_back_is_one_more_step_with_the_first_weights() -> None:
+    t = FakeTime()
+    events: list[dict[str, Any]] = []
+    clock = StepClock()
+    r = Rollout(plan=plan(5, 5), setter=RecordingSetter(t), clock=clock, on_event=events.append,
+                broadcast=lambda: None, default_users=1, sleep=t.sleep,
+                monotonic=t.monotonic)  # fmt: skip
+    r.begin()
+    r.apply(1)
+    r.roll_back("gate error_rate")
+    assert r.done and r.stopped
+    assert events[-1]["step"] == 2 and events[-1]["weights"] == {"v1": 100, "v2": 0}
+    assert events[-1]["rollback"] == "gate error_rate"
+    assert clock.current == 2 and r.users() == 2
+
+
+# -- end-of-run checks ------------------------------------------------------------------------
+def test_cohort_check_counts_leaks_per_cohort() -> None:
+    from loadgen.checks import cohort_only
+
+    table = pa.table({"cohort": ["beta", "beta", "regular", "regular", "regular"],
+                      "version": ["v2", "v2", "v1", "v1", None]})  # fmt: skip
+    event = cohort_only("beta", "v2")(table)
+    assert event["passed"] and event["cohort_requests_on_version"] == 2
+    leaky = pa.table({"cohort": ["beta", "regular"], "version": ["v2", "v2"]})
+    assert cohort_only("beta", "v2")(leaky)["other_requests_on_version"] == 1
+    assert not cohort_only("beta", "v2")(leaky)["passed"]
+    assert not cohort_only("beta", "v2")(pa.table({"cohort": ["beta"], "version": ["v1"]}))[
+        "passed"
+    ]
+
+
+def test_sticky_check_counts_users_that_switched() -> None:
+    from loadgen.checks import sticky_users
+
+    rng = random.Random(5)
+    rows = []
+    truth = {}
+    for user in range(1, 41):
+        first = rng.choice(["v1", "v2"])
+        switch = user % 10 == 0
+        truth[user] = switch
+        for i in range(6):
+            v = first if not (switch and i == 5) else ("v2" if first == "v1" else "v1")
+            rows.append(("w0", user, 1000 * user + i, v))
+    rng.shuffle(rows)
+    names = ["worker", "user_id", "start_ns", "version"]
+    table = pa.table({k: [r[j] for r in rows] for j, k in enumerate(names)})
+    event = sticky_users(table)
+    assert event["users"] == 40
+    assert event["users_switched"] == sum(truth.values()) == 4
+    assert not event["passed"]
