@@ -94,7 +94,11 @@ def split_accuracy(
     for ev in events.itertuples(index=False):
         step = int(ev.step)
         configured: dict[str, float] = ev.configured
-        eff = int(effective[step])
+        fallback = ev.accepted_ns if ev.accepted_ns is not None else ev.requested_ns
+        eff = effective.get(step)
+        if eff is None:  # a caller's `changes` without this step: assume the margin was enough
+            eff = int(fallback or 0) + round(margin_ms * 1e6)
+        eff = int(eff)
         first, last = np.searchsorted(step_col, [step, step + 1])
         mine = labels[first:last][start_ns[first:last] >= eff]
         seen, counts_arr = np.unique(mine, return_counts=True)
