@@ -66,16 +66,21 @@ def client_counts(requests: pd.DataFrame) -> pd.DataFrame:
     ).astype({"requests": np.int64})
 
 
-def _labels(samples: pd.DataFrame) -> list[dict[str, str]]:
+def _series_labels(samples: pd.DataFrame) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """A series code per sample and the label set of each code (each distinct set parsed once)."""
     if "labels" in samples.columns:
+        codes, uniques = pd.factorize(samples["labels"].astype(str))
         try:
-            return [json.loads(x) if isinstance(x, str) else dict(x) for x in samples["labels"]]
+            sets = [dict(json.loads(x)) for x in uniques]
         except (ValueError, TypeError) as exc:
             raise RunFolderError(
                 f"metrics: a labels value is not a JSON object ({exc}); rewrite metrics.parquet"
             ) from None
+        return codes, sets
     cols = [c for c in samples.columns if c not in ("t", "metric", "value")]
-    return [dict(zip(cols, map(str, row), strict=True)) for row in samples[cols].itertuples(False)]
+    frame = samples[cols].astype(str)
+    codes, uniques = pd.MultiIndex.from_frame(frame).factorize()
+    return codes, [dict(zip(cols, row, strict=True)) for row in uniques]
 
 
 def metrics_counts_from_istio(
@@ -90,27 +95,24 @@ def metrics_counts_from_istio(
     mine = samples[samples["metric"].astype(str).to_numpy() == metric]
     if mine.empty:
         return pd.DataFrame(columns=list(COUNT_COLUMNS))
-    labels = _labels(mine)
-    keep = np.array(
-        [lb.get("reporter") == reporter and lb.get("destination_app") == app for lb in labels]
+    codes, sets = _series_labels(mine)
+    wanted = np.array(
+        [lb.get("reporter") == reporter and lb.get("destination_app") == app for lb in sets]
     )
-    mine = mine[keep]
-    series_key = [json.dumps(lb, sort_keys=True) for lb, k in zip(labels, keep, strict=True) if k]
-    versions = [
-        lb.get("destination_version", "unknown") for lb, k in zip(labels, keep, strict=True) if k
-    ]
+    keep = wanted[codes]
+    version_of = [lb.get("destination_version", "unknown") for lb in sets]
     frame = pd.DataFrame(
         {
-            "key": series_key,
-            "version": versions,
-            "t": mine["t"].to_numpy(dtype=float),
-            "value": mine["value"].to_numpy(dtype=float),
+            "key": codes[keep],
+            "t": mine["t"].to_numpy(dtype=float)[keep],
+            "value": mine["value"].to_numpy(dtype=float)[keep],
         }
     )
     starts_s = windows["start_ns"].to_numpy() / 1e9
     ends_s = windows["end_ns"].to_numpy() / 1e9
     rows: list[tuple[Any, ...]] = []
-    for (_, version), g in frame.groupby(["key", "version"], sort=True):
+    for key, g in frame.groupby("key", sort=True):
+        version = version_of[int(key)]
         g = g.sort_values("t")
         v = g["value"].to_numpy()
         drops = np.concatenate(([0.0], np.where(np.diff(v) < 0, v[:-1], 0.0)))
