@@ -77,12 +77,18 @@ def test_metrics_counts_interpolate_and_survive_resets() -> None:
     rows += [(0.0, v2, 0.0), (5.0, v2, 20.0), (10.0, v2, 5.0), (20.0, v2, 25.0)]  # reset at 10 s
     rows += [(t, src, 1e6) for t in range(0, 21, 5)]
     windows = pd.DataFrame({"step": [0, 1], "start_ns": [0, 8_000_000_000], "end_ns": [8e9, 2e10]})
-    out = metrics_counts_from_istio(samples(rows), windows.astype(np.int64))
-    got = {(r.step, r.version): r.requests for r in out.itertuples()}
+    expected = {(0, "v1"): 80.0, (1, "v1"): 120.0, (0, "v2"): 23.0, (1, "v2"): 22.0}
     # v2: reset-corrected counter 0, 20, 25, 45 at 0, 5, 10, 20 s; at 8 s: 20 + 3/5 * 5 = 23
-    assert got == pytest.approx(
-        {(0, "v1"): 80.0, (1, "v1"): 120.0, (0, "v2"): 23.0, (1, "v2"): 22.0}
+    frame = samples(rows)
+    out = metrics_counts_from_istio(frame, windows.astype(np.int64))
+    assert {(r.step, r.version): r.requests for r in out.itertuples()} == pytest.approx(expected)
+    # the same samples with one column per label instead of a labels JSON string
+    wide = pd.concat(
+        [frame.drop(columns="labels"), pd.DataFrame([json.loads(x) for x in frame["labels"]])],
+        axis=1,
     )
+    out = metrics_counts_from_istio(wide, windows.astype(np.int64))
+    assert {(r.step, r.version): r.requests for r in out.itertuples()} == pytest.approx(expected)
 
 
 def test_table_joins_all_sources(run) -> None:
