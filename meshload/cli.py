@@ -16,7 +16,7 @@ from meshload.errors import ConfigError, MeshloadError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshload import cmd_mesh
+    from meshload import cmd_mesh, cmd_portforward, cmd_preflight
 
     parser = argparse.ArgumentParser(
         prog="meshload",
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cmd_mesh.register(sub)
+    cmd_preflight.register(sub)
+    cmd_portforward.register(sub)
     return parser
 
 

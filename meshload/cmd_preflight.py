@@ -1,0 +1,68 @@
+"""`meshload preflight`: is the cluster ready for a canary test? One line per check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from meshload.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "preflight",
+        help="check a cluster is ready for a canary test (sidecars, subsets, gateway, telemetry)",
+        description=(
+            "Checks, one line each (✓ or ✗ with the fix): the namespace injects sidecars; every "
+            "pod of the routed workloads has an istio-proxy container; every DestinationRule "
+            "subset has a ready pod; the VirtualService is bound to an existing Gateway serving "
+            "its hosts; the ingress gateway has an address; Jaeger and Prometheus answer. Exit "
+            "code 0 only when all pass."
+        ),
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    p.add_argument(
+        "-n", "--namespace", default="default", help="namespace of the canary (default: default)"
+    )
+    p.add_argument(
+        "--virtual-service",
+        default="frontend",
+        help="VirtualService whose weights the rollout moves (default: frontend)",
+    )
+    p.add_argument("--jaeger-url", help="Jaeger query URL, e.g. http://127.0.0.1:16686")
+    p.add_argument("--prometheus-url", help="Prometheus URL, e.g. http://127.0.0.1:9090")
+    p.set_defaults(run=run)
+
+
+def _url(flag: str, value: str | None) -> str | None:
+    if value and (urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc):
+        raise ConfigError(f"{flag} {value}: not an http(s) URL; give e.g. http://127.0.0.1:16686")
+    return value or None
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadgen.clusterread import KubeReader, kube_api_client
+    from loadgen.preflight import Target, run_checks
+
+    target = Target(
+        namespace=args.namespace,
+        virtual_service=args.virtual_service,
+        jaeger_url=_url("--jaeger-url", args.jaeger_url),
+        prometheus_url=_url("--prometheus-url", args.prometheus_url),
+    )
+    api_client = kube_api_client(args.kubeconfig, args.context)
+    try:
+        checks = run_checks(KubeReader(api_client), target)
+    finally:
+        api_client.close()
+    for check in checks:
+        print(check.line(), flush=True)
+    failing = sum(not c.ok for c in checks)
+    if failing:
+        print(f"preflight: {failing} of {len(checks)} checks fail", file=sys.stderr)
+        return 1
+    print(f"preflight: all {len(checks)} checks pass")
+    return 0
