@@ -44,18 +44,57 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="seed for latencies, errors and choices (default: the spec's)",
     )
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Istio's metrics on /metrics of every workload (and the ingress gateway's "
+        "source-reported series on a port of their own, written to the ports file)",
+    )
+    p.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="export a span per hop to this OTLP/HTTP traces URL "
+        "(e.g. http://127.0.0.1:4318/v1/traces); implies --metrics",
+    )
+    p.add_argument(
+        "--trace-sampling",
+        type=_ratio,
+        default=1.0,
+        metavar="F",
+        help="share in [0, 1] of requests without a traceparent that are traced (default 1.0; "
+        "Istio's default is 0.01); a client's traceparent decides for its own request",
+    )
     return p
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value
 
 
 async def _run(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
-    running = await serve(spec, args.seed)
+    telemetry = None
+    if args.metrics or args.otlp_endpoint:
+        # Imported only when asked for: a bare workload process starts faster without it.
+        from meshsim.telemetry.workloads import WorkloadTelemetry
+
+        telemetry = WorkloadTelemetry(
+            spec, otlp_endpoint=args.otlp_endpoint, sampling_ratio=args.trace_sampling
+        )
+    running = await serve(spec, args.seed, telemetry=telemetry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        write_ports_file(args.ports_file, running.ports)
+        write_ports_file(args.ports_file, running.ports, metrics_ports=running.metrics_ports)
         log.info(
             "serving %d workloads: %s",
             len(running.ports),

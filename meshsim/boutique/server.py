@@ -9,15 +9,19 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from meshsim.boutique.backends import Backends
 from meshsim.boutique.frontend import Frontend
-from meshsim.boutique.hops import Observer, Observers
+from meshsim.boutique.hops import INGRESS, Observer, Observers
 from meshsim.boutique.runtime import Runtime
 from meshsim.spec import MeshSpec, Workload
+
+if TYPE_CHECKING:
+    from meshsim.telemetry.workloads import WorkloadTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,19 @@ class Running:
     """A served runtime: the port of every workload, its hop observers, and how to stop it."""
 
     def __init__(
-        self, runtime: Runtime, runners: Mapping[str, web.AppRunner], ports: Mapping[str, int]
+        self,
+        runtime: Runtime,
+        runners: Mapping[str, web.AppRunner],
+        ports: Mapping[str, int],
+        telemetry: WorkloadTelemetry | None = None,
+        metrics_ports: Mapping[str, int] | None = None,
     ) -> None:
         self.runtime = runtime
         self._runners = dict(runners)
         self.ports: Mapping[str, int] = MappingProxyType(dict(ports))
+        self.telemetry = telemetry
+        # Proxies whose /metrics is not on a workload port (the ingress gateway's series).
+        self.metrics_ports: Mapping[str, int] = MappingProxyType(dict(metrics_ports or {}))
 
     @property
     def observers(self) -> Observers:
@@ -58,15 +70,25 @@ class Running:
         for runner in self._runners.values():
             await runner.cleanup()
         self._runners.clear()
+        if self.telemetry is not None:
+            self.telemetry.close()
 
 
 async def serve(
-    spec: MeshSpec, seed: int | None = None, *, observers: Iterable[Observer] = ()
+    spec: MeshSpec,
+    seed: int | None = None,
+    *,
+    observers: Iterable[Observer] = (),
+    telemetry: WorkloadTelemetry | None = None,
 ) -> Running:
     """Start every workload of `spec` on its own free 127.0.0.1 port.
 
     `seed` overrides the spec's; `observers` get every hop (add more via `.observers.add`).
+    With `telemetry`, every workload also serves `/metrics` and its hops become spans and
+    Istio metrics; the ingress gateway's series get a port of their own (`metrics_ports`).
     """
+    if telemetry is not None:
+        observers = [*observers, *telemetry.observers]
     runtime = Runtime(spec, seed=seed, observers=observers)
     backends = Backends(runtime.rng, runtime.ids)
     if FRONTEND_SERVICE in runtime.targets:
@@ -78,26 +100,44 @@ async def serve(
             )
     runners: dict[str, web.AppRunner] = {}
     ports: dict[str, int] = {}
+    metrics_ports: dict[str, int] = {}
     try:
         for workload in spec.workloads:
-            app = _app(runtime, backends, workload)
-            # No access log: formatting a line per request would cost more than the request.
-            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-            await runner.setup()
-            runners[workload.name] = runner
-            site = web.TCPSite(runner, HOST, 0)
-            await site.start()
-            ports[workload.name] = _bound_port(runner)
+            app = _app(runtime, backends, workload, telemetry)
+            ports[workload.name] = await _start(runners, workload.name, app)
+        if telemetry is not None:
+            metrics_ports[INGRESS] = await _start(runners, INGRESS, telemetry.gateway_app())
     except BaseException:
         for runner in runners.values():
             await runner.cleanup()
+        if telemetry is not None:
+            telemetry.close()
         raise
-    return Running(runtime, runners, ports)
+    return Running(runtime, runners, ports, telemetry, metrics_ports)
 
 
-def _app(runtime: Runtime, backends: Backends, workload: Workload) -> web.Application:
-    app = web.Application()
+async def _start(runners: dict[str, web.AppRunner], name: str, app: web.Application) -> int:
+    # No access log: formatting a line per request would cost more than the request.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    runners[name] = runner
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    return _bound_port(runner)
+
+
+def _app(
+    runtime: Runtime,
+    backends: Backends,
+    workload: Workload,
+    telemetry: WorkloadTelemetry | None = None,
+) -> web.Application:
     name = workload.name
+    if telemetry is None:
+        app = web.Application()
+    else:
+        app = web.Application(middlewares=[telemetry.middleware(name)])
+        app.router.add_get("/metrics", telemetry.metrics_handler(name))
 
     async def mark(request: web.BaseRequest, response: web.StreamResponse) -> None:
         # Also marks aiohttp's own 404/405 answers, which never reach a handler.
@@ -144,12 +184,21 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("a workload's site started without a listening address")
 
 
-def write_ports_file(path: str | Path, ports: Mapping[str, int], pid: int | None = None) -> None:
-    """Write `{"pid", "workloads": {name: port}}` atomically: readers never see half a file."""
+def write_ports_file(
+    path: str | Path,
+    ports: Mapping[str, int],
+    pid: int | None = None,
+    metrics_ports: Mapping[str, int] | None = None,
+) -> None:
+    """Write `{"pid", "workloads": {name: port}}` atomically: readers never see half a file.
+
+    `metrics_ports` (`{"istio-ingressgateway": port}`) adds a `"metrics"` key.
+    """
     target = Path(path)
-    data = json.dumps(
-        {"pid": os.getpid() if pid is None else pid, "workloads": dict(ports)}, indent=2
-    )
+    doc: dict[str, object] = {"pid": os.getpid() if pid is None else pid, "workloads": dict(ports)}
+    if metrics_ports:
+        doc["metrics"] = dict(metrics_ports)
+    data = json.dumps(doc, indent=2)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
