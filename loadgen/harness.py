@@ -227,6 +227,9 @@ class Harness:
     def _start_run(self, environment: Any) -> None:
         assert self.plan is not None and self.setter is not None
         runner = environment.runner
+        if self.mesh is not None and not environment.host:
+            # The web UI's start form sends its host field even when left empty.
+            environment.host = self.mesh.gateway_url
         self.clock.reset()
         self.run = Conductor(
             scenario=self.scenario,
@@ -319,6 +322,21 @@ class Harness:
                 log.warning("cannot send the last stats to the master: %s", e)
         if _is_master_or_local(runner) and self.run is not None:
             self.run.stop()
+            if not self._headless(environment):
+                # Web UI: every start/stop is a run of its own; its folder is final right away.
+                # (Headless runs finish at quitting, once the workers have closed too.)
+                self._finish(environment, report=False)
+
+    def _headless(self, environment: Any) -> bool:
+        return bool(getattr(environment.parsed_options, "headless", False))
+
+    def _finish(self, environment: Any, *, report: bool) -> None:
+        run, self.run = self.run, None
+        if run is None:
+            return
+        run.finish(self.expected_captures, report=report)
+        if run.exit_code is not None:
+            environment.process_exit_code = run.exit_code
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
         runner = environment.runner
@@ -330,11 +348,7 @@ class Harness:
             runner.quit() if isinstance(runner, MasterRunner) else runner.stop()
         except Exception as e:
             log.error("stopping the users: %s", e)
-        if self.run is not None:
-            headless = bool(getattr(environment.parsed_options, "headless", False))
-            self.run.finish(self.expected_captures, report=headless)
-            if self.run.exit_code is not None:
-                environment.process_exit_code = self.run.exit_code
+        self._finish(environment, report=self._headless(environment))
         self._stop_mesh()
 
     def _stop_mesh(self) -> None:
