@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
+from importlib import metadata
 from typing import Any
-
-import locust
 
 from loadgen.embedded import envoy_version, mesh_urls
 from loadgen.options import Settings
@@ -19,9 +18,17 @@ def versions(embedded: bool) -> dict[str, str | None]:
 
     return {
         "meshload": meshload_version,
-        "locust": locust.__version__,
+        "locust": _dist_version("locust"),
         "envoy": envoy_version() if embedded else None,
     }
+
+
+def _dist_version(name: str) -> str | None:
+    """Read without importing: importing Locust monkey-patches the whole process."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def new_run_info(

@@ -1,0 +1,122 @@
+"""The master's side of a run: run.json as DESIGN.md fixes it, events, finish, checks, gates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from loadgen.capture import SCHEMA
+from loadgen.conductor import EXIT_GATE_FAILED, Conductor
+from loadgen.options import Settings
+from loadgen.plan import Plan, Step
+from loadgen.steps import StepClock
+from loadgen.weights import Applied
+
+
+class Setter:
+    target = "VirtualService default/frontend route 0"
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, int]] = []
+
+    def subsets(self) -> list[str]:
+        return ["v1", "v2"]
+
+    def set_weights(self, weights: Mapping[str, int]) -> Applied:
+        self.calls.append(dict(weights))
+        return Applied(dict(weights), 10 * len(self.calls), 10 * len(self.calls) + 3)
+
+
+class Greenlet:
+    def __init__(self) -> None:
+        self.killed = False
+
+    def kill(self, block: bool = False) -> None:
+        self.killed = True
+
+
+def conductor(tmp_path: Path, **kw: Any) -> tuple[Conductor, Setter, list[Greenlet]]:
+    setter = Setter()
+    spawned: list[Greenlet] = []
+
+    def spawn(*_: Any) -> Greenlet:  # the rollout is driven by hand in these tests
+        spawned.append(Greenlet())
+        return spawned[-1]
+
+    plan = Plan(steps=(Step({"v1": 100, "v2": 0}, 1), Step({"v1": 50, "v2": 50}, 1)))
+    c = Conductor(scenario="canary", plan=plan, setter=setter,
+                  settings=Settings(results_dir=str(tmp_path), **kw), clock=StepClock(),
+                  target="http://127.0.0.1:1", mesh=None, users=3, broadcast=lambda: None,
+                  spawn=spawn, sleep=lambda s: None)  # fmt: skip
+    return c, setter, spawned
+
+
+def marker(c: Conductor, worker: str, rows: int) -> None:
+    c.folder.mark_done(worker, 1, rows, 1)
+
+
+def test_run_json_carries_the_contract_keys_from_the_start(tmp_path: Path) -> None:
+    c, setter, spawned = conductor(tmp_path, jaeger_url="http://127.0.0.1:16686")
+    c.start()
+    info = json.loads(c.folder.run_json.read_text())
+    for key in ("schema_version", "run_id", "scenario", "started_ns", "ended_ns", "target",
+                "mesh", "plan", "events", "telemetry", "versions"):  # fmt: skip
+        assert key in info, key
+    assert info["schema_version"] == 1 and info["mesh"] == "kubernetes"
+    assert info["telemetry"] == {"jaeger_url": "http://127.0.0.1:16686", "prometheus_url": None}
+    assert info["plan"]["steps"][1] == {"weights": {"v1": 50, "v2": 50}, "hold_s": 1.0}
+    assert info["events"] == [{"kind": "weights", "step": 0, "weights": {"v1": 100, "v2": 0},
+                               "requested_ns": 10, "accepted_ns": 13}]  # fmt: skip
+    assert c.folder.path.name == info["run_id"] and c.folder.path.parent == tmp_path
+    assert setter.calls == [{"v1": 100, "v2": 0}] and len(spawned) == 1
+
+
+def test_finish_sums_the_workers_and_marks_an_interrupted_run(tmp_path: Path) -> None:
+    c, _, spawned = conductor(tmp_path)
+    c.start()
+    c.rollout.apply(1)
+    c.stop()
+    assert all(g.killed for g in spawned)
+    marker(c, "worker0", 7)
+    marker(c, "worker1", 5)
+    c.finish(2, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    assert info["requests"] == {"rows": 12, "parts": 2, "workers": ["worker0", "worker1"]}
+    assert info["status"] == "interrupted" and info["ended_ns"] >= info["started_ns"]
+    assert [e["step"] for e in info["events"]] == [0, 1]
+    assert c.exit_code is None
+
+
+def test_a_failed_check_is_an_event_and_the_exit_code(tmp_path: Path) -> None:
+    c, _, _ = conductor(tmp_path)
+    c.checks = [lambda t: {"kind": "check", "check": "rows", "passed": t.num_rows == 99}]
+    c.start()
+    cols = {f.name: [None] for f in SCHEMA}
+    cols.update(start_ns=[1], latency_ms=[1.0], ok=[True], status=[200], step=[0])
+    c.folder.write_part(pa.Table.from_pydict(cols, schema=SCHEMA), "local", 1, 0)
+    marker(c, "local", 1)
+    c.rollout.done = True
+    c.finish(1, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    assert info["status"] == "completed"
+    assert info["events"][-1] == {"kind": "check", "check": "rows", "passed": False}
+    assert c.exit_code == EXIT_GATE_FAILED
+
+
+def test_a_tripped_gate_rolls_back_and_fails_the_run(tmp_path: Path) -> None:
+    c, setter, _ = conductor(tmp_path)
+    c.start()
+    c.rollout.apply(1)
+    c.gate_failed({"kind": "gate", "gate": "error_rate", "value": 0.2, "threshold": 0.1})
+    assert setter.calls[-1] == {"v1": 100, "v2": 0}
+    assert c.rollout.done and c.exit_code == EXIT_GATE_FAILED
+    marker(c, "local", 0)
+    c.finish(1, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    assert [e["kind"] for e in info["events"]] == ["weights", "weights", "gate", "weights"]
+    assert info["events"][-1]["rollback"] == "gate error_rate" and info["events"][-1]["step"] == 2
+    assert info["status"] == "rolled back"
