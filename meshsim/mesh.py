@@ -19,17 +19,23 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from meshload.errors import BackendError, ConfigError
 from meshsim.apply import apply_resources, wait_applied
+from meshsim.boutique.hops import INGRESS
 from meshsim.cluster_objects import core_objects
 from meshsim.envoy import Envoy
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, wait_for_json
+from meshsim.prometheus import Prometheus, prometheus_binary, scrape_config
 from meshsim.resources import Resource, load_manifests
 from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
 from meshsim.translate import build_snapshot
+
+if TYPE_CHECKING:
+    from meshsim.telemetry.scrape import Scraper, Target
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,8 @@ class Mesh:
         envoy_concurrency: int = 1,
         tracing: bool = True,
         trace_sampling: float = 100.0,
+        prometheus: bool = True,
+        metrics_dir: str | Path | None = None,
     ) -> None:
         self._manifests = manifests
         self.spec_path = Path(spec) if spec is not None else DEFAULT_SPEC
@@ -61,6 +69,15 @@ class Mesh:
         self.tracing = tracing
         self.trace_sampling = trace_sampling
         self.jaeger_url: str | None = None
+        # Telemetry: a real Prometheus when asked and installed, else the embedded scraper
+        # writing metrics_dir/metrics.parquet (only when a metrics_dir is given).
+        self.use_prometheus = prometheus
+        self.metrics_dir = Path(metrics_dir) if metrics_dir is not None else None
+        self.prometheus: Prometheus | None = None
+        self.prometheus_url: str | None = None
+        self.scraper: Scraper | None = None
+        self.metrics_ports: dict[str, int] = {}
+        self._workload_ports: dict[str, int] = {}
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshload-"))
         self.children: list[Child] = []
@@ -75,7 +92,7 @@ class Mesh:
             # Refuse bad manifests before any process starts: ports do not matter to validity.
             build_snapshot(resources, self._endpoints(dict.fromkeys(self._names(), 0)))
             otlp_port = self._start_tracestore() if self.tracing else None
-            endpoints = self._start_workloads()
+            endpoints = self._start_workloads(otlp_port)
             snapshot = build_snapshot(resources, endpoints)
             self.warnings = list(snapshot.warnings)
             for w in self.warnings:
@@ -90,6 +107,7 @@ class Mesh:
             )
             self.children.append(self.envoy.child)
             self._start_control(endpoints, resources)
+            self._start_metrics()
         except BaseException:
             self.stop()
             raise
@@ -123,8 +141,17 @@ class Mesh:
         self.jaeger_url = f"http://127.0.0.1:{port}"
         return port
 
-    def _start_workloads(self) -> list[Endpoint]:
+    def _start_workloads(self, otlp_port: int | None) -> list[Endpoint]:
         ports_file = self.workdir / "workloads.json"
+        telemetry = ["--metrics"]
+        if otlp_port is not None:
+            telemetry += [
+                "--otlp-endpoint",
+                f"http://127.0.0.1:{otlp_port}/v1/traces",
+                # Envoy takes a percentage, the workloads a share.
+                "--trace-sampling",
+                str(min(max(self.trace_sampling / 100.0, 0.0), 1.0)),
+            ]
         child = Child(
             "workloads",
             python_module(
@@ -135,11 +162,70 @@ class Mesh:
                 str(ports_file),
                 "--seed",
                 str(self.seed),
+                *telemetry,
             ),
             self.workdir / "workloads.log",
         )
         self.children.append(child)
-        return self._endpoints(wait_for_json(ports_file, child)["workloads"])
+        published = wait_for_json(ports_file, child)
+        self._workload_ports = {k: int(v) for k, v in published["workloads"].items()}
+        self.metrics_ports = {k: int(v) for k, v in published.get("metrics", {}).items()}
+        return self._endpoints(published["workloads"])
+
+    def _start_metrics(self) -> None:
+        """Prometheus (or the scraper) over Envoy's stats and every workload's /metrics.
+
+        Failing to start it is logged and leaves the mesh serving: telemetry never breaks
+        traffic.
+        """
+        assert self.envoy is not None
+        gateway_port = self.metrics_ports.get(INGRESS)
+        if self.use_prometheus and prometheus_binary() is not None:
+            workloads = {
+                w.name: (self._workload_ports[w.name], dict(w.labels)) for w in self.spec.workloads
+            }
+            config = scrape_config(
+                envoy_admin=self.envoy.admin_url,
+                workloads=workloads,
+                gateway_metrics_port=gateway_port,
+                namespace=self.spec.namespace,
+            )
+            try:
+                self.prometheus = Prometheus(self.workdir / "prometheus", config)
+            except BackendError as e:
+                log.warning("%s; the mesh runs without Prometheus", e)
+            else:
+                self.prometheus_url = self.prometheus.url
+                return
+        if self.metrics_dir is not None:
+            # Imported here: pyarrow is heavy, and most meshes have a Prometheus.
+            from meshsim.telemetry.scrape import Scraper
+
+            self.scraper = Scraper(self._scrape_targets(gateway_port), self.metrics_dir)
+
+    def _scrape_targets(self, gateway_port: int | None) -> list[Target]:
+        from meshsim.telemetry.scrape import Target
+
+        assert self.envoy is not None
+        targets = [
+            Target(
+                self.envoy.admin_url + "/stats/prometheus?usedonly",
+                "envoy",
+                {"pod": INGRESS, "namespace": "istio-system"},
+            )
+        ]
+        if gateway_port:
+            targets.append(
+                Target(
+                    f"http://127.0.0.1:{gateway_port}/metrics",
+                    INGRESS,
+                    {"pod": INGRESS, "namespace": "istio-system"},
+                )
+            )
+        for w in self.spec.workloads:
+            url = f"http://127.0.0.1:{self._workload_ports[w.name]}/metrics"
+            targets.append(Target(url, "workloads", {"pod": w.name, "namespace": w.namespace}))
+        return targets
 
     def _start_control(self, endpoints: list[Endpoint], resources: list[Resource]) -> None:
         assert self.envoy is not None
@@ -186,6 +272,14 @@ class Mesh:
         ]
 
     def stop(self) -> None:
+        # The scraper's last scrape needs everything still up; Prometheus is no child of the
+        # mesh's health (dead_child), so it is stopped apart.
+        if self.scraper is not None:
+            self.scraper.close()
+            self.scraper = None
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
@@ -224,6 +318,8 @@ class Mesh:
         urls = {"gateway": self.gateway_url, "envoy-admin": self.envoy.admin_url}
         if self.jaeger_url:
             urls["jaeger"] = self.jaeger_url
+        if self.prometheus_url:
+            urls["prometheus"] = self.prometheus_url
         urls.update(kubernetes=self.api_url, kubeconfig=str(self.kubeconfig))
         return urls
 
@@ -252,6 +348,17 @@ class Mesh:
         if wait:
             wait_applied(self.applied_file, resource_version)
         return warnings
+
+    def wait_metrics_scraped(self, timeout_s: float = 15.0) -> None:
+        """Return once Prometheus (or the scraper) has scraped every target after this call:
+        counts read afterwards include all traffic that ended before it."""
+        if self.prometheus is not None:
+            self.prometheus.wait_scraped(self._metrics_targets(), timeout_s)
+        elif self.scraper is not None:
+            self.scraper.wait_scraped(timeout_s)
+
+    def _metrics_targets(self) -> int:
+        return 1 + len(self.metrics_ports) + len(self.spec.workloads)
 
     def dead_child(self) -> Child | None:
         """The first child that exited though nobody asked it to."""

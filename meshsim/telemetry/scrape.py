@@ -1,0 +1,180 @@
+"""The embedded scraper: what Prometheus would record, when no `prometheus` is installed.
+
+A thread scrapes every target each `interval_s` and keeps the samples as Arrow batches with
+the metrics columns of DESIGN.md (`t` epoch s, `metric`, `labels` JSON, `value`); `write()`
+puts them in `metrics.parquet` (atomically, so a reader never sees half a file), which
+happens every `write_every_s` and on `close()`. A target that fails is logged once and
+scraped again next time; the mesh's traffic never waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.parquet"
+SCHEMA = pa.schema(
+    [
+        ("t", pa.float64()),
+        ("metric", pa.dictionary(pa.int32(), pa.string())),
+        ("labels", pa.dictionary(pa.int32(), pa.string())),
+        ("value", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One scrape URL and the labels Prometheus would add to its samples (`job`, `instance`,
+    and the target's own)."""
+
+    url: str
+    job: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_exposition(
+    text: str, extra: Mapping[str, str]
+) -> tuple[list[str], list[str], list[float]]:
+    """Sample names, label JSON strings and values of one exposition (timestamps ignored:
+    Prometheus stamps samples with the scrape time too)."""
+    names: list[str] = []
+    labels: list[str] = []
+    values: list[float] = []
+    cache: dict[tuple[tuple[str, str], ...], str] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = tuple(sorted({**extra, **sample.labels}.items()))
+            text_labels = cache.get(key)
+            if text_labels is None:
+                text_labels = cache[key] = json.dumps(dict(key), separators=(",", ":"))
+            names.append(sample.name)
+            labels.append(text_labels)
+            values.append(float(sample.value))
+    return names, labels, values
+
+
+class Scraper:
+    """Scrapes `targets` from a thread until `close()`; samples go to `out_dir/metrics.parquet`."""
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        out_dir: str | os.PathLike[str] | None,
+        *,
+        interval_s: float = 1.0,
+        write_every_s: float = 30.0,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self.targets = list(targets)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.interval_s = interval_s
+        self.write_every_s = write_every_s
+        self.timeout_s = timeout_s
+        self.scrapes = 0
+        self.failures = 0
+        self._batches: list[pa.RecordBatch] = []
+        self._lock = threading.Lock()
+        self._failed: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_write = time.monotonic() + self.write_every_s
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.scrape_once()
+            if self.out_dir is not None and time.monotonic() >= next_write:
+                next_write = time.monotonic() + self.write_every_s
+                self._write_logged()
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def scrape_once(self) -> None:
+        for target in self.targets:
+            t_s = time.time()
+            try:
+                with urllib.request.urlopen(target.url, timeout=self.timeout_s) as resp:
+                    text = resp.read().decode("utf-8", "replace")
+                extra = {"job": target.job, "instance": _instance(target.url), **target.labels}
+                names, labels, values = parse_exposition(text, extra)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                self.failures += 1
+                if target.url not in self._failed:
+                    self._failed.add(target.url)
+                    log.warning("scraping %s failed (%s); will keep trying", target.url, e)
+                continue
+            if not names:
+                continue
+            batch = pa.RecordBatch.from_arrays(
+                [
+                    pa.array([t_s] * len(names), pa.float64()),
+                    pa.array(names).dictionary_encode(),
+                    pa.array(labels).dictionary_encode(),
+                    pa.array(values, pa.float64()),
+                ],
+                schema=SCHEMA,
+            )
+            with self._lock:
+                self._batches.append(batch)
+        self.scrapes += 1
+
+    def wait_scraped(self, timeout_s: float = 10.0) -> None:
+        """Wait until a whole scrape round has begun and ended after this call."""
+        target = self.scrapes + 2
+        deadline = time.monotonic() + timeout_s
+        while self.scrapes < target and time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                return
+            time.sleep(0.05)
+
+    def table(self) -> pa.Table:
+        with self._lock:
+            batches = list(self._batches)
+        return pa.Table.from_batches(batches, schema=SCHEMA).unify_dictionaries()
+
+    def write(self) -> Path | None:
+        """Write every sample so far to `metrics.parquet` (renamed into place)."""
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        target = self.out_dir / METRICS_FILE
+        tmp = self.out_dir / f".{METRICS_FILE}.tmp"
+        pq.write_table(self.table(), tmp)
+        os.replace(tmp, target)
+        return target
+
+    def _write_logged(self) -> None:
+        try:
+            self.write()
+        except OSError as e:
+            if "write" not in self._failed:
+                self._failed.add("write")
+                log.warning("writing %s failed (%s); will retry", self.out_dir, e)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop scraping (after one last scrape) and write the file."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.scrape_once()
+        self._write_logged()
+
+
+def _instance(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
