@@ -1,0 +1,270 @@
+"""`meshload preflight` against the embedded Kubernetes API with seeded bad states, and a Mesh."""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.clusterread import StaticReader
+from loadgen.preflight import Target, check_http, check_ingress, run_checks
+from meshload.cli import main
+from meshsim.cluster_objects import core_objects
+from meshsim.hosts import Endpoint
+from meshsim.kubeapi import serve_in_thread, write_kubeconfig
+from meshsim.resources import load_manifests
+from meshsim.spec import load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+CANARY = REPO / "scenarios" / "manifests" / "canary.yaml"
+Mutate = Callable[[list[dict[str, Any]]], None]
+
+
+def default_core() -> list[dict[str, Any]]:
+    spec = load_spec()
+    endpoints = [
+        Endpoint(w.name, w.service, w.namespace, dict(w.labels), 20000 + i)
+        for i, w in enumerate(spec.workloads)
+    ]
+    return core_objects(endpoints, gateway_port=8080)
+
+
+def canary_objects(drop_kind: str = "") -> list[dict[str, Any]]:
+    return [r.to_object() for r in load_manifests(CANARY) if r.kind != drop_kind]
+
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def run_preflight(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mutate: Mutate | None = None,
+    objects: list[dict[str, Any]] | None = None,
+    extra: tuple[str, ...] = (),
+) -> tuple[int, list[str]]:
+    core = copy.deepcopy(default_core())
+    if mutate:
+        mutate(core)
+    istio = canary_objects() if objects is None else objects
+    with serve_in_thread(objects=istio, core_objects=core) as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        code = main(["preflight", "--kubeconfig", str(kubeconfig), *extra])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def failing(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("✗")]
+
+
+def test_all_pass_on_the_seeded_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = run_preflight(tmp_path, capsys)
+    checks = [line for line in lines if line[:1] in "✓✗"]
+    # namespace, sidecars of frontend, subsets v1 and v2, gateway binding, ingress address
+    assert len(checks) == 6
+    assert code == 0 and not failing(lines)
+    assert (
+        "✓ ingress gateway Service istio-system/istio-ingressgateway at http://127.0.0.1:8080"
+        in (" ".join(lines))
+    )
+    assert lines[-1] == "preflight: all 6 checks pass"
+
+
+def test_namespace_without_injection_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unlabel(core: list[dict[str, Any]]) -> None:
+        named(core, "Namespace", "default")["metadata"]["labels"] = {}
+
+    code, lines = run_preflight(tmp_path, capsys, unlabel)
+    assert code == 1
+    [bad] = failing(lines)
+    assert bad.startswith("✗ namespace default is not labelled istio-injection=enabled")
+    assert "kubectl label namespace default istio-injection=enabled --overwrite" in bad
+
+
+def test_pod_without_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def strip(core: list[dict[str, Any]]) -> None:
+        pod = named(core, "Pod", "frontend-v2-0")
+        pod["spec"]["containers"] = [c for c in pod["spec"]["containers"] if c["name"] == "server"]
+
+    code, lines = run_preflight(tmp_path, capsys, strip)
+    assert code == 1
+    [bad] = failing(lines)
+    assert "without an istio-proxy container" in bad and "frontend-v2-0" in bad
+    assert "frontend-v1-0" not in bad and "rollout restart" in bad
+
+
+def test_subset_without_ready_pods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def unready(core: list[dict[str, Any]]) -> None:
+        pod = named(core, "Pod", "frontend-v2-0")
+        pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+
+    code, lines = run_preflight(tmp_path, capsys, unready)
+    assert code == 1
+    [bad] = failing(lines)
+    assert bad.startswith("✗ subset v2 of frontend.default.svc.cluster.local")
+    assert "(app=frontend,version=v2): no ready pod" in bad
+    assert any(line.startswith("✓ subset v1 of frontend") for line in lines)
+
+
+def test_subset_v1_missing_label_points_at_the_patch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def stock(core: list[dict[str, Any]]) -> None:  # the demo's frontend has no version label
+        del named(core, "Pod", "frontend-v1-0")["metadata"]["labels"]["version"]
+
+    code, lines = run_preflight(tmp_path, capsys, stock)
+    [bad] = failing(lines)
+    assert code == 1 and bad.startswith("✗ subset v1 of frontend")
+    assert "scenarios/manifests/cluster/patches/" in bad
+    assert (REPO / "scenarios" / "manifests" / "cluster" / "patches").is_dir()
+
+
+def test_missing_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = run_preflight(tmp_path, capsys, objects=canary_objects(drop_kind="Gateway"))
+    assert code == 1
+    [bad] = failing(lines)
+    assert "names Gateway default/frontend-gateway, which does not exist" in bad
+    assert "kubectl apply -f scenarios/manifests/cluster/" in bad
+
+
+def test_missing_virtual_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = run_preflight(tmp_path, capsys, extra=("--virtual-service", "checkout"))
+    assert code == 1
+    assert failing(lines) == [
+        "✗ VirtualService default/checkout not found — fix: kubectl apply -f "
+        "scenarios/manifests/cluster/ (or pass --virtual-service and -n)"
+    ]
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["preflight", "--kubeconfig", str(tmp_path / "nope")]) == 2
+    assert main(["preflight", "--kubeconfig", "x", "--jaeger-url", "localhost:16686"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and "not an http(s) URL" in err[1]
+
+
+def test_unreachable_api_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with serve_in_thread() as api:
+        url = api.url
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url)  # nothing listens there now
+    assert main(["preflight", "--kubeconfig", str(kubeconfig)]) == 1
+    [err] = capsys.readouterr().err.splitlines()
+    assert err.startswith("meshload: error: Kubernetes API at") and "unreachable" in err
+
+
+def _gateway_service(kind: str, lb_ip: str | None) -> dict[str, Any]:
+    status = {"loadBalancer": {"ingress": [{"ip": lb_ip}]}} if lb_ip else {"loadBalancer": {}}
+    return {
+        "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {
+            "type": kind,
+            "ports": [
+                {"name": "status-port", "port": 15021, "nodePort": 30021},
+                {"name": "http2", "port": 80, "targetPort": 8080, "nodePort": 31380},
+            ],
+        },
+        "status": status,
+    }
+
+
+NODE = {
+    "kind": "Node",
+    "metadata": {"name": "minikube"},
+    "status": {"addresses": [{"type": "InternalIP", "address": "192.168.49.2"}]},
+}
+
+
+def test_ingress_address_like_minikube() -> None:
+    pending = StaticReader([_gateway_service("LoadBalancer", None), NODE])
+    check = check_ingress(pending, "istio-system", "istio-ingressgateway")
+    assert check.ok and check.value == "http://192.168.49.2:31380"
+    tunnel = StaticReader([_gateway_service("LoadBalancer", "10.96.0.7"), NODE])
+    assert check_ingress(tunnel, "istio-system", "istio-ingressgateway").value == (
+        "http://10.96.0.7:80"
+    )
+    cluster_ip = StaticReader([_gateway_service("ClusterIP", None)])
+    bad = check_ingress(cluster_ip, "istio-system", "istio-ingressgateway")
+    assert not bad.ok and "meshload port-forward" in bad.fix and "minikube tunnel" in bad.fix
+    missing = check_ingress(StaticReader([]), "istio-system", "istio-ingressgateway")
+    assert not missing.ok and "not found" in missing.detail
+
+
+def test_http_probes_with_a_twin() -> None:
+    answers = {
+        "http://j/api/services": (200, b'{"data": ["frontend", "jaeger-all-in-one"]}'),
+        "http://p/-/ready": (503, b""),
+        "http://p/api/v1/status/buildinfo": (200, b'{"status": "success"}'),
+    }
+    seen: list[str] = []
+
+    def get(url: str, timeout_s: float) -> tuple[int, bytes]:
+        seen.append(url)
+        if url not in answers:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return answers[url]
+
+    jaeger = check_http("Jaeger", "http://j/", ("/api/services",), get, fix="f")
+    assert jaeger.ok and jaeger.detail.endswith("; 2 services traced")
+    prom = check_http(
+        "Prometheus", "http://p", ("/-/ready", "/api/v1/status/buildinfo"), get, fix=""
+    )
+    assert prom.ok and seen[-2:] == ["http://p/-/ready", "http://p/api/v1/status/buildinfo"]
+    down = check_http("Jaeger", "http://x", ("/api/services",), get, fix="give the URL")
+    assert not down.ok and "not reachable" in down.detail and down.line().endswith("give the URL")
+    reader = StaticReader([])
+    target = Target(jaeger_url="http://j", prometheus_url="http://x")
+    names = [(c.name, c.ok) for c in run_checks(reader, target, get=get)]
+    assert names[-2:] == [("Jaeger", True), ("Prometheus", False)]
+
+
+@pytest.fixture
+def prometheus_stub() -> Iterator[str]:
+    """Answers /-/ready as Prometheus does; the real one is not needed for a probe."""
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            ok = self.path == "/-/ready"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b"Prometheus Server is Ready.\n" if ok else b"")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.integration
+def test_all_pass_on_the_embedded_mesh(
+    capsys: pytest.CaptureFixture[str], prometheus_stub: str
+) -> None:
+    from meshsim.mesh import Mesh
+
+    with Mesh() as mesh:
+        assert mesh.jaeger_url
+        argv = ["preflight", "--kubeconfig", str(mesh.kubeconfig), "-n", "default"]
+        argv += ["--jaeger-url", mesh.jaeger_url, "--prometheus-url", prometheus_stub]
+        code = main(argv)
+        gateway = mesh.gateway_url
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0, lines
+    assert not failing(lines)
+    assert any(f"istio-ingressgateway at {gateway} (LoadBalancer)" in line for line in lines)
+    assert any(line.startswith("✓ Jaeger at") for line in lines)
+    assert any(
+        line.startswith(f"✓ Prometheus at {prometheus_stub} answers /-/ready") for line in lines
+    )
