@@ -113,3 +113,40 @@ def test_weight_events_shares_and_bad_weights() -> None:
     bad = {"events": [{"kind": "weights", "step": 0, "weights": {"v1": 0, "v2": 0}}]}
     with pytest.raises(RunFolderError, match="sum to more than 0"):
         weight_events(bad)
+
+
+def test_known_change_point_lands_on_the_first_rare_request_and_never_before_accept() -> None:
+    from analysis.changepoint import known_change_point
+
+    rng = np.random.default_rng(11)
+    old, new = np.array([1.0, 0.0]), np.array([0.95, 0.05])
+    hits = 0
+    for _ in range(200):
+        codes = np.concatenate(
+            [np.zeros(500, dtype=np.int64), (rng.random(1500) < 0.05).astype(np.int64)]
+        )
+        cp = known_change_point(codes, old, new, first=400)
+        first_v2 = 500 + int(np.argmax(codes[500:]))
+        hits += cp.detected and cp.index == first_v2
+    assert hits >= 195
+    # 50 -> 100 %: old-regime v2 requests just before the switch are ambiguous (a run of k has
+    # probability 2**-k), so "within two requests" holds in about 7 of 8 switches
+    close = 0
+    for _ in range(200):
+        codes = np.concatenate([(rng.random(800) < 0.5).astype(np.int64), np.ones(800, np.int64)])
+        cp = known_change_point(codes, np.array([0.5, 0.5]), np.array([0.0, 1.0]))
+        close += abs(cp.index - 800) <= 2
+    assert close >= 160
+    # A switch that the data place before the API accepted the change is not allowed there.
+    codes = np.concatenate([np.zeros(100, np.int64), np.ones(300, np.int64)])
+    cp = known_change_point(codes, np.array([1.0, 0.0]), np.array([0.0, 1.0]), first=250)
+    assert cp.index == 250 and cp.lo >= 250
+
+
+def test_known_change_point_sees_no_change_when_weights_hold() -> None:
+    from analysis.changepoint import known_change_point
+
+    rng = np.random.default_rng(3)
+    codes = (rng.random(2000) < 0.10).astype(np.int64)
+    cp = known_change_point(codes, np.array([0.9, 0.1]), np.array([0.75, 0.25]))
+    assert not cp.detected
