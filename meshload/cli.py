@@ -16,7 +16,7 @@ from meshload.errors import ConfigError, MeshloadError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshload import cmd_mesh, cmd_portforward, cmd_preflight
+    from meshload import cmd_mesh, cmd_portforward, cmd_preflight, cmd_report
 
     parser = argparse.ArgumentParser(
         prog="meshload",
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_mesh.register(sub)
     cmd_preflight.register(sub)
     cmd_portforward.register(sub)
+    cmd_report.register(sub)
     return parser
 
 

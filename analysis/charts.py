@@ -1,0 +1,390 @@
+"""The report's charts as PNG bytes, drawn with matplotlib's Agg canvas (no display, no pyplot).
+
+Plotting is kept apart from the figures: the series drawn here are bucketed with numpy
+(bincount over time buckets, a few hundred points per line) or read from summary.json, so a run
+of a million requests draws as fast as one of a thousand. Every label that came from outside
+(versions, services) goes through `_text`, because matplotlib reads `$...$` as math.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from analysis.changepoint import label_codes, weight_events
+from analysis.latency import latency_over_time
+
+CHART_NAMES = (
+    "split_over_time",
+    "latency_over_time",
+    "latency_cdf",
+    "hops",
+    "error_rate",
+    "service_graph",
+)
+_NICE_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+_CDF_POINTS = 600
+_DPI = 100
+_PLAIN = FuncFormatter(lambda v, _pos: f"{v:g}")
+
+log = logging.getLogger(__name__)
+
+
+def _text(value: object) -> str:
+    return str(value).replace("$", r"\$")
+
+
+def bucket_seconds(duration_s: float, target_buckets: int = 150) -> float:
+    """A round bucket length giving about `target_buckets` buckets over the run."""
+    want = max(duration_s, 1.0) / target_buckets
+    return float(next((s for s in _NICE_S if s >= want), _NICE_S[-1]))
+
+
+def version_colors(versions: Sequence[str]) -> dict[str, str]:
+    """The same colour for a version on every chart ("unknown" in grey)."""
+    palette = [f"C{i}" for i in range(10)]
+    known = sorted(v for v in set(versions) if v != "unknown")
+    colors = {v: palette[i % len(palette)] for i, v in enumerate(known)}
+    colors["unknown"] = "0.6"
+    return colors
+
+
+def bucketed(
+    requests: pd.DataFrame, bucket_s: float, t0_ns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """bucket start (s since t0), version names, requests and errors per bucket x version."""
+    codes, names = label_codes(requests["version"])
+    bucket_ns = int(bucket_s * 1e9)
+    bucket = (requests["start_ns"].to_numpy() - t0_ns) // bucket_ns
+    bucket = np.maximum(bucket, 0).astype(np.int64)
+    n_buckets = int(bucket.max()) + 1 if len(bucket) else 0
+    n_versions = len(names)
+    flat = bucket * n_versions + codes
+    size = n_buckets * n_versions
+    total = np.bincount(flat, minlength=size).reshape(n_buckets, n_versions)
+    failed = ~requests["ok"].to_numpy(dtype=bool)
+    errors = np.bincount(flat[failed], minlength=size).reshape(n_buckets, n_versions)
+    return np.arange(n_buckets) * bucket_s, names, total, errors
+
+
+def configured_shares(meta: Mapping[str, Any], t0_ns: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Accept times (s since t0) of the weight changes and the configured share per version."""
+    events = weight_events(meta)
+    if events.empty:
+        return np.array([]), pd.DataFrame()
+    at = [
+        a if a is not None and not pd.isna(a) else r
+        for a, r in zip(events["accepted_ns"], events["requested_ns"], strict=True)
+    ]
+    t_s = (np.array(at, dtype=np.int64) - t0_ns) / 1e9
+    shares = pd.DataFrame(list(events["configured"])).fillna(0.0)
+    order = np.argsort(t_s, kind="stable")
+    return t_s[order], shares.iloc[order].reset_index(drop=True)
+
+
+def cdf_points(requests: pd.DataFrame, n_points: int = _CDF_POINTS) -> dict[str, np.ndarray]:
+    """Per version, latencies at n_points evenly spaced ranks of its sorted sample."""
+    codes, names = label_codes(requests["version"])
+    latency = requests["latency_ms"].to_numpy(dtype=float)
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(names):
+        values = latency[(codes == i) & ~np.isnan(latency)]
+        if len(values):
+            values = np.sort(values)
+            ranks = np.linspace(0, len(values) - 1, min(n_points, len(values))).round()
+            out[str(name)] = values[ranks.astype(np.int64)]
+    return out
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def _figure(height_in: float = 4.0) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(10, height_in), dpi=_DPI, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _change_markers(ax: Any, summary: Mapping[str, Any], t0_ns: int) -> None:
+    for i, p in enumerate(summary.get("propagation") or []):
+        label = "weight change accepted" if i == 0 else None
+        if p.get("accepted_ns") is not None:
+            x = (p["accepted_ns"] - t0_ns) / 1e9
+            ax.axvline(x, color="0.35", ls=":", lw=1, label=label)
+            ax.annotate(
+                f"step {p['step']}",
+                (x, 1.0),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="0.35",
+                va="bottom",
+            )
+        if p.get("detected") and p.get("effective_ns") is not None:
+            ax.axvline(
+                (p["effective_ns"] - t0_ns) / 1e9,
+                color="k",
+                lw=0.8,
+                label="change took effect" if i <= 1 else None,
+            )
+
+
+def plot_split(
+    requests: pd.DataFrame,
+    meta: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    t0_ns: int,
+    bucket_s: float,
+) -> bytes:
+    t_s, names, total, _ = bucketed(requests, bucket_s, t0_ns)
+    colors = version_colors(list(names))
+    fig, ax = _figure()
+    per_bucket = total.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = total / per_bucket[:, None] * 100.0
+    share[per_bucket == 0] = np.nan
+    for j, v in enumerate(names):
+        ax.plot(
+            t_s + bucket_s / 2, share[:, j], color=colors[v], lw=1.4, label=f"{_text(v)} served"
+        )
+    change_s, configured = configured_shares(meta, t0_ns)
+    if len(change_s):
+        end_s = max(float(t_s[-1] + bucket_s) if len(t_s) else 0.0, float(change_s[-1]))
+        for v in configured.columns:
+            y = np.append(configured[v].to_numpy() * 100.0, configured[v].iloc[-1] * 100.0)
+            ax.step(
+                np.append(change_s, end_s),
+                y,
+                where="post",
+                ls="--",
+                lw=1.2,
+                color=colors.get(v, "0.3"),
+                label=f"{_text(v)} configured",
+            )
+    _change_markers(ax, summary, t0_ns)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
+    ax.set_ylabel("share of requests (%)")
+    ax.set_title("Served split over time vs configured weights", pad=12)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _png(fig)
+
+
+def plot_latency_over_time(
+    requests: pd.DataFrame, summary: Mapping[str, Any], t0_ns: int, bucket_s: float
+) -> bytes:
+    frame = latency_over_time(requests, bucket_s=bucket_s, t0_ns=t0_ns)
+    colors = version_colors([str(v) for v in frame["version"]])
+    fig, ax = _figure()
+    for version, g in frame.groupby("version", sort=True):
+        c = colors[str(version)]
+        x = g["t_s"].to_numpy() + bucket_s / 2
+        ax.plot(x, g["p50_ms"], color=c, lw=1.4, label=f"{_text(version)} p50")
+        ax.plot(x, g["p99_ms"], color=c, lw=1.0, ls="--", label=f"{_text(version)} p99")
+    if (frame["p50_ms"] > 0).any():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(_PLAIN)
+        ax.yaxis.set_minor_formatter(_PLAIN)
+    _change_markers(ax, summary, t0_ns)
+    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Client latency percentiles over time per version", pad=12)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _png(fig)
+
+
+def plot_latency_cdf(requests: pd.DataFrame) -> bytes:
+    points = cdf_points(requests)
+    colors = version_colors(list(points))
+    fig, ax = _figure()
+    for version, x in sorted(points.items()):
+        y = np.linspace(0, 100, len(x)) if len(x) > 1 else np.array([100.0])
+        ax.plot(x, y, color=colors[version], lw=1.4, label=f"{_text(version)} (n={len(x)} pts)")
+    if any((x > 0).any() for x in points.values()):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_PLAIN)
+    for q in (50, 99):
+        ax.axhline(q, color="0.8", lw=0.8)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("requests at or below (%)")
+    ax.set_title("Latency CDF per version", pad=12)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def plot_hops(hops: Mapping[str, Any]) -> bytes:
+    table = pd.DataFrame(hops.get("table") or [])
+    if table.empty:
+        raise ValueError("no per-hop table (needs spans of a baseline and a canary)")
+    table = table.iloc[::-1].reset_index(drop=True)  # largest delta on top
+    y = np.arange(len(table))
+    fig = Figure(figsize=(10, max(2.5, 0.45 * len(table) + 1.2)), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, what, title in zip(
+        axes, ("critical", "self"), ("critical path", "self time"), strict=True
+    ):
+        for off, role, color in ((0.2, "baseline", "C0"), (-0.2, "canary", "C1")):
+            ax.barh(
+                y + off,
+                table[f"{role}_{what}_ms"].fillna(0.0),
+                height=0.4,
+                color=color,
+                label=f"{_text(hops.get(role))} ({role})",
+            )
+        ends = table[[f"baseline_{what}_ms", f"canary_{what}_ms"]].max(axis=1).fillna(0.0)
+        for yi, end, d in zip(y, ends, table[f"delta_{what}_ms"], strict=True):
+            if pd.notna(d):
+                ax.annotate(
+                    f"Δ {d:+.2f} ms",
+                    (end, yi),
+                    xytext=(4, 0),
+                    fontsize=8,
+                    textcoords="offset points",
+                    va="center",
+                )
+        ax.set_xlim(0, max(float(ends.max()), 1e-3) * 1.3)
+        ax.set_xlabel(f"{title}: mean ms per trace")
+    axes[0].set_yticks(y, [_text(s) for s in table["service"]])
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Per-hop breakdown: where the canary's latency goes (Δ = canary - baseline)")
+    return _png(fig)
+
+
+def plot_error_rate(
+    requests: pd.DataFrame, summary: Mapping[str, Any], t0_ns: int, bucket_s: float
+) -> bytes:
+    t_s, names, total, errors = bucketed(requests, bucket_s, t0_ns)
+    colors = version_colors(list(names))
+    fig, ax = _figure()
+    x = t_s + bucket_s / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, v in enumerate(names):
+            rate = np.where(total[:, j] > 0, errors[:, j] / total[:, j] * 100.0, np.nan)
+            ax.plot(x, rate, color=colors[v], lw=1.2, label=_text(v))
+        all_rate = errors.sum(axis=1) / total.sum(axis=1) * 100.0
+    ax.plot(x, all_rate, color="k", lw=0.8, ls=":", label="all")
+    _change_markers(ax, summary, t0_ns)
+    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
+    ax.set_ylabel("failed requests (%)")
+    ax.set_title("Error rate over time per version", pad=12)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _png(fig)
+
+
+def graph_layout(edges: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Nodes in columns by their longest call chain from a caller nobody calls (x, y)."""
+    nodes = list(dict.fromkeys([*edges["source"], *edges["destination"]]))
+    pairs = list(dict.fromkeys(zip(edges["source"], edges["destination"], strict=True)))
+    depth = dict.fromkeys(nodes, 0)
+    for _ in range(len(nodes)):  # longest path by relaxation; a call cycle stops at len(nodes)
+        changed = False
+        for s, d in pairs:
+            if s != d and depth[d] < depth[s] + 1 <= len(nodes):
+                depth[d], changed = depth[s] + 1, True
+        if not changed:
+            break
+    pos: dict[str, tuple[float, float]] = {}
+    for level in sorted(set(depth.values())):
+        column = sorted(n for n in nodes if depth[n] == level)
+        for i, n in enumerate(column):
+            pos[n] = (float(level), (len(column) - 1) / 2 - i)
+    return pos
+
+
+def plot_graph(graph: Sequence[Mapping[str, Any]]) -> bytes:
+    frame = pd.DataFrame(list(graph))
+    if frame.empty:
+        raise ValueError("no service graph (needs spans)")
+    frame["destination_version"] = frame["destination_version"].fillna("unknown").astype(str)
+    frame[["source", "destination"]] = frame[["source", "destination"]].astype(str)
+    pos = graph_layout(frame)
+    tallest = max(pd.Series([x for x, _ in pos.values()]).value_counts())
+    height = max(3.0, 1.1 * tallest)
+    fig, ax = _figure(height)
+    for (src, dst), g in frame.groupby(["source", "destination"], sort=True):
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "0.4",
+                "shrinkA": 40,
+                "shrinkB": 40,
+                "connectionstyle": "arc3,rad=0.08",
+            },
+        )
+        split = " / ".join(
+            f"{_text(v)} {s * 100:.0f}%"
+            for v, s in zip(g["destination_version"], g["share"], strict=True)
+        )
+        errors = int(g["errors"].sum())
+        label = f"{int(g['requests'].sum()):,} req" + (f", {errors:,} err" if errors else "")
+        ax.text(
+            (x0 + x1) / 2,
+            (y0 + y1) / 2 + 0.08,
+            f"{label}\n{split}",
+            fontsize=7,
+            ha="center",
+            va="bottom",
+            color="0.15",
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+    for name, (x, y) in pos.items():
+        ax.text(
+            x,
+            y,
+            _text(name),
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#4a6fa5"},
+        )
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    ax.set_axis_off()
+    ax.set_title("Service graph: requests and version split per edge (from traces)", pad=12)
+    return _png(fig)
+
+
+def render_charts(
+    meta: Mapping[str, Any], requests: pd.DataFrame, summary: Mapping[str, Any]
+) -> tuple[dict[str, bytes], list[str]]:
+    """Every chart that can be drawn as PNG bytes, and a note for each one that cannot."""
+    starts = requests["start_ns"].to_numpy()
+    t0_ns = int(meta.get("started_ns") or (starts.min() if len(starts) else 0))
+    end_ns = int(starts.max()) if len(starts) else t0_ns
+    bucket_s = bucket_seconds((end_ns - t0_ns) / 1e9)
+    has_requests = len(requests) > 0
+    makers: dict[str, Callable[[], bytes]] = {
+        "split_over_time": lambda: plot_split(requests, meta, summary, t0_ns, bucket_s),
+        "latency_over_time": lambda: plot_latency_over_time(requests, summary, t0_ns, bucket_s),
+        "latency_cdf": lambda: plot_latency_cdf(requests),
+        "hops": lambda: plot_hops(summary.get("hops") or {}),
+        "error_rate": lambda: plot_error_rate(requests, summary, t0_ns, bucket_s),
+        "service_graph": lambda: plot_graph(summary.get("graph") or []),
+    }
+    needs_requests = {"split_over_time", "latency_over_time", "latency_cdf", "error_rate"}
+    charts: dict[str, bytes] = {}
+    notes: list[str] = []
+    for name, make in makers.items():
+        if name in needs_requests and not has_requests:
+            notes.append(f"chart {name} not drawn: no request records")
+            continue
+        try:
+            charts[name] = make()
+        except Exception as exc:  # a chart that cannot be drawn must never cost the report
+            log.debug("chart %s failed", name, exc_info=True)
+            notes.append(f"chart {name} not drawn: {exc}")
+    return charts, notes

@@ -1,0 +1,295 @@
+"""CI gates on a run's summary.json, and their JUnit XML (one test case per gate).
+
+Thresholds file (YAML; every section optional, an empty file checks nothing; an example with
+comments is scenarios/thresholds/ci.yaml):
+
+    split:                    # one gate per step
+      tolerance_pp: 2         #   every version within 2 pp of its weight or inside its 95 % CI
+      steps: [1, 2, 3]        #   optional: only these steps (default: every step)
+    propagation:              # one gate per weight change that was detected
+      max_delay_ms: 5000
+    latency:                  # one gate per version and figure, client-side exact percentiles
+      v2: {p99_ms: 250, p50_ms: 40}
+      "*": {max_ms: 5000}     #   "*": every version that served requests
+    judge:                    # one gate: the canary judge's verdict is one of these
+      verdict: pass           #   or a list, e.g. [pass, inconclusive]
+    errors:                   # one gate per version: failed requests / requests
+      v2: {max_rate: 0.01}
+    consistency:              # one gate: share of client requests whose trace was found
+      min_trace_share: 0.9
+
+Latency figures: n is not a figure; p50_ms, p90_ms, p95_ms, p99_ms, p999_ms, max_ms, mean_ms.
+A gate whose figure is missing from the summary (a version that served nothing, no traces)
+fails, and says so: a CI gate must not pass on data it never saw.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshload.errors import ConfigError
+
+SECTIONS = ("split", "propagation", "latency", "judge", "errors", "consistency")
+LATENCY_FIGURES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")
+VERDICTS = ("pass", "fail", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Gate:
+    group: str  # the thresholds section: split, latency, ...
+    name: str
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failures(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+
+def _number(where: str, value: Any, lo: float = 0.0, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"thresholds: {where} must be a number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo:g} and {hi:g}" if hi is not None else f">= {lo:g}"
+        raise ConfigError(f"thresholds: {where} must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _mapping(where: str, value: Any, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"thresholds: {where} must be a mapping, got {value!r}")
+    unknown = [str(k) for k in value if allowed is not None and k not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"thresholds: {where} has unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(allowed or ())}"
+        )
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_thresholds(data: Any) -> dict[str, Any]:
+    """Validate a thresholds document; ConfigError names the offending key."""
+    if data is None:
+        return {}
+    top = _mapping("the file", data, SECTIONS)
+    out: dict[str, Any] = {}
+    if "split" in top:
+        split = _mapping("split", top["split"], ("tolerance_pp", "steps"))
+        steps = split.get("steps")
+        if steps is not None and not (
+            isinstance(steps, list) and all(isinstance(s, int) for s in steps)
+        ):
+            raise ConfigError(f"thresholds: split.steps must be a list of step numbers: {steps!r}")
+        out["split"] = {
+            "tolerance_pp": _number("split.tolerance_pp", split.get("tolerance_pp", 2.0)),
+            "steps": steps,
+        }
+    if "propagation" in top:
+        prop = _mapping("propagation", top["propagation"], ("max_delay_ms",))
+        out["propagation"] = {
+            "max_delay_ms": _number("propagation.max_delay_ms", prop.get("max_delay_ms"))
+        }
+    if "latency" in top:
+        out["latency"] = {
+            v: {
+                k: _number(f"latency.{v}.{k}", x)
+                for k, x in _mapping(f"latency.{v}", limits, LATENCY_FIGURES).items()
+            }
+            for v, limits in _mapping("latency", top["latency"]).items()
+        }
+    if "judge" in top:
+        verdict = _mapping("judge", top["judge"], ("verdict",)).get("verdict", "pass")
+        allowed = [verdict] if isinstance(verdict, str) else verdict
+        if not isinstance(allowed, list) or not allowed or any(a not in VERDICTS for a in allowed):
+            raise ConfigError(
+                f"thresholds: judge.verdict must be one of {', '.join(VERDICTS)} or a list of "
+                f"them, got {verdict!r}"
+            )
+        out["judge"] = {"verdict": allowed}
+    if "errors" in top:
+        out["errors"] = {
+            v: _number(
+                f"errors.{v}.max_rate",
+                _mapping(f"errors.{v}", limits, ("max_rate",)).get("max_rate"),
+                0.0,
+                1.0,
+            )
+            for v, limits in _mapping("errors", top["errors"]).items()
+        }
+    if "consistency" in top:
+        cons = _mapping("consistency", top["consistency"], ("min_trace_share",))
+        share = _number("consistency.min_trace_share", cons.get("min_trace_share"), 0.0, 1.0)
+        out["consistency"] = {"min_trace_share": share}
+    return out
+
+
+def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"{path}: cannot read the thresholds file ({reason}); pass --thresholds FILE"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the file") from None
+    try:
+        return parse_thresholds(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x * 100:.2f} %"
+
+
+def _split_gates(summary: Mapping[str, Any], rule: Mapping[str, Any]) -> Iterator[Gate]:
+    tol, wanted = rule["tolerance_pp"], rule.get("steps")
+    steps = [s for s in summary.get("split") or [] if wanted is None or s["step"] in wanted]
+    missing = sorted(set(wanted or []) - {s["step"] for s in steps})
+    if not steps and not missing:
+        yield Gate("split", "split", False, "no split figures (run.json has no weight events)")
+    for step in missing:
+        yield Gate("split", f"step {step}", False, f"step {step} is not in the summary")
+    for s in steps:
+        bad = []
+        if not s.get("n"):
+            bad.append("no requests after the change took effect")
+        for v, cfg in (s.get("configured") or {}).items():
+            obs = (s.get("observed") or {}).get(v)
+            err = (s.get("error_pp") or {}).get(v)
+            lo, hi = ((s.get("ci95") or {}).get(v) or [None, None])[:2]
+            if cfg > 0:
+                inside = lo is not None and hi is not None and lo - 1e-12 <= cfg <= hi + 1e-12
+                ok = inside or (err is not None and abs(err) <= tol)
+            else:
+                ok = not obs
+            if not ok and s.get("n"):
+                bad.append(
+                    f"{v} served {_pct(obs)} vs {_pct(cfg)} configured "
+                    f"({err:+.2f} pp; 95 % CI {_pct(lo)} to {_pct(hi)})"
+                    if err is not None
+                    else f"{v} has no observed share"
+                )
+        n = s.get("n")
+        message = "; ".join(bad) if bad else f"every version within {tol:g} pp or its CI (n={n})"
+        yield Gate("split", f"step {s['step']}", not bad, message)
+
+
+def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
+    if "split" in th:
+        yield from _split_gates(summary, th["split"])
+    if "propagation" in th:
+        limit = th["propagation"]["max_delay_ms"]
+        for p in summary.get("propagation") or []:
+            delay = p.get("delay_ms")
+            if delay is not None:
+                ok = delay <= limit
+                msg = f"took effect {delay:.1f} ms after acceptance (limit {limit:g} ms)"
+                yield Gate("propagation", f"step {p['step']}", ok, msg)
+    latency = summary.get("latency") or {}
+    for version, limits in (th.get("latency") or {}).items():
+        versions = [v for v in latency if v != "unknown"] if version == "*" else [version]
+        for v in versions:
+            for figure, limit in limits.items():
+                value = (latency.get(v) or {}).get(figure)
+                name = f"{v} {figure} <= {limit:g}"
+                if value is None:
+                    yield Gate("latency", name, False, f"no {figure} of {v}: it served nothing")
+                else:
+                    yield Gate("latency", name, value <= limit, f"{figure} of {v} is {value:.2f}")
+    if "judge" in th:
+        judge = summary.get("judge") or {}
+        verdict = judge.get("verdict")
+        why = "; ".join(judge.get("reasons") or [])
+        allowed = th["judge"]["verdict"]
+        msg = f"verdict {verdict} (allowed: {', '.join(allowed)}): {why}"
+        yield Gate("judge", "verdict", verdict in allowed, msg)
+    errors = summary.get("errors") or {}
+    for v, max_rate in (th.get("errors") or {}).items():
+        rate = (errors.get(v) or {}).get("rate")
+        if rate is None:
+            rate = ((summary.get("judge") or {}).get("error_rate") or {}).get(v)
+        name = f"{v} error rate <= {max_rate:g}"
+        if rate is None:
+            yield Gate("errors", name, False, f"no requests of {v}")
+        else:
+            yield Gate("errors", name, rate <= max_rate, f"error rate of {v} is {rate:.4f}")
+    if "consistency" in th:
+        share = (summary.get("consistency") or {}).get("trace_coverage")
+        want = th["consistency"]["min_trace_share"]
+        name = f"trace share >= {want:g}"
+        if share is None:
+            yield Gate("consistency", name, False, "no traces to compare with the client records")
+        else:
+            yield Gate("consistency", name, share >= want, f"{share:.4f} of requests traced")
+
+
+def check_summary(summary: Mapping[str, Any], thresholds: Mapping[str, Any]) -> CheckResult:
+    """Every gate the (validated) thresholds ask for, evaluated on one summary."""
+    return CheckResult(list(_gates(summary, thresholds)))
+
+
+def check_run(
+    run_dir: str | os.PathLike[str], thresholds_file: str | os.PathLike[str]
+) -> CheckResult:
+    """Gates of a run folder; its summary.json is built first when missing."""
+    from analysis.report import load_summary  # report imports the plotting stack: load late
+
+    thresholds = load_thresholds(thresholds_file)
+    return check_summary(load_summary(run_dir), thresholds)
+
+
+def _xml_text(text: str) -> str:
+    # XML 1.0 cannot carry most control characters, and a message may quote outside strings
+    return "".join(c if c >= " " or c in "\t\n\r" else "?" for c in text)
+
+
+def junit_xml(result: CheckResult, *, suite: str = "meshload.check") -> bytes:
+    """JUnit XML: one <testcase> per gate, a <failure> in each failed one."""
+    root = ET.Element("testsuites", name=suite)
+    ts = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(len(result.gates)),
+        failures=str(len(result.failures)),
+        errors="0",
+        skipped="0",
+        time="0",
+    )
+    for gate in result.gates:
+        case = ET.SubElement(
+            ts, "testcase", classname=f"{suite}.{gate.group}", name=gate.name, time="0"
+        )
+        if gate.passed:
+            ET.SubElement(case, "system-out").text = _xml_text(gate.message)
+        else:
+            message = _xml_text(gate.message)
+            ET.SubElement(case, "failure", message=message, type="GateFailed").text = message
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit(result: CheckResult, path: str | os.PathLike[str]) -> None:
+    Path(path).write_bytes(junit_xml(result))

@@ -1,0 +1,408 @@
+"""report.html: one self-contained page (inline CSS, charts as base64 PNG, no scripts, no links).
+
+Everything shown comes from summary.json, and any of its strings may have come from outside
+(endpoint names, versions, services, error texts, notes), so every value goes through `esc`;
+only markup built here is wrapped in `Raw` and passed through as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_ROWS = 200
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d2329;
+padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;
+margin-top:2em}table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f3f5f7}td.t,th.t{text-align:left}img{max-width:100%;border:1px solid #eee}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;color:#fff}
+.pass{background:#1a7f37}.fail{background:#cf222e}.inconclusive,.none{background:#9a6700}
+.big{font-size:1.3em}.notes{background:#fff8c5;border:1px solid #d4a72c;padding:.5em 1em}
+.meta td{text-align:left}.muted{color:#57606a}
+"""
+
+
+class Raw(str):
+    """Markup made by this module: never escaped again."""
+
+
+def esc(value: Any) -> str:
+    return value if isinstance(value, Raw) else html.escape(fmt(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def pct(share: Any) -> str:
+    return "–" if share is None else f"{share * 100:.2f} %"
+
+
+def utc(ns: Any) -> str:
+    if not isinstance(ns, int | float):
+        return "–"
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def badge(verdict: Any) -> Raw:
+    if isinstance(verdict, bool):
+        verdict = "pass" if verdict else "fail"
+    word = verdict if verdict in ("pass", "fail", "inconclusive") else "none"
+    return Raw(f'<span class="badge {word}">{html.escape(str(word))}</span>')
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, text_cols: int = 1) -> Raw:
+    """A table; the first text_cols columns are left aligned; rows past MAX_ROWS are counted."""
+    head = "".join(
+        f"<th{' class=t' if i < text_cols else ''}>{esc(h)}</th>" for i, h in enumerate(headers)
+    )
+    body, hidden = [], 0
+    for n, row in enumerate(rows):
+        if n >= MAX_ROWS:
+            hidden += 1
+            continue
+        cells = "".join(
+            f"<td{' class=t' if i < text_cols else ''}>{esc(c)}</td>" for i, c in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    more = f'<p class="muted">… {hidden:,} more rows in summary.json</p>' if hidden else ""
+    return Raw(f"<table><tr>{head}</tr>{''.join(body)}</table>{more}")
+
+
+def section(anchor: str, title: str, *parts: str) -> Raw:
+    return Raw(f'<section id="{anchor}"><h2>{esc(title)}</h2>{"".join(map(esc, parts))}</section>')
+
+
+def para(text: Any) -> Raw:
+    return Raw(f"<p>{esc(text)}</p>")
+
+
+def image(charts: Mapping[str, bytes], name: str, alt: str) -> Raw:
+    if name not in charts:
+        return Raw(f'<p class="muted">{esc(alt)}: chart not drawn (see notes).</p>')
+    data = base64.b64encode(charts[name]).decode("ascii")
+    return Raw(f'<p><img alt="{esc(alt)}" src="data:image/png;base64,{data}"></p>')
+
+
+def _header(s: Mapping[str, Any]) -> Raw:
+    run = s.get("run") or {}
+    versions = run.get("versions") or {}
+    started, ended = run.get("started_ns"), run.get("ended_ns")
+    duration = (
+        (ended - started) / 1e9 if isinstance(started, int) and isinstance(ended, int) else None
+    )
+    rows = [
+        ("Run", s.get("run_id") or run.get("run_id")),
+        ("Scenario", run.get("scenario")),
+        ("Mesh", run.get("mesh")),
+        ("Target", run.get("target")),
+        ("Started", utc(started)),
+        ("Ended", utc(ended)),
+        ("Duration", f"{duration:,.1f} s" if duration is not None else None),
+        (
+            "Tools",
+            ", ".join(f"{k} {v}" for k, v in versions.items())
+            if isinstance(versions, Mapping)
+            else versions,
+        ),
+    ]
+    cells = "".join(f"<tr><th class=t>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    title = f"meshload report: {s.get('run_id') or run.get('run_id') or 'run'}"
+    return Raw(f"<h1>{esc(title)}</h1><table class=meta>{cells}</table>")
+
+
+def _verdict(s: Mapping[str, Any]) -> Raw:
+    judge = s.get("judge") or {}
+    split = s.get("split") or []
+    passed = sum(1 for step in split if step.get("passed"))
+    split_ok = bool(split) and passed == len(split)
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in judge.get("reasons") or [])
+    pair = f"{judge.get('canary')} vs {judge.get('baseline')}"
+    return section(
+        "verdict",
+        "Verdict",
+        Raw(f'<p class="big">Canary judge ({esc(pair)}): {badge(judge.get("verdict"))}</p>'),
+        Raw(f"<ul>{reasons}</ul>"),
+        Raw(
+            f'<p class="big">Split accuracy: {badge(split_ok if split else None)} '
+            f"{passed} of {len(split)} steps within {esc(fmt(s.get('tolerance_pp')))} pp "
+            "or their 95 % interval</p>"
+        ),
+    )
+
+
+def _notes(s: Mapping[str, Any]) -> Raw:
+    notes = s.get("notes") or []
+    if not notes:
+        return para("Nothing missing: client records, traces and metrics were all available.")
+    items = "".join(f"<li>{esc(n)}</li>" for n in notes)
+    return Raw(f'<div class="notes"><b>Missing or partial data</b><ul>{items}</ul></div>')
+
+
+def _split(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
+    rows = []
+    for st in s.get("split") or []:
+        for v in st.get("observed") or {}:
+            ci = (st.get("ci95") or {}).get(v) or [None, None]
+            rows.append(
+                (
+                    st["step"],
+                    v,
+                    pct((st.get("configured") or {}).get(v)),
+                    pct(st["observed"][v]),
+                    f"{pct(ci[0])} – {pct(ci[1])}",
+                    fmt((st.get("error_pp") or {}).get(v)),
+                    st.get("n"),
+                    fmt(st.get("chi2_p"), 3),
+                    badge(st.get("passed")),
+                    st.get("reason"),
+                )
+            )
+    headers = [
+        "step",
+        "version",
+        "configured",
+        "observed",
+        "95 % interval",
+        "error (pp)",
+        "n",
+        "χ² p",
+        "step result",
+        "reason",
+    ]
+    return section(
+        "split",
+        "Split accuracy per step",
+        image(charts, "split_over_time", "Served split over time"),
+        table(headers, rows, text_cols=2),
+    )
+
+
+def _propagation(s: Mapping[str, Any]) -> Raw:
+    rows = [
+        (
+            p.get("step"),
+            utc(p.get("accepted_ns")),
+            p.get("detected"),
+            fmt(p.get("delay_ms"), 1),
+            " – ".join(fmt(x, 1) for x in p.get("delay_range_ms") or []),
+            p.get("n_window"),
+            p.get("reason"),
+        )
+        for p in s.get("propagation") or []
+    ]
+    headers = ["step", "accepted", "detected", "delay (ms)", "range (ms)", "requests", "note"]
+    return section("propagation", "Propagation delay per weight change", table(headers, rows))
+
+
+def _latency_rows(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[list[Any]]:
+    cols = ("n", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
+    return [[*(r.get(k) for k in keys), *(r.get(c) for c in cols)] for r in records]
+
+
+def _latency(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
+    stats = ["n", "p50", "p90", "p95", "p99", "p99.9", "max"]
+    parts: list[str] = []
+    for key, title in (
+        ("latency", "client"),
+        ("latency_co", "client, corrected for coordinated omission"),
+        ("mesh_latency", "mesh side, from Istio's histograms"),
+    ):
+        by_v = s.get(key)
+        if by_v:
+            recs = [{"version": v, **r} for v, r in by_v.items()]
+            parts += [
+                para(f"Per version ({title}), ms:"),
+                table(["version", *stats], _latency_rows(recs, ["version"])),
+            ]
+    parts += [
+        image(charts, "latency_over_time", "Latency percentiles over time"),
+        image(charts, "latency_cdf", "Latency CDF per version"),
+        para("Per step, ms:"),
+        table(
+            ["version", "step", *stats],
+            _latency_rows(s.get("latency_by_step") or [], ["version", "step"]),
+            text_cols=2,
+        ),
+        para("Per endpoint, ms:"),
+        table(
+            ["version", "endpoint", *stats],
+            _latency_rows(s.get("latency_by_endpoint") or [], ["version", "name"]),
+            text_cols=2,
+        ),
+    ]
+    return section("latency", "Latency", *parts)
+
+
+def _judge(s: Mapping[str, Any]) -> Raw:
+    j = s.get("judge") or {}
+    b, c = j.get("baseline"), j.get("canary")
+    if not (b and c and "p99_ms" in j):
+        return section(
+            "judge", "Canary vs baseline", para("Not enough data to compare two versions.")
+        )
+    rows = []
+    for key in ("p50", "p99"):
+        ci = j.get(f"{key}_diff_ci95") or [None, None]
+        rows.append(
+            (
+                key,
+                j[f"{key}_ms"].get(b),
+                j[f"{key}_ms"].get(c),
+                j.get(f"{key}_diff_ms"),
+                f"{fmt(ci[0])} – {fmt(ci[1])}",
+            )
+        )
+    er = j.get("error_rate") or {}
+    rows.append(
+        (
+            "error rate (%)",
+            (er.get(b) or 0) * 100,
+            (er.get(c) or 0) * 100,
+            j.get("error_rate_diff_pp"),
+            f"Fisher p={fmt(j.get('error_p'), 3)}",
+        )
+    )
+    return section(
+        "judge",
+        "Canary vs baseline",
+        para(
+            f"Mann-Whitney U (canary slower) "
+            f"p={fmt(j.get('mannwhitney_p'), 4)}; allowed p99 increase "
+            f"{fmt(j.get('allowed_p99_increase_ms'))} ms."
+        ),
+        table(
+            ["figure", f"baseline {b}", f"canary {c}", "difference", "95 % interval / test"], rows
+        ),
+    )
+
+
+def _errors(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
+    rows = [
+        (
+            v,
+            e.get("n"),
+            e.get("errors"),
+            pct(e.get("rate")),
+            "; ".join(f"{t} ×{k:,}" for t, k in e.get("top") or []),
+        )
+        for v, e in (s.get("errors") or {}).items()
+    ]
+    return section(
+        "errors",
+        "Errors",
+        image(charts, "error_rate", "Error rate over time"),
+        table(["version", "requests", "failed", "rate", "commonest errors"], rows),
+    )
+
+
+def _hops(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
+    hops = s.get("hops") or {}
+    rows = [
+        (
+            r.get("service"),
+            r.get("baseline_self_ms"),
+            r.get("canary_self_ms"),
+            r.get("delta_self_ms"),
+            r.get("baseline_critical_ms"),
+            r.get("canary_critical_ms"),
+            r.get("delta_critical_ms"),
+        )
+        for r in hops.get("table") or []
+    ]
+    headers = [
+        "service",
+        "self ms (baseline)",
+        "self ms (canary)",
+        "Δ self",
+        "critical ms (baseline)",
+        "critical ms (canary)",
+        "Δ critical",
+    ]
+    return section(
+        "hops",
+        "Per-hop breakdown (mean per trace, from traces)",
+        image(charts, "hops", "Per-hop breakdown"),
+        table(headers, rows),
+    )
+
+
+def _graph(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
+    rows = [
+        (
+            e.get("source"),
+            e.get("destination"),
+            e.get("destination_version"),
+            e.get("requests"),
+            e.get("errors"),
+            pct(e.get("share")),
+        )
+        for e in s.get("graph") or []
+    ]
+    headers = ["source", "destination", "version", "requests", "errors", "share of edge"]
+    return section(
+        "graph",
+        "Service graph",
+        image(charts, "service_graph", "Service graph"),
+        table(headers, rows, text_cols=3),
+    )
+
+
+def _consistency(s: Mapping[str, Any]) -> Raw:
+    c = s.get("consistency") or {}
+    rows = [
+        (r.get("step"), r.get("version"), r.get("client"), r.get("metrics"), r.get("traces"))
+        for r in c.get("counts") or []
+    ]
+    cover = c.get("trace_coverage")
+    parts = [
+        para(f"Client requests whose trace was found: {pct(cover)}"),
+        table(["step", "version", "client", "Prometheus", "traces"], rows, text_cols=2),
+    ]
+    sticky = s.get("sticky")
+    if sticky:
+        parts.append(
+            para(
+                f"Users who saw a single version: {fmt(sticky.get('single_version_users'))}"
+                f" of {fmt(sticky.get('users'))} ({pct(sticky.get('share_single_version'))})"
+            )
+        )
+    return section("consistency", "Consistency: client vs Prometheus vs traces", *parts)
+
+
+def render_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
+    """The whole report page for a summary (as written to summary.json) and its PNG charts."""
+    body = [
+        _header(summary),
+        _verdict(summary),
+        section("notes", "Notes", _notes(summary)),
+        _split(summary, charts),
+        _propagation(summary),
+        _latency(summary, charts),
+        _judge(summary),
+        _errors(summary, charts),
+        _hops(summary, charts),
+        _graph(summary, charts),
+        _consistency(summary),
+        para(f"summary.json schema version {summary.get('schema_version')}."),
+    ]
+    title = esc(f"meshload report {summary.get('run_id') or ''}".strip())
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}'
+        f"</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )

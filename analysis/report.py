@@ -1,0 +1,233 @@
+"""Build a run's report into its folder: summary.json, the PNG charts and report.html.
+
+`build_report` is what `meshload report` and the end of a run call. It reads only the run folder
+(after an optional telemetry fetch into it), so a report rebuilds offline at any later time.
+Whatever is missing or broken in the folder becomes a line in the summary's `notes`, shown at
+the top of the HTML; only a folder without a usable run.json raises (RunFolderError).
+
+Beside the figures of `analysis.summary`, summary.json carries what the report and the gates
+need from the run itself: `run` (scenario, mesh, target, times, versions), `tolerance_pp`,
+`errors` per version, `mesh_latency` (quantiles from Istio's histograms, when recorded) and
+`charts` (the PNG file names).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.changepoint import label_codes
+from analysis.charts import CHART_NAMES, render_charts
+from analysis.consistency import metrics_counts_from_istio, step_windows
+from analysis.fetch import fetch_telemetry
+from analysis.html import render_html
+from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
+from analysis.promql import bucket_quantile, label_table
+from analysis.runfolder import load_run
+from analysis.summary import build_summary, json_safe
+from meshload.errors import MeshloadError, RunFolderError
+
+log = logging.getLogger(__name__)
+
+RUN_KEYS = ("run_id", "scenario", "mesh", "target", "started_ns", "ended_ns", "versions", "plan")
+BUCKET_METRIC = "istio_request_duration_milliseconds_bucket"
+TOP_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What build_report wrote, and the summary it wrote into summary.json."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    summary_path: Path
+    html_path: Path
+    chart_paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.summary.get("notes") or [])
+
+
+def build_report(
+    run_dir: str | os.PathLike[str],
+    *,
+    jaeger_url: str | None = None,
+    prometheus_url: str | None = None,
+    tolerance_pp: float = 2.0,
+    progress: bool = True,
+) -> ReportResult:
+    """Load the run (fetching telemetry first when a URL is given), write every output."""
+    folder = Path(run_dir)
+    started = time.perf_counter()
+    fetch_notes: list[str] = []
+    if jaeger_url or prometheus_url:
+        fetch_notes = _fetch(folder, jaeger_url, prometheus_url, progress)
+    run = load_run(folder)
+    meta = run.meta
+    notes = [*run.notes, *fetch_notes]
+    counts = None
+    if not run.metrics.empty:
+        try:
+            counts = metrics_counts_from_istio(run.metrics, step_windows(meta, run.requests))
+        except MeshloadError as exc:
+            notes.append(f"Prometheus counts left out: {exc}")
+        if counts is not None and counts.empty:
+            notes.append("metrics.parquet has no istio_requests_total samples of the frontend")
+            counts = None
+    try:
+        summary = build_summary(meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp)
+    except RunFolderError as exc:  # broken weight events: every other figure still stands
+        notes.append(f"{exc}; split and propagation left out")
+        meta = {**meta, "events": []}
+        summary = build_summary(meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp)
+    log.debug("summary built in %.1f s", time.perf_counter() - started)
+
+    charts, chart_notes = render_charts(meta, run.requests, summary)
+    log.debug("charts drawn in %.1f s", time.perf_counter() - started)
+    extras = {
+        "run": {k: meta.get(k) for k in RUN_KEYS},
+        "tolerance_pp": tolerance_pp,
+        "errors": error_counts(run.requests),
+        "mesh_latency": mesh_latency(run.metrics),
+        "charts": [f"{name}.png" for name in charts],
+    }
+    notes += [*summary.pop("notes", []), *chart_notes]
+    summary = json_safe({**summary, **extras, "notes": list(dict.fromkeys(notes))})
+
+    summary_path = folder / "summary.json"
+    write_atomic(summary_path, json.dumps(summary, indent=1, allow_nan=False).encode())
+    chart_paths: dict[str, Path] = {}
+    for name in CHART_NAMES:
+        path = folder / f"{name}.png"
+        if name in charts:
+            write_atomic(path, charts[name])
+            chart_paths[name] = path
+        elif path.exists():  # an old chart beside a new summary would contradict it
+            path.unlink()
+    html_path = folder / "report.html"
+    write_atomic(html_path, render_html(summary, charts).encode("utf-8"))
+    log.debug("report written in %.1f s", time.perf_counter() - started)
+    return ReportResult(folder, summary, summary_path, html_path, chart_paths)
+
+
+def _fetch(
+    folder: Path, jaeger_url: str | None, prometheus_url: str | None, progress: bool
+) -> list[str]:
+    """Telemetry into the folder; a failing backend is a note, a broken folder still raises."""
+    try:
+        return fetch_telemetry(
+            folder, jaeger_url=jaeger_url, prometheus_url=prometheus_url, progress=progress
+        )
+    except RunFolderError:
+        raise
+    except (MeshloadError, OSError, ValueError) as exc:
+        return [f"telemetry not fetched: {exc}"]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def error_counts(requests: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """{version: {n, errors, rate, top}}; top lists the commonest error texts with counts."""
+    if requests.empty:
+        return {}
+    codes, names = label_codes(requests["version"])
+    failed = ~requests["ok"].to_numpy(dtype=bool)
+    n = np.bincount(codes, minlength=len(names))
+    errors = np.bincount(codes[failed], minlength=len(names))
+    texts = requests["error"].astype("str").to_numpy(dtype=object)
+    status = requests["status"].to_numpy()
+    out: dict[str, dict[str, Any]] = {}
+    for i in np.argsort(names):
+        mine = failed & (codes == i)
+        reasons = pd.Series(
+            np.where(
+                pd.isna(texts[mine]), np.char.add("HTTP ", status[mine].astype(str)), texts[mine]
+            )
+        )
+        top = reasons.value_counts().head(TOP_ERRORS)
+        out[str(names[i])] = {
+            "n": int(n[i]),
+            "errors": int(errors[i]),
+            "rate": float(errors[i] / n[i]) if n[i] else None,
+            "top": [[str(k), int(v)] for k, v in top.items()],
+        }
+    return out
+
+
+def mesh_latency(
+    metrics: pd.DataFrame, *, app: str = "frontend", reporter: str = "destination"
+) -> dict[str, dict[str, Any]] | None:
+    """Quantiles per destination_version from Istio's histogram over the whole recorded window.
+
+    Each bucket series counts its reset-corrected increase from first to last sample (no
+    extrapolation), buckets are summed per version and `le`, then interpolated as PromQL's
+    histogram_quantile does. None when no histogram samples were recorded.
+    """
+    if metrics.empty:
+        return None
+    samples = metrics[metrics["metric"].astype(str).to_numpy() == BUCKET_METRIC]
+    if samples.empty:
+        return None
+    labels = label_table(samples, ["reporter", "destination_app", "destination_version", "le"])
+    keep = (labels["reporter"] == reporter) & (labels["destination_app"] == app)
+    if not keep.any():
+        return None
+    frame = pd.DataFrame(
+        {
+            "series": samples["labels"].astype(str).to_numpy(),
+            "t": samples["t"].to_numpy(dtype=float),
+            "value": samples["value"].to_numpy(dtype=float),
+            "version": labels["destination_version"].fillna("unknown").to_numpy(),
+            "le": pd.to_numeric(labels["le"], errors="coerce").to_numpy(),
+        }
+    )[keep.to_numpy()]
+    frame = frame.sort_values(["series", "t"], kind="stable")
+    value = frame["value"].to_numpy()
+    series = frame["series"].to_numpy()
+    same = np.concatenate(([False], series[1:] == series[:-1]))
+    step = np.concatenate(([0.0], np.diff(value)))
+    frame["increase"] = np.where(same, np.where(step >= 0, step, value), 0.0)
+    buckets = frame.dropna(subset=["le"]).groupby(["version", "le"], sort=True)["increase"].sum()
+    out: dict[str, dict[str, Any]] = {}
+    for version, per_le in buckets.groupby(level="version", sort=True):
+        bounds = per_le.index.get_level_values("le").to_numpy(dtype=float)
+        counts = per_le.to_numpy(dtype=float)
+        if not np.isfinite(bounds).any() or counts.max(initial=0.0) <= 0:
+            continue
+        rec: dict[str, Any] = {"n": float(counts[np.argmax(bounds)])}
+        for p, name in zip(PERCENTILES, PERCENTILE_COLUMNS, strict=True):
+            rec[name] = bucket_quantile(p / 100.0, list(bounds), list(counts))
+        out[str(version)] = rec
+    return out or None
+
+
+def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """summary.json of a run folder, built first when the folder has none yet."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return build_report(run_dir, progress=False).summary
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(
+            f"{path}: unreadable ({exc.__class__.__name__}); rebuild it with `meshload report "
+            f"{run_dir}`"
+        ) from None
+    if not isinstance(data, Mapping):
+        raise RunFolderError(f"{path}: not a JSON object; rebuild it with `meshload report`")
+    return dict(data)
