@@ -1,8 +1,10 @@
-"""`locust -f scenarios/canary.py --headless` as a user runs it, on the embedded mesh.
+"""`locust -f scenarios/canary.py --headless` as a user runs it.
 
 Each test starts Locust as a subprocess (its own session, stopped by PID) with a short plan,
 bounded by --run-time as a safety net, and checks the run folder against Locust's own counts
-and the plan's weights.
+and the plan's weights. The first test lets the scenario start its own embedded mesh; the
+others share one mesh and reach it as a cluster (`--mesh kubernetes --host --kubeconfig`),
+which also exercises the production path and saves a mesh start per test.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+
+from meshsim.mesh import Mesh
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +117,14 @@ def tmp(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, ...]]:
+    """Arguments that point a run at one shared embedded mesh, as at a cluster."""
+    with Mesh() as mesh:
+        yield ("--mesh", "kubernetes", "--host", mesh.gateway_url,
+               "--kubeconfig", str(mesh.kubeconfig))  # fmt: skip
+
+
 def test_headless_run_writes_a_complete_folder(tmp: Path) -> None:
     assert finish(locust(tmp)) == 0, (tmp / "locust.log").read_text()[-3000:]
     folder = run_folder(tmp)
@@ -131,14 +143,18 @@ def test_headless_run_writes_a_complete_folder(tmp: Path) -> None:
     check_split(folder)
 
 
-def test_sigint_mid_run_leaves_a_loadable_folder(tmp: Path) -> None:
-    proc = locust(tmp)
+@pytest.mark.parametrize("processes", [0, 2], ids=["local", "processes2"])
+def test_ctrl_c_mid_run_leaves_a_loadable_folder(
+    tmp: Path, cluster: tuple[str, ...], processes: int
+) -> None:
+    extra = ("--processes", str(processes)) if processes else ()
+    proc = locust(tmp, *cluster, *extra)
     folder = wait_for_step(tmp / "results", 1)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
     finish(proc, 30)
     info = json.loads((folder / "run.json").read_text())
-    assert info["status"] == "interrupted"
+    assert info["status"] == "interrupted" and info["mesh"] == "kubernetes"
     assert info["ended_ns"] is not None
     table = records(folder)
     assert table.num_rows == info["requests"]["rows"] > 0
@@ -146,8 +162,9 @@ def test_sigint_mid_run_leaves_a_loadable_folder(tmp: Path) -> None:
     assert not list((folder / "requests").glob(".*.tmp"))
 
 
-def test_two_processes_record_every_request_once(tmp: Path) -> None:
-    assert finish(locust(tmp, "--processes", "2")) == 0, (tmp / "locust.log").read_text()[-3000:]
+def test_two_processes_record_every_request_once(tmp: Path, cluster: tuple[str, ...]) -> None:
+    proc = locust(tmp, *cluster, "--processes", "2")
+    assert finish(proc) == 0, (tmp / "locust.log").read_text()[-3000:]
     folder = run_folder(tmp)
     info = json.loads((folder / "run.json").read_text())
     table = records(folder)
@@ -158,22 +175,39 @@ def test_two_processes_record_every_request_once(tmp: Path) -> None:
     check_split(folder)
 
 
+BAD_PLANS = {
+    "zero-weights": ("steps:\n  - {weights: {v1: 0, v2: 0}, hold_s: 3}\n", "sum to 0"),
+    "negative-hold": ("steps:\n  - {weights: {v1: 100}, hold_s: -3}\n", "hold_s: is -3"),
+    "broken-yaml": ("steps: [ {weights: \n", "fix the YAML syntax"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PLANS))
+def test_bad_plan_ends_the_run_at_start_with_one_line(tmp: Path, case: str) -> None:
+    plan, needle = BAD_PLANS[case]
+    (tmp / "plan.yaml").write_text(plan)
+    assert_one_line_exit(tmp, locust(tmp), needle)
+
+
 @pytest.mark.parametrize(
-    ("plan", "args", "needle"),
+    ("case", "args", "needle"),
     [
-        ("steps:\n  - {weights: {v1: 0, v2: 0}, hold_s: 3}\n", (), "sum to 0"),
-        ("steps:\n  - {weights: {v1: 100}, hold_s: -3}\n", (), "hold_s: is -3"),
-        ("steps: [ {weights: \n", (), "fix the YAML syntax"),
-        ("steps:\n  - {weights: {v1: 50, v3: 50}, hold_s: 3}\n", (), "subset 'v3'"),
-        (SHORT_PLAN, ("--virtual-service", "nope"), "VirtualService default/nope not found"),
-        (SHORT_PLAN, ("--host", "http://127.0.0.1:9"), "unreachable"),
+        ("unknown-subset", (), "subset 'v3' is not a destination"),
+        ("unknown-vs", ("--virtual-service", "nope"), "VirtualService default/nope not found"),
+        ("unreachable-host", ("--host", "http://127.0.0.1:9"), "unreachable"),
     ],
 )
-def test_bad_input_ends_the_run_at_start_with_one_line(
-    tmp: Path, plan: str, args: tuple[str, ...], needle: str
+def test_bad_target_ends_the_run_at_start_with_one_line(
+    tmp: Path, cluster: tuple[str, ...], case: str, args: tuple[str, ...], needle: str
 ) -> None:
-    (tmp / "plan.yaml").write_text(plan)
-    assert finish(locust(tmp, *args), 60) == 2
+    if case == "unknown-subset":
+        (tmp / "plan.yaml").write_text("steps:\n  - {weights: {v1: 50, v3: 50}, hold_s: 3}\n")
+    # later flags win: --host and --virtual-service override the shared mesh's
+    assert_one_line_exit(tmp, locust(tmp, *cluster, *args), needle)
+
+
+def assert_one_line_exit(tmp: Path, proc: subprocess.Popen[bytes], needle: str) -> None:
+    assert finish(proc, 60) == 2
     out = (tmp / "locust.log").read_text()
     lines = [line for line in out.splitlines() if line.startswith("meshload: ")]
     assert len(lines) == 1 and needle in lines[0], out[-2000:]
