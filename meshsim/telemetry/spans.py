@@ -14,7 +14,6 @@ import threading
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from meshsim.boutique.hops import Hop
 from meshsim.telemetry import exchange
@@ -29,10 +28,9 @@ DEFAULT_FLUSH_INTERVAL_S = 1.0
 _RATIO_SCALE = 1 << 64
 
 
-class Poster(Protocol):
-    """Where encoded export requests go; raises on failure."""
-
-    def __call__(self, body: bytes) -> None: ...
+Poster = Callable[[bytes], object]
+"""Where encoded export requests go (an `OtlpHttpPoster`, or `list.append` in tests); raises on
+failure."""
 
 
 class OtlpHttpPoster:
