@@ -173,78 +173,66 @@ def _split(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
                     st.get("reason"),
                 )
             )
-    headers = [
-        "step",
-        "version",
-        "configured",
-        "observed",
-        "95 % interval",
-        "error (pp)",
-        "n",
-        "χ² p",
-        "step result",
-        "reason",
-    ]
+    headers = "step,version,configured,observed,95 % interval,error (pp),n,χ² p,result,reason"
     return section(
         "split",
         "Split accuracy per step",
         image(charts, "split_over_time", "Served split over time"),
-        table(headers, rows, text_cols=2),
+        table(headers.split(","), rows, text_cols=2),
     )
 
 
+def _range(pair: Any) -> str:
+    if not pair or all(x is None for x in pair):
+        return "–"
+    return " – ".join(fmt(x, 1) for x in pair)
+
+
+def rows_of(records: Iterable[Mapping[str, Any]], keys: str, **formats: Any) -> list[list[Any]]:
+    """Cells for the (space separated) keys of each record; `formats` maps a key to a formatter."""
+    names = keys.split()
+    return [[formats[k](r.get(k)) if k in formats else r.get(k) for k in names] for r in records]
+
+
 def _propagation(s: Mapping[str, Any]) -> Raw:
-    rows = [
-        (
-            p.get("step"),
-            utc(p.get("accepted_ns")),
-            p.get("detected"),
-            fmt(p.get("delay_ms"), 1),
-            " – ".join(fmt(x, 1) for x in p.get("delay_range_ms") or []),
-            p.get("n_window"),
-            p.get("reason"),
-        )
-        for p in s.get("propagation") or []
-    ]
+    keys = "step accepted_ns detected delay_ms delay_range_ms n_window reason"
+    rows = rows_of(
+        s.get("propagation") or [],
+        keys,
+        accepted_ns=utc,
+        delay_ms=lambda x: fmt(x, 1),
+        delay_range_ms=_range,
+    )
     headers = ["step", "accepted", "detected", "delay (ms)", "range (ms)", "requests", "note"]
     return section("propagation", "Propagation delay per weight change", table(headers, rows))
 
 
-def _latency_rows(records: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[list[Any]]:
-    cols = ("n", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
-    return [[*(r.get(k) for k in keys), *(r.get(c) for c in cols)] for r in records]
+STATS = " n p50_ms p90_ms p95_ms p99_ms p999_ms max_ms"
+STAT_HEADERS = ["n", "p50", "p90", "p95", "p99", "p99.9", "max"]
 
 
 def _latency(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
-    stats = ["n", "p50", "p90", "p95", "p99", "p99.9", "max"]
     parts: list[str] = []
     for key, title in (
         ("latency", "client"),
         ("latency_co", "client, corrected for coordinated omission"),
         ("mesh_latency", "mesh side, from Istio's histograms"),
     ):
-        by_v = s.get(key)
-        if by_v:
-            recs = [{"version": v, **r} for v, r in by_v.items()]
+        if s.get(key):
+            recs = [{"version": v, **r} for v, r in s[key].items()]
             parts += [
                 para(f"Per version ({title}), ms:"),
-                table(["version", *stats], _latency_rows(recs, ["version"])),
+                table(["version", *STAT_HEADERS], rows_of(recs, "version" + STATS)),
             ]
+    by_step = rows_of(s.get("latency_by_step") or [], "version step" + STATS)
+    by_name = rows_of(s.get("latency_by_endpoint") or [], "version name" + STATS)
     parts += [
         image(charts, "latency_over_time", "Latency percentiles over time"),
         image(charts, "latency_cdf", "Latency CDF per version"),
         para("Per step, ms:"),
-        table(
-            ["version", "step", *stats],
-            _latency_rows(s.get("latency_by_step") or [], ["version", "step"]),
-            text_cols=2,
-        ),
+        table(["version", "step", *STAT_HEADERS], by_step, text_cols=2),
         para("Per endpoint, ms:"),
-        table(
-            ["version", "endpoint", *stats],
-            _latency_rows(s.get("latency_by_endpoint") or [], ["version", "name"]),
-            text_cols=2,
-        ),
+        table(["version", "endpoint", *STAT_HEADERS], by_name, text_cols=2),
     ]
     return section("latency", "Latency", *parts)
 
@@ -272,8 +260,8 @@ def _judge(s: Mapping[str, Any]) -> Raw:
     rows.append(
         (
             "error rate (%)",
-            (er.get(b) or 0) * 100,
-            (er.get(c) or 0) * 100,
+            (er.get(b) or 0.0) * 100,
+            (er.get(c) or 0.0) * 100,
             j.get("error_rate_diff_pp"),
             f"Fisher p={fmt(j.get('error_p'), 3)}",
         )
@@ -293,102 +281,72 @@ def _judge(s: Mapping[str, Any]) -> Raw:
 
 
 def _errors(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
-    rows = [
-        (
-            v,
-            e.get("n"),
-            e.get("errors"),
-            pct(e.get("rate")),
-            "; ".join(f"{t} ×{k:,}" for t, k in e.get("top") or []),
-        )
-        for v, e in (s.get("errors") or {}).items()
-    ]
+    recs = [{"version": v, **e} for v, e in (s.get("errors") or {}).items()]
+    top = "; ".join
+    rows = rows_of(
+        recs, "version n errors rate top", rate=pct, top=lambda t: top(f"{x} ×{k:,}" for x, k in t)
+    )
+    headers = ["version", "requests", "failed", "rate", "commonest errors"]
     return section(
         "errors",
         "Errors",
         image(charts, "error_rate", "Error rate over time"),
-        table(["version", "requests", "failed", "rate", "commonest errors"], rows),
-    )
-
-
-def _hops(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
-    hops = s.get("hops") or {}
-    rows = [
-        (
-            r.get("service"),
-            r.get("baseline_self_ms"),
-            r.get("canary_self_ms"),
-            r.get("delta_self_ms"),
-            r.get("baseline_critical_ms"),
-            r.get("canary_critical_ms"),
-            r.get("delta_critical_ms"),
-        )
-        for r in hops.get("table") or []
-    ]
-    headers = [
-        "service",
-        "self ms (baseline)",
-        "self ms (canary)",
-        "Δ self",
-        "critical ms (baseline)",
-        "critical ms (canary)",
-        "Δ critical",
-    ]
-    return section(
-        "hops",
-        "Per-hop breakdown (mean per trace, from traces)",
-        image(charts, "hops", "Per-hop breakdown"),
         table(headers, rows),
     )
 
 
+def _hops(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
+    keys = "service baseline_self_ms canary_self_ms delta_self_ms"
+    keys += " baseline_critical_ms canary_critical_ms delta_critical_ms"
+    rows = rows_of((s.get("hops") or {}).get("table") or [], keys)
+    headers = ["service", "self ms (baseline)", "self ms (canary)", "Δ self"]
+    headers += ["critical ms (baseline)", "critical ms (canary)", "Δ critical"]
+    title = "Per-hop breakdown (mean per trace, from traces)"
+    return section("hops", title, image(charts, "hops", "Per-hop breakdown"), table(headers, rows))
+
+
 def _graph(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
-    rows = [
-        (
-            e.get("source"),
-            e.get("destination"),
-            e.get("destination_version"),
-            e.get("requests"),
-            e.get("errors"),
-            pct(e.get("share")),
-        )
-        for e in s.get("graph") or []
-    ]
+    keys = "source destination destination_version requests errors share"
+    rows = rows_of(s.get("graph") or [], keys, share=pct)
     headers = ["source", "destination", "version", "requests", "errors", "share of edge"]
-    return section(
-        "graph",
-        "Service graph",
-        image(charts, "service_graph", "Service graph"),
-        table(headers, rows, text_cols=3),
-    )
+    chart = image(charts, "service_graph", "Service graph")
+    return section("graph", "Service graph", chart, table(headers, rows, text_cols=3))
 
 
 def _consistency(s: Mapping[str, Any]) -> Raw:
     c = s.get("consistency") or {}
-    rows = [
-        (r.get("step"), r.get("version"), r.get("client"), r.get("metrics"), r.get("traces"))
-        for r in c.get("counts") or []
-    ]
-    cover = c.get("trace_coverage")
+    rows = rows_of(c.get("counts") or [], "step version client metrics traces")
     parts = [
-        para(f"Client requests whose trace was found: {pct(cover)}"),
+        para(f"Client requests whose trace was found: {pct(c.get('trace_coverage'))}"),
         table(["step", "version", "client", "Prometheus", "traces"], rows, text_cols=2),
     ]
     sticky = s.get("sticky")
     if sticky:
-        parts.append(
-            para(
-                f"Users who saw a single version: {fmt(sticky.get('single_version_users'))}"
-                f" of {fmt(sticky.get('users'))} ({pct(sticky.get('share_single_version'))})"
-            )
-        )
+        single, users = fmt(sticky.get("single_version_users")), fmt(sticky.get("users"))
+        share = pct(sticky.get("share_single_version"))
+        parts.append(para(f"Users who saw a single version: {single} of {users} ({share})"))
     return section("consistency", "Consistency: client vs Prometheus vs traces", *parts)
+
+
+_NAV = (
+    ("verdict", "Verdict"),
+    ("notes", "Notes"),
+    ("split", "Split"),
+    ("propagation", "Propagation"),
+    ("latency", "Latency"),
+    ("judge", "Judge"),
+    ("errors", "Errors"),
+    ("hops", "Hops"),
+    ("graph", "Graph"),
+    ("consistency", "Consistency"),
+)
 
 
 def render_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     """The whole report page for a summary (as written to summary.json) and its PNG charts."""
     body = [
         _header(summary),
+        Raw("<p>" + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in _NAV) + "</p>"),
         _verdict(summary),
         section("notes", "Notes", _notes(summary)),
         _split(summary, charts),

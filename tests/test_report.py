@@ -1,0 +1,214 @@
+"""build_report: summary.json per DESIGN.md, valid PNGs, a self-contained escaped report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.charts import CHART_NAMES
+from analysis.report import build_report, error_counts
+from analysis.synthetic import make_run
+
+EVIL = "<script>alert(1)</script>"
+EVIL_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def write_run(folder: Path, run: dict[str, object], requests: pd.DataFrame, spans: pd.DataFrame):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps(run))
+    requests.to_parquet(folder / "requests.parquet")
+    if not spans.empty:
+        spans.to_parquet(folder / "spans.parquet")
+    return folder
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    synth = make_run(
+        n_requests=4000, seed=71, slowdown={"v2": 1.5}, error_rate={"v2": 0.03}, unknown_rate=0.01
+    )
+    requests = synth.requests.copy()
+    names = requests["name"].cat.add_categories([EVIL])
+    names.iloc[::97] = EVIL  # an endpoint name from outside
+    requests["name"] = names
+    spans = synth.spans.copy()
+    services = spans["service"].cat.add_categories([EVIL])
+    services[spans["service"] == "currencyservice"] = EVIL  # a span tag (service.name)
+    spans["service"] = services
+    folder = write_run(tmp_path_factory.mktemp("run") / "r", synth.run, requests, spans)
+    return build_report(folder, tolerance_pp=2.5, progress=False), requests
+
+
+def test_summary_json_has_the_design_keys(built) -> None:
+    result, requests = built
+    on_disk = json.loads(
+        result.summary_path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}")
+    )
+    assert on_disk == result.summary
+    for key in ("schema_version", "split", "propagation", "latency", "judge", "consistency"):
+        assert key in on_disk
+    assert on_disk["tolerance_pp"] == 2.5
+    assert on_disk["run"]["scenario"] == "synthetic"
+    for step in on_disk["split"]:
+        assert {
+            "step",
+            "configured",
+            "observed",
+            "n",
+            "ci95",
+            "error_pp",
+            "chi2_p",
+            "passed",
+        } <= set(step)
+    assert all({"step", "delay_ms"} <= set(p) for p in on_disk["propagation"])
+    stats = {"n", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"}
+    assert all(stats <= set(v) for v in on_disk["latency"].values())
+    assert on_disk["judge"]["verdict"] == "fail"  # v2 is 1.5x slower and fails 3 %
+    assert on_disk["charts"] == [f"{name}.png" for name in CHART_NAMES]
+    assert any("metrics" in n for n in on_disk["notes"])  # no metrics.parquet in this folder
+
+
+def test_error_counts_match_a_plain_count(built) -> None:
+    result, requests = built
+    versions = requests["version"].astype(object).fillna("unknown").to_numpy()
+    ok = requests["ok"].to_numpy()
+    for v, rec in result.summary["errors"].items():
+        mine = versions == v
+        assert rec["n"] == int(mine.sum())
+        assert rec["errors"] == int((mine & ~ok).sum())
+        assert rec["rate"] == pytest.approx((mine & ~ok).sum() / mine.sum())
+    assert result.summary["errors"]["v2"]["top"][0] == [
+        "HTTP 503",
+        result.summary["errors"]["v2"]["errors"],
+    ]
+    assert error_counts(requests.iloc[:0]) == {}
+
+
+def test_pngs_are_valid_and_sensible(built) -> None:
+    result, _ = built
+    assert set(result.chart_paths) == set(CHART_NAMES)
+    for path in result.chart_paths.values():
+        data = path.read_bytes()
+        width, height = png_size(data)
+        assert 600 <= width <= 2000 and 200 <= height <= 2000, (path.name, width, height)
+        assert len(data) > 5_000
+
+
+def test_html_is_self_contained_escaped_and_shows_the_verdict(built) -> None:
+    result, _ = built
+    page = result.html_path.read_text(encoding="utf-8")
+    assert EVIL not in page
+    assert page.count(EVIL_ESCAPED) >= 2  # in the endpoint table and in the hops/graph tables
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+    assert "<link" not in page
+    assert '<span class="badge fail">fail</span>' in page  # the judge's verdict
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(CHART_NAMES)
+    assert base64.b64decode(images[0]) == result.chart_paths[CHART_NAMES[0]].read_bytes()
+    for note in result.notes:
+        assert html.escape(note) in page
+
+
+def test_corrupt_parts_become_notes(tmp_path: Path) -> None:
+    synth = make_run(n_requests=1500, seed=72, with_spans=False)
+    folder = tmp_path / "r"
+    (folder / "requests").mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps(synth.run))
+    synth.requests.to_parquet(folder / "requests" / "w1.parquet")
+    (folder / "requests" / "w2.parquet").write_bytes(b"PAR1 not really parquet")
+    (folder / "spans.parquet").write_bytes(b"\x00" * 64)
+    (folder / "metrics.parquet").write_bytes(b"garbage")
+    result = build_report(folder, progress=False)
+    notes = " | ".join(result.notes)
+    assert "w2.parquet: unreadable" in notes
+    assert "spans.parquet: unreadable" in notes and "metrics.parquet: unreadable" in notes
+    assert "chart hops not drawn" in notes and "chart service_graph not drawn" in notes
+    assert result.summary["latency"]["v1"]["n"] == int((synth.requests["version"] == "v1").sum())
+    page = result.html_path.read_text()
+    assert "w2.parquet: unreadable" in page
+    assert (folder / "split_over_time.png").is_file() and not (folder / "hops.png").exists()
+
+
+def test_only_run_json_and_broken_events_still_give_a_report(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    run = make_run(n_requests=200, seed=73, with_spans=False).run
+    run["events"] = [{"kind": "weights", "step": 0, "weights": {"v1": 0, "v2": 0}}]
+    (folder / "run.json").write_text(json.dumps(run))
+    result = build_report(folder, progress=False)
+    notes = " | ".join(result.notes)
+    assert "no request records" in notes
+    assert "split and propagation left out" in notes
+    assert result.summary["split"] == [] and result.chart_paths == {}
+    assert "no request records" in result.html_path.read_text()
+
+
+def test_a_stale_chart_is_removed_and_unreachable_telemetry_is_a_note(tmp_path: Path) -> None:
+    synth = make_run(n_requests=600, seed=74, with_spans=False)
+    folder = write_run(tmp_path / "r", synth.run, synth.requests, pd.DataFrame())
+    (folder / "hops.png").write_bytes(b"old")
+    # port 9 on 127.0.0.1 (discard) is closed here: both fetches fail fast
+    result = build_report(
+        folder,
+        jaeger_url="http://127.0.0.1:9",
+        prometheus_url="http://127.0.0.1:9",
+        progress=False,
+    )
+    assert not (folder / "hops.png").exists()
+    notes = " | ".join(result.notes)
+    assert "traces not fetched" in notes and "metrics not fetched" in notes
+
+
+def test_mesh_latency_from_istio_buckets(tmp_path: Path) -> None:
+    from analysis.report import mesh_latency
+
+    def series(version: str, le: str, values: list[float]) -> list[dict[str, object]]:
+        labels = json.dumps(
+            {
+                "reporter": "destination",
+                "destination_app": "frontend",
+                "destination_version": version,
+                "le": le,
+            },
+            sort_keys=True,
+        )
+        return [
+            {
+                "t": 100.0 + 15 * i,
+                "metric": "istio_request_duration_milliseconds_bucket",
+                "labels": labels,
+                "value": v,
+            }
+            for i, v in enumerate(values)
+        ]
+
+    # v1: cumulative buckets 10 ms: 50, 20 ms: 100, +Inf: 100; the 10 ms counter resets once:
+    # 0, 30, 5, 20 counts 30 + 5 + 15 = 50
+    rows = (
+        series("v1", "10", [0, 30, 5, 20])
+        + series("v1", "20", [0, 60, 100, 100])
+        + series("v1", "+Inf", [0, 60, 100, 100])
+    )
+    out = mesh_latency(pd.DataFrame(rows))
+    assert out is not None
+    # by hand: rank 50 of 100 ends the first bucket; rank 90 is 40/50 into (10, 20]
+    assert out["v1"]["n"] == 100
+    assert out["v1"]["p50_ms"] == pytest.approx(10.0)
+    assert out["v1"]["p90_ms"] == pytest.approx(18.0)
+    assert out["v1"]["p99_ms"] == pytest.approx(10 + 10 * 49 / 50)
+    assert mesh_latency(pd.DataFrame(rows).assign(metric="other")) is None
