@@ -1,0 +1,177 @@
+"""CI gates on crafted summaries, the thresholds format, and JUnit XML that parses."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from analysis.gates import (
+    check_run,
+    check_summary,
+    junit_xml,
+    load_thresholds,
+    parse_thresholds,
+    write_junit,
+)
+from meshload.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def summary(**over: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "schema_version": 1,
+        "split": [
+            {  # 10 % configured, 12.5 % observed: outside the interval, 2.5 pp off
+                "step": 1,
+                "configured": {"v1": 0.9, "v2": 0.1},
+                "observed": {"v1": 0.875, "v2": 0.125},
+                "n": 4000,
+                "ci95": {"v1": [0.864, 0.885], "v2": [0.115, 0.136]},
+                "error_pp": {"v1": -2.5, "v2": 2.5},
+                "passed": False,
+            },
+            {
+                "step": 2,
+                "configured": {"v1": 0.0, "v2": 1.0},
+                "observed": {"v1": 0.0, "v2": 1.0},
+                "n": 100,
+                "ci95": {"v1": [0.0, 0.037], "v2": [0.963, 1.0]},
+                "error_pp": {"v1": 0.0, "v2": 0.0},
+                "passed": True,
+            },
+        ],
+        "propagation": [
+            {"step": 1, "delay_ms": 800.0},
+            {"step": 2, "delay_ms": None},
+        ],
+        "latency": {
+            "v1": {"n": 900, "p50_ms": 20.0, "p99_ms": 90.0, "max_ms": 300.0},
+            "v2": {"n": 100, "p50_ms": 25.0, "p99_ms": 260.0, "max_ms": 900.0},
+        },
+        "judge": {"verdict": "inconclusive", "reasons": ["p99 increase not ruled out"]},
+        "errors": {
+            "v1": {"n": 900, "errors": 0, "rate": 0.0},
+            "v2": {"n": 100, "errors": 2, "rate": 0.02},
+        },
+        "consistency": {"trace_coverage": 0.95},
+    }
+    base.update(over)
+    return base
+
+
+def gates_of(thresholds: dict[str, object], s: dict[str, object] | None = None):
+    result = check_summary(s or summary(), parse_thresholds(thresholds))
+    return {(g.group, g.name): g for g in result.gates}, result
+
+
+def test_split_gates_recompute_at_the_gate_tolerance() -> None:
+    gates, _ = gates_of({"split": {"tolerance_pp": 2}})
+    assert not gates[("split", "step 1")].passed
+    assert "v2 served 12.50 % vs 10.00 % configured (+2.50 pp" in gates[("split", "step 1")].message
+    assert gates[("split", "step 2")].passed
+    gates, _ = gates_of({"split": {"tolerance_pp": 3}})
+    assert gates[("split", "step 1")].passed
+    gates, result = gates_of({"split": {"tolerance_pp": 3, "steps": [2, 7]}})
+    assert set(gates) == {("split", "step 2"), ("split", "step 7")}
+    assert not gates[("split", "step 7")].passed  # a step asked for but absent fails
+    leaked = summary()
+    leaked["split"][1]["observed"] = {"v1": 0.01, "v2": 0.99}  # type: ignore[index]
+    gates, _ = gates_of({"split": {"tolerance_pp": 5}}, leaked)
+    assert not gates[("split", "step 2")].passed  # weight 0 must serve nothing
+
+
+def test_every_section_gives_its_gates() -> None:
+    thresholds = {
+        "propagation": {"max_delay_ms": 500},
+        "latency": {
+            "v2": {"p99_ms": 250, "p50_ms": 40},
+            "*": {"max_ms": 1000},
+            "v9": {"p50_ms": 1},
+        },
+        "judge": {"verdict": ["pass", "inconclusive"]},
+        "errors": {"v1": {"max_rate": 0.01}, "v2": {"max_rate": 0.01}},
+        "consistency": {"min_trace_share": 0.9},
+    }
+    gates, result = gates_of(thresholds)
+    verdicts = {k: g.passed for k, g in gates.items()}
+    assert verdicts == {
+        ("propagation", "step 1"): False,  # 800 ms > 500; the undetected step 2 has no gate
+        ("latency", "v2 p99_ms <= 250"): False,
+        ("latency", "v2 p50_ms <= 40"): True,
+        ("latency", "v1 max_ms <= 1000"): True,
+        ("latency", "v2 max_ms <= 1000"): True,
+        ("latency", "v9 p50_ms <= 1"): False,  # a version that served nothing cannot pass
+        ("judge", "verdict"): True,
+        ("errors", "v1 error rate <= 0.01"): True,
+        ("errors", "v2 error rate <= 0.01"): False,
+        ("consistency", "trace share >= 0.9"): True,
+    }
+    assert not result.passed and len(result.failures) == 4
+    gates, result = gates_of(
+        {"judge": {"verdict": "pass"}, "consistency": {"min_trace_share": 0.5}},
+        summary(consistency={"trace_coverage": None}),
+    )
+    assert not gates[("judge", "verdict")].passed
+    assert "no traces" in gates[("consistency", "trace share >= 0.5")].message
+    assert check_summary(summary(), parse_thresholds(None)).passed
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ({"splitt": {}}, "unknown key(s) splitt"),
+        ({"latency": {"v2": {"p98_ms": 3}}}, "latency.v2 has unknown key(s) p98_ms"),
+        ({"latency": {"v2": {"p99_ms": "fast"}}}, "latency.v2.p99_ms must be a number"),
+        ({"errors": {"v2": {"max_rate": 5}}}, "errors.v2.max_rate must be between 0 and 1"),
+        ({"judge": {"verdict": "great"}}, "judge.verdict must be one of"),
+        ({"split": {"steps": "all"}}, "split.steps must be a list"),
+        ({"consistency": {"min_trace_share": True}}, "must be a number"),
+        (["split"], "the file must be a mapping"),
+    ],
+)
+def test_bad_thresholds_name_the_key(doc: object, words: str) -> None:
+    with pytest.raises(ConfigError, match="thresholds: ") as err:
+        parse_thresholds(doc)
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_thresholds_files(tmp_path: Path) -> None:
+    example = load_thresholds(REPO / "scenarios" / "thresholds" / "ci.yaml")
+    assert set(example) == {"split", "propagation", "latency", "judge", "errors", "consistency"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("split:\n  tolerance_pp: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line"):
+        load_thresholds(bad)
+    with pytest.raises(ConfigError, match="cannot read the thresholds file"):
+        load_thresholds(tmp_path / "absent.yaml")
+
+
+def test_junit_xml_has_one_case_per_gate(tmp_path: Path) -> None:
+    s = summary(judge={"verdict": "fail", "reasons": ["p99 up <b>&\x01 ms"]})
+    _, result = gates_of({"split": {"tolerance_pp": 2}, "judge": {"verdict": "pass"}}, s)
+    root = ET.fromstring(junit_xml(result))
+    suite = root.find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert suite.get("tests") == str(len(cases)) == "3"
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert suite.get("failures") == str(len(failed)) == "2"
+    judge = next(c for c in cases if c.get("classname") == "meshload.check.judge")
+    failure = judge.find("failure")
+    assert failure is not None and "p99 up <b>&? ms" in (failure.get("message") or "")
+    path = tmp_path / "gates.xml"
+    write_junit(result, path)
+    assert ET.parse(path).getroot().tag == "testsuites"
+
+
+def test_check_run_reads_summary_json(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps(summary()))
+    th = tmp_path / "th.yaml"
+    th.write_text("latency:\n  v1: {p99_ms: 100}\n")
+    result = check_run(tmp_path, th)
+    assert result.passed and [g.name for g in result.gates] == ["v1 p99_ms <= 100"]
