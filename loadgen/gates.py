@@ -26,13 +26,15 @@ _COLUMNS = ["start_ns", "latency_ms", "ok", "version"]
 
 
 def canary_subset(plan: Plan) -> str:
-    """The subset the plan moves traffic to: heaviest at the end, not the heaviest at the start."""
-    first, last = plan.steps[0].weights, plan.steps[-1].weights
-    start_heavy = max(first, key=lambda s: first[s])
-    for subset in sorted(last, key=lambda s: -last[s]):
-        if subset != start_heavy:
-            return subset
-    return next(s for s in plan.subsets() if s != start_heavy) if len(plan.subsets()) > 1 else ""
+    """The plan's `canary`, else the subset whose share grows most from the first step to the
+    last, else (no change) the subset named last, as in `{v1: 90, v2: 10}`."""
+    if plan.canary:
+        return plan.canary
+    first, last = plan.steps[0].shares(), plan.steps[-1].shares()
+    subsets = plan.subsets()
+    growth = {s: last.get(s, 0.0) - first.get(s, 0.0) for s in subsets}
+    best = max(subsets, key=lambda s: growth[s])
+    return best if growth[best] > 0 else subsets[-1]
 
 
 class Gates:

@@ -9,14 +9,15 @@
         arrival_rate: 40     # optional: requests per second (open model)
 
 Top-level keys beside `steps` (all optional): `description`, `virtual_service`, `namespace`,
-`route` (name or index of the VirtualService's http route), `users`, `spawn_rate`. Every problem
+`route` (name or index of the VirtualService's http route; default 0), `users`, `spawn_rate`,
+`canary` (the subset live gates watch; default: the one the plan moves traffic to). Every problem
 is one `ConfigError` line naming the file, the step, the field and the fix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,6 +32,7 @@ _TOP_KEYS = (
     "route",
     "users",
     "spawn_rate",
+    "canary",
     "steps",
 )
 _STEP_KEYS = ("weights", "hold_s", "users", "arrival_rate")
@@ -70,7 +72,7 @@ class Plan:
     route: str | int | None = None
     users: int | None = None
     spawn_rate: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    canary: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -93,7 +95,8 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "steps": [s.to_json() for s in self.steps]}
-        for key in ("description", "virtual_service", "namespace", "route", "users", "spawn_rate"):
+        keys = ("description", "virtual_service", "namespace", "route", "users", "spawn_rate")
+        for key in (*keys, "canary"):
             value = getattr(self, key)
             if value not in (None, ""):
                 out[key] = value
@@ -143,7 +146,17 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         route=route,
         users=_opt_int(source, "users", doc.get("users")),
         spawn_rate=_opt_float(source, "spawn_rate", doc.get("spawn_rate"), positive=True),
+        canary=_canary(source, doc.get("canary"), steps),
     )
+
+
+def _canary(source: str, value: Any, steps: tuple[Step, ...]) -> str | None:
+    if value is None:
+        return None
+    known = list(dict.fromkeys(s for step in steps for s in step.weights))
+    if str(value) not in known:
+        _fail(source, "canary", f"{value!r} is not a subset of the steps ({', '.join(known)})")
+    return str(value)
 
 
 def _step(source: str, k: int, raw: Any) -> Step:

@@ -190,6 +190,10 @@ def test_canary_subset_is_where_the_plan_moves_traffic() -> None:
     p = parse_plan("steps:\n - {weights: {a: 100, b: 0}, hold_s: 1}\n"
                    " - {weights: {a: 0, b: 100}, hold_s: 1}\n")  # fmt: skip
     assert canary_subset(p) == "b"
+    one = parse_plan("steps:\n - {weights: {v1: 0, v2: 100}, hold_s: 1}\n")
+    assert canary_subset(one) == "v2"  # no change: the subset named last
+    named = parse_plan("canary: v1\nsteps:\n - {weights: {v1: 0, v2: 100}, hold_s: 1}\n")
+    assert canary_subset(named) == "v1"
 
 
 def test_error_gate_trips_on_the_canary_only(tmp_path: Path) -> None:

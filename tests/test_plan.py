@@ -74,6 +74,7 @@ def test_step_at_follows_the_hold_durations() -> None:
         ("steps:\n  - {weights: {v1: 1}, hold_s: 1, users: -2}\n", "users: is -2"),
         ("steps:\n  - {weights: {v1: 1}, hold_s: 1, arrival_rate: -1}\n", "arrival_rate"),
         ("route: [1]\nsteps:\n  - {weights: {v1: 1}, hold_s: 1}\n", "route: must be"),
+        ("canary: v9\nsteps:\n  - {weights: {v1: 1}, hold_s: 1}\n", "canary: 'v9' is not"),
     ],
 )
 def test_bad_plans_give_one_line_naming_file_place_and_fix(text: str, message: str) -> None:

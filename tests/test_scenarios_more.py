@@ -1,0 +1,123 @@
+"""The other scenarios, live gates and the open model, each in one short Locust run.
+
+All runs share one embedded mesh reached as a cluster (`--mesh kubernetes`); a scenario whose
+routing differs applies its own manifests to that mesh first, as a user would with kubectl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from meshsim.mesh import Mesh
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = REPO / "scenarios"
+ONE_STEP = "route: primary\nusers: 12\nsteps:\n  - {weights: {v1: %d, v2: %d}, hold_s: %d}\n"
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Mesh]:
+    with Mesh() as m:
+        yield m
+
+
+def run(tmp: Path, mesh: Mesh, scenario: str, plan: str, *args: str) -> tuple[int, Path]:
+    """One headless run to its end; the exit code and the run folder."""
+    (tmp / "plan.yaml").write_text(plan)
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(SCENARIOS / f"{scenario}.py"), "--headless",
+        "--plan", str(tmp / "plan.yaml"), "--results-dir", str(tmp / "results"),
+        "--run-time", "45", "--exit-code-on-error", "0",
+        "--mesh", "kubernetes", "--host", mesh.gateway_url, "--kubeconfig", str(mesh.kubeconfig),
+        *args,
+    ]  # fmt: skip
+    with open(tmp / "locust.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        code = proc.wait(timeout=75)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    folders = sorted((tmp / "results").iterdir())
+    assert len(folders) == 1, (tmp / "locust.log").read_text()[-2000:]
+    return code, folders[0]
+
+
+def events(folder: Path, kind: str) -> list[dict[str, object]]:
+    info = json.loads((folder / "run.json").read_text())
+    return [e for e in info["events"] if e["kind"] == kind]
+
+
+def test_abtest_keeps_v2_to_the_beta_cohort(tmp_path: Path, mesh: Mesh) -> None:
+    mesh.apply(SCENARIOS / "manifests" / "abtest.yaml")
+    try:
+        code, folder = run(tmp_path, mesh, "abtest", ONE_STEP % (100, 0, 6))
+    finally:
+        mesh.apply(SCENARIOS / "manifests" / "canary.yaml")
+    assert code == 0
+    rows = ds.dataset(folder / "requests").to_table(columns=["cohort", "version"]).to_pylist()
+    by = {(r["cohort"], r["version"]) for r in rows}
+    assert ("beta", "v2") in by and ("regular", "v1") in by
+    assert ("regular", "v2") not in by and ("beta", "v1") not in by
+    (check,) = events(folder, "check")
+    assert check["passed"] is True
+
+
+def test_sticky_users_stay_on_their_first_version(tmp_path: Path, mesh: Mesh) -> None:
+    mesh.apply(SCENARIOS / "manifests" / "sticky.yaml")
+    try:
+        code, folder = run(tmp_path, mesh, "sticky", ONE_STEP % (50, 50, 6))
+    finally:
+        mesh.apply(SCENARIOS / "manifests" / "canary.yaml")
+    assert code == 0
+    rows = ds.dataset(folder / "requests").to_table(columns=["user_id", "version"]).to_pylist()
+    seen: dict[int, set[str]] = {}
+    for r in rows:
+        seen.setdefault(r["user_id"], set()).add(r["version"])
+    assert len(seen) == 12 and all(len(v) == 1 for v in seen.values())
+    assert {next(iter(v)) for v in seen.values()} == {"v1", "v2"}  # 12 users at 50/50
+    (check,) = events(folder, "check")
+    assert check["passed"] is True and check["users_switched"] == 0
+
+
+def test_a_tripped_gate_rolls_back_and_exits_3(tmp_path: Path, mesh: Mesh) -> None:
+    plan = "route: primary\nusers: 12\nsteps:\n  - {weights: {v1: 0, v2: 100}, hold_s: 20}\n"
+    # any v2 latency exceeds 0.001 ms: the gate trips once 20 v2 requests are on disk
+    code, folder = run(tmp_path, mesh, "canary", plan, "--gate-p99-ms", "0.001",
+                       "--gate-window-s", "10")  # fmt: skip
+    assert code == 3
+    (gate,) = events(folder, "gate")
+    assert gate["gate"] == "p99_ms" and gate["subset"] == "v2"
+    rollback = events(folder, "weights")[-1]
+    assert rollback["weights"] == {"v1": 0, "v2": 100}  # step 0's weights: nothing to undo here
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "rolled back"
+
+
+def test_open_model_keeps_the_arrival_rate(tmp_path: Path, mesh: Mesh) -> None:
+    code, folder = run(tmp_path, mesh, "canary", ONE_STEP % (100, 0, 8), "--arrival-rate", "30")
+    assert code == 0
+    table = ds.dataset(folder / "requests").to_table()
+    assert {"intended_ns", "co_latency_ms"} <= set(table.column_names)
+    intended = sorted(v for v in table["intended_ns"].to_pylist() if v is not None)
+    span_s = (intended[-1] - intended[0]) / 1e9
+    rate = (len(intended) - 1) / span_s
+    assert 24 <= rate <= 36, rate  # 30/s planned; sleep granularity and a busy box
+    rows = table.to_pylist()
+    for r in rows:
+        if r["intended_ns"] is not None:
+            expected = (r["start_ns"] - r["intended_ns"]) / 1e6 + r["latency_ms"]
+            assert r["co_latency_ms"] == pytest.approx(expected)
