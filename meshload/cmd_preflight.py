@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 from urllib.parse import urlparse
 
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(check.line(), flush=True)
     failing = sum(not c.ok for c in checks)
     if failing:
-        print(f"preflight: {failing} of {len(checks)} checks fail", file=sys.stderr)
+        print(f"preflight: {failing} of {len(checks)} checks fail")
         return 1
     print(f"preflight: all {len(checks)} checks pass")
     return 0

@@ -115,9 +115,8 @@ def test_the_embedded_api_accepts_them_through_the_kubernetes_client(tmp_path: P
             assert rtype is not None
             ns = doc["metadata"]["namespace"]
             custom.create_namespaced_custom_object(group, version, ns, rtype.plural, doc)
-            back = custom.get_namespaced_custom_object(
-                group, version, ns, rtype.plural, doc["metadata"]["name"]
-            )
+            name = doc["metadata"]["name"]
+            back: Any = custom.get_namespaced_custom_object(group, version, ns, rtype.plural, name)
             assert back["spec"] == doc["spec"]
         api_client.close()
         stored = sorted(o["kind"] for o in api.objects())

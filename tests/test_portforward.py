@@ -147,9 +147,12 @@ def test_bytes_pass_unchanged_both_ways(echo_port: int) -> None:
     payload = random.Random(7).randbytes(3 * 1024 * 1024 + 17)
     try:
         with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as conn:
-            sender = threading.Thread(
-                target=lambda: (conn.sendall(payload), conn.shutdown(socket.SHUT_WR))
-            )
+
+            def send() -> None:
+                conn.sendall(payload)
+                conn.shutdown(socket.SHUT_WR)
+
+            sender = threading.Thread(target=send)
             sender.start()
             got = bytearray()
             while chunk := conn.recv(65536):
@@ -188,7 +191,7 @@ def test_a_failing_dial_closes_the_connection_and_warns_once(
 def test_forwarded_gateway_of_the_embedded_mesh_serves_the_canary() -> None:
     from meshsim.mesh import Mesh
 
-    with Mesh() as mesh:
+    with Mesh(prometheus=False) as mesh:
         reader = KubeReader(kube_api_client(str(mesh.kubeconfig), None))
         # The embedded mesh's pods all listen on 127.0.0.1: dialing the pod port directly
         # stands in for the API server's tunnel.

@@ -256,8 +256,10 @@ def test_all_pass_on_the_embedded_mesh(
 
     with Mesh() as mesh:
         assert mesh.jaeger_url
+        # The mesh's own Prometheus when the binary is installed, else a stand-in for the probe.
+        prometheus = getattr(mesh, "prometheus_url", None) or prometheus_stub
         argv = ["preflight", "--kubeconfig", str(mesh.kubeconfig), "-n", "default"]
-        argv += ["--jaeger-url", mesh.jaeger_url, "--prometheus-url", prometheus_stub]
+        argv += ["--jaeger-url", mesh.jaeger_url, "--prometheus-url", prometheus]
         code = main(argv)
         gateway = mesh.gateway_url
     lines = capsys.readouterr().out.splitlines()
@@ -265,6 +267,20 @@ def test_all_pass_on_the_embedded_mesh(
     assert not failing(lines)
     assert any(f"istio-ingressgateway at {gateway} (LoadBalancer)" in line for line in lines)
     assert any(line.startswith("✓ Jaeger at") for line in lines)
-    assert any(
-        line.startswith(f"✓ Prometheus at {prometheus_stub} answers /-/ready") for line in lines
-    )
+    assert any(line.startswith(f"✓ Prometheus at {prometheus} answers /-/ready") for line in lines)
+
+
+def test_static_reader_twin_answers_as_the_api_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unlabel_and_strip(core: list[dict[str, Any]]) -> None:
+        named(core, "Namespace", "default")["metadata"]["labels"] = {}
+        pod = named(core, "Pod", "frontend-v1-0")
+        pod["spec"]["containers"] = pod["spec"]["containers"][:1]
+
+    code, lines = run_preflight(tmp_path, capsys, unlabel_and_strip)
+    core = default_core()
+    unlabel_and_strip(core)
+    twin = [c.line() for c in run_checks(StaticReader(core + canary_objects()), Target())]
+    assert code == 1 and len(failing(twin)) == 2
+    assert twin == lines[:-1]
