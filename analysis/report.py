@@ -75,6 +75,8 @@ def build_report(
     run = load_run(folder)
     meta = run.meta
     notes = [*run.notes, *fetch_notes]
+    if not (jaeger_url or prometheus_url):
+        notes += _unfetched(meta, run.spans.empty, run.metrics.empty)
     counts = None
     if not run.metrics.empty:
         try:
@@ -132,6 +134,22 @@ def _fetch(
         raise
     except (MeshloadError, OSError, ValueError) as exc:
         return [f"telemetry not fetched: {exc}"]
+
+
+def _unfetched(meta: Mapping[str, Any], no_spans: bool, no_metrics: bool) -> list[str]:
+    """Say how to fetch what run.json says exists but the folder lacks (never fetch unasked)."""
+    telemetry = meta.get("telemetry")
+    if not isinstance(telemetry, Mapping):
+        return []
+    out = []
+    for key, flag, missing in (
+        ("jaeger_url", "--jaeger-url", no_spans),
+        ("prometheus_url", "--prometheus-url", no_metrics),
+    ):
+        url = telemetry.get(key)
+        if url and missing:
+            out.append(f"run.json names {url} but nothing was fetched; rerun with {flag} {url}")
+    return out
 
 
 def write_atomic(path: Path, data: bytes) -> None:

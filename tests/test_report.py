@@ -128,7 +128,8 @@ def test_corrupt_parts_become_notes(tmp_path: Path) -> None:
     synth = make_run(n_requests=1500, seed=72, with_spans=False)
     folder = tmp_path / "r"
     (folder / "requests").mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps(synth.run))
+    telemetry = {"jaeger_url": "http://127.0.0.1:16686", "prometheus_url": None}
+    (folder / "run.json").write_text(json.dumps({**synth.run, "telemetry": telemetry}))
     synth.requests.to_parquet(folder / "requests" / "w1.parquet")
     (folder / "requests" / "w2.parquet").write_bytes(b"PAR1 not really parquet")
     (folder / "spans.parquet").write_bytes(b"\x00" * 64)
@@ -138,6 +139,7 @@ def test_corrupt_parts_become_notes(tmp_path: Path) -> None:
     assert "w2.parquet: unreadable" in notes
     assert "spans.parquet: unreadable" in notes and "metrics.parquet: unreadable" in notes
     assert "chart hops not drawn" in notes and "chart service_graph not drawn" in notes
+    assert "rerun with --jaeger-url http://127.0.0.1:16686" in notes  # told, never fetched unasked
     assert result.summary["latency"]["v1"]["n"] == int((synth.requests["version"] == "v1").sum())
     page = result.html_path.read_text()
     assert "w2.parquet: unreadable" in page
