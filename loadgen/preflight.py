@@ -155,9 +155,13 @@ def check_gateways(
 
 def check_workloads(reader: ClusterReader, vs: Mapping[str, Any]) -> list[Check]:
     """Per routed host: its Service, a sidecar in every pod, ready pods behind every subset."""
-    vs_ns, _ = _ref(vs)
+    vs_ns, vs_name = _ref(vs)
+    routed = route_destinations(vs)
+    if not routed:  # meshload moves weights of HTTP routes only
+        detail = f"VirtualService {vs_ns}/{vs_name} has no HTTP route destinations"
+        return [failed("host", detail, "give it an http route, as in scenarios/manifests/cluster/")]
     checks: list[Check] = []
-    for fqdn, used in sorted(route_destinations(vs).items()):
+    for fqdn, used in sorted(routed.items()):
         named = service_name(fqdn)
         if named is None:
             checks.append(passed("host", f"destination {fqdn} is outside the cluster; skipped"))

@@ -218,3 +218,21 @@ def test_master_command_parses_with_locust_and_meshload_options() -> None:
     paths = {i["path"] for i in volume["configMap"]["items"]}
     assert parsed["locustfile"].removeprefix("/scenarios/") in paths
     assert parsed["kubeconfig"].startswith("/etc/meshload/")
+
+
+def test_in_cluster_kubeconfig_loads_with_the_kubernetes_client(tmp_path: Path) -> None:
+    text = by_kind("ConfigMap", "meshload-kubeconfig")["data"]["kubeconfig"]
+    secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert f"{secrets}/token" in text and f"{secrets}/ca.crt" in text
+    (tmp_path / "token").write_text("sa-token-123")
+    (tmp_path / "ca.crt").write_text("not read until a TLS connection is made")
+    local = tmp_path / "kubeconfig"
+    local.write_text(text.replace(secrets, str(tmp_path)))
+    api_client = config.new_client_from_config(config_file=str(local))
+    try:
+        cfg = api_client.configuration
+        assert cfg.host == "https://kubernetes.default.svc"
+        assert cfg.api_key["BearerToken"] == "Bearer sa-token-123"
+        assert cfg.ssl_ca_cert == str(tmp_path / "ca.crt")
+    finally:
+        api_client.close()

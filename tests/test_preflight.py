@@ -284,3 +284,14 @@ def test_static_reader_twin_answers_as_the_api_does(
     twin = [c.line() for c in run_checks(StaticReader(core + canary_objects()), Target())]
     assert code == 1 and len(failing(twin)) == 2
     assert twin == lines[:-1]
+
+
+def test_a_virtual_service_without_http_routes_fails() -> None:
+    objects = default_core() + canary_objects()
+    vs = named(objects, "VirtualService", "frontend")
+    vs["spec"]["tcp"] = [{"route": vs["spec"].pop("http")[0]["route"]}]
+    lines = [c.line() for c in run_checks(StaticReader(objects), Target())]
+    assert failing(lines) == [
+        "✗ VirtualService default/frontend has no HTTP route destinations — fix: give it an "
+        "http route, as in scenarios/manifests/cluster/"
+    ]
