@@ -6,6 +6,7 @@ until the run folder is final. Workers never see it: they only write request par
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -161,7 +162,12 @@ class Conductor:
         except ImportError:
             log.info("analysis.report is not available; the run folder is left as recorded")
             return
+        # Telemetry is fetched now, while the backends (the embedded mesh's too) still run.
+        telemetry = self.info.get("telemetry") or {}
+        urls = {k: telemetry.get(k) for k in ("jaeger_url", "prometheus_url") if telemetry.get(k)}
         try:
-            build_report(self.folder.path)
+            accepted = inspect.signature(build_report).parameters
+            kwargs: dict[str, Any] = {k: v for k, v in urls.items() if k in accepted}
+            build_report(self.folder.path, **kwargs)
         except Exception as e:  # the report never changes the load test's outcome
             log.error("report for %s failed: %s", self.folder.path, e)
