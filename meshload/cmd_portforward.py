@@ -80,6 +80,16 @@ def forwards(args: argparse.Namespace) -> list[Any]:
     ]
 
 
+def locust_command(urls: dict[str, str]) -> str:
+    """The canary's command line for these forwarded URLs (the walkthrough shows it)."""
+    command = f"locust -f scenarios/canary.py --mesh kubernetes --host {urls['gateway']}"
+    if "jaeger" in urls:
+        command += f" --jaeger-url {urls['jaeger']}"
+    if "prometheus" in urls:
+        command += f" --prometheus-url {urls['prometheus']}"
+    return command
+
+
 def _stop_on_sigterm(stop: threading.Event) -> Any:
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -107,12 +117,7 @@ def run(args: argparse.Namespace) -> int:
             )
         for line in skipped:
             print(line, file=sys.stderr)
-        command = f"locust -f scenarios/canary.py --mesh kubernetes --host {urls['gateway']}"
-        if "jaeger" in urls:
-            command += f" --jaeger-url {urls['jaeger']}"
-        if "prometheus" in urls:
-            command += f" --prometheus-url {urls['prometheus']}"
-        print(f"run: {command}")
+        print(f"run: {locust_command(urls)}")
         print("forwarding; Ctrl-C stops", flush=True)
         while not stop.wait(0.5):
             pass

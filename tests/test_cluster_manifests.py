@@ -236,3 +236,11 @@ def test_in_cluster_kubeconfig_loads_with_the_kubernetes_client(tmp_path: Path) 
         assert cfg.ssl_ca_cert == str(tmp_path / "ca.crt")
     finally:
         api_client.close()
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    dockerfile = (CLUSTER / "locust" / "Dockerfile").read_text()
+    copies = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    sources = [s for srcs in copies for s in srcs]
+    assert {"pyproject.toml", "meshload", "loadgen", "meshsim", "analysis"} <= set(sources)
+    assert all((REPO / s).exists() for s in sources)

@@ -131,3 +131,18 @@ def test_configmap_keys_are_the_ones_the_pods_mount() -> None:
         assert set(items) == set(sources)
         for key, path in items.items():  # each file lands where canary.py looks for it
             assert sources[key].removeprefix("scenarios/") == path
+
+
+def test_shown_port_forward_output_is_what_the_command_prints_by_default() -> None:
+    from meshload.cmd_portforward import locust_command
+
+    args = build_parser().parse_args(["port-forward"])
+    urls = {
+        "gateway": f"http://127.0.0.1:{args.gateway_port}",
+        "jaeger": f"http://127.0.0.1:{args.jaeger_port}",
+        "prometheus": f"http://127.0.0.1:{args.prometheus_port}",
+    }
+    shown = [body for lang, body in fenced_blocks(DOC.read_text()) if lang == "console"]
+    assert f"run: {locust_command(urls)}\n" in shown[0]
+    for name, url in urls.items():
+        assert f"\n{name} {url}  (pod istio-system/" in "\n" + shown[0]
