@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RUN_KEYS = ("run_id", "scenario", "mesh", "target", "started_ns", "ended_ns", "versions", "plan")
 BUCKET_METRIC = "istio_request_duration_milliseconds_bucket"
 TOP_ERRORS = 5
+USER_COLUMNS = ("user_id", "user")
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,18 @@ def build_report(
         if counts is not None and counts.empty:
             notes.append("metrics.parquet has no istio_requests_total samples of the frontend")
             counts = None
+    # loadgen records `user_id`; per-user version consistency needs it (sticky scenarios)
+    users = next((c for c in USER_COLUMNS if c in run.requests.columns), None)
     try:
-        summary = build_summary(meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp)
+        summary = build_summary(
+            meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp, user_col=users
+        )
     except RunFolderError as exc:  # broken weight events: every other figure still stands
         notes.append(f"{exc}; split and propagation left out")
         meta = {**meta, "events": []}
-        summary = build_summary(meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp)
+        summary = build_summary(
+            meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp, user_col=users
+        )
     log.debug("summary built in %.1f s", time.perf_counter() - started)
 
     charts, chart_notes = render_charts(meta, run.requests, summary)

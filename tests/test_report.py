@@ -39,7 +39,12 @@ def png_size(data: bytes) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory):
     synth = make_run(
-        n_requests=4000, seed=71, slowdown={"v2": 1.5}, error_rate={"v2": 0.03}, unknown_rate=0.01
+        n_requests=4000,
+        seed=71,
+        slowdown={"v2": 1.5},
+        error_rate={"v2": 0.03},
+        unknown_rate=0.01,
+        n_users=50,
     )
     requests = synth.requests.copy()
     names = requests["name"].cat.add_categories([EVIL])
@@ -78,6 +83,8 @@ def test_summary_json_has_the_design_keys(built) -> None:
     stats = {"n", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"}
     assert all(stats <= set(v) for v in on_disk["latency"].values())
     assert on_disk["judge"]["verdict"] == "fail"  # v2 is 1.5x slower and fails 3 %
+    assert on_disk["sticky"]["users"] == 50  # plain weights: users hop between versions
+    assert on_disk["sticky"]["single_version_users"] < 50
     assert on_disk["charts"] == [f"{name}.png" for name in CHART_NAMES]
     assert any("metrics" in n for n in on_disk["notes"])  # no metrics.parquet in this folder
 
@@ -117,6 +124,7 @@ def test_html_is_self_contained_escaped_and_shows_the_verdict(built) -> None:
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
     assert "<link" not in page
     assert '<span class="badge fail">fail</span>' in page  # the judge's verdict
+    assert "Users who saw a single version:" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(CHART_NAMES)
     assert base64.b64decode(images[0]) == result.chart_paths[CHART_NAMES[0]].read_bytes()
