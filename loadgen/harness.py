@@ -32,7 +32,7 @@ from loadgen.checks import Check
 from loadgen.conductor import Conductor
 from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
-from loadgen.runfolder import RunFolder
+from loadgen.runfolder import RunFolder, check_writable
 from loadgen.runinfo import versions
 from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
 from meshload.errors import ConfigError, MeshloadError
@@ -205,6 +205,7 @@ class Harness:
             route=route,
         )
         check_plan_subsets(self.setter, plan.subsets(), plan.source)
+        check_writable(Path(s.results_dir))
         versions(self.mesh is not None)  # `envoy --version` now, not while users wait
         self.target_info = {"virtual_service": name, "namespace": namespace, "route": route}
 
@@ -227,6 +228,10 @@ class Harness:
     def _start_run(self, environment: Any) -> None:
         assert self.plan is not None and self.setter is not None
         runner = environment.runner
+        try:  # the web UI may have changed the per-run options since the last start
+            self.settings = options.Settings.from_options(environment.parsed_options)
+        except ConfigError as e:
+            log.error("%s; keeping the previous settings", e)
         if self.mesh is not None and not environment.host:
             # The web UI's start form sends its host field even when left empty.
             environment.host = self.mesh.gateway_url

@@ -2,7 +2,9 @@
 
 `add_arguments` puts them on Locust's parser (they then show in `locust --help`, in the web
 UI where `web_ui` is set, and reach workers with the master's spawn messages);
-`Settings.from_options` reads them back, typed, from `environment.parsed_options`.
+`Settings.from_options` reads them back, typed, from `environment.parsed_options`. Options
+that pick the target and the plan are read once at start and so stay out of the web UI; the
+others are read again at each start, so the web UI's values apply to the next run.
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ OPTIONS: tuple[Option, ...] = (
         "MESHLOAD_MESH",
         "",
         "embedded or kubernetes (default: embedded unless --host is given)",
+        web_ui=False,
         choices=("", "embedded", "kubernetes"),
     ),
-    Option("--plan", "MESHLOAD_PLAN", "", "rollout plan YAML (default: the scenario's own)"),
+    Option(
+        "--plan",
+        "MESHLOAD_PLAN",
+        "",
+        "rollout plan YAML (default: the scenario's own)",
+        web_ui=False,
+    ),
     Option(
         "--kubeconfig",
         "MESHLOAD_KUBECONFIG",
@@ -50,12 +59,14 @@ OPTIONS: tuple[Option, ...] = (
         "MESHLOAD_NAMESPACE",
         "",
         "namespace of the VirtualService (default: the plan's, else default)",
+        web_ui=False,
     ),
     Option(
         "--virtual-service",
         "MESHLOAD_VIRTUAL_SERVICE",
         "",
         "VirtualService whose weights the plan moves (default: the plan's, else frontend)",
+        web_ui=False,
     ),
     Option("--jaeger-url", "MESHLOAD_JAEGER_URL", "", "Jaeger query URL recorded for the report"),
     Option(
@@ -140,7 +151,13 @@ class Settings:
         values: dict[str, Any] = {}
         for o in OPTIONS:
             raw = getattr(parsed, o.dest, None) if parsed is not None else None
-            values[o.dest] = o.default if raw is None else raw
+            if raw is None:
+                values[o.dest] = o.default
+                continue
+            try:  # the web UI's start form sends strings
+                values[o.dest] = o.type(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{o.flag} {raw!r}: not a {o.type.__name__}") from None
         settings = cls(**values)
         settings.validate()
         return settings

@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from meshload.errors import ConfigError
+
 SCHEMA_VERSION = 1
 REQUESTS_DIR = "requests"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -42,6 +44,20 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def check_writable(results_dir: Path) -> None:
+    """Fail before the run starts, not at its first record, when results cannot be written."""
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".meshload-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"--results-dir {results_dir}: cannot write there ({e.strerror}); pass a writable "
+            "directory"
+        ) from None
 
 
 class RunFolder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,7 +11,7 @@ import configargparse
 import pytest
 
 from loadgen.options import OPTIONS, Settings, add_arguments
-from loadgen.runfolder import new_run_id, safe_name
+from loadgen.runfolder import check_writable, new_run_id, safe_name
 from loadgen.traceparent import TRACEPARENT, new_trace, parse_traceparent
 from meshload.errors import ConfigError
 
@@ -101,3 +102,20 @@ def test_run_ids_sort_by_time_and_are_file_safe() -> None:
     b = new_run_id("canary", 1_700_000_060 * 10**9)
     assert a.startswith("canary-20231114-221320-") and a < b
     assert safe_name("vm_1/x y") == "vm_1_x_y"
+
+
+def test_web_ui_strings_are_converted_and_bad_ones_named() -> None:
+    s = Settings.from_options(SimpleNamespace(trace_sampling="0.25", arrival_rate="12"))
+    assert (s.trace_sampling, s.arrival_rate) == (0.25, 12.0)
+    with pytest.raises(ConfigError, match="--trace-sampling 'lots': not a float"):
+        Settings.from_options(SimpleNamespace(trace_sampling="lots"))
+
+
+def test_an_unwritable_results_dir_is_refused_before_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="--results-dir"):
+        check_writable(blocker / "results")
+    check_writable(tmp_path / "new" / "results")
+    assert (tmp_path / "new" / "results").is_dir()
+    assert not list((tmp_path / "new" / "results").iterdir())
