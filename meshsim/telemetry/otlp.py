@@ -25,6 +25,12 @@ SPAN_KIND_CLIENT = 3
 STATUS_CODE_ERROR = 2
 
 _FIXED64 = struct.Struct("<Q")
+# Tags (field number << 3 | wire type) and lengths of the fixed-size Span fields.
+_TRACE_ID_TAG = b"\x0a\x10"  # field 1, 16 bytes
+_SPAN_ID_TAG = b"\x12\x08"  # field 2, 8 bytes
+_PARENT_ID_TAG = b"\x22\x08"  # field 4, 8 bytes
+_KIND_SERVER = b"\x30\x02\x39"  # kind = SERVER, then the start_time_unix_nano tag (fixed64)
+_STATUS_ERROR = b"\x7a\x02\x18\x02"  # status (field 15) { code: ERROR }
 
 
 def varint(n: int) -> bytes:
@@ -95,6 +101,9 @@ class SpanEncoder:
             for name, p in peers.items()
         }
         self._per_status: dict[tuple[int, str], bytes] = {}
+        self._names: dict[str, bytes] = {}
+        self._last_request_id = ""
+        self._last_request_attr = b""
 
     def _status_attributes(self, status_code: int, protocol: str) -> bytes:
         key = (status_code, protocol)
@@ -111,27 +120,33 @@ class SpanEncoder:
 
     def span(self, hop: Hop, request_id: str) -> bytes:
         """One `Span` message, without its length prefix."""
+        name = self._names.get(hop.operation)
+        if name is None:
+            name = self._names[hop.operation] = field_bytes(5, hop.operation.encode())
+        # Consecutive spans mostly belong to one request: keep its id's encoding.
+        if request_id != self._last_request_id:
+            self._last_request_id = request_id
+            self._last_request_attr = string_attribute("guid:x-request-id", request_id)
+        parent = hop.parent_span_id
         parts = [
-            field_bytes(1, bytes.fromhex(hop.trace_id)),
-            field_bytes(2, bytes.fromhex(hop.span_id)),
-        ]
-        if hop.parent_span_id:
-            parts.append(field_bytes(4, bytes.fromhex(hop.parent_span_id)))
-        end_ns = hop.start_ns + int(hop.duration_ms * 1e6)
-        parts += [
-            field_bytes(5, hop.operation.encode()),
-            b"\x30\x02",  # kind = SERVER
-            b"\x39" + _FIXED64.pack(hop.start_ns),
-            b"\x41" + _FIXED64.pack(end_ns),
+            _TRACE_ID_TAG,
+            bytes.fromhex(hop.trace_id),
+            _SPAN_ID_TAG,
+            bytes.fromhex(hop.span_id),
+            _PARENT_ID_TAG + bytes.fromhex(parent) if parent else b"",
+            name,
+            _KIND_SERVER,
+            _FIXED64.pack(hop.start_ns),
+            b"\x41",  # end_time_unix_nano, fixed64
+            _FIXED64.pack(hop.start_ns + int(hop.duration_ms * 1e6)),
             self._static.get(hop.destination, b""),
             self._status_attributes(hop.status_code, hop.protocol),
-            string_attribute("guid:x-request-id", request_id),
+            self._last_request_attr,
         ]
         if hop.source == INGRESS:
             parts.append(string_attribute("http.method", hop.operation.partition(" ")[0]))
         if hop.error:
-            # Status.code (field 3) = ERROR, as Envoy's tracer sets it for 5xx.
-            parts.append(field_bytes(15, b"\x18\x02"))
+            parts.append(_STATUS_ERROR)
         return b"".join(parts)
 
 
