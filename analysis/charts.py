@@ -281,8 +281,8 @@ def plot_error_rate(
     return _png(fig)
 
 
-def graph_layout(edges: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """Nodes in columns by their longest call chain from a caller nobody calls (x, y)."""
+def graph_depths(edges: pd.DataFrame) -> dict[str, int]:
+    """Column of each service: its longest call chain from a caller nobody calls."""
     nodes = list(dict.fromkeys([*edges["source"], *edges["destination"]]))
     pairs = list(dict.fromkeys(zip(edges["source"], edges["destination"], strict=True)))
     depth = dict.fromkeys(nodes, 0)
@@ -293,70 +293,73 @@ def graph_layout(edges: pd.DataFrame) -> dict[str, tuple[float, float]]:
                 depth[d], changed = depth[s] + 1, True
         if not changed:
             break
-    pos: dict[str, tuple[float, float]] = {}
-    for level in sorted(set(depth.values())):
-        column = sorted(n for n in nodes if depth[n] == level)
-        for i, n in enumerate(column):
-            pos[n] = (float(level), (len(column) - 1) / 2 - i)
-    return pos
+    return depth
+
+
+def _incoming(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Per destination, one line per calling service: requests, errors and the version split."""
+    lines: dict[str, list[str]] = {}
+    for (src, dst), g in frame.groupby(["source", "destination"], sort=True):
+        errors = int(g["errors"].sum())
+        text = f"← {_text(src)}: {int(g['requests'].sum()):,} req"
+        text += f", {errors:,} err" if errors else ""
+        if set(g["destination_version"]) != {"unknown"}:
+            shares = zip(g["destination_version"], g["share"], strict=True)
+            text += " · " + " / ".join(f"{_text(v)} {s * 100:.0f}%" for v, s in shares)
+        lines.setdefault(str(dst), []).append(text)
+    return lines
 
 
 def plot_graph(graph: Sequence[Mapping[str, Any]]) -> bytes:
+    """Services in columns by call depth; each box lists its callers with counts and split."""
     frame = pd.DataFrame(list(graph))
     if frame.empty:
         raise ValueError("no service graph (needs spans)")
     frame["destination_version"] = frame["destination_version"].fillna("unknown").astype(str)
     frame[["source", "destination"]] = frame[["source", "destination"]].astype(str)
-    pos = graph_layout(frame)
-    tallest = max(pd.Series([x for x, _ in pos.values()]).value_counts())
-    height = max(3.0, 1.1 * tallest)
-    fig, ax = _figure(height)
-    for (src, dst), g in frame.groupby(["source", "destination"], sort=True):
-        (x0, y0), (x1, y1) = pos[src], pos[dst]
+    depth = graph_depths(frame)
+    incoming = _incoming(frame)
+    columns = {x: sorted(n for n in depth if depth[n] == x) for x in sorted(set(depth.values()))}
+    height = {n: 1 + len(incoming.get(n, [])) for n in depth}
+    tallest = max(sum(height[n] + 1.5 for n in col) for col in columns.values())
+    fig = Figure(
+        figsize=(min(20.0, max(10.0, 3.0 * len(columns))), max(3.0, 0.17 * tallest + 1.0)),
+        dpi=_DPI,
+        layout="constrained",
+    )
+    ax = fig.add_subplot()
+    boxes = {}
+    for x, col in columns.items():
+        y = sum(height[n] + 1.5 for n in col) / 2  # centre every column on 0
+        for n in col:
+            y -= (height[n] + 1.5) / 2
+            text = "\n".join([_text(n), *incoming.get(n, [])])
+            boxes[n] = ax.text(
+                x,
+                y,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                multialignment="left",
+                zorder=3,
+                bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#4a6fa5"},
+            )
+            y -= (height[n] + 1.5) / 2
+    for src, dst in dict.fromkeys(zip(frame["source"], frame["destination"], strict=True)):
         ax.annotate(
             "",
-            xy=(x1, y1),
-            xytext=(x0, y0),
-            arrowprops={
-                "arrowstyle": "-|>",
-                "color": "0.4",
-                "shrinkA": 40,
-                "shrinkB": 40,
-                "connectionstyle": "arc3,rad=0.08",
-            },
+            xy=(0, 0.5),
+            xycoords=boxes[dst],
+            xytext=(1, 0.5),
+            textcoords=boxes[src],
+            zorder=2,
+            arrowprops={"arrowstyle": "-|>", "color": "0.45", "shrinkA": 3, "shrinkB": 3},
         )
-        split = " / ".join(
-            f"{_text(v)} {s * 100:.0f}%"
-            for v, s in zip(g["destination_version"], g["share"], strict=True)
-        )
-        errors = int(g["errors"].sum())
-        label = f"{int(g['requests'].sum()):,} req" + (f", {errors:,} err" if errors else "")
-        ax.text(
-            (x0 + x1) / 2,
-            (y0 + y1) / 2 + 0.08,
-            f"{label}\n{split}",
-            fontsize=7,
-            ha="center",
-            va="bottom",
-            color="0.15",
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
-    for name, (x, y) in pos.items():
-        ax.text(
-            x,
-            y,
-            _text(name),
-            ha="center",
-            va="center",
-            fontsize=8,
-            bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#4a6fa5"},
-        )
-    xs = [p[0] for p in pos.values()]
-    ys = [p[1] for p in pos.values()]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    ax.set_xlim(-0.5, len(columns) - 0.5)
+    ax.set_ylim(-tallest / 2 - 0.5, tallest / 2 + 0.5)
     ax.set_axis_off()
-    ax.set_title("Service graph: requests and version split per edge (from traces)", pad=12)
+    ax.set_title("Service graph from traces: callers of each service, requests and version split")
     return _png(fig)
 
 

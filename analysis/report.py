@@ -107,7 +107,7 @@ def build_report(
         "run": {k: meta.get(k) for k in RUN_KEYS},
         "tolerance_pp": tolerance_pp,
         "errors": error_counts(run.requests),
-        "mesh_latency": mesh_latency(run.metrics),
+        "mesh_latency": mesh_latency(run.metrics, started_s=_seconds(meta.get("started_ns"))),
         "charts": [f"{name}.png" for name in charts],
     }
     notes += [*summary.pop("notes", []), *chart_notes]
@@ -159,6 +159,10 @@ def _unfetched(meta: Mapping[str, Any], no_spans: bool, no_metrics: bool) -> lis
     return out
 
 
+def _seconds(ns: Any) -> float | None:
+    return ns / 1e9 if isinstance(ns, int | float) and not isinstance(ns, bool) else None
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file and rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -195,13 +199,19 @@ def error_counts(requests: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def mesh_latency(
-    metrics: pd.DataFrame, *, app: str = "frontend", reporter: str = "destination"
+    metrics: pd.DataFrame,
+    *,
+    started_s: float | None = None,
+    app: str = "frontend",
+    reporter: str = "destination",
 ) -> dict[str, dict[str, Any]] | None:
     """Quantiles per destination_version from Istio's histogram over the whole recorded window.
 
     Each bucket series counts its reset-corrected increase from first to last sample (no
-    extrapolation), buckets are summed per version and `le`, then interpolated as PromQL's
-    histogram_quantile does. None when no histogram samples were recorded.
+    extrapolation); a series first scraped after `started_s` was born during the run (Istio
+    creates a series on its first request), so its first value counts too. Buckets are summed
+    per version and `le`, then interpolated as PromQL's histogram_quantile does. None when no
+    histogram samples were recorded.
     """
     if metrics.empty:
         return None
@@ -226,7 +236,8 @@ def mesh_latency(
     series = frame["series"].to_numpy()
     same = np.concatenate(([False], series[1:] == series[:-1]))
     step = np.concatenate(([0.0], np.diff(value)))
-    frame["increase"] = np.where(same, np.where(step >= 0, step, value), 0.0)
+    born = ~same & (frame["t"].to_numpy() > (np.inf if started_s is None else started_s))
+    frame["increase"] = np.where(same, np.where(step >= 0, step, value), np.where(born, value, 0.0))
     buckets = frame.dropna(subset=["le"]).groupby(["version", "le"], sort=True)["increase"].sum()
     out: dict[str, dict[str, Any]] = {}
     for version, per_le in buckets.groupby(level="version", sort=True):

@@ -13,7 +13,7 @@ from analysis.charts import (
     bucketed,
     cdf_points,
     configured_shares,
-    graph_layout,
+    graph_depths,
     plot_graph,
     plot_hops,
     plot_split,
@@ -68,17 +68,17 @@ def test_configured_shares_and_bucket_length(synth) -> None:
     assert 50 <= 3600.0 / bucket_seconds(3600.0) <= 150
 
 
-def test_graph_layout_puts_callees_right_of_callers() -> None:
+def test_graph_depths_put_callees_right_of_callers() -> None:
     edges = pd.DataFrame(
         {
             "source": ["client", "frontend", "frontend", "recommendation", "a", "b"],
             "destination": ["frontend", "catalog", "recommendation", "catalog", "b", "a"],
         }
     )
-    pos = graph_layout(edges)
-    assert pos["client"][0] == 0 and pos["frontend"][0] == 1
-    assert pos["catalog"][0] == 3  # longest chain: client -> frontend -> recommendation -> catalog
-    assert {"a", "b"} <= set(pos)  # a call cycle still gets places
+    depth = graph_depths(edges)
+    assert depth["client"] == 0 and depth["frontend"] == 1
+    assert depth["catalog"] == 3  # longest chain: client -> frontend -> recommendation -> catalog
+    assert {"a", "b"} <= set(depth)  # a call cycle still gets places
 
 
 def test_outside_names_with_dollars_draw(synth) -> None:

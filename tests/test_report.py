@@ -222,3 +222,10 @@ def test_mesh_latency_from_istio_buckets(tmp_path: Path) -> None:
     assert out["v1"]["p90_ms"] == pytest.approx(18.0)
     assert out["v1"]["p99_ms"] == pytest.approx(10 + 10 * 49 / 50)
     assert mesh_latency(pd.DataFrame(rows).assign(metric="other")) is None
+    # a v2 series first scraped after the run started was born in it: its first value counts
+    born = series("v2", "10", [4, 6]) + series("v2", "+Inf", [4, 10])
+    out = mesh_latency(pd.DataFrame(rows + born), started_s=50.0)
+    assert out is not None and out["v2"]["n"] == 10 and out["v1"]["n"] == 100
+    assert out["v2"]["p50_ms"] == pytest.approx(10 * 5 / 6)  # rank 5 of the 6 in (0, 10]
+    out = mesh_latency(pd.DataFrame(rows + born), started_s=200.0)
+    assert out is not None and out["v2"]["n"] == 6  # scraped before the run: only the increase
