@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from meshsim.tracestore.otlp import tag_predicate
 from meshsim.tracestore.query import TraceQuery
 from meshsim.tracestore.receiver import SPAN_ID, rows_from_request
 from meshsim.tracestore.store import SpanStore
+from meshsim.tracestore.tags import tag_search
 
 SERVICES = ("frontend", "cartservice", "checkoutservice")
 OPERATIONS = ("ingress", "GET /cart", "PlaceOrder")
@@ -174,9 +174,96 @@ def test_filters_match_plain_computation(tmp_path: Path, data: Data, max_spans: 
     fill(store, bodies)
     nonempty = 0
     for q in _queries(seed=5):
-        got = store.find_trace_ids(q, tag_predicate(q.tags))
+        got = store.find_trace_ids(q, tag_search(q.tags))
         want = plain_find(spans, q)
         assert got == want, q
         nonempty += bool(want)
     assert nonempty >= 10, "the seeded queries must exercise real matches"
+    store.close()
+
+
+def _typed_request(seed: int) -> tuple[ExportTraceServiceRequest, list[dict[str, str]]]:
+    """Spans whose tags take every form: typed span attributes, event and resource attributes,
+    and the tags Jaeger derives from kind, status and scope. Returns each span's tags as
+    Jaeger prints them, for a plain computation of what a tag search should find."""
+    rng = random.Random(seed)
+    request = ExportTraceServiceRequest()
+    printed: list[dict[str, str]] = []
+    for i in range(60):
+        rs = request.resource_spans.add()
+        zone = rng.choice(("a", "b"))
+        for key, value in (("service.name", "svc"), ("zone", zone)):
+            kv = rs.resource.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        scope = rs.scope_spans.add()
+        scope.scope.name = rng.choice(("envoy", "sdk"))
+        span = scope.spans.add()
+        span.trace_id, span.span_id = rng.randbytes(16), rng.randbytes(8)
+        span.name, span.kind = "op", rng.choice((1, 2, 3))
+        span.start_time_unix_nano = T0 + i * 1000
+        span.end_time_unix_nano = span.start_time_unix_nano + 10
+        span.status.code = rng.choice((0, 1, 2))
+        retries, ratio, cached = rng.choice((0, 3, 503)), rng.choice((0.5, 2.0)), rng.random() < 0.5
+        for key, setter in (
+            ("retries", "int_value"),
+            ("ratio", "double_value"),
+            ("cached", "bool_value"),
+        ):
+            kv = span.attributes.add()
+            kv.key = key
+            setattr(kv.value, setter, {"retries": retries, "ratio": ratio, "cached": cached}[key])
+        attempt = rng.choice(("1", "2"))
+        event = span.events.add()
+        kv = event.attributes.add()
+        kv.key, kv.value.string_value = "attempt", attempt
+        tags = {
+            "retries": str(retries),
+            "ratio": "0.5" if ratio == 0.5 else "2",
+            "cached": "true" if cached else "false",
+            "attempt": attempt,
+            "zone": zone,
+            "span.kind": {1: "internal", 2: "server", 3: "client"}[span.kind],
+            "otel.scope.name": scope.scope.name,
+        }
+        if span.status.code:
+            tags["otel.status_code"] = "ERROR" if span.status.code == 2 else "OK"
+        if span.status.code == 2:
+            tags["error"] = "true"
+        printed.append(tags)
+    return request, printed
+
+
+@pytest.mark.parametrize("max_spans", [4, 1000])
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"retries": "503"},
+        {"retries": "0"},
+        {"ratio": "2"},
+        {"ratio": "0.5"},
+        {"cached": "true"},
+        {"attempt": "2"},
+        {"zone": "b"},
+        {"error": "true"},
+        {"otel.status_code": "OK"},
+        {"span.kind": "client"},
+        {"otel.scope.name": "sdk"},
+        {"cached": "false", "zone": "a", "span.kind": "server"},
+        {"retries": "5"},
+    ],
+)
+def test_tags_of_every_type(tmp_path: Path, max_spans: int, tags: dict[str, str]) -> None:
+    request, printed = _typed_request(seed=2)
+    store = SpanStore(max_spans=max_spans, spill_dir=tmp_path)
+    rows = rows_from_request(request)
+    for at in range(0, len(rows), 7):
+        store.add(rows[at : at + 7])
+    got = store.find_trace_ids(TraceQuery(limit=1000), tag_search(tags))
+    want = [
+        rows[i][0]
+        for i in reversed(range(len(rows)))
+        if all(printed[i].get(k) == v for k, v in tags.items())
+    ]
+    assert got == want
+    assert (store.segment_count > 0) == (max_spans == 4)
     store.close()

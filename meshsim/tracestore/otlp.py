@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -113,39 +113,3 @@ def value_to_raw(value: AnyValue) -> Any:
 
 def attribute_strings(attributes: Iterable[KeyValue]) -> dict[str, str]:
     return {kv.key: value_as_string(kv.value) for kv in attributes}
-
-
-def span_matches_tags(row: Row, tags: dict[str, str]) -> bool:
-    """Jaeger's tag search: every tag found on the span, its resource, scope or an event.
-
-    `error=true`, `span.kind` and `otel.status_code` are matched against the fields Jaeger's
-    translator turns into those tags, as searches from the Jaeger UI expect.
-    """
-    span = Span.FromString(row[SPAN])
-    own = attribute_strings(span.attributes)
-    resource = attribute_strings(resource_of(row[RESOURCE]).attributes)
-    scope = scope_of(row[SCOPE])
-    derived: dict[str, str] = {}
-    if span.kind in KIND_NAMES:
-        derived["span.kind"] = KIND_NAMES[span.kind]
-    if span.status.code == STATUS_ERROR:
-        derived["error"] = "true"
-        derived["otel.status_code"] = "ERROR"
-    elif span.status.code == STATUS_OK:
-        derived["otel.status_code"] = "OK"
-    if scope.name:
-        derived["otel.scope.name"] = scope.name
-    for key, wanted in tags.items():
-        if own.get(key) == wanted or resource.get(key) == wanted or derived.get(key) == wanted:
-            continue
-        if any(attribute_strings(event.attributes).get(key) == wanted for event in span.events):
-            continue
-        return False
-    return True
-
-
-def tag_predicate(tags: dict[str, str]) -> Callable[[Row], bool] | None:
-    """The per-span check for a tag search, or None when there are no tags to check."""
-    if not tags:
-        return None
-    return lambda row: span_matches_tags(row, tags)

@@ -18,11 +18,12 @@ from aiohttp import web
 from google.rpc import status_pb2
 
 from meshsim.tracestore import jaeger_v1, jaeger_v2
-from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES, tag_predicate
+from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES
 from meshsim.tracestore.params import parse_trace_id, v1_search, v3_search
 from meshsim.tracestore.query import QueryError
 from meshsim.tracestore.receiver import PROTOBUF, DecodeFailure, UnsupportedMediaType, decode
 from meshsim.tracestore.store import DEFAULT_MAX_SPANS, SpanStore
+from meshsim.tracestore.tags import tag_search
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ async def v1_search_traces(request: web.Request) -> web.Response:
         )
     except QueryError as exc:
         return _v1_error(400, str(exc))
-    ids = store.find_trace_ids(query, tag_predicate(query.tags))
+    ids = store.find_trace_ids(query, tag_search(query.tags))
     return _json(jaeger_v1.envelope([jaeger_v1.trace_to_v1(store.trace(t)) for t in ids]))
 
 
@@ -167,7 +168,7 @@ async def v3_find_traces(request: web.Request) -> web.Response:
         query = v3_search(request.query)
     except QueryError as exc:
         return _v3_error(400, str(exc))
-    ids = store.find_trace_ids(query, tag_predicate(query.tags))
+    ids = store.find_trace_ids(query, tag_search(query.tags))
     if not ids:
         return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
     return _json(jaeger_v2.traces_body(store.trace(t) for t in ids))

@@ -1,79 +1,28 @@
-"""Span storage: the newest spans in memory (a bounded count), older ones spilled to parquet.
+"""Span storage: the newest spans in memory (a bounded count), older ones spilled to disk.
 
-Spilled segments stay queryable: a small index (time range, services, trace ids per segment)
-decides which segments a query must read, and the last segments read are kept decoded. Spilling
-drops memory to half the limit at once, so a steady stream writes one segment per
-`max_spans / 2` spans instead of one tiny file per request.
+When memory holds more than `max_spans` spans, the oldest are written as one parquet segment
+(see segments.py) until half the limit remains, so a steady stream writes one segment per
+`max_spans / 2` spans rather than one tiny file per request. Spilled spans stay queryable.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import shutil
 import tempfile
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from meshsim.tracestore.query import TraceQuery
-from meshsim.tracestore.receiver import (
-    END_NS,
-    KIND,
-    NAME,
-    SERVICE,
-    START_NS,
-    TRACE_ID,
-    Row,
-)
+from meshsim.tracestore.receiver import END_NS, KIND, NAME, SERVICE, START_NS, TRACE_ID, Row
+from meshsim.tracestore.segments import Segment, SegmentReader, write_segment
+from meshsim.tracestore.tags import TagSearch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SPANS = 200_000
-_COLUMNS = (
-    "trace_id",
-    "span_id",
-    "start_ns",
-    "end_ns",
-    "service",
-    "name",
-    "kind",
-    "status",
-    "resource",
-    "scope",
-    "span",
-)
-_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.binary(16)),
-        ("span_id", pa.binary(8)),
-        ("start_ns", pa.uint64()),
-        ("end_ns", pa.uint64()),
-        ("service", pa.string()),
-        ("name", pa.string()),
-        ("kind", pa.int32()),
-        ("status", pa.int32()),
-        ("resource", pa.binary()),
-        ("scope", pa.binary()),
-        ("span", pa.binary()),
-    ]
-)
-_CACHED_SEGMENTS = 2
-
-# Decides from a span's row whether it satisfies what the index cannot (tags).
-SpanPredicate = Callable[[Row], bool]
-
-
-@dataclass
-class _Segment:
-    path: Path
-    count: int
-    start_min_ns: int
-    start_max_ns: int
-    services: frozenset[str]
 
 
 class SpanStore:
@@ -95,9 +44,8 @@ class SpanStore:
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._rows: list[Row] = []
         self._by_trace: dict[bytes, list[Row]] = {}
-        self._segments: list[_Segment] = []
-        self._disk_traces: dict[bytes, list[int]] = {}
-        self._cache: OrderedDict[int, tuple[list[Row], dict[bytes, list[Row]]]] = OrderedDict()
+        self._segments: list[Segment] = []
+        self._reader = SegmentReader()
         # service -> {(operation, kind): None}, insertion ordered; never shrinks on spill.
         self._operations: dict[str, dict[tuple[str, int], None]] = {}
         self.received = 0
@@ -121,32 +69,20 @@ class SpanStore:
             self._spill(len(self._rows) - self.max_spans // 2)
 
     def _spill(self, count: int) -> None:
-        old, self._rows = self._rows[:count], self._rows[count:]
-        index = len(self._segments)
-        path = self.spill_dir / f"spans-{index:06d}.parquet"
-        columns = list(zip(*old, strict=True))
-        table = pa.Table.from_arrays(
-            [pa.array(col, type=_SCHEMA.field(i).type) for i, col in enumerate(columns)],
-            schema=_SCHEMA,
-        )
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-        starts = columns[START_NS]
-        self._segments.append(
-            _Segment(path, count, min(starts), max(starts), frozenset(columns[SERVICE]))
-        )
+        old = self._rows[:count]
+        path = self.spill_dir / f"spans-{len(self._segments):06d}.parquet"
+        self._segments.append(write_segment(path, old))
+        del self._rows[:count]
         spilled: dict[bytes, int] = {}
-        for tid in columns[TRACE_ID]:
-            spilled[tid] = spilled.get(tid, 0) + 1
-        for tid, n in spilled.items():
-            # Rows of a trace sit in arrival order, so the spilled ones are its first n.
-            rest = self._by_trace[tid][n:]
+        for row in old:
+            spilled[row[TRACE_ID]] = spilled.get(row[TRACE_ID], 0) + 1
+        for trace_id, n in spilled.items():
+            # A trace's rows sit in arrival order, so the spilled ones are its first n.
+            rest = self._by_trace[trace_id][n:]
             if rest:
-                self._by_trace[tid] = rest
+                self._by_trace[trace_id] = rest
             else:
-                del self._by_trace[tid]
-            self._disk_traces.setdefault(tid, []).append(index)
+                del self._by_trace[trace_id]
         log.info("spilled %d spans to %s", count, path)
 
     # -- reading -------------------------------------------------------------------------
@@ -167,80 +103,102 @@ class SpanStore:
         return sorted(op for op in ops if span_kind is None or op[1] == span_kind)
 
     def trace(self, trace_id: bytes) -> list[Row]:
-        """Every span of a trace, oldest stored first; [] when unknown."""
+        """Every span of a trace, spilled ones first; [] when unknown."""
         rows: list[Row] = []
-        for index in self._disk_traces.get(trace_id, ()):
-            rows.extend(self._load(index)[1].get(trace_id, ()))
+        for segment in self._segments:
+            rows.extend(self._reader.trace_rows(segment, trace_id))
         rows.extend(self._by_trace.get(trace_id, ()))
         return rows
 
     def find_trace_ids(
         self,
         query: TraceQuery,
-        matches: SpanPredicate | None = None,
+        tags: TagSearch | None = None,
     ) -> list[bytes]:
-        """Ids of traces with a span matching the query, most recent first, at most limit."""
-        latest: dict[bytes, int] = {}
-        for rows in self._candidate_row_sets(query):
-            for row in _filter(rows, query, matches):
-                tid = row[TRACE_ID]
-                if latest.get(tid, -1) < row[START_NS]:
-                    latest[tid] = row[START_NS]
-        ordered = sorted(latest, key=latest.__getitem__, reverse=True)
-        return ordered[: query.limit] if query.limit > 0 else ordered
+        """Ids of traces with a span matching the query, by their latest such span (newest
+        first), at most `query.limit` of them (all when the limit is 0 or less).
 
-    def _candidate_row_sets(self, query: TraceQuery) -> Iterable[list[Row]]:
-        for index, seg in enumerate(self._segments):
-            if query.service is not None and query.service not in seg.services:
-                continue
-            if query.start_min_ns is not None and seg.start_max_ns < query.start_min_ns:
-                continue
-            if query.start_max_ns is not None and seg.start_min_ns > query.start_max_ns:
-                continue
-            yield self._load(index)[0]
-        yield self._rows
+        Tags are checked last, on the newest candidates first, after their hints refused
+        what they could (in pyarrow for spilled spans).
+        """
+        segments = [seg for seg in self._segments if _may_match(seg, query)]
+        memory = [row for row in self._rows if _row_matches(row, query)]
+        limit = query.limit if query.limit > 0 else self.received
+        if tags is None:
+            latest: dict[bytes, int] = {}
+            for segment in segments:
+                for start, trace_id in self._reader.latest_per_trace(segment, query, limit):
+                    if latest.get(trace_id, -1) < start:
+                        latest[trace_id] = start
+            for row in memory:
+                if latest.get(row[TRACE_ID], -1) < row[START_NS]:
+                    latest[row[TRACE_ID]] = row[START_NS]
+            return heapq.nlargest(limit, latest, key=latest.__getitem__)
+        # Newest spans first: a trace's first match is its latest, and once `limit` traces are
+        # found no older span can rank above them, so the costly per-span check stops early.
+        memory.sort(key=itemgetter(START_NS), reverse=True)
+        found: dict[bytes, None] = {}
+        for _, trace_id, row in self._newest_first(query, memory, segments, tags):
+            if trace_id not in found and tags.matches(row):
+                found[trace_id] = None
+                if len(found) >= limit:
+                    break
+        return list(found)
 
-    def _load(self, index: int) -> tuple[list[Row], dict[bytes, list[Row]]]:
-        cached = self._cache.get(index)
-        if cached is not None:
-            self._cache.move_to_end(index)
-            return cached
-        table = pq.read_table(self._segments[index].path)
-        columns = [table.column(name).to_pylist() for name in _COLUMNS]
-        rows: list[Row] = list(zip(*columns, strict=True))
-        by_trace: dict[bytes, list[Row]] = {}
-        for row in rows:
-            by_trace.setdefault(row[TRACE_ID], []).append(row)
-        self._cache[index] = (rows, by_trace)
-        while len(self._cache) > _CACHED_SEGMENTS:
-            self._cache.popitem(last=False)
-        return rows, by_trace
+    def _newest_first(
+        self, query: TraceQuery, memory: list[Row], segments: list[Segment], tags: TagSearch
+    ) -> Iterator[tuple[int, bytes, Row]]:
+        """Candidates from memory and segments merged newest first; a segment is read only
+        once the merge reaches its newest start, so a search satisfied early skips old ones."""
+        pending = sorted(segments, key=lambda seg: seg.start_max_ns)
+        heap: list[tuple[int, int, tuple[int, bytes, Row], Iterator[tuple[int, bytes, Row]]]]
+        heap = []
+        order = 0
+
+        def push(source: Iterator[tuple[int, bytes, Row]]) -> None:
+            nonlocal order
+            item = next(source, None)
+            if item is not None:
+                order += 1
+                heapq.heappush(heap, (-item[0], order, item, source))
+
+        push((row[START_NS], row[TRACE_ID], row) for row in memory)
+        while heap or pending:
+            while pending and (not heap or pending[-1].start_max_ns >= -heap[0][0]):
+                push(self._reader.newest_first(pending.pop(), query, tags.hints))
+            if not heap:
+                continue
+            _, _, item, source = heapq.heappop(heap)
+            yield item
+            push(source)
 
     def close(self) -> None:
-        self._cache.clear()
+        self._reader.forget()
         if self._own_dir:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
-def _filter(rows: list[Row], q: TraceQuery, matches: SpanPredicate | None) -> Iterable[Row]:
-    for row in rows:
-        if q.service is not None and row[SERVICE] != q.service:
-            continue
-        if q.operation is not None and row[NAME] != q.operation:
-            continue
-        if q.span_kind is not None and row[KIND] != q.span_kind:
-            continue
-        start = row[START_NS]
-        if q.start_min_ns is not None and start < q.start_min_ns:
-            continue
-        if q.start_max_ns is not None and start > q.start_max_ns:
-            continue
-        if q.duration_min_ns is not None or q.duration_max_ns is not None:
-            duration = row[END_NS] - start
-            if q.duration_min_ns is not None and duration < q.duration_min_ns:
-                continue
-            if q.duration_max_ns is not None and duration > q.duration_max_ns:
-                continue
-        if matches is not None and not matches(row):
-            continue
-        yield row
+def _may_match(segment: Segment, q: TraceQuery) -> bool:
+    if q.service is not None and q.service not in segment.services:
+        return False
+    if q.start_min_ns is not None and segment.start_max_ns < q.start_min_ns:
+        return False
+    return q.start_max_ns is None or segment.start_min_ns <= q.start_max_ns
+
+
+def _row_matches(row: Row, q: TraceQuery) -> bool:
+    if q.service is not None and row[SERVICE] != q.service:
+        return False
+    if q.operation is not None and row[NAME] != q.operation:
+        return False
+    if q.span_kind is not None and row[KIND] != q.span_kind:
+        return False
+    start = row[START_NS]
+    if q.start_min_ns is not None and start < q.start_min_ns:
+        return False
+    if q.start_max_ns is not None and start > q.start_max_ns:
+        return False
+    duration = row[END_NS] - start
+    if q.duration_min_ns is not None and duration < q.duration_min_ns:
+        return False
+    return q.duration_max_ns is None or duration <= q.duration_max_ns
