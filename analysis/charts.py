@@ -41,9 +41,11 @@ def _text(value: object) -> str:
     return str(value).replace("$", r"\$")
 
 
-def bucket_seconds(duration_s: float, target_buckets: int = 150) -> float:
-    """A round bucket length giving about `target_buckets` buckets over the run."""
+def bucket_seconds(duration_s: float, n_requests: int = 0, target_buckets: int = 150) -> float:
+    """A round bucket length: about `target_buckets` buckets, each of 30 requests or more."""
     want = max(duration_s, 1.0) / target_buckets
+    if n_requests:  # a share of 5 requests jumps by 20 points: noise, not routing
+        want = max(want, duration_s * 30 / n_requests)
     return float(next((s for s in _NICE_S if s >= want), _NICE_S[-1]))
 
 
@@ -120,21 +122,22 @@ def _change_markers(ax: Any, summary: Mapping[str, Any], t0_ns: int) -> None:
         if p.get("accepted_ns") is not None:
             x = (p["accepted_ns"] - t0_ns) / 1e9
             ax.axvline(x, color="0.35", ls=":", lw=1, label=label)
-            ax.annotate(
-                f"step {p['step']}",
-                (x, 1.0),
-                xycoords=("data", "axes fraction"),
-                fontsize=7,
-                color="0.35",
-                va="bottom",
-            )
+            top = ("data", "axes fraction")
+            ax.annotate(f"step {p['step']}", (x, 1.0), xycoords=top, fontsize=7, va="bottom")
         if p.get("detected") and p.get("effective_ns") is not None:
-            ax.axvline(
-                (p["effective_ns"] - t0_ns) / 1e9,
-                color="k",
-                lw=0.8,
-                label="change took effect" if i <= 1 else None,
-            )
+            label = "change took effect" if i <= 1 else None
+            ax.axvline((p["effective_ns"] - t0_ns) / 1e9, color="k", lw=0.8, label=label)
+
+
+def _time_axes(
+    ax: Any, summary: Mapping[str, Any], t0_ns: int, bucket_s: float, ylabel: str, title: str
+) -> None:
+    """What the three charts over time share: change markers, labels, legend beside the plot."""
+    _change_markers(ax, summary, t0_ns)
+    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, pad=12)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
 def plot_split(
@@ -169,12 +172,9 @@ def plot_split(
                 color=colors.get(v, "0.3"),
                 label=f"{_text(v)} configured",
             )
-    _change_markers(ax, summary, t0_ns)
     ax.set_ylim(-3, 103)
-    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
-    ax.set_ylabel("share of requests (%)")
-    ax.set_title("Served split over time vs configured weights", pad=12)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    title = "Served split over time vs configured weights"
+    _time_axes(ax, summary, t0_ns, bucket_s, "share of requests (%)", title)
     return _png(fig)
 
 
@@ -193,11 +193,8 @@ def plot_latency_over_time(
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(_PLAIN)
         ax.yaxis.set_minor_formatter(_PLAIN)
-    _change_markers(ax, summary, t0_ns)
-    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("Client latency percentiles over time per version", pad=12)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    title = "Client latency percentiles over time per version"
+    _time_axes(ax, summary, t0_ns, bucket_s, "latency (ms)", title)
     return _png(fig)
 
 
@@ -244,14 +241,8 @@ def plot_hops(hops: Mapping[str, Any]) -> bytes:
         ends = table[[f"baseline_{what}_ms", f"canary_{what}_ms"]].max(axis=1).fillna(0.0)
         for yi, end, d in zip(y, ends, table[f"delta_{what}_ms"], strict=True):
             if pd.notna(d):
-                ax.annotate(
-                    f"Δ {d:+.2f} ms",
-                    (end, yi),
-                    xytext=(4, 0),
-                    fontsize=8,
-                    textcoords="offset points",
-                    va="center",
-                )
+                beside: dict[str, Any] = {"xytext": (4, 0), "textcoords": "offset points"}
+                ax.annotate(f"Δ {d:+.2f} ms", (end, yi), fontsize=8, va="center", **beside)
         ax.set_xlim(0, max(float(ends.max()), 1e-3) * 1.3)
         ax.set_xlabel(f"{title}: mean ms per trace")
     axes[0].set_yticks(y, [_text(s) for s in table["service"]])
@@ -273,11 +264,8 @@ def plot_error_rate(
             ax.plot(x, rate, color=colors[v], lw=1.2, label=_text(v))
         all_rate = errors.sum(axis=1) / total.sum(axis=1) * 100.0
     ax.plot(x, all_rate, color="0.5", lw=0.8, label="all versions")
-    _change_markers(ax, summary, t0_ns)
-    ax.set_xlabel(f"seconds since start ({bucket_s:g} s buckets)")
-    ax.set_ylabel("failed requests (%)")
-    ax.set_title("Error rate over time per version", pad=12)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    title = "Error rate over time per version"
+    _time_axes(ax, summary, t0_ns, bucket_s, "failed requests (%)", title)
     return _png(fig)
 
 
@@ -370,7 +358,7 @@ def render_charts(
     starts = requests["start_ns"].to_numpy()
     t0_ns = int(meta.get("started_ns") or (starts.min() if len(starts) else 0))
     end_ns = int(starts.max()) if len(starts) else t0_ns
-    bucket_s = bucket_seconds((end_ns - t0_ns) / 1e9)
+    bucket_s = bucket_seconds((end_ns - t0_ns) / 1e9, len(requests))
     has_requests = len(requests) > 0
     makers: dict[str, Callable[[], bytes]] = {
         "split_over_time": lambda: plot_split(requests, meta, summary, t0_ns, bucket_s),

@@ -66,6 +66,7 @@ def test_configured_shares_and_bucket_length(synth) -> None:
     assert bucket_seconds(15.0) == 1.0
     assert bucket_seconds(3600.0) == 30.0
     assert 50 <= 3600.0 / bucket_seconds(3600.0) <= 150
+    assert bucket_seconds(16.0, 382) == 2.0  # 30 requests a bucket at least: 1.26 s -> 2 s
 
 
 def test_graph_depths_put_callees_right_of_callers() -> None:
