@@ -29,13 +29,13 @@ from meshsim.envoy import Envoy
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, wait_for_json
-from meshsim.prometheus import Prometheus, prometheus_binary, scrape_config
+from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
 from meshsim.resources import Resource, load_manifests
 from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
 from meshsim.translate import build_snapshot
 
 if TYPE_CHECKING:
-    from meshsim.telemetry.scrape import Scraper, Target
+    from meshsim.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Mesh:
         self.scraper: Scraper | None = None
         self.metrics_ports: dict[str, int] = {}
         self._workload_ports: dict[str, int] = {}
+        self.metrics_targets: list[Target] = []
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshload-"))
         self.children: list[Child] = []
@@ -179,19 +180,16 @@ class Mesh:
         traffic.
         """
         assert self.envoy is not None
-        gateway_port = self.metrics_ports.get(INGRESS)
+        self.metrics_targets = mesh_targets(
+            envoy_admin=self.envoy.admin_url,
+            workloads=[(w, self._workload_ports[w.name]) for w in self.spec.workloads],
+            gateway_metrics_port=self.metrics_ports.get(INGRESS),
+        )
         if self.use_prometheus and prometheus_binary() is not None:
-            workloads = {
-                w.name: (self._workload_ports[w.name], dict(w.labels)) for w in self.spec.workloads
-            }
-            config = scrape_config(
-                envoy_admin=self.envoy.admin_url,
-                workloads=workloads,
-                gateway_metrics_port=gateway_port,
-                namespace=self.spec.namespace,
-            )
             try:
-                self.prometheus = Prometheus(self.workdir / "prometheus", config)
+                self.prometheus = Prometheus(
+                    self.workdir / "prometheus", scrape_config(self.metrics_targets)
+                )
             except BackendError as e:
                 log.warning("%s; the mesh runs without Prometheus", e)
             else:
@@ -201,31 +199,7 @@ class Mesh:
             # Imported here: pyarrow is heavy, and most meshes have a Prometheus.
             from meshsim.telemetry.scrape import Scraper
 
-            self.scraper = Scraper(self._scrape_targets(gateway_port), self.metrics_dir)
-
-    def _scrape_targets(self, gateway_port: int | None) -> list[Target]:
-        from meshsim.telemetry.scrape import Target
-
-        assert self.envoy is not None
-        targets = [
-            Target(
-                self.envoy.admin_url + "/stats/prometheus?usedonly",
-                "envoy",
-                {"pod": INGRESS, "namespace": "istio-system"},
-            )
-        ]
-        if gateway_port:
-            targets.append(
-                Target(
-                    f"http://127.0.0.1:{gateway_port}/metrics",
-                    INGRESS,
-                    {"pod": INGRESS, "namespace": "istio-system"},
-                )
-            )
-        for w in self.spec.workloads:
-            url = f"http://127.0.0.1:{self._workload_ports[w.name]}/metrics"
-            targets.append(Target(url, "workloads", {"pod": w.name, "namespace": w.namespace}))
-        return targets
+            self.scraper = Scraper(self.metrics_targets, self.metrics_dir)
 
     def _start_control(self, endpoints: list[Endpoint], resources: list[Resource]) -> None:
         assert self.envoy is not None
@@ -330,7 +304,8 @@ class Mesh:
             "urls": self.urls(),
             "kubeconfig": str(self.kubeconfig),
             "applied_file": str(self.applied_file),
-            "pids": {c.name: c.pid for c in self.children},
+            "pids": {c.name: c.pid for c in self.children}
+            | ({"prometheus": self.prometheus.child.pid} if self.prometheus else {}),
         }
 
     def apply(self, manifests: str | Path | Sequence[Resource], *, wait: bool = True) -> list[str]:
@@ -353,12 +328,9 @@ class Mesh:
         """Return once Prometheus (or the scraper) has scraped every target after this call:
         counts read afterwards include all traffic that ended before it."""
         if self.prometheus is not None:
-            self.prometheus.wait_scraped(self._metrics_targets(), timeout_s)
+            self.prometheus.wait_scraped(len(self.metrics_targets), timeout_s)
         elif self.scraper is not None:
             self.scraper.wait_scraped(timeout_s)
-
-    def _metrics_targets(self) -> int:
-        return 1 + len(self.metrics_ports) + len(self.spec.workloads)
 
     def dead_child(self) -> Child | None:
         """The first child that exited though nobody asked it to."""

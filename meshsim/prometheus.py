@@ -2,8 +2,9 @@
 
 Scrapes every second: Envoy's admin `/stats/prometheus` (job `envoy`), every workload's
 `/metrics` (job `workloads`, one target per workload, labelled as Kubernetes pods are) and the
-ingress gateway's Istio series (job `istio-ingressgateway`). The TSDB lives in the mesh's
-workdir; the process is stopped by PID like every other child.
+ingress gateway's Istio series (job `istio-ingressgateway`). The same `Target` list drives the
+embedded scraper (`meshsim.telemetry.scrape`) when no Prometheus is installed. The TSDB lives
+in the mesh's workdir; the process is stopped by PID like every other child.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from meshload.errors import BackendError
+from meshsim.boutique.hops import INGRESS
 from meshsim.procs import Child
+from meshsim.spec import Workload
+from meshsim.telemetry.istio import GATEWAY_NAMESPACE
 
 SCRAPE_INTERVAL = "1s"
 
@@ -31,60 +36,51 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def scrape_config(
+@dataclass(frozen=True)
+class Target:
+    """One scrape URL and the labels Prometheus adds to its samples (besides `job` and
+    `instance`)."""
+
+    url: str
+    job: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def mesh_targets(
     *,
     envoy_admin: str | None,
-    workloads: Mapping[str, tuple[int, Mapping[str, str]]],
+    workloads: Sequence[tuple[Workload, int]],
     gateway_metrics_port: int | None = None,
-    namespace: str = "default",
-) -> dict[str, Any]:
-    """The prometheus.yml of the mesh. `workloads` maps name -> (port, labels)."""
-    jobs: list[dict[str, Any]] = []
+) -> list[Target]:
+    """What the mesh's Prometheus (or scraper) scrapes: Envoy, the gateway's Istio series and
+    every workload's `/metrics`, labelled as Kubernetes pod discovery would label them."""
+    gateway = {"pod": INGRESS, "namespace": GATEWAY_NAMESPACE}
+    targets = []
     if envoy_admin:
-        jobs.append(
-            {
-                "job_name": "envoy",
-                "metrics_path": "/stats/prometheus",
-                "static_configs": [
-                    {
-                        "targets": [envoy_admin.removeprefix("http://")],
-                        "labels": {"pod": "istio-ingressgateway", "namespace": "istio-system"},
-                    }
-                ],
-            }
-        )
+        targets.append(Target(f"{envoy_admin}/stats/prometheus?usedonly", "envoy", gateway))
     if gateway_metrics_port:
-        jobs.append(
-            {
-                "job_name": "istio-ingressgateway",
-                "static_configs": [
-                    {
-                        "targets": [f"127.0.0.1:{gateway_metrics_port}"],
-                        "labels": {"pod": "istio-ingressgateway", "namespace": "istio-system"},
-                    }
-                ],
-            }
-        )
-    if workloads:
-        jobs.append(
-            {
-                "job_name": "workloads",
-                "static_configs": [
-                    {
-                        "targets": [f"127.0.0.1:{port}"],
-                        "labels": {
-                            "pod": name,
-                            "namespace": namespace,
-                            **{_label_name(k): v for k, v in labels.items()},
-                        },
-                    }
-                    for name, (port, labels) in workloads.items()
-                ],
-            }
-        )
+        targets.append(Target(f"http://127.0.0.1:{gateway_metrics_port}/metrics", INGRESS, gateway))
+    for w, port in workloads:
+        labels = {"pod": w.name, "namespace": w.namespace}
+        labels.update({_label_name(k): v for k, v in w.labels.items()})
+        targets.append(Target(f"http://127.0.0.1:{port}/metrics", "workloads", labels))
+    return targets
+
+
+def scrape_config(targets: Sequence[Target]) -> dict[str, Any]:
+    """The prometheus.yml scraping `targets` every second, one job per `Target.job`."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for t in targets:
+        url = urllib.parse.urlsplit(t.url)
+        job = jobs.setdefault(t.job, {"job_name": t.job, "static_configs": []})
+        if url.path != "/metrics":
+            job["metrics_path"] = url.path
+        if url.query:
+            job["params"] = {k: [v] for k, v in urllib.parse.parse_qsl(url.query, True)}
+        job["static_configs"].append({"targets": [url.netloc], "labels": dict(t.labels)})
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
-        "scrape_configs": jobs,
+        "scrape_configs": list(jobs.values()),
     }
 
 

@@ -20,9 +20,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshsim.boutique import INGRESS, serve
-from meshsim.prometheus import scrape_config
+from meshsim.prometheus import Target, mesh_targets, scrape_config
 from meshsim.spec import load_spec
-from meshsim.telemetry.scrape import Scraper, Target
+from meshsim.telemetry.scrape import Scraper
 from meshsim.telemetry.workloads import WorkloadTelemetry
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -173,23 +173,24 @@ def test_scraper_writes_the_samples_frame_and_survives_a_dead_target(
 
 
 def test_prometheus_config_scrapes_envoy_gateway_and_every_workload() -> None:
-    config = scrape_config(
-        envoy_admin="http://127.0.0.1:1000",
-        workloads={"frontend-v2": (2000, {"app": "frontend", "version": "v2"})},
-        gateway_metrics_port=3000,
+    spec = load_spec()
+    workloads = [(w, 2000 + i) for i, w in enumerate(spec.workloads)]
+    targets = mesh_targets(
+        envoy_admin="http://127.0.0.1:1000", workloads=workloads, gateway_metrics_port=3000
     )
+    config = scrape_config(targets)
     assert config["global"]["scrape_interval"] == "1s"
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"envoy", INGRESS, "workloads"}
     assert jobs["envoy"]["metrics_path"] == "/stats/prometheus"
+    assert jobs["envoy"]["params"] == {"usedonly": [""]}
     assert jobs["envoy"]["static_configs"][0]["targets"] == ["127.0.0.1:1000"]
-    assert jobs["istio-ingressgateway"]["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
-    (workload,) = jobs["workloads"]["static_configs"]
-    assert workload == {
-        "targets": ["127.0.0.1:2000"],
-        "labels": {
-            "pod": "frontend-v2",
-            "namespace": "default",
-            "app": "frontend",
-            "version": "v2",
-        },
-    }
+    assert jobs[INGRESS]["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
+    assert "metrics_path" not in jobs["workloads"]  # Prometheus' default, /metrics
+    configs = jobs["workloads"]["static_configs"]
+    assert [c["targets"] for c in configs] == [[f"127.0.0.1:{p}"] for _, p in workloads]
+    assert configs[1]["labels"] == {
+        "pod": "frontend-v2", "namespace": "default", "app": "frontend", "version": "v2"
+    }  # fmt: skip
+    # The scraper reads the very same list.
+    assert [t.url for t in targets][-1] == f"http://127.0.0.1:{workloads[-1][1]}/metrics"

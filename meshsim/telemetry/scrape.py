@@ -17,12 +17,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
+
+from meshsim.prometheus import Target
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,6 @@ SCHEMA = pa.schema(
         ("value", pa.float64()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class Target:
-    """One scrape URL and the labels Prometheus would add to its samples (`job`, `instance`,
-    and the target's own)."""
-
-    url: str
-    job: str
-    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_exposition(
