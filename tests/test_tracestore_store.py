@@ -267,3 +267,17 @@ def test_tags_of_every_type(tmp_path: Path, max_spans: int, tags: dict[str, str]
     assert got == want
     assert (store.segment_count > 0) == (max_spans == 4)
     store.close()
+
+
+def test_a_failing_spill_keeps_spans_in_memory(tmp_path: Path, data: Data) -> None:
+    spans, bodies = data
+    blocked = tmp_path / "spill"
+    store = SpanStore(max_spans=10, spill_dir=blocked)
+    blocked.rmdir()
+    blocked.write_text("a file where the spill directory was")
+    fill(store, bodies[:20])
+    assert store.spill_error is not None and store.segment_count == 0
+    trace_ids = {s.trace_id for s in spans[: store.received]}
+    assert store.memory_count == store.received > 10
+    assert all(store.trace(t) for t in trace_ids)
+    store.close()

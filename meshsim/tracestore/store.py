@@ -49,6 +49,7 @@ class SpanStore:
         # service -> {(operation, kind): None}, insertion ordered; never shrinks on spill.
         self._operations: dict[str, dict[tuple[str, int], None]] = {}
         self.received = 0
+        self.spill_error: str | None = None
 
     # -- writing -------------------------------------------------------------------------
     def add(self, rows: list[Row]) -> None:
@@ -66,7 +67,18 @@ class SpanStore:
             self._operations.setdefault(service, {})[(name, kind)] = None
         self.received += len(rows)
         if len(self._rows) > self.max_spans:
-            self._spill(len(self._rows) - self.max_spans // 2)
+            try:
+                self._spill(len(self._rows) - self.max_spans // 2)
+            except OSError as exc:
+                # Keep the spans in memory rather than lose them; say so once, not per batch.
+                if self.spill_error is None:
+                    log.error(
+                        "cannot spill spans to %s (%s); keeping them in memory, which "
+                        "now grows past --max-spans",
+                        self.spill_dir,
+                        exc,
+                    )
+                self.spill_error = str(exc)
 
     def _spill(self, count: int) -> None:
         old = self._rows[:count]
