@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,10 @@ def install(
     h.attach(events)
     _current = h
     return h
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _is_master_or_local(runner: Any) -> bool:
@@ -170,6 +175,11 @@ class Harness:
             self._fail_at_start(environment, e)
         if not isinstance(runner, MasterRunner):
             runner.register_message(steps.MESSAGE, self._on_steps_message)
+        if _is_master_or_local(runner) and self._headless(environment):
+            # Locust installs its SIGTERM handler only once a headless shape run has returned;
+            # until then SIGTERM would end the process on the spot: no flush, no run.json, the
+            # embedded mesh left running. Treat it as Ctrl-C, which Locust handles in full.
+            signal.signal(signal.SIGTERM, _interrupt)
         openmodel.set_rate_source(self.rate_now)
         atexit.register(self._at_exit)
 

@@ -121,3 +121,36 @@ def test_open_model_keeps_the_arrival_rate(tmp_path: Path, mesh: Mesh) -> None:
         if r["intended_ns"] is not None:
             expected = (r["start_ns"] - r["intended_ns"]) / 1e6 + r["latency_ms"]
             assert r["co_latency_ms"] == pytest.approx(expected)
+
+
+def test_sigterm_mid_run_finishes_the_folder(tmp_path: Path, mesh: Mesh) -> None:
+    """SIGTERM (a container stop) before the plan ends: the same orderly end as Ctrl-C."""
+    import time
+
+    plan = "route: primary\nusers: 12\nsteps:\n  - {weights: {v1: 100, v2: 0}, hold_s: 4}\n" \
+           "  - {weights: {v1: 50, v2: 50}, hold_s: 30}\n"  # fmt: skip
+    (tmp_path / "plan.yaml").write_text(plan)
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(SCENARIOS / "canary.py"), "--headless",
+        "--plan", str(tmp_path / "plan.yaml"), "--results-dir", str(tmp_path / "results"),
+        "--json-file", str(tmp_path / "stats"), "--run-time", "45", "--exit-code-on-error", "0",
+        "--mesh", "kubernetes", "--host", mesh.gateway_url, "--kubeconfig", str(mesh.kubeconfig),
+    ]  # fmt: skip
+    with open(tmp_path / "locust.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "results").glob("*/run.json"))
+        if found and len(events(found[0].parent, "weights")) >= 2:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0
+    (folder,) = (tmp_path / "results").iterdir()
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["ended_ns"] is not None
+    rows = ds.dataset(folder / "requests").count_rows()
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert rows == info["requests"]["rows"] == sum(e["num_requests"] for e in stats) > 0
