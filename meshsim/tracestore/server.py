@@ -33,8 +33,21 @@ _INVALID_ARGUMENT = 3  # google.rpc.Code
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
+    """Compact JSON, as Go's encoders write it."""
     return web.Response(
-        status=status, body=json.dumps(body).encode(), content_type="application/json"
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type="application/json",
+    )
+
+
+def _v3_json(body: Any) -> web.Response:
+    """Jaeger's v3 gateway writes JSON without a Content-Type, so Go's sniffing calls it
+    text/plain; clients of the real thing must not rely on the header, nor here."""
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type="text/plain",
+        charset="utf-8",
     )
 
 
@@ -89,7 +102,8 @@ async def v1_services(request: web.Request) -> web.Response:
 async def v1_operations_legacy(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     names = sorted({name for name, _ in store.operations(request.match_info["service"])})
-    return _json(jaeger_v1.envelope(names, total=len(names)))
+    # Go's nil slice: no operations is `null`, like no services.
+    return _json(jaeger_v1.envelope(names or None, total=len(names)))
 
 
 async def v1_operations(request: web.Request) -> web.Response:
@@ -150,7 +164,7 @@ async def v1_get_trace(request: web.Request) -> web.Response:
 async def v3_services(request: web.Request) -> web.Response:
     services = request.app[STORE_KEY].services()
     # gogo jsonpb leaves an empty repeated field out: no services is `{}`.
-    return _json({"services": services} if services else {})
+    return _v3_json({"services": services} if services else {})
 
 
 async def v3_operations(request: web.Request) -> web.Response:
@@ -159,7 +173,7 @@ async def v3_operations(request: web.Request) -> web.Response:
     kind = KIND_BY_NAME.get(kind_name, -1) if kind_name else None
     ops = request.app[STORE_KEY].operations(query.get("service", ""), kind)
     data = [{"name": name, "spanKind": KIND_NAMES.get(k, "internal")} for name, k in ops]
-    return _json({"operations": data} if data else {})
+    return _v3_json({"operations": data} if data else {})
 
 
 async def v3_find_traces(request: web.Request) -> web.Response:
@@ -171,7 +185,7 @@ async def v3_find_traces(request: web.Request) -> web.Response:
     ids = store.find_trace_ids(query, tag_search(query.tags))
     if not ids:
         return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
-    return _json(jaeger_v2.traces_body(store.trace(t) for t in ids))
+    return _v3_json(jaeger_v2.traces_body(store.trace(t) for t in ids))
 
 
 async def v3_get_trace(request: web.Request) -> web.Response:
@@ -182,7 +196,7 @@ async def v3_get_trace(request: web.Request) -> web.Response:
     rows = request.app[STORE_KEY].trace(trace_id)
     if not rows:
         return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
-    return _json(jaeger_v2.traces_body([rows]))
+    return _v3_json(jaeger_v2.traces_body([rows]))
 
 
 def make_app(store: SpanStore) -> web.Application:
