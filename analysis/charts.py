@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ def bucket_seconds(duration_s: float, n_requests: int = 0, target_buckets: int =
     want = max(duration_s, 1.0) / target_buckets
     if n_requests:  # a share of 5 requests jumps by 20 points: noise, not routing
         want = max(want, duration_s * 30 / n_requests)
-    return float(next((s for s in _NICE_S if s >= want), _NICE_S[-1]))
+    return float(next((s for s in _NICE_S if s >= want), math.ceil(want)))
 
 
 def version_colors(versions: Sequence[str]) -> dict[str, str]:
@@ -356,7 +357,10 @@ def render_charts(
 ) -> tuple[dict[str, bytes], list[str]]:
     """Every chart that can be drawn as PNG bytes, and a note for each one that cannot."""
     starts = requests["start_ns"].to_numpy()
-    t0_ns = int(meta.get("started_ns") or (starts.min() if len(starts) else 0))
+    started = meta.get("started_ns")
+    if isinstance(started, bool) or not isinstance(started, int):
+        started = int(starts.min()) if len(starts) else 0
+    t0_ns = min(started, int(starts.min())) if len(starts) else started
     end_ns = int(starts.max()) if len(starts) else t0_ns
     bucket_s = bucket_seconds((end_ns - t0_ns) / 1e9, len(requests))
     has_requests = len(requests) > 0
