@@ -20,7 +20,7 @@ from locust import between, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
 from loadgen import openmodel
-from loadgen.traceparent import new_trace
+from loadgen.traceparent import new_trace, parse_traceparent
 
 PRODUCTS = (
     "0PUK6V6EV0",
@@ -61,8 +61,12 @@ class TracedSession(FastHttpSession):
         context: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        trace = new_trace(self.sampling)
-        headers = {**(headers or {}), "traceparent": trace.header}
+        headers = dict(headers or {})
+        given = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
+        # A task that sends its own traceparent keeps it; its trace id is recorded all the same.
+        trace = (parse_traceparent(given) if given else None) or new_trace(self.sampling)
+        if given is None:
+            headers["traceparent"] = trace.header
         context = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
         return super().request(method, url, headers=headers, context=context, **kwargs)
 

@@ -1,7 +1,8 @@
 """meshload's settings, each declared once: Locust flag, environment variable, default, help.
 
-`add_arguments` puts them on Locust's parser (they then show in `locust --help`, in the web
-UI where `web_ui` is set, and reach workers with the master's spawn messages);
+`add_arguments` puts them on Locust's parser (they then show in the web UI where `web_ui` is
+set, and reach workers with the master's spawn messages; Locust's `--help` does not load the
+locustfile, so it does not list them);
 `Settings.from_options` reads them back, typed, from `environment.parsed_options`. Options
 that pick the target and the plan are read once at start and so stay out of the web UI; the
 others are read again at each start, so the web UI's values apply to the next run.

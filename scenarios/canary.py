@@ -2,8 +2,8 @@
 
 Moves the VirtualService `frontend` from v1 to v2 along scenarios/plans/canary.yaml (about two
 minutes; the run ends by itself), records every request into results/<run-id>/, and, with no
---host, runs everything on the embedded mesh. `locust -f scenarios/canary.py --help` lists the
-meshload options (--plan, --mesh, --results-dir, ...).
+--host, runs everything on the embedded mesh. meshload's options (--plan, --mesh,
+--results-dir, ...) are listed in loadgen/options.py and the README.
 """
 
 from pathlib import Path
