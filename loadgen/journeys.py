@@ -64,8 +64,10 @@ class TracedSession(FastHttpSession):
         headers = dict(headers or {})
         given = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
         # A task that sends its own traceparent keeps it; its trace id is recorded all the same.
-        trace = (parse_traceparent(given) if given else None) or new_trace(self.sampling)
-        if given is None:
+        parsed = parse_traceparent(given) if given else None
+        trace = parsed or new_trace(self.sampling)
+        if parsed is None:  # none given, or one that is not W3C: send ours
+            headers = {k: v for k, v in headers.items() if k.lower() != "traceparent"}
             headers["traceparent"] = trace.header
         context = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
         return super().request(method, url, headers=headers, context=context, **kwargs)
