@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import re
+import socket
 import struct
 from pathlib import Path
 
@@ -172,13 +173,10 @@ def test_a_stale_chart_is_removed_and_unreachable_telemetry_is_a_note(tmp_path: 
     synth = make_run(n_requests=600, seed=74, with_spans=False)
     folder = write_run(tmp_path / "r", synth.run, synth.requests, pd.DataFrame())
     (folder / "hops.png").write_bytes(b"old")
-    # port 9 on 127.0.0.1 (discard) is closed here: both fetches fail fast
-    result = build_report(
-        folder,
-        jaeger_url="http://127.0.0.1:9",
-        prometheus_url="http://127.0.0.1:9",
-        progress=False,
-    )
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = build_report(folder, jaeger_url=url, prometheus_url=url, progress=False)
     assert not (folder / "hops.png").exists()
     notes = " | ".join(result.notes)
     assert "traces not fetched" in notes and "metrics not fetched" in notes
