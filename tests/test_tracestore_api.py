@@ -103,6 +103,7 @@ def with_store(
                     headers={"Content-Type": PB},
                 ) as resp:
                     assert resp.status == 200
+                await running.store.wait_spilled()
 
                 async def get(path: str) -> tuple[int, str, Any]:
                     async with session.get(running.url + path) as resp:

@@ -148,6 +148,9 @@ def test_sdk_exporter_to_subprocess_then_v1_and_v3(tracestore: tuple[str, Path])
     trace_id = export_two_service_trace(f"{url}/v1/traces")
     export_two_service_trace(f"{url}/v1/traces")  # 4 spans > --max-spans 3: one spill
 
+    deadline = time.monotonic() + 5
+    while not list(spill.glob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the store writes segments in a worker thread
     assert list(spill.glob("*.parquet")), "beyond --max-spans spans go to the spill dir"
     status, services = get(f"{url}/api/services")
     assert status == 200 and services["data"] == ["frontend", "istio-ingressgateway"]

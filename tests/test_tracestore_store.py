@@ -3,6 +3,7 @@ agrees with a plain computation over the same seeded synthetic spans."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +282,29 @@ def test_a_failing_spill_keeps_spans_in_memory(tmp_path: Path, data: Data) -> No
     assert store.memory_count == store.received > 10
     assert all(store.trace(t) for t in trace_ids)
     store.close()
+
+
+def test_background_spill_answers_every_span_throughout(tmp_path: Path, data: Data) -> None:
+    spans, bodies = data
+    per_trace: dict[bytes, set[bytes]] = {}
+    for s in spans:
+        per_trace.setdefault(s.trace_id, set()).add(s.span_id)
+
+    async def main() -> None:
+        store = SpanStore(max_spans=40, spill_dir=tmp_path)
+        seen: set[bytes] = set()
+        for i, body in enumerate(bodies):
+            rows = rows_from_request(ExportTraceServiceRequest.FromString(body))
+            seen.update(row[0] for row in rows)
+            await store.add_async(rows)
+            # Whether or not a segment is being written right now, nothing is missing.
+            assert len(store.find_trace_ids(TraceQuery(limit=0))) == len(seen)
+            if i % 3 == 0:
+                await asyncio.sleep(0.01)
+        await store.wait_spilled()
+        assert store.segment_count >= 2
+        for trace_id, span_ids in per_trace.items():
+            assert sorted(row[SPAN_ID] for row in store.trace(trace_id)) == sorted(span_ids)
+        store.close()
+
+    asyncio.run(main())

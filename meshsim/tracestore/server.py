@@ -86,7 +86,7 @@ async def receive(request: web.Request) -> web.Response:
             body = status_pb2.Status(code=_INVALID_ARGUMENT, message=str(exc))
             return web.Response(status=status, body=body.SerializeToString(), content_type=PROTOBUF)
         return _json({"code": _INVALID_ARGUMENT, "message": str(exc)}, status)
-    store.add(rows)
+    await store.add_async(rows)
     # An empty ExportTraceServiceResponse, in the encoding the request came in.
     if is_protobuf:
         return web.Response(body=b"", content_type=PROTOBUF)
@@ -229,6 +229,7 @@ class Running:
 
     async def close(self) -> None:
         await self._runner.cleanup()
+        await self.store.wait_spilled()
         self.store.close()
 
 

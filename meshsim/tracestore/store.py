@@ -7,6 +7,7 @@ When memory holds more than `max_spans` spans, the oldest are written as one par
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import shutil
@@ -50,11 +51,41 @@ class SpanStore:
         self._operations: dict[str, dict[tuple[str, int], None]] = {}
         self.received = 0
         self.spill_error: str | None = None
+        self._next_segment = 0
+        self._spill_task: asyncio.Task[None] | None = None
 
     # -- writing -------------------------------------------------------------------------
     def add(self, rows: list[Row]) -> None:
-        if not rows:
+        """Store rows, spilling the oldest to disk right here when over the limit."""
+        self._append(rows)
+        count = self._spill_due()
+        if count is not None and self._spill_task is None:
+            old = self._rows[:count]
+            self._finish_spill(old, self._write(old))
+
+    async def add_async(self, rows: list[Row]) -> None:
+        """Store rows; a spill they make due is written in a worker thread while the event
+        loop goes on serving (an exporter waiting on a slow answer times out and drops
+        spans). Until the segment is complete its spans are still answered from memory."""
+        self._append(rows)
+        count = self._spill_due()
+        if count is None or self._spill_task is not None:
             return
+        old = self._rows[:count]
+        self._spill_task = asyncio.create_task(self._spill_in_thread(old))
+
+    async def _spill_in_thread(self, old: list[Row]) -> None:
+        try:
+            self._finish_spill(old, await asyncio.to_thread(self._write, old))
+        finally:
+            self._spill_task = None
+
+    async def wait_spilled(self) -> None:
+        """Wait for a spill running in the background, if any."""
+        while self._spill_task is not None:
+            await asyncio.shield(self._spill_task)
+
+    def _append(self, rows: list[Row]) -> None:
         self._rows.extend(rows)
         by_trace = self._by_trace
         for row in rows:
@@ -66,25 +97,37 @@ class SpanStore:
         for service, name, kind in {(r[SERVICE], r[NAME], r[KIND]) for r in rows}:
             self._operations.setdefault(service, {})[(name, kind)] = None
         self.received += len(rows)
-        if len(self._rows) > self.max_spans:
-            try:
-                self._spill(len(self._rows) - self.max_spans // 2)
-            except OSError as exc:
-                # Keep the spans in memory rather than lose them; say so once, not per batch.
-                if self.spill_error is None:
-                    log.error(
-                        "cannot spill spans to %s (%s); keeping them in memory, which "
-                        "now grows past --max-spans",
-                        self.spill_dir,
-                        exc,
-                    )
-                self.spill_error = str(exc)
 
-    def _spill(self, count: int) -> None:
-        old = self._rows[:count]
-        path = self.spill_dir / f"spans-{len(self._segments):06d}.parquet"
-        self._segments.append(write_segment(path, old))
-        del self._rows[:count]
+    def _spill_due(self) -> int | None:
+        if len(self._rows) <= self.max_spans:
+            return None
+        return len(self._rows) - self.max_spans // 2
+
+    def _write(self, old: list[Row]) -> Segment | None:
+        """Write a segment (safe in a worker thread: it touches no shared state)."""
+        path = self.spill_dir / f"spans-{self._next_segment:06d}.parquet"
+        self._next_segment += 1
+        try:
+            return write_segment(path, old)
+        except OSError as exc:
+            # Keep the spans in memory rather than lose them; say so once, not per batch.
+            if self.spill_error is None:
+                log.error(
+                    "cannot spill spans to %s (%s); keeping them in memory, which "
+                    "now grows past the span limit",
+                    self.spill_dir,
+                    exc,
+                )
+            self.spill_error = str(exc)
+            return None
+
+    def _finish_spill(self, old: list[Row], segment: Segment | None) -> None:
+        """Swap the written rows for their segment (rows only ever join at the end, so the
+        spilled ones are still the first len(old) rows)."""
+        if segment is None:
+            return
+        self._segments.append(segment)
+        del self._rows[: len(old)]
         spilled: dict[bytes, int] = {}
         for row in old:
             spilled[row[TRACE_ID]] = spilled.get(row[TRACE_ID], 0) + 1
@@ -95,7 +138,7 @@ class SpanStore:
                 self._by_trace[trace_id] = rest
             else:
                 del self._by_trace[trace_id]
-        log.info("spilled %d spans to %s", count, path)
+        log.info("spilled %d spans to %s", len(old), segment.path)
 
     # -- reading -------------------------------------------------------------------------
     @property
