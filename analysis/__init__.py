@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analysis.changepoint import propagation as propagation
+    from analysis.compare import compare_runs as compare_runs
     from analysis.consistency import consistency_table as consistency_table
     from analysis.consistency import metrics_counts_from_istio as metrics_counts_from_istio
     from analysis.fetch import fetch_telemetry as fetch_telemetry
+    from analysis.gates import CheckResult as CheckResult
+    from analysis.gates import check_run as check_run
+    from analysis.gates import write_junit as write_junit
     from analysis.graph import service_graph as service_graph
     from analysis.hops import hop_stats as hop_stats
     from analysis.hops import hop_table as hop_table
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from analysis.latency import latency_percentiles as latency_percentiles
     from analysis.prometheus import PrometheusClient as PrometheusClient
     from analysis.prometheus import read_metrics as read_metrics
+    from analysis.report import ReportResult as ReportResult
+    from analysis.report import build_report as build_report
     from analysis.runfolder import Run as Run
     from analysis.runfolder import load_run as load_run
     from analysis.spans import load_spans as load_spans
@@ -33,6 +39,12 @@ if TYPE_CHECKING:
     from analysis.summary import build_summary as build_summary
 
 _WHERE = {
+    "CheckResult": "analysis.gates",
+    "ReportResult": "analysis.report",
+    "build_report": "analysis.report",
+    "check_run": "analysis.gates",
+    "compare_runs": "analysis.compare",
+    "write_junit": "analysis.gates",
     "PrometheusClient": "analysis.prometheus",
     "Run": "analysis.runfolder",
     "build_summary": "analysis.summary",
