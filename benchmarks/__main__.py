@@ -16,6 +16,7 @@ import meshload
 
 BENCHMARKS: dict[str, str] = {
     "P3": "benchmarks.propagation",
+    "P4": "benchmarks.analysis_scale",
 }
 
 
