@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from meshload.errors import BackendError, ConfigError
 from meshsim.apply import apply_resources, wait_applied
@@ -32,10 +31,8 @@ from meshsim.procs import Child, python_module, wait_for_json
 from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
 from meshsim.resources import Resource, load_manifests
 from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
+from meshsim.telemetry.scrape_files import wait_scraper_rounds, write_targets
 from meshsim.translate import build_snapshot
-
-if TYPE_CHECKING:
-    from meshsim.telemetry.scrape import Scraper
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +66,14 @@ class Mesh:
         self.tracing = tracing
         self.trace_sampling = trace_sampling
         self.jaeger_url: str | None = None
-        # Telemetry: a real Prometheus when asked and installed, else the embedded scraper
-        # writing metrics_dir/metrics.parquet (only when a metrics_dir is given).
+        # Telemetry: a real Prometheus when asked and installed; with a metrics_dir, also the
+        # scraper child writing metrics_dir/metrics.parquet, so the run folder keeps the raw
+        # samples after this Prometheus (and its TSDB in the workdir) is gone.
         self.use_prometheus = prometheus
         self.metrics_dir = Path(metrics_dir) if metrics_dir is not None else None
         self.prometheus: Prometheus | None = None
         self.prometheus_url: str | None = None
-        self.scraper: Scraper | None = None
+        self.scraper: Child | None = None
         self.metrics_ports: dict[str, int] = {}
         self._workload_ports: dict[str, int] = {}
         self.metrics_targets: list[Target] = []
@@ -194,12 +192,26 @@ class Mesh:
                 log.warning("%s; the mesh runs without Prometheus", e)
             else:
                 self.prometheus_url = self.prometheus.url
-                return
         if self.metrics_dir is not None:
-            # Imported here: pyarrow is heavy, and most meshes have a Prometheus.
-            from meshsim.telemetry.scrape import Scraper
+            targets_file = self.workdir / "scrape-targets.json"
+            write_targets(targets_file, self.metrics_targets)
+            self.scraper = Child(
+                "scraper",
+                python_module(
+                    "meshsim.telemetry.scrape",
+                    "--targets",
+                    str(targets_file),
+                    "--out-dir",
+                    str(self.metrics_dir),
+                    "--status-file",
+                    str(self._scraper_status),
+                ),
+                self.workdir / "scraper.log",
+            )
 
-            self.scraper = Scraper(self.metrics_targets, self.metrics_dir)
+    @property
+    def _scraper_status(self) -> Path:
+        return self.workdir / "scraper-status.json"
 
     def _start_control(self, endpoints: list[Endpoint], resources: list[Resource]) -> None:
         assert self.envoy is not None
@@ -249,7 +261,7 @@ class Mesh:
         # The scraper's last scrape needs everything still up; Prometheus is no child of the
         # mesh's health (dead_child), so it is stopped apart.
         if self.scraper is not None:
-            self.scraper.close()
+            self.scraper.stop(timeout_s=10.0)  # SIGTERM: one last scrape, then the file
             self.scraper = None
         if self.prometheus is not None:
             self.prometheus.stop()
@@ -325,12 +337,12 @@ class Mesh:
         return warnings
 
     def wait_metrics_scraped(self, timeout_s: float = 15.0) -> None:
-        """Return once Prometheus (or the scraper) has scraped every target after this call:
+        """Return once Prometheus and the scraper have scraped every target after this call:
         counts read afterwards include all traffic that ended before it."""
+        if self.scraper is not None:
+            wait_scraper_rounds(self._scraper_status, self.scraper, 2, timeout_s)
         if self.prometheus is not None:
             self.prometheus.wait_scraped(len(self.metrics_targets), timeout_s)
-        elif self.scraper is not None:
-            self.scraper.wait_scraped(timeout_s)
 
     def dead_child(self) -> Child | None:
         """The first child that exited though nobody asked it to."""

@@ -22,8 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from meshsim.boutique import INGRESS, serve
 from meshsim.prometheus import Target, mesh_targets, scrape_config
 from meshsim.spec import load_spec
+from meshsim.telemetry.exposition import ExpositionReader
+from meshsim.telemetry.istio import peers
+from meshsim.telemetry.metrics import IstioMetrics
 from meshsim.telemetry.scrape import Scraper
 from meshsim.telemetry.workloads import WorkloadTelemetry
+from tests.test_telemetry import synthetic_hops
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -119,6 +123,36 @@ def test_metrics_routes_count_what_was_served_with_real_body_sizes() -> None:
     catalog = samples("productcatalogservice-v1", "istio_requests_total")
     # GetProduct once and once per recommendation (<= 4), ListProducts once per page.
     assert sum(s.value for s in catalog if s.labels["reporter"] == "destination") >= 4 * 2
+
+
+ENVOY_LIKE = """# TYPE envoy_cluster_upstream_rq_total counter
+envoy_cluster_upstream_rq_total{envoy_cluster_name="frontend_v1"} 1042
+envoy_cluster_upstream_rq_total{envoy_cluster_name="frontend_v2"} 3 1700000000000
+# TYPE odd gauge
+odd{path="C:\\\\tmp",quote="say \\"hi\\"",nl="a\\nb",brace="}{"} -1.5e-3
+odd_inf{le="+Inf"} +Inf
+server_live 1
+"""
+
+
+def test_exposition_reader_agrees_with_prometheus_client_parser() -> None:
+    metrics = IstioMetrics(peers(load_spec().workloads))
+    for hop in synthetic_hops(60):
+        metrics(hop)
+    extra = {"job": "j", "pod": "p"}
+    for text in (metrics.render(), ENVOY_LIKE):
+        reader = ExpositionReader(extra)
+        for _ in range(2):  # the second time from the label cache
+            names, labels, values = reader.read(text)
+            expected = [
+                (s.name, {**extra, **s.labels}, s.value)
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+            ]
+            got = [(n, json.loads(lab), v) for n, lab, v in zip(names, labels, values, strict=True)]
+            assert got == expected
+    with pytest.raises(ValueError):
+        ExpositionReader({}).read('broken{a="1" 2\n')
 
 
 class _Exposition(BaseHTTPRequestHandler):

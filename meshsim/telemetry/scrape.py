@@ -1,4 +1,8 @@
-"""The embedded scraper: what Prometheus would record, when no `prometheus` is installed.
+"""The embedded scraper: what Prometheus would record, into the run folder.
+
+`python -m meshsim.telemetry.scrape --targets FILE --out-dir DIR [--status-file FILE]` runs it
+as a child of the mesh (never in Locust's gevent process, where parsing would stall the
+event loop) until SIGTERM, then scrapes once more, writes the file and exits 0.
 
 A thread scrapes every target each `interval_s` and keeps the samples as Arrow batches with
 the metrics columns of DESIGN.md (`t` epoch s, `metric`, `labels` JSON, `value`); `write()`
@@ -9,21 +13,24 @@ scraped again next time; the mesh's traffic never waits for it.
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prometheus_client.parser import text_string_to_metric_families
 
 from meshsim.prometheus import Target
+from meshsim.telemetry.exposition import ExpositionReader
+from meshsim.telemetry.scrape_files import read_targets, write_status
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +45,6 @@ SCHEMA = pa.schema(
 )
 
 
-def parse_exposition(
-    text: str, extra: Mapping[str, str]
-) -> tuple[list[str], list[str], list[float]]:
-    """Sample names, label JSON strings and values of one exposition (timestamps ignored:
-    Prometheus stamps samples with the scrape time too)."""
-    names: list[str] = []
-    labels: list[str] = []
-    values: list[float] = []
-    cache: dict[tuple[tuple[str, str], ...], str] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = tuple(sorted({**extra, **sample.labels}.items()))
-            text_labels = cache.get(key)
-            if text_labels is None:
-                text_labels = cache[key] = json.dumps(dict(key), separators=(",", ":"))
-            names.append(sample.name)
-            labels.append(text_labels)
-            values.append(float(sample.value))
-    return names, labels, values
-
-
 class Scraper:
     """Scrapes `targets` from a thread until `close()`; samples go to `out_dir/metrics.parquet`."""
 
@@ -70,8 +56,15 @@ class Scraper:
         interval_s: float = 1.0,
         write_every_s: float = 30.0,
         timeout_s: float = 1.0,
+        status_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.targets = list(targets)
+        self.readers = [
+            ExpositionReader({"job": t.job, "instance": _instance(t.url), **t.labels})
+            for t in self.targets
+        ]
+        # Another process (the mesh) learns of finished rounds from this file.
+        self.status_file = Path(status_file) if status_file is not None else None
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.interval_s = interval_s
         self.write_every_s = write_every_s
@@ -96,24 +89,31 @@ class Scraper:
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def scrape_once(self) -> None:
-        for target in self.targets:
+        times: list[float] = []
+        names: list[str] = []
+        labels: list[str] = []
+        values: list[float] = []
+        for target, reader in zip(self.targets, self.readers, strict=True):
             t_s = time.time()
             try:
                 with urllib.request.urlopen(target.url, timeout=self.timeout_s) as resp:
                     text = resp.read().decode("utf-8", "replace")
-                extra = {"job": target.job, "instance": _instance(target.url), **target.labels}
-                names, labels, values = parse_exposition(text, extra)
+                n, lab, v = reader.read(text)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 self.failures += 1
                 if target.url not in self._failed:
                     self._failed.add(target.url)
                     log.warning("scraping %s failed (%s); will keep trying", target.url, e)
                 continue
-            if not names:
-                continue
+            times += [t_s] * len(n)
+            names += n
+            labels += lab
+            values += v
+        if names:
+            # One batch per round: building Arrow arrays per target cost more than parsing.
             batch = pa.RecordBatch.from_arrays(
                 [
-                    pa.array([t_s] * len(names), pa.float64()),
+                    pa.array(times, pa.float64()),
                     pa.array(names).dictionary_encode(),
                     pa.array(labels).dictionary_encode(),
                     pa.array(values, pa.float64()),
@@ -123,6 +123,8 @@ class Scraper:
             with self._lock:
                 self._batches.append(batch)
         self.scrapes += 1
+        if self.status_file is not None:
+            write_status(self.status_file, self.scrapes, self.failures)
 
     def wait_scraped(self, timeout_s: float = 10.0) -> None:
         """Wait until a whole scrape round has begun and ended after this call."""
@@ -169,3 +171,38 @@ class Scraper:
 
 def _instance(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m meshsim.telemetry.scrape",
+        description="Scrape Prometheus endpoints every interval into DIR/metrics.parquet.",
+    )
+    parser.add_argument("--targets", required=True, help='JSON {"targets": [{url, job, labels}]}')
+    parser.add_argument("--out-dir", required=True, help="where metrics.parquet is written")
+    parser.add_argument("--status-file", default=None, help="rewritten after every round")
+    parser.add_argument("--interval-s", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        targets = read_targets(args.targets)
+    except (OSError, ValueError, KeyError) as e:
+        print(
+            f"{args.targets}: not a targets file ({e}); write it with write_targets",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    scraper = Scraper(
+        targets, args.out_dir, interval_s=args.interval_s, status_file=args.status_file
+    )
+    while not stop.wait(1.0):
+        pass
+    scraper.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
