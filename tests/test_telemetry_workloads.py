@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshsim.boutique import INGRESS, serve
+from meshsim.boutique import INGRESS, Hop, serve
 from meshsim.prometheus import Target, mesh_targets, scrape_config
 from meshsim.spec import load_spec
 from meshsim.telemetry.exposition import ExpositionReader
@@ -27,7 +28,6 @@ from meshsim.telemetry.istio import peers
 from meshsim.telemetry.metrics import IstioMetrics
 from meshsim.telemetry.scrape import Scraper
 from meshsim.telemetry.workloads import WorkloadTelemetry
-from tests.test_telemetry import synthetic_hops
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -137,7 +137,12 @@ server_live 1
 
 def test_exposition_reader_agrees_with_prometheus_client_parser() -> None:
     metrics = IstioMetrics(peers(load_spec().workloads))
-    for hop in synthetic_hops(60):
+    rng = random.Random(9)
+    for i in range(60):
+        status = rng.choice([200, 404, 500])
+        ids = (f"{i:032x}", f"{i + 1:016x}", f"{i + 2:016x}")
+        hop = Hop("frontend-v1", rng.choice(["adservice-v1", "cartservice-v1"]), "GetAds",
+                  "grpc", 0, rng.expovariate(0.1), status, status != 200, *ids)  # fmt: skip
         metrics(hop)
     extra = {"job": "j", "pod": "p"}
     for text in (metrics.render(), ENVOY_LIKE):
