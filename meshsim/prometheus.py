@@ -113,6 +113,9 @@ class Prometheus:
                 "prometheus) or let the mesh scrape by itself"
             )
         workdir.mkdir(parents=True, exist_ok=True)
+        # A reused workdir must not bring back a previous mesh's series: within Prometheus'
+        # 5-minute lookback they would add to this mesh's sums.
+        shutil.rmtree(workdir / "tsdb", ignore_errors=True)
         config_file = workdir / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(dict(config), sort_keys=False))
         # Prometheus cannot report a port it chose itself: take a free one, retry if raced.
