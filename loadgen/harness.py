@@ -27,15 +27,15 @@ from typing import Any
 import gevent
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadgen import embedded, openmodel, options, steps
+from loadgen import openmodel, options, steps
 from loadgen.capture import RequestCapture
 from loadgen.checks import Check
 from loadgen.conductor import Conductor
 from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
-from loadgen.runfolder import RunFolder, check_writable
-from loadgen.runinfo import versions
-from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
+from loadgen.runfolder import RunFolder
+from loadgen.target import resolve_target
+from loadgen.weights import WeightSetter
 from meshload.errors import ConfigError, MeshloadError
 
 log = logging.getLogger("meshload")
@@ -184,40 +184,16 @@ class Harness:
         atexit.register(self._at_exit)
 
     def _prepare(self, environment: Any) -> None:
-        s = self.settings
-        self.plan = plan = load_plan(s.plan or self.default_plan)
-        host = environment.host
-        mode = s.mesh_mode(host)
-        name = s.virtual_service or plan.virtual_service or "frontend"
-        namespace = s.namespace or plan.namespace or "default"
-        route = plan.route if plan.route is not None else 0
-        if mode == "embedded":
-            if host:
-                raise ConfigError(
-                    f"--host {host} with --mesh embedded: drop --host to start the embedded "
-                    "mesh, or use --mesh kubernetes for a running gateway"
-                )
-            log.info("starting the embedded mesh (%s)", self.manifests)
-            self.mesh = embedded.start_mesh(self.manifests, self.spec)
-            environment.host = self.mesh.gateway_url
-            log.info("embedded mesh gateway at %s", environment.host)
-        elif not host:
-            raise ConfigError("--mesh kubernetes needs --host URL of the Istio ingress gateway")
-        else:
-            embedded.check_reachable(host)
-        self.setter = weight_setter(
-            mesh=self.mesh,
-            resources=embedded.manifest_resources(self.manifests, namespace) if self.mesh else [],
-            kubeconfig=s.kubeconfig or None,
-            context=s.kube_context or None,
-            name=name,
-            namespace=namespace,
-            route=route,
+        self.plan = load_plan(self.settings.plan or self.default_plan)
+        target = resolve_target(
+            settings=self.settings,
+            plan=self.plan,
+            host=environment.host,
+            manifests=self.manifests,
+            spec=self.spec,
         )
-        check_plan_subsets(self.setter, plan.subsets(), plan.source)
-        check_writable(Path(s.results_dir))
-        versions(self.mesh is not None)  # `envoy --version` now, not while users wait
-        self.target_info = {"virtual_service": name, "namespace": namespace, "route": route}
+        self.mesh, self.setter, self.target_info = target.mesh, target.setter, target.info
+        environment.host = target.host
 
     def _fail_at_start(self, environment: Any, error: MeshloadError) -> None:
         sys.stderr.write(f"meshload: {error}\n")

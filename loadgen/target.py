@@ -1,0 +1,81 @@
+"""What a run points at: the embedded mesh (no --host) or a running gateway and its API.
+
+`resolve_target` is the whole start-up check of the master: it starts the embedded mesh or
+checks that --host answers, picks the weight interface, and checks the VirtualService, the
+plan's subsets and the results directory, so bad input ends the run before any user starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadgen import embedded
+from loadgen.options import Settings
+from loadgen.plan import Plan
+from loadgen.runfolder import check_writable
+from loadgen.runinfo import versions
+from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
+from meshload.errors import ConfigError
+
+log = logging.getLogger("meshload")
+
+
+@dataclass
+class Target:
+    host: str
+    setter: WeightSetter
+    mesh: Any = None  # the embedded Mesh this run started, if any
+    info: dict[str, Any] = field(default_factory=dict)  # for run.json
+
+
+def resolve_target(
+    *,
+    settings: Settings,
+    plan: Plan,
+    host: str | None,
+    manifests: Path | None,
+    spec: Path | None,
+) -> Target:
+    """Start or check the target; raises a one-line MeshloadError (the mesh then stopped)."""
+    mode = settings.mesh_mode(host)
+    name = settings.virtual_service or plan.virtual_service or "frontend"
+    namespace = settings.namespace or plan.namespace or "default"
+    route = plan.route if plan.route is not None else 0
+    mesh = None
+    if mode == "embedded":
+        if host:
+            raise ConfigError(
+                f"--host {host} with --mesh embedded: drop --host to start the embedded "
+                "mesh, or use --mesh kubernetes for a running gateway"
+            )
+        check_writable(Path(settings.results_dir))  # before the mesh: a quick refusal
+        log.info("starting the embedded mesh (%s)", manifests)
+        mesh = embedded.start_mesh(manifests, spec)
+        host = str(mesh.gateway_url)
+        log.info("embedded mesh gateway at %s", host)
+    elif not host:
+        raise ConfigError("--mesh kubernetes needs --host URL of the Istio ingress gateway")
+    else:
+        embedded.check_reachable(host)
+    try:
+        setter = weight_setter(
+            mesh=mesh,
+            resources=embedded.manifest_resources(manifests, namespace) if mesh else [],
+            kubeconfig=settings.kubeconfig or None,
+            context=settings.kube_context or None,
+            name=name,
+            namespace=namespace,
+            route=route,
+        )
+        check_plan_subsets(setter, plan.subsets(), plan.source)
+        check_writable(Path(settings.results_dir))
+        versions(mesh is not None)  # `envoy --version` now, not while users wait
+    except BaseException:
+        if mesh is not None:
+            mesh.stop()
+        raise
+    info = {"virtual_service": name, "namespace": namespace, "route": route}
+    return Target(host=host, setter=setter, mesh=mesh, info=info)
