@@ -18,7 +18,8 @@ class RolloutShape(LoadTestShape):
     """Users of the current step; None (end of test) once the plan has run to its end."""
 
     abstract: ClassVar[bool] = True
-    use_common_options: ClassVar[bool] = True
+    # The plan (or -u / -r given at start) sets the users; the web UI's fields would not apply.
+    use_common_options: ClassVar[bool] = False
 
     def tick(self) -> tuple[int, float] | None:
         h = harness.current()
