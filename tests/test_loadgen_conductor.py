@@ -95,7 +95,7 @@ def test_a_failed_check_is_an_event_and_the_exit_code(tmp_path: Path) -> None:
     c, _, _ = conductor(tmp_path)
     c.checks = [lambda t: {"kind": "check", "check": "rows", "passed": t.num_rows == 99}]
     c.start()
-    cols = {f.name: [None] for f in SCHEMA}
+    cols: dict[str, list[Any]] = {f.name: [None] for f in SCHEMA}
     cols.update(start_ns=[1], latency_ms=[1.0], ok=[True], status=[200], step=[0])
     c.folder.write_part(pa.Table.from_pydict(cols, schema=SCHEMA), "local", 1, 0)
     marker(c, "local", 1)
