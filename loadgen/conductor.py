@@ -16,6 +16,7 @@ import gevent
 
 from loadgen.checks import Check
 from loadgen.gates import Gates
+from loadgen.openmodel import late_arrivals
 from loadgen.options import Settings
 from loadgen.plan import Plan
 from loadgen.rollout import Rollout
@@ -28,6 +29,7 @@ log = logging.getLogger("meshload")
 
 EXIT_GATE_FAILED = 3
 WORKER_WAIT_S = 15.0
+LATE_TOLERANCE_MS = 1.0
 
 
 class Conductor:
@@ -130,10 +132,28 @@ class Conductor:
             "workers": sorted(str(m.get("worker")) for m in markers),
         }
         self.run_checks()
+        self.count_late_arrivals()
         self.write_run()
         log.info("run folder %s: %d requests", self.folder.path, self.info["requests"]["rows"])
         if report:
             self.report()
+
+    def count_late_arrivals(self) -> None:
+        """Open model: how many task starts the generator could not make on time."""
+        if not (self.settings.arrival_rate > 0 or any(s.arrival_rate for s in self.plan.steps)):
+            return
+        try:
+            table = self.folder.read_requests()
+        except Exception as e:
+            log.error("cannot read the records to count late arrivals: %s", e)
+            return
+        if "intended_ns" not in table.column_names:
+            return
+        self.info["open_model"] = {
+            "scheduled": table.num_rows - table["intended_ns"].null_count,
+            "late_arrivals": late_arrivals(table, LATE_TOLERANCE_MS),
+            "late_tolerance_ms": LATE_TOLERANCE_MS,
+        }
 
     def run_checks(self) -> None:
         if not self.checks:

@@ -120,3 +120,22 @@ def test_a_tripped_gate_rolls_back_and_fails_the_run(tmp_path: Path) -> None:
     assert [e["kind"] for e in info["events"]] == ["weights", "weights", "gate", "weights"]
     assert info["events"][-1]["rollback"] == "gate error_rate" and info["events"][-1]["step"] == 2
     assert info["status"] == "rolled back"
+
+
+def test_open_model_runs_count_late_arrivals(tmp_path: Path) -> None:
+    from loadgen.capture import OPEN_MODEL_FIELDS
+
+    c, _, _ = conductor(tmp_path, arrival_rate=10.0)
+    c.start()
+    schema = pa.schema([*SCHEMA, *OPEN_MODEL_FIELDS])
+    cols: dict[str, list[Any]] = {f.name: [None] * 4 for f in schema}
+    start = [10_000_000, 20_000_000, 30_000_000, 40_000_000]
+    cols.update(start_ns=start, latency_ms=[1.0] * 4, ok=[True] * 4, status=[200] * 4,
+                step=[0] * 4, intended_ns=[start[0], start[1] - 5_000_000,
+                                           start[2] - 900_000, None])  # fmt: skip
+    c.folder.write_part(pa.Table.from_pydict(cols, schema=schema), "local", 1, 0)
+    marker(c, "local", 4)
+    c.finish(1, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    # 5 ms late counts, 0.9 ms is within the 1 ms tolerance, no intended time is not scheduled
+    assert info["open_model"] == {"scheduled": 3, "late_arrivals": 1, "late_tolerance_ms": 1.0}
