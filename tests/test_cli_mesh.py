@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,7 +58,10 @@ def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, s
 
 def test_up_prints_endpoints_serves_and_stops_children_on_sigterm(mesh_up: tuple) -> None:
     proc, urls, state_path = mesh_up
-    assert list(urls) == ["gateway", "envoy-admin", "jaeger", "kubernetes", "kubeconfig"]
+    expected = ["gateway", "envoy-admin", "jaeger", "prometheus", "kubernetes", "kubeconfig"]
+    if shutil.which("prometheus") is None:
+        expected.remove("prometheus")
+    assert list(urls) == expected
     for name in ("gateway", "envoy-admin", "jaeger", "kubernetes"):
         assert urls[name].startswith("http://127.0.0.1:")
     assert "server: " + urls["kubernetes"] in Path(urls["kubeconfig"]).read_text()

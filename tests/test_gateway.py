@@ -41,7 +41,7 @@ def canary(*weights: int, **route: Any) -> list[Resource]:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    with Mesh(manifests=canary(100, 0), spec=SPEC) as m:
+    with Mesh(manifests=canary(100, 0), spec=SPEC, prometheus=False) as m:
         yield m
 
 
