@@ -127,6 +127,10 @@ def add_arguments(parser: Any) -> None:
         if o.choices is not None:
             kwargs["choices"] = list(o.choices)
         parser.add_argument(o.flag, **kwargs)
+    # A canary's failed requests are what meshload measures, not a reason to fail the run: the
+    # exit code comes from gates and checks (3) and bad input (2). An explicit
+    # --exit-code-on-error still wins.
+    parser.set_defaults(exit_code_on_error=0)
 
 
 @dataclass(frozen=True)
