@@ -1,5 +1,5 @@
 PYTHON ?= python3
-PACKAGES = meshload loadgen meshsim analysis
+PACKAGES = meshload loadgen meshsim analysis benchmarks
 
 .PHONY: install test unit lint typecheck bench canary
 

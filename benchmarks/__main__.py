@@ -15,8 +15,10 @@ from typing import Any
 import meshload
 
 BENCHMARKS: dict[str, str] = {
-    "P3": "benchmarks.propagation",
-    "P4": "benchmarks.analysis_scale",
+    "P1": "benchmarks.throughput:run_p1",
+    "P2": "benchmarks.throughput:run_p2",
+    "P3": "benchmarks.propagation:run",
+    "P4": "benchmarks.analysis_scale:run",
 }
 
 
@@ -38,7 +40,8 @@ def main(argv: list[str]) -> int:
         if key not in BENCHMARKS:
             print(f"unknown benchmark {key}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
             return 2
-        run: Callable[[], dict[str, Any]] = importlib.import_module(BENCHMARKS[key]).run
+        module, _, function = BENCHMARKS[key].partition(":")
+        run: Callable[[], dict[str, Any]] = getattr(importlib.import_module(module), function)
         result = run()
         results.append(result)
         figures = ", ".join(

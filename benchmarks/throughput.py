@@ -1,0 +1,144 @@
+"""P1 and P2: throughput ratios, each pair measured against one embedded mesh in one run.
+
+P1: the canary scenario (capture, traceparent, rollout, run folder) against a plain FastHttpUser
+    locustfile doing the same journeys, both hitting the same gateway (goal >= 0.9).
+P2: the embedded mesh end to end (simulated Boutique, 100 % trace sampling) against Locust ->
+    the same Envoy -> a trivial upstream (goal >= 0.5).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from meshsim.mesh import DEFAULT_MANIFESTS, Mesh
+from meshsim.resources import load_manifests
+from meshsim.spec import DEFAULT_SPEC
+
+HERE = Path(__file__).resolve().parent
+USERS = 50
+SECONDS = 20
+ECHO = """
+  - name: echo-v1
+    service: echo
+    labels: {app: echo, version: v1}
+    profile:
+      latency_ms: {median: 0, p99: 0}
+      error_rate: 0
+"""
+
+
+def locust_rps(locustfile: str, host: str, workdir: Path, *extra: str) -> float:
+    """Requests per second of a headless Locust run, from its own stats CSV."""
+    prefix = workdir / Path(locustfile).stem
+    plan = workdir / "plan.yaml"
+    plan.write_text(f"steps:\n  - {{weights: {{v1: 50, v2: 50}}, hold_s: {SECONDS}}}\n")
+    env = {**os.environ, "MESHLOAD_PLAN": str(plan), "MESHLOAD_RESULTS_DIR": str(workdir)}
+    subprocess.run(
+        [
+            "locust",
+            "-f",
+            str(HERE / "locustfiles" / locustfile),
+            "--headless",
+            "--host",
+            host,
+            "-u",
+            str(USERS),
+            "-r",
+            str(USERS),
+            "-t",
+            f"{SECONDS}s",
+            "--csv",
+            str(prefix),
+            "--exit-code-on-error",
+            "0",
+            "--only-summary",
+            *extra,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=SECONDS * 10,
+    )
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    return float(rows["Aggregated"]["Requests/s"])
+
+
+def _bench_spec(workdir: Path) -> Path:
+    spec = workdir / "bench-spec.yaml"
+    spec.write_text(DEFAULT_SPEC.read_text().rstrip() + "\n" + ECHO)
+    return spec
+
+
+def _route_to_echo(mesh: Mesh) -> None:
+    resources = load_manifests(DEFAULT_MANIFESTS)
+    for r in resources:
+        if r.kind == "VirtualService":
+            r.spec["http"] = [{"route": [{"destination": {"host": "echo"}}]}]
+    mesh.apply(resources)
+
+
+def run_pair() -> dict[str, dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="meshload-bench-") as tmp:
+        work = Path(tmp)
+        with Mesh(spec=_bench_spec(work), prometheus=False, trace_sampling=100.0) as mesh:
+            gateway = mesh.gateway_url
+            kube = (
+                "--mesh",
+                "kubernetes",
+                "--kubeconfig",
+                str(mesh.kubeconfig),
+                "--jaeger-url",
+                "",
+                "--prometheus-url",
+                "",
+            )
+            plain = locust_rps("plain.py", gateway, work)
+            canary = locust_rps("meshload_canary.py", gateway, work, *kube)
+            _route_to_echo(mesh)
+            trivial = locust_rps("trivial.py", gateway, work)
+    return {
+        "P1": {
+            "id": "P1",
+            "what": "canary scenario vs plain FastHttpUser, same gateway",
+            "canary_rps": round(canary, 1),
+            "plain_rps": round(plain, 1),
+            "ratio": round(canary / plain, 3),
+            "goal": "ratio >= 0.9",
+            "met": canary / plain >= 0.9,
+        },
+        "P2": {
+            "id": "P2",
+            "what": "embedded Boutique end to end vs the same Envoy -> trivial upstream",
+            "boutique_rps": round(plain, 1),
+            "trivial_rps": round(trivial, 1),
+            "ratio": round(plain / trivial, 3),
+            "goal": "ratio >= 0.5",
+            "met": plain / trivial >= 0.5,
+        },
+    }
+
+
+_cache: dict[str, dict[str, Any]] = {}
+
+
+def run_p1() -> dict[str, Any]:
+    if not _cache:
+        _cache.update(run_pair())
+    return _cache["P1"]
+
+
+def run_p2() -> dict[str, Any]:
+    if not _cache:
+        _cache.update(run_pair())
+    return _cache["P2"]
+
+
+if __name__ == "__main__":
+    print(run_pair(), file=sys.stderr)
