@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ class Child:
         # the mesh down with it, and Ctrl-C reaches the children only through us.
         self.proc = subprocess.Popen(
             list(argv),
+            preexec_fn=_die_with_parent,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -65,6 +67,16 @@ class Child:
             f"{self.name} exited unexpectedly (code {self.proc.returncode}); "
             f"last log lines: {self.tail()}"
         )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM us when our parent dies, so a Locust or a
+    `mesh up` killed with SIGKILL leaves no orphaned server behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: children are still stopped by PID on every orderly exit
 
 
 def python_module(module: str, *args: str) -> list[str]:

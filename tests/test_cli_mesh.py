@@ -162,3 +162,14 @@ def test_apply_changes_weights_and_refuses_bad_manifests(mesh_up: tuple, tmp_pat
     )
     with urllib.request.urlopen(urls["gateway"] + "/_healthz", timeout=5) as resp:
         assert resp.headers["x-version"] == "v2"
+
+
+def test_children_do_not_outlive_a_killed_mesh_up(mesh_up: tuple) -> None:
+    proc, _, state_path = mesh_up
+    pids = list(json.loads(state_path.read_text())["pids"].values())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in pids)
