@@ -22,7 +22,7 @@ from meshsim.spec import DEFAULT_SPEC
 
 HERE = Path(__file__).resolve().parent
 USERS = 50
-SECONDS = 20
+SECONDS = 15
 ECHO = """
   - name: echo-v1
     service: echo
@@ -76,11 +76,16 @@ def _bench_spec(workdir: Path) -> Path:
     return spec
 
 
-def _route_to_echo(mesh: Mesh) -> None:
+def _route(mesh: Mesh, http: list[dict[str, Any]] | None = None) -> None:
+    """The canary manifests at 50/50 (the plan's weights), or with other HTTP routes."""
     resources = load_manifests(DEFAULT_MANIFESTS)
     for r in resources:
         if r.kind == "VirtualService":
-            r.spec["http"] = [{"route": [{"destination": {"host": "echo"}}]}]
+            if http is not None:
+                r.spec["http"] = http
+            else:
+                for dest in r.spec["http"][0]["route"]:
+                    dest["weight"] = 50
     mesh.apply(resources)
 
 
@@ -99,9 +104,14 @@ def run_pair() -> dict[str, dict[str, Any]]:
                 "--prometheus-url",
                 "",
             )
-            plain = locust_rps("plain.py", gateway, work)
-            canary = locust_rps("meshload_canary.py", gateway, work, *kube)
-            _route_to_echo(mesh)
+            # Interleaved twice, both at the same 50/50 split, so warm-up and drift hit both.
+            plains, canaries = [], []
+            for _ in range(2):
+                _route(mesh)
+                plains.append(locust_rps("plain.py", gateway, work))
+                canaries.append(locust_rps("meshload_canary.py", gateway, work, *kube))
+            plain, canary = sum(plains) / 2, sum(canaries) / 2
+            _route(mesh, [{"route": [{"destination": {"host": "echo"}}]}])
             trivial = locust_rps("trivial.py", gateway, work)
     return {
         "P1": {
