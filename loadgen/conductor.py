@@ -66,6 +66,13 @@ class Conductor:
             extra=extra_info,
         )
         self.folder = RunFolder.create(settings.results_dir, self.info["run_id"])
+        # With no Prometheus to ask afterwards, the embedded mesh scrapes into the run folder.
+        self.mesh = mesh
+        if mesh is not None and not getattr(mesh, "prometheus_url", None):
+            try:
+                mesh.record_metrics(self.folder.path)
+            except Exception as e:  # telemetry never stops a load test
+                log.warning("metrics will be missing from the run: %s", e)
         self.rollout = Rollout(
             plan=plan,
             setter=setter,
@@ -182,6 +189,11 @@ class Conductor:
         except ImportError:
             log.info("analysis.report is not available; the run folder is left as recorded")
             return
+        if self.mesh is not None:
+            try:
+                self.mesh.stop_recording()  # metrics.parquet complete before the report reads it
+            except Exception as e:
+                log.warning("stopping the metrics recording failed: %s", e)
         # Telemetry is fetched now, while the backends (the embedded mesh's too) still run.
         telemetry = self.info.get("telemetry") or {}
         urls = {k: telemetry.get(k) for k in ("jaeger_url", "prometheus_url") if telemetry.get(k)}

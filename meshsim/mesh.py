@@ -193,21 +193,35 @@ class Mesh:
             else:
                 self.prometheus_url = self.prometheus.url
         if self.metrics_dir is not None:
-            targets_file = self.workdir / "scrape-targets.json"
-            write_targets(targets_file, self.metrics_targets)
-            self.scraper = Child(
-                "scraper",
-                python_module(
-                    "meshsim.telemetry.scrape",
-                    "--targets",
-                    str(targets_file),
-                    "--out-dir",
-                    str(self.metrics_dir),
-                    "--status-file",
-                    str(self._scraper_status),
-                ),
-                self.workdir / "scraper.log",
-            )
+            self.record_metrics(self.metrics_dir)
+
+    def record_metrics(self, metrics_dir: str | Path) -> None:
+        """Scrape every target each second into metrics_dir/metrics.parquet (a child process),
+        e.g. into a run folder created after the mesh started."""
+        if self.scraper is not None:
+            return
+        self.metrics_dir = Path(metrics_dir)
+        targets_file = self.workdir / "scrape-targets.json"
+        write_targets(targets_file, self.metrics_targets)
+        self.scraper = Child(
+            "scraper",
+            python_module(
+                "meshsim.telemetry.scrape",
+                "--targets",
+                str(targets_file),
+                "--out-dir",
+                str(self.metrics_dir),
+                "--status-file",
+                str(self._scraper_status),
+            ),
+            self.workdir / "scraper.log",
+        )
+
+    def stop_recording(self) -> None:
+        """Stop the scraper: one last scrape, then metrics.parquet is complete."""
+        if self.scraper is not None:
+            self.scraper.stop(timeout_s=10.0)
+            self.scraper = None
 
     @property
     def _scraper_status(self) -> Path:
@@ -260,9 +274,7 @@ class Mesh:
     def stop(self) -> None:
         # The scraper's last scrape needs everything still up; Prometheus is no child of the
         # mesh's health (dead_child), so it is stopped apart.
-        if self.scraper is not None:
-            self.scraper.stop(timeout_s=10.0)  # SIGTERM: one last scrape, then the file
-            self.scraper = None
+        self.stop_recording()  # SIGTERM: one last scrape, then the file
         if self.prometheus is not None:
             self.prometheus.stop()
             self.prometheus = None
