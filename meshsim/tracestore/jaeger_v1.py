@@ -1,5 +1,8 @@
 """Jaeger's v1 query API model (`/api/traces`, the UI JSON), built from stored OTLP spans.
 
+The server answers with `jaeger_v1_text`, which writes the same JSON without building these
+dicts; the dicts stay the readable definition it is tested against (and build its rare parts).
+
 Follows what Jaeger v2 does for `/api/traces`: OTLP -> Jaeger model with the collector's
 translator (scope tags, attributes, then `span.kind`, `otel.status_code`, `error`,
 `otel.status_description`, `w3c.tracestate`), then the UI converter (ids as hex, µs times,
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -20,6 +24,7 @@ from meshsim.tracestore.otlp import (
     STATUS_ERROR,
     STATUS_OK,
     group_rows,
+    resource_of,
     sorted_attributes,
     sorted_events,
     value_as_string,
@@ -89,13 +94,14 @@ def span_tags(span: Span, scope_name: str, scope_version: str) -> list[dict[str,
     )
     if span.kind in KIND_NAMES:
         tags.append(_string_tag("span.kind", KIND_NAMES[span.kind]))
-    if span.status.code == STATUS_ERROR:
+    status = span.status
+    if status.code == STATUS_ERROR:
         tags.append(_string_tag("otel.status_code", "ERROR"))
         tags.append({"key": "error", "type": "bool", "value": True})
-    elif span.status.code == STATUS_OK:
+    elif status.code == STATUS_OK:
         tags.append(_string_tag("otel.status_code", "OK"))
-    if span.status.message:
-        tags.append(_string_tag("otel.status_description", span.status.message))
+    if status.message:
+        tags.append(_string_tag("otel.status_description", status.message))
     if span.trace_state:
         tags.append(_string_tag("w3c.tracestate", span.trace_state))
     return tags
@@ -172,14 +178,7 @@ def trace_to_v1(rows: Sequence[Row]) -> dict[str, Any]:
     processes: dict[str, dict[str, Any]] = {}
     keys: dict[tuple[str, str], str] = {}
     for group in group_rows(rows):
-        service = NO_SERVICE_NAME
-        process_tags = []
-        for kv in sorted_attributes(group.resource.attributes):
-            if kv.key == "service.name":
-                service = kv.value.string_value
-            else:
-                process_tags.append(tag(kv.key, kv.value))
-        identity = (service, repr(process_tags))
+        service, process_tags, identity = process_of(group.raw_resource)
         process_id = keys.get(identity)
         if process_id is None:
             process_id = keys[identity] = f"p{len(keys) + 1}"
@@ -196,3 +195,17 @@ def trace_to_v1(rows: Sequence[Row]) -> dict[str, Any]:
         "processes": processes,
         "warnings": None,
     }
+
+
+@lru_cache(maxsize=4096)
+def process_of(raw_resource: bytes) -> tuple[str, list[dict[str, Any]], tuple[str, str]]:
+    """Service, process tags and identity of a resource; a mesh has few, shared by all traces
+    (callers only serialize the tags, never change them)."""
+    service = NO_SERVICE_NAME
+    process_tags = []
+    for kv in sorted_attributes(resource_of(raw_resource).attributes):
+        if kv.key == "service.name":
+            service = kv.value.string_value
+        else:
+            process_tags.append(tag(kv.key, kv.value))
+    return service, process_tags, (service, repr(process_tags))

@@ -47,6 +47,7 @@ class ScopeGroup:
 @dataclass
 class ResourceGroup:
     resource: Resource
+    raw_resource: bytes
     scopes: dict[bytes, ScopeGroup] = field(default_factory=dict)
 
 
@@ -55,7 +56,7 @@ def group_rows(rows: Iterable[Row]) -> list[ResourceGroup]:
     for row in rows:
         group = groups.get(row[RESOURCE])
         if group is None:
-            group = groups[row[RESOURCE]] = ResourceGroup(resource_of(row[RESOURCE]))
+            group = groups[row[RESOURCE]] = ResourceGroup(resource_of(row[RESOURCE]), row[RESOURCE])
         scope = group.scopes.get(row[SCOPE])
         if scope is None:
             scope = group.scopes[row[SCOPE]] = ScopeGroup(scope_of(row[SCOPE]))

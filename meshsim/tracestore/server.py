@@ -18,6 +18,7 @@ from aiohttp import web
 from google.rpc import status_pb2
 
 from meshsim.tracestore import jaeger_v1, jaeger_v2
+from meshsim.tracestore.jaeger_v1_text import trace_text, traces_envelope_text
 from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES
 from meshsim.tracestore.params import parse_trace_id, v1_search, v3_search
 from meshsim.tracestore.query import QueryError
@@ -39,6 +40,11 @@ def _json(body: Any, status: int = 200) -> web.Response:
         body=json.dumps(body, separators=(",", ":")).encode(),
         content_type="application/json",
     )
+
+
+def _json_text(text: str) -> web.Response:
+    """JSON already written as (ASCII) text, e.g. by jaeger_v1_text."""
+    return web.Response(body=text.encode(), content_type="application/json")
 
 
 def _v3_json(body: Any) -> web.Response:
@@ -129,11 +135,12 @@ async def v1_search_traces(request: web.Request) -> web.Response:
     except QueryError as exc:
         return _v1_error(400, str(exc))
     ids = store.find_trace_ids(query, tag_search(query.tags))
-    return _json(jaeger_v1.envelope([jaeger_v1.trace_to_v1(store.trace(t)) for t in ids]))
+    return _json_text(traces_envelope_text(trace_text(store.trace(t)) for t in ids))
 
 
 def _v1_traces_by_id(store: SpanStore, ids_text: list[str]) -> web.Response:
-    traces, errors = [], []
+    traces: list[str] = []
+    errors: list[dict[str, str]] = []
     for text in ids_text:
         try:
             trace_id = parse_trace_id(text)
@@ -141,12 +148,12 @@ def _v1_traces_by_id(store: SpanStore, ids_text: list[str]) -> web.Response:
             return _v1_error(400, f"cannot parse traceID param: {exc}")
         rows = store.trace(trace_id)
         if rows:
-            traces.append(jaeger_v1.trace_to_v1(rows))
+            traces.append(trace_text(rows))
         else:
             errors.append(
                 {"msg": "trace not found", "traceID": jaeger_v1.trace_id_string(trace_id)}
             )
-    return _json(jaeger_v1.envelope(traces, errors=errors or None))
+    return _json_text(traces_envelope_text(traces, errors or None))
 
 
 async def v1_get_trace(request: web.Request) -> web.Response:
@@ -157,7 +164,7 @@ async def v1_get_trace(request: web.Request) -> web.Response:
     rows = request.app[STORE_KEY].trace(trace_id)
     if not rows:
         return _v1_error(404, "trace not found")
-    return _json(jaeger_v1.envelope([jaeger_v1.trace_to_v1(rows)]))
+    return _json_text(traces_envelope_text([trace_text(rows)]))
 
 
 # -- Jaeger v2 (/api/v3) -----------------------------------------------------------------
