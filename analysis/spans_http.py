@@ -1,19 +1,22 @@
 """Trace backends over HTTP: Jaeger v1 `/api/traces`, Jaeger v2 `/api/v3/traces`, Zipkin v2.
 
-A search answers at most `limit` traces, so a window that fills a page is split in halves until
-every page holds fewer: the whole window is read, never a silent sample of it. One stderr line
-per page shows progress. Any transport failure is a `BackendError` with one line.
+A search answers at most `limit` traces, so a window that fills a page is split (into pieces
+sized by the density the full page shows) until every page holds fewer: the whole window is
+read, never a silent sample of it. The next page is requested while the caller parses the last.
+One stderr line per page shows progress. Any transport failure is a `BackendError` with one line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -23,6 +26,8 @@ from meshload.errors import BackendError, ConfigError
 V1, V3, ZIPKIN = "jaeger-v1", "jaeger-v3", "zipkin"
 _MIN_WINDOW_NS = 1_000_000  # Zipkin counts in ms; below this a window cannot be split
 _MAX_PAGES = 5000
+_MAX_PIECES = 64
+_AHEAD = 2  # requests in flight: one answered while the caller parses the other
 _DEFAULT_LOOKBACK_NS = 3600 * 10**9  # as Jaeger UI: the last hour
 _SINGLE = (
     (V1, re.compile(r"^(?P<base>.*?)/api/traces/(?P<id>[0-9a-fA-F]+)/?$")),
@@ -192,25 +197,90 @@ def _search(
     timeout_s: float,
     progress: TextIO | None,
 ) -> Iterator[Any]:
-    pending = [(start_ns, end_ns)]
+    """Pages of one service's window, earliest first, fetched `_AHEAD` at a time so the
+    backend answers the next page while the caller parses this one."""
+    # Windows in time order, each with its request once sent.
+    queue: list[tuple[int, int, Future[tuple[Any, int]] | None]] = [(start_ns, end_ns, None)]
     pages = 0
-    while pending:
-        lo, hi = pending.pop()
-        doc, n = _page(ep, service, lo, hi, limit, timeout_s)
-        pages += 1
-        # A backend that ignores the window fills every half; stop splitting, keep going.
-        if n >= limit and hi - lo > _MIN_WINDOW_NS and pages < _MAX_PAGES:
-            mid = lo + (hi - lo) // 2
-            pending += [(mid + 1, hi), (lo, mid)]  # earlier half first
-            continue
-        if progress is not None:
-            full = " (page full in a 1 ms window: some traces may be missing)" if n >= limit else ""
-            print(
-                f"meshload: {ep.flavour} {service} {_clock(lo)}..{_clock(hi)}: {n} traces{full}",
-                file=progress,
-                flush=True,
-            )
-        yield doc
+    with ThreadPoolExecutor(max_workers=_AHEAD, thread_name_prefix="trace-page") as pool:
+        try:
+            while queue:
+                for i, (lo, hi, sent) in enumerate(queue[:_AHEAD]):
+                    if sent is None:
+                        fetch = pool.submit(_page, ep, service, lo, hi, limit, timeout_s)
+                        queue[i] = (lo, hi, fetch)
+                lo, hi, sent = queue.pop(0)
+                assert sent is not None
+                doc, n = sent.result()
+                pages += 1
+                # A backend that ignores the window fills every piece; stop splitting then.
+                if n >= limit and hi - lo > _MIN_WINDOW_NS and pages < _MAX_PAGES:
+                    pieces = _split(lo, hi, _estimate_count(doc, n, lo, hi), limit)
+                    queue[:0] = [(a, b, None) for a, b in pieces]
+                    continue
+                if progress is not None:
+                    full = " (page full in a 1 ms window: some traces may be missing)"
+                    print(
+                        f"meshload: {ep.flavour} {service} {_clock(lo)}..{_clock(hi)}: "
+                        f"{n} traces{full if n >= limit else ''}",
+                        file=progress,
+                        flush=True,
+                    )
+                yield doc
+        finally:
+            for _, _, sent in queue:  # the caller stopped early or a page failed
+                if sent is not None:
+                    sent.cancel()
+
+
+def _split(lo: int, hi: int, estimated: float, limit: int) -> list[tuple[int, int]]:
+    """Equal pieces of [lo, hi] expected to hold about half a page each (at least two, so a
+    misjudged density still ends in pages that are not full, one split deeper)."""
+    count = min(_MAX_PIECES, max(2, math.ceil(estimated / max(1, limit // 2))))
+    count = min(count, max(2, (hi - lo) // _MIN_WINDOW_NS))
+    bounds = [lo + (hi - lo) * i // count for i in range(count + 1)]
+    return [(bounds[i] + (i > 0), bounds[i + 1]) for i in range(count)]
+
+
+def _estimate_count(doc: Any, n: int, lo: int, hi: int) -> float:
+    """Traces in [lo, hi], guessed from a full page: backends answer the newest traces, so
+    the page covers [oldest of its traces, hi]. A page that is a spread-out sample covers
+    about the whole window and gives `n` (a binary split, as without the guess)."""
+    oldest = _oldest_start_ns(doc)
+    if oldest is None:
+        return float(n)
+    covered = hi - max(lo, oldest)
+    if covered <= 0:
+        return float(n)
+    return n * (hi - lo) / covered
+
+
+def _oldest_start_ns(doc: Any) -> int | None:
+    """The latest root-or-first span start of the oldest trace in a page (any flavour)."""
+    firsts: list[int] = []
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):  # Jaeger v1
+        for trace in doc["data"]:
+            starts = [s.get("startTime") for s in trace.get("spans") or []]
+            starts = [int(t) * 1000 for t in starts if t is not None]
+            if starts:
+                firsts.append(min(starts))
+    elif isinstance(doc, list):  # Zipkin: a list of traces, each a list of spans
+        for trace in doc:
+            starts = [int(s["timestamp"]) * 1000 for s in trace if s.get("timestamp")]
+            if starts:
+                firsts.append(min(starts))
+    elif isinstance(doc, dict):  # Jaeger v3: OTLP, traces mixed in resourceSpans
+        by_trace: dict[str, int] = {}
+        result = doc.get("result", doc)
+        for rs in result.get("resourceSpans") or []:
+            for scope in rs.get("scopeSpans") or []:
+                for span in scope.get("spans") or []:
+                    start = int(span.get("startTimeUnixNano") or 0)
+                    trace_id = span.get("traceId")
+                    if start and (trace_id not in by_trace or start < by_trace[trace_id]):
+                        by_trace[trace_id] = start
+        firsts = list(by_trace.values())
+    return min(firsts) if firsts else None
 
 
 def _page(
