@@ -132,11 +132,17 @@ def parse_jaeger_v1(traces: Iterable[Mapping[str, Any]], rows: SpanRows) -> None
     """Jaeger's UI/API model: µs times, tags with types, processes by id."""
     for trace in traces:
         processes = trace.get("processes") or {}
+        resources: dict[str, dict[str, Any]] = {}  # a trace's spans share a few processes
         for span in trace.get("spans") or []:
             process = span.get("process") or processes.get(span.get("processID"), {})
             trace_id = _hex_id(span["traceID"], 32)
-            tags = {t["key"]: _jaeger_value(t) for t in span.get("tags") or []}
-            resource = {t["key"]: _jaeger_value(t) for t in process.get("tags") or []}
+            tags = _jaeger_tags(span.get("tags"))
+            process_id = None if "process" in span else span.get("processID")
+            resource = resources.get(process_id) if isinstance(process_id, str) else None
+            if resource is None:
+                resource = _jaeger_tags(process.get("tags"))
+                if isinstance(process_id, str):
+                    resources[process_id] = resource
             rows.add(
                 trace_id=trace_id,
                 span_id=_hex_id(span["spanID"], 16),
@@ -165,6 +171,14 @@ def _jaeger_parent(span: Mapping[str, Any], trace_id: str) -> str | None:
                 return _hex_id(ref["spanID"], 16)
     parent = span.get("parentSpanID")  # very old Jaeger JSON
     return _hex_id(parent, 16) if parent and int(parent, 16) else None
+
+
+def _jaeger_tags(tags: Any) -> dict[str, Any]:
+    # Nearly every tag is a string: skip the typed conversion for those.
+    return {
+        t["key"]: t.get("value") if t.get("type", "string") == "string" else _jaeger_value(t)
+        for t in tags or ()
+    }
 
 
 def _jaeger_value(tag: Mapping[str, Any]) -> Any:
