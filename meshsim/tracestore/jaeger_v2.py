@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from meshsim.tracestore.otlp import group_rows, sorted_attributes, sorted_events
+from meshsim.tracestore.otlp import (
+    group_rows,
+    resource_of,
+    scope_of,
+    sorted_attributes,
+    sorted_events,
+)
 from meshsim.tracestore.receiver import Row
 
 NO_TRACES_FOUND = "No traces found"
@@ -47,7 +54,15 @@ def any_value(value: AnyValue) -> dict[str, Any]:
 
 def attributes(kvs: Iterable[KeyValue], *, sort: bool = True) -> list[dict[str, Any]]:
     ordered = sorted_attributes(list(kvs)) if sort else kvs
-    return [{"key": kv.key, "value": any_value(kv.value)} for kv in ordered]
+    out = []
+    for kv in ordered:
+        value = kv.value
+        # Inlined string case: an answer holds hundreds of thousands of attributes.
+        if value.WhichOneof("value") == "string_value":
+            out.append({"key": kv.key, "value": {"stringValue": value.string_value}})
+        else:
+            out.append({"key": kv.key, "value": any_value(value)})
+    return out
 
 
 def _put_attributes(out: dict[str, Any], kvs: Sequence[KeyValue], dropped: int) -> None:
@@ -132,11 +147,22 @@ def resource_spans(rows: Sequence[Row]) -> list[dict[str, Any]]:
     out = []
     for group in group_rows(rows):
         scope_spans = [
-            {"scope": scope_json(sg.scope), "spans": [span_json(s) for s in sg.spans]}
-            for sg in group.scopes.values()
+            {"scope": _scope_json(raw), "spans": [span_json(s) for s in sg.spans]}
+            for raw, sg in group.scopes.items()
         ]
-        out.append({"resource": resource_json(group.resource), "scopeSpans": scope_spans})
+        out.append({"resource": _resource_json(group.raw_resource), "scopeSpans": scope_spans})
     return out
+
+
+@lru_cache(maxsize=4096)
+def _resource_json(raw: bytes) -> dict[str, Any]:
+    """A mesh has few resources, shared by every trace (answers are only serialized)."""
+    return resource_json(resource_of(raw))
+
+
+@lru_cache(maxsize=4096)
+def _scope_json(raw: bytes) -> dict[str, Any]:
+    return scope_json(scope_of(raw))
 
 
 def traces_body(traces: Iterable[Sequence[Row]]) -> dict[str, Any]:
