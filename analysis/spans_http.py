@@ -1,7 +1,7 @@
 """Trace backends over HTTP: Jaeger v1 `/api/traces`, Jaeger v2 `/api/v3/traces`, Zipkin v2.
 
 A search answers at most `limit` traces, so a window that fills a page is split (into pieces
-sized by the density the full page shows) until every page holds fewer: the whole window is
+placed by where the full page's traces lie) until every page holds fewer: the whole window is
 read, never a silent sample of it. The next page is requested while the caller parses the last.
 One stderr line per page shows progress. Any transport failure is a `BackendError` with one line.
 """
@@ -9,7 +9,6 @@ One stderr line per page shows progress. Any transport failure is a `BackendErro
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 import urllib.error
@@ -26,7 +25,7 @@ from meshload.errors import BackendError, ConfigError
 V1, V3, ZIPKIN = "jaeger-v1", "jaeger-v3", "zipkin"
 _MIN_WINDOW_NS = 1_000_000  # Zipkin counts in ms; below this a window cannot be split
 _MAX_PAGES = 5000
-_MAX_PIECES = 64
+_PIECES_BELOW = 32
 _AHEAD = 2  # requests in flight: one answered while the caller parses the other
 _DEFAULT_LOOKBACK_NS = 3600 * 10**9  # as Jaeger UI: the last hour
 _SINGLE = (
@@ -215,7 +214,7 @@ def _search(
                 pages += 1
                 # A backend that ignores the window fills every piece; stop splitting then.
                 if n >= limit and hi - lo > _MIN_WINDOW_NS and pages < _MAX_PAGES:
-                    pieces = _split(lo, hi, _estimate_count(doc, n, lo, hi), limit)
+                    pieces = _split(lo, hi, _trace_starts_ns(doc), limit)
                     queue[:0] = [(a, b, None) for a, b in pieces]
                     continue
                 if progress is not None:
@@ -233,30 +232,34 @@ def _search(
                     sent.cancel()
 
 
-def _split(lo: int, hi: int, estimated: float, limit: int) -> list[tuple[int, int]]:
-    """Equal pieces of [lo, hi] expected to hold about half a page each (at least two, so a
-    misjudged density still ends in pages that are not full, one split deeper)."""
-    count = min(_MAX_PIECES, max(2, math.ceil(estimated / max(1, limit // 2))))
-    count = min(count, max(2, (hi - lo) // _MIN_WINDOW_NS))
-    bounds = [lo + (hi - lo) * i // count for i in range(count + 1)]
-    return [(bounds[i] + (i > 0), bounds[i + 1]) for i in range(count)]
+def _split(lo: int, hi: int, starts_ns: list[int], limit: int) -> list[tuple[int, int]]:
+    """Pieces of a window whose page came back full, in time order, from that page's traces.
+
+    Backends answer the newest traces, so the page shows where they lie from its oldest one
+    up to `hi`: cut there every half page. Below it nothing is known: pieces as wide as the
+    oldest known half page (an empty page costs little, a full one a whole page), at most
+    `_PIECES_BELOW`, then one for the rest, split again by what it shows if full. A backend
+    answering in another order still gets every trace, by more splitting."""
+    half = max(1, limit // 2)
+    starts = sorted(t for t in starts_ns if lo <= t <= hi)
+    cuts = set(starts[len(starts) - half : 0 : -half])
+    if starts:
+        width = max(_MIN_WINDOW_NS, starts[min(half, len(starts) - 1)] - starts[0])
+        edge = starts[0]
+        for _ in range(_PIECES_BELOW):
+            if edge <= lo:
+                break
+            cuts.add(edge)
+            edge -= width
+    bounds = sorted(c for c in cuts if lo < c <= hi)
+    if not bounds:  # nothing to go by: halves
+        bounds = [lo + (hi - lo) // 2 + 1]
+    lows = [lo, *bounds]
+    return [(a, b - 1) for a, b in zip(lows, bounds, strict=False)] + [(lows[-1], hi)]
 
 
-def _estimate_count(doc: Any, n: int, lo: int, hi: int) -> float:
-    """Traces in [lo, hi], guessed from a full page: backends answer the newest traces, so
-    the page covers [oldest of its traces, hi]. A page that is a spread-out sample covers
-    about the whole window and gives `n` (a binary split, as without the guess)."""
-    oldest = _oldest_start_ns(doc)
-    if oldest is None:
-        return float(n)
-    covered = hi - max(lo, oldest)
-    if covered <= 0:
-        return float(n)
-    return n * (hi - lo) / covered
-
-
-def _oldest_start_ns(doc: Any) -> int | None:
-    """The latest root-or-first span start of the oldest trace in a page (any flavour)."""
+def _trace_starts_ns(doc: Any) -> list[int]:
+    """Each trace's earliest span start in a page (any flavour)."""
     firsts: list[int] = []
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):  # Jaeger v1
         for trace in doc["data"]:
@@ -280,7 +283,7 @@ def _oldest_start_ns(doc: Any) -> int | None:
                     if start and (trace_id not in by_trace or start < by_trace[trace_id]):
                         by_trace[trace_id] = start
         firsts = list(by_trace.values())
-    return min(firsts) if firsts else None
+    return firsts
 
 
 def _page(

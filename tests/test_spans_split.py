@@ -1,10 +1,9 @@
-"""Window splitting of trace searches: full pages split into pieces sized by the density they
+"""Window splitting of trace searches: full pages split into pieces placed by the traces they
 show; every trace is still read whatever order the backend answers in; pages come in time order."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import threading
 from collections.abc import Iterator
@@ -14,38 +13,45 @@ import pytest
 from aiohttp import web
 
 from analysis.spans import load_spans
-from analysis.spans_http import _estimate_count, _split
+from analysis.spans_http import _split, _trace_starts_ns
 
 T0_US = 1_780_000_000_000_000
 SERVICE = "istio-ingressgateway"
 
 
+def _tiles(lo: int, hi: int, pieces: list[tuple[int, int]]) -> bool:
+    contiguous = all(b[0] == a[1] + 1 for a, b in zip(pieces, pieces[1:], strict=False))
+    return pieces[0][0] == lo and pieces[-1][1] == hi and contiguous and len(pieces) >= 2
+
+
 def test_split_pieces_tile_the_window() -> None:
     rng = random.Random(7)
-    for _ in range(200):
+    for _ in range(300):
         lo = rng.randrange(10**18)
-        hi = lo + rng.randrange(2 * 10**6, 10**11)
-        estimated, limit = rng.uniform(0, 50_000), rng.randrange(2, 3000)
-        pieces = _split(lo, hi, estimated, limit)
-        assert pieces[0][0] == lo and pieces[-1][1] == hi and len(pieces) >= 2
-        assert all(b[0] == a[1] + 1 for a, b in zip(pieces, pieces[1:], strict=False))
-        assert all(b - a >= 10**6 - 1 for a, b in pieces)
-        wanted = max(2, math.ceil(estimated / max(1, limit // 2)))
-        assert len(pieces) == max(2, min(64, wanted, (hi - lo) // 10**6))
+        hi = lo + rng.randrange(2, 10**11)
+        starts = [rng.randrange(lo - 10, hi + 10) for _ in range(rng.randrange(0, 60))]
+        assert _tiles(lo, hi, _split(lo, hi, starts, rng.randrange(1, 40)))
 
 
-def _v1_page(starts_us: list[int]) -> dict[str, Any]:
-    return {"data": [{"spans": [{"startTime": s}, {"startTime": s + 5}]} for s in starts_us]}
+def test_split_cuts_the_known_part_every_half_page_then_at_its_width() -> None:
+    lo, hi, ms = 0, 100_000 * 10**6, 10**6
+    # A full page of 20: traces 1 ms apart in the newest part, from 90 s on.
+    starts = [90_000 * ms + i * ms for i in range(20)]
+    pieces = _split(lo, hi, starts, 20)
+    assert _tiles(lo, hi, pieces)
+    known = [p for p in pieces if p[0] >= starts[0]]
+    assert [sum(a <= t <= b for t in starts) for a, b in known] == [10, 10]
+    below = [b - a + 1 for a, b in pieces if b < starts[0]]
+    assert below[1:] == [10 * ms] * 31 and below[0] == starts[0] - 31 * 10 * ms
 
 
-def test_estimate_extrapolates_the_covered_part() -> None:
-    lo, hi = 0, 100 * 10**9
-    # 50 traces in the newest quarter: about 200 in the whole window.
-    newest = [int((75 + i / 2) * 10**6) for i in range(50)]
-    assert _estimate_count(_v1_page(newest), 50, lo, hi) == pytest.approx(200)
-    spread = [int(i * 2 * 10**6) for i in range(50)]  # a sample over the whole window
-    assert _estimate_count(_v1_page(spread), 50, lo, hi) == pytest.approx(50)
-    assert _estimate_count({"data": []}, 50, lo, hi) == 50
+def test_trace_starts_of_every_flavour() -> None:
+    v1 = {"data": [{"spans": [{"startTime": 7}, {"startTime": 5}]}, {"spans": []}]}
+    zipkin = [[{"timestamp": 9}, {"timestamp": 8}]]
+    span = {"traceId": "ab", "startTimeUnixNano": "4000"}
+    v3 = {"result": {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}}
+    assert _trace_starts_ns(v1) == [5000] and _trace_starts_ns(zipkin) == [8000]
+    assert _trace_starts_ns(v3) == [4000] and _trace_starts_ns({"data": []}) == []
 
 
 class _Jaeger:
@@ -123,5 +129,5 @@ def test_every_trace_read_once_in_time_order(serve: Any, ordered: bool) -> None:
     first_half, second_half = frame["start_ns"][: n // 4], frame["start_ns"][-n // 4 :]
     assert first_half.max() < second_half.min()
     if ordered:
-        # One full page, then pieces of half a page (halving would send 15 full pages + 16).
+        # One full page, then pieces of half a page (halving: 15 full pages and 16 more).
         assert len(jaeger.calls) == 1 + n // (limit // 2)
