@@ -60,6 +60,8 @@ class Backends:
         self.rng = rng
         self.ids = ids
         self.carts: dict[str, dict[str, int]] = {}
+        # Ads per category tuple asked for (the products' own, a handful in all).
+        self._ads: dict[tuple[str, ...], tuple[Ad, ...]] = {}
 
     # productcatalogservice
     def list_products(self, site: Site) -> tuple[Product, ...]:
@@ -118,7 +120,11 @@ class Backends:
 
     # adservice
     def get_ads(self, site: Site, categories: tuple[str, ...]) -> tuple[Ad, ...]:
-        ads = tuple(ad for c in categories for ad in ADS_BY_CATEGORY.get(c, ()))
+        ads = self._ads.get(categories)
+        if ads is None:
+            ads = tuple(ad for c in categories for ad in ADS_BY_CATEGORY.get(c, ()))
+            if len(self._ads) < 1000:
+                self._ads[categories] = ads
         return ads or tuple(self.rng.sample(ALL_ADS, 2))
 
     # checkoutservice: PlaceOrder, with the demo's calls in the demo's order.

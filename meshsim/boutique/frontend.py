@@ -7,6 +7,7 @@ form validation failures give 422, as the demo's validator does.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +36,9 @@ SESSION_COOKIE = "shop_session-id"
 CURRENCY_COOKIE = "shop_currency"
 COOKIE_MAX_AGE_S = 60 * 60 * 48
 _NO_FORM: Mapping[str, str] = {}
+# A Cookie header of plain `name=value` pairs, as browsers and Locust send ours: split here it
+# gives what aiohttp's full RFC 6265 parser gives, at a fraction of the cost.
+_PLAIN_COOKIES = re.compile(r"[\w.-]+=[\w.-]*(?:; [\w.-]+=[\w.-]*)*", re.ASCII)
 
 
 class Visit:
@@ -99,7 +103,7 @@ class Frontend:
             if form:
                 posted = await request.post()
                 fields = {k: v for k, v in posted.items() if isinstance(v, str)}
-            cookies = request.cookies
+            cookies = _cookies(request)
             set_cookies: list[str] = []
             session_id = cookies.get(SESSION_COOKIE)
             if not session_id:
@@ -267,6 +271,15 @@ class Frontend:
 
     def robots(self, v: Visit) -> web.Response:
         return web.Response(text="User-agent: *\nDisallow: /")
+
+
+def _cookies(request: web.Request) -> Mapping[str, str]:
+    header = request.headers.get("Cookie")
+    if not header:
+        return _NO_FORM
+    if _PLAIN_COOKIES.fullmatch(header):
+        return dict(pair.split("=", 1) for pair in header.split("; "))
+    return request.cookies
 
 
 def _size(cart: tuple[tuple[str, int], ...]) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,19 @@ class Hop(NamedTuple):
 Observer = Callable[[Hop], None]
 
 
+@runtime_checkable
+class RequestObserver(Protocol):
+    """An observer that can also take every hop of one request in one call.
+
+    `observe_request(hops)` must do what calling the observer on each hop in turn would; it
+    runs in the task that served the request, once per request instead of once per hop.
+    """
+
+    def __call__(self, hop: Hop) -> None: ...
+
+    def observe_request(self, hops: Sequence[Hop]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TraceContext:
     trace_id: str
@@ -61,8 +74,19 @@ class TraceContext:
 
 def parse_traceparent(header: str | None) -> TraceContext | None:
     """The trace context of a W3C `traceparent` header, or None when absent or malformed."""
+    global _last_parsed
     if not header:
         return None
+    # The telemetry middleware and the request it wraps parse the same header in a row.
+    last = _last_parsed
+    if last[0] == header:
+        return last[1]
+    ctx = _parse_traceparent(header)
+    _last_parsed = (header, ctx)
+    return ctx
+
+
+def _parse_traceparent(header: str) -> TraceContext | None:
     m = _TRACEPARENT.match(header.strip().lower())
     if m is None or m.group(1) == "ff":
         return None
@@ -70,6 +94,9 @@ def parse_traceparent(header: str | None) -> TraceContext | None:
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
+
+
+_last_parsed: tuple[str, TraceContext | None] = ("", None)
 
 
 def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
@@ -82,6 +109,8 @@ class Observers:
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self._observers: list[Observer] = list(observers)
         self._failed: set[int] = set()
+        self._sinks: list[tuple[Observer, Callable[[Sequence[Hop]], None] | None]] = []
+        self._update()
 
     def __bool__(self) -> bool:
         return bool(self._observers)
@@ -91,17 +120,35 @@ class Observers:
 
     def add(self, observer: Observer) -> None:
         self._observers.append(observer)
+        self._update()
 
     def remove(self, observer: Observer) -> None:
         self._observers.remove(observer)
+        self._update()
 
-    def emit(self, hops: Iterable[Hop]) -> None:
-        for hop in hops:
-            for observer in self._observers:
+    def _update(self) -> None:
+        self._sinks = [
+            (o, o.observe_request if isinstance(o, RequestObserver) else None)
+            for o in self._observers
+        ]
+
+    def emit(self, hops: Sequence[Hop]) -> None:
+        """Every hop of one request to every observer (per request when it can take that)."""
+        for observer, per_request in self._sinks:
+            if per_request is not None:
+                try:
+                    per_request(hops)
+                except Exception:
+                    self._failed_once(observer)
+                continue
+            for hop in hops:
                 try:
                     observer(hop)
                 except Exception:
-                    # Telemetry must never break traffic; one log line per broken observer.
-                    if id(observer) not in self._failed:
-                        self._failed.add(id(observer))
-                        log.exception("hop observer %r failed; ignoring its errors", observer)
+                    self._failed_once(observer)
+
+    def _failed_once(self, observer: Observer) -> None:
+        # Telemetry must never break traffic; one log line per broken observer.
+        if id(observer) not in self._failed:
+            self._failed.add(id(observer))
+            log.exception("hop observer %r failed; ignoring its errors", observer)

@@ -11,7 +11,7 @@ once per series instead of once per request.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
 
 from meshsim.boutique.hops import Hop
@@ -106,6 +106,14 @@ class Series:
         self.resp_sum += response_bytes
         self.resp[bisect_left(BYTES_BUCKETS, response_bytes)] += 1
 
+    def add_without_bodies(self, duration_ms: float) -> None:
+        """`add(duration_ms, 0, 0)`: 0 bytes fall in the first bucket of both histograms."""
+        self.count += 1
+        self.duration_sum += duration_ms
+        self.duration[bisect_left(DURATION_BUCKETS_MS, duration_ms)] += 1
+        self.req[0] += 1
+        self.resp[0] += 1
+
 
 class IstioMetrics:
     """A hop observer keeping Istio's metrics; `render(proxy)` is that proxy's `/metrics`.
@@ -126,6 +134,20 @@ class IstioMetrics:
             ex.entry = hop
             return
         self.record(hop, 0, 0)
+
+    def observe_request(self, hops: Sequence[Hop]) -> None:
+        """Every hop of one request, as calling this observer on each would record them."""
+        ex = exchange.current()
+        all_series = self._series
+        for hop in hops:
+            if ex is not None and ex.entry is None and ex.is_entry(hop):
+                ex.entry = hop
+                continue
+            key = (hop.source, hop.destination, hop.status_code, hop.protocol)
+            series = all_series.get(key)
+            if series is None:
+                series = all_series[key] = Series()
+            series.add_without_bodies(hop.duration_ms)
 
     def record(self, hop: Hop, request_bytes: int, response_bytes: int) -> None:
         key = (hop.source, hop.destination, hop.status_code, hop.protocol)

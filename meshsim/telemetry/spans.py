@@ -13,7 +13,8 @@ import logging
 import threading
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 
 from meshsim.boutique.hops import Hop
 from meshsim.telemetry import exchange
@@ -119,6 +120,27 @@ class SpanObserver:
             return
         request_id = ex.request_id if ex is not None and ex.request_id else None
         queue.append((hop, request_id or exchange.request_id_from_trace(hop.trace_id)))
+        if len(queue) >= self.batch_spans:
+            self._wake.set()
+
+    def observe_request(self, hops: Sequence[Hop]) -> None:
+        """Every hop of one request: one sampling decision and one queue operation."""
+        ex = exchange.current()
+        if ex is None or not ex.request_id:
+            for hop in hops:
+                self(hop)
+            return
+        if not ex.sampled:
+            return
+        queue = self._queue
+        room = self.max_queue - len(queue)
+        if room < len(hops):
+            self.dropped += len(hops) - max(room, 0)
+            if room <= 0:
+                return
+            hops = hops[:room]
+        # One C-level extend: the export thread pops from the other end meanwhile.
+        queue.extend(zip(hops, repeat(ex.request_id)))
         if len(queue) >= self.batch_spans:
             self._wake.set()
 
