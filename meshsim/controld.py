@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from meshload.errors import MeshloadError
 from meshsim.envoy import ConfigFiles, EnvoyAdmin
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi import serve
-from meshsim.procs import write_atomically
+from meshsim.procs import publish_port, write_atomically
 from meshsim.resources import Resource, from_object
 from meshsim.translate import build_snapshot
 
@@ -126,7 +125,7 @@ async def main_async(config: dict[str, Any], ports_file: Path) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    write_atomically(ports_file, json.dumps({"pid": os.getpid(), "port": running.port}))
+    publish_port(ports_file, running.port)
     await stop.wait()
     await running.close()
 

@@ -98,6 +98,12 @@ def wait_for_json(path: Path, child: Child, timeout_s: float = 20.0) -> dict[str
     )
 
 
+def publish_port(path: Path, port: int) -> None:
+    """A child's ports file, `{"pid": N, "port": P}`, written once it listens (read by
+    `wait_for_json` in the parent)."""
+    write_atomically(path, json.dumps({"pid": os.getpid(), "port": port}) + "\n")
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write beside the target, then rename over it: readers and watchers never see half."""
     tmp = path.with_name(f".{path.name}.tmp")

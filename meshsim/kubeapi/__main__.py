@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +20,7 @@ import yaml
 from meshload.errors import ConfigError, MeshloadError
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.kubeapi.server import serve
+from meshsim.procs import publish_port
 
 log = logging.getLogger(__name__)
 ISTIO_GROUPS = ("networking.istio.io/", "telemetry.istio.io/")
@@ -98,12 +97,6 @@ def istio_objects(docs: list[dict[str, Any]], source: Path) -> list[dict[str, An
     return keep
 
 
-def write_ports_file(path: Path, pid: int, port: int) -> None:
-    tmp = path.with_name(f".{path.name}.{pid}.tmp")
-    tmp.write_text(json.dumps({"pid": pid, "port": port}) + "\n")
-    os.replace(tmp, path)
-
-
 async def run(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,7 +110,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         if args.kubeconfig:
             write_kubeconfig(args.kubeconfig, running.url)
-        write_ports_file(args.ports_file, os.getpid(), running.port)
+        publish_port(args.ports_file, running.port)
         log.info("kubeapi on %s with %d objects", running.url, len(objects))
         await stop.wait()
     finally:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 from meshload.errors import MeshloadError
+from meshsim.procs import publish_port
 from meshsim.tracestore.server import serve
 from meshsim.tracestore.store import DEFAULT_MAX_SPANS
 
@@ -60,12 +59,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_ports_file(path: Path, pid: int, port: int) -> None:
-    tmp = path.with_name(f".{path.name}.{pid}.tmp")
-    tmp.write_text(json.dumps({"pid": pid, "port": port}) + "\n")
-    os.replace(tmp, path)
-
-
 async def run(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,7 +66,7 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     running = await serve(port=args.port, max_spans=args.max_spans, spill_dir=args.spill_dir)
     try:
-        write_ports_file(args.ports_file, os.getpid(), running.port)
+        publish_port(args.ports_file, running.port)
         logging.getLogger(__name__).info("trace store on %s", running.url)
         await stop.wait()
     finally:
