@@ -1,5 +1,5 @@
 PYTHON ?= python3
-PACKAGES = meshload loadgen meshsim analysis benchmarks
+PACKAGES = meshcore meshload loadgen meshsim analysis benchmarks
 
 .PHONY: install test unit lint typecheck bench canary
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import xlogy
 
-from meshload.errors import RunFolderError
+from meshcore.errors import RunFolderError
 
 UNKNOWN = "unknown"
 

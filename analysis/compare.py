@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 COMPARED_FIGURES = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")
 JUDGED_FIGURES = ("p50_ms", "p99_ms")

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from analysis.changepoint import label_codes, version_labels, weight_events
 from analysis.hops import parent_rows
 from analysis.latency import group_codes
-from meshload.errors import RunFolderError
+from meshcore.errors import RunFolderError
 
 COUNT_COLUMNS = ("step", "version", "requests")
 

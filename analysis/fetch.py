@@ -19,7 +19,7 @@ from analysis.frames import METRIC_COLUMNS, SPAN_COLUMNS
 from analysis.prometheus import PrometheusClient
 from analysis.runfolder import Run, load_run, save_frame
 from analysis.spans import list_trace_services, load_spans
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 
 # Samples read raw (not resampled) so analysis.promql reproduces Prometheus's own answers.
 DEFAULT_METRICS = (

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
+from meshcore.yamldoc import load_yaml
 
 SECTIONS = ("split", "propagation", "latency", "judge", "errors", "consistency")
 LATENCY_FIGURES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")
@@ -147,12 +146,7 @@ def load_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: cannot read the thresholds file ({reason}); pass --thresholds FILE"
         ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix the file") from None
+    data = load_yaml(text, str(path))
     try:
         return parse_thresholds(data)
     except ConfigError as exc:

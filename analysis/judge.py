@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.changepoint import UNKNOWN, version_labels
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 def bootstrap_percentile(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.changepoint import label_codes
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 PERCENTILE_COLUMNS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")

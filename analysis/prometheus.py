@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.frames import METRIC_COLUMNS, from_columns, labels_json
 from analysis.runfolder import Run, load_run
 from analysis.spans_http import get_json
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 
 MAX_POINTS_PER_SERIES = 11_000
 

@@ -34,7 +34,7 @@ from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
 from analysis.promql import bucket_quantile, label_table
 from analysis.runfolder import load_run
 from analysis.summary import build_summary, json_safe
-from meshload.errors import MeshloadError, RunFolderError
+from meshcore.errors import MeshloadError, RunFolderError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from analysis.frames import (
     labels_json,
     to_arrow,
 )
-from meshload.errors import RunFolderError
+from meshcore.errors import RunFolderError
 
 # The newest run.json layout this code understands; older ones load as they are.
 SCHEMA_VERSION = 1

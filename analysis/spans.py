@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.spans_formats import FORMATS_HINT, SpanRows, parse_document
 from analysis.spans_http import classify, fetch_documents, list_services, probe
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 # Jaeger UI's largest page; more traces in a window are read by splitting the window.
 DEFAULT_LIMIT = 1500

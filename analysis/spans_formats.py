@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.frames import SPAN_COLUMNS, from_arrow, table_from_columns
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 
 _OTLP_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _KIND_NAMES = frozenset(_OTLP_KINDS.values())

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 
 V1, V3, ZIPKIN = "jaeger-v1", "jaeger-v3", "zipkin"
 _MIN_WINDOW_NS = 1_000_000  # Zipkin counts in ms; below this a window cannot be split

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.changepoint import UNKNOWN, label_codes, version_labels
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 def _require(requests: pd.DataFrame, user_col: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import meshload
+import meshcore
 
 BENCHMARKS: dict[str, str] = {
     "P1": "benchmarks.throughput:run_p1",
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"meshload": meshload.__version__, "machine": _machine(), "results": results}, indent=2
+            {"meshload": meshcore.__version__, "machine": _machine(), "results": results}, indent=2
         )
     )
     print(f"written to {out}")

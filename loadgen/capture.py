@@ -4,7 +4,8 @@ Latency is Locust's own `response_time`: FastHttpUser measures it with `perf_cou
 in milliseconds (its rounded buckets only exist in the stats tables). The serving version comes
 from the response header, the trace id from the request's context (set by `TracedSession`), the
 step from the step clock at the request's start. Records wait in column lists and are written
-as one parquet part per batch, so memory stays bounded and a crash loses at most one batch.
+as one parquet part per batch (columns: `meshcore.schemas.REQUEST_SCHEMA`), so memory stays
+bounded and a crash loses at most one batch.
 """
 
 from __future__ import annotations
@@ -17,31 +18,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from loadgen.runfolder import RunFolder
 from loadgen.steps import StepClock
+from meshcore.runfolder import RunFolder
+from meshcore.schemas import OPEN_MODEL_SCHEMA, REQUEST_SCHEMA
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema(
-    [
-        ("start_ns", pa.int64()),
-        ("latency_ms", pa.float64()),
-        ("name", pa.string()),
-        ("method", pa.string()),
-        ("status", pa.int64()),
-        ("ok", pa.bool_()),
-        ("error", pa.string()),
-        ("version", pa.string()),
-        ("trace_id", pa.string()),
-        ("sampled", pa.bool_()),
-        ("step", pa.int64()),
-        ("worker", pa.string()),
-        ("user_id", pa.int64()),
-        ("cohort", pa.string()),
-        ("response_length", pa.int64()),
-    ]
-)
-OPEN_MODEL_FIELDS = [("intended_ns", pa.int64()), ("co_latency_ms", pa.float64())]
 _ERROR_CHARS = 300
 
 
@@ -61,9 +43,7 @@ class RequestCapture:
         self.version_header = version_header
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
-        self.schema = SCHEMA
-        if open_model:
-            self.schema = pa.schema([*SCHEMA, *OPEN_MODEL_FIELDS])
+        self.schema = OPEN_MODEL_SCHEMA if open_model else REQUEST_SCHEMA
         self.folder: RunFolder | None = None
         self.worker = "local"
         self.pid = os.getpid()

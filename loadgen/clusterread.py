@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from kubernetes import client, config
 
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 
 ISTIO_GROUP = "networking.istio.io"
 # Istio < 1.22 serves only v1beta1; newer ones serve both, so v1 first and v1beta1 after a 404.

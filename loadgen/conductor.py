@@ -20,10 +20,10 @@ from loadgen.openmodel import late_arrivals
 from loadgen.options import Settings
 from loadgen.plan import Plan
 from loadgen.rollout import Rollout
-from loadgen.runfolder import RunFolder
 from loadgen.runinfo import new_run_info
 from loadgen.steps import StepClock
 from loadgen.weights import WeightSetter
+from meshcore.runfolder import RunFolder
 
 log = logging.getLogger("meshload")
 

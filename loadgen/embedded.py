@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from loadgen.options import Settings
 from loadgen.plan import Plan
-from loadgen.runfolder import RunFolder
+from meshcore.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 

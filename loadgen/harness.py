@@ -33,10 +33,10 @@ from loadgen.checks import Check
 from loadgen.conductor import Conductor
 from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
-from loadgen.runfolder import RunFolder
 from loadgen.target import resolve_target
 from loadgen.weights import WeightSetter
-from meshload.errors import ConfigError, MeshloadError
+from meshcore.errors import ConfigError, MeshloadError
+from meshcore.runfolder import RunFolder
 
 log = logging.getLogger("meshload")
 

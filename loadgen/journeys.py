@@ -20,7 +20,7 @@ from locust import between, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
 from loadgen import openmodel
-from loadgen.traceparent import new_trace, parse_traceparent
+from meshcore.traceparent import new_trace, parse_traceparent
 
 PRODUCTS = (
     "0PUK6V6EV0",

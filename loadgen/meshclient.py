@@ -28,7 +28,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from meshload.errors import BackendError, ConfigError, MeshloadError
+from meshcore.errors import BackendError, ConfigError, MeshloadError
 
 log = logging.getLogger(__name__)
 

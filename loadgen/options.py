@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
+from meshcore.yamldoc import load_yaml
 
 _TOP_KEYS = (
     "description",
@@ -116,13 +115,7 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def parse_plan(text: str, source: str = "<plan>") -> Plan:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(exc, "problem", None) or "cannot be parsed"
-        _fail(source, where, f"{problem}; fix the YAML syntax")
+    doc = load_yaml(text, source)
     if isinstance(doc, list):
         doc = {"steps": doc}
     if not isinstance(doc, dict):

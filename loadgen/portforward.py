@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loadgen.clusterread import ClusterReader, is_ready, selector_text
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024

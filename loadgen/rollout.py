@@ -15,7 +15,7 @@ from typing import Any
 from loadgen.plan import Plan
 from loadgen.steps import StepClock
 from loadgen.weights import WeightSetter
-from meshload.errors import MeshloadError
+from meshcore.errors import MeshloadError
 
 log = logging.getLogger(__name__)
 

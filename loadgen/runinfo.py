@@ -9,12 +9,12 @@ from typing import Any
 from loadgen.embedded import envoy_version, mesh_urls
 from loadgen.options import Settings
 from loadgen.plan import Plan
-from loadgen.runfolder import SCHEMA_VERSION, new_run_id
+from meshcore.runfolder import SCHEMA_VERSION, new_run_id
 
 
 @functools.cache
 def versions(embedded: bool) -> dict[str, str | None]:
-    from meshload import __version__ as meshload_version
+    from meshcore import __version__ as meshload_version
 
     return {
         "meshload": meshload_version,

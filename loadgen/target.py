@@ -8,6 +8,7 @@ plan's subsets and the results directory, so bad input ends the run before any u
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,9 @@ from typing import Any
 from loadgen import embedded
 from loadgen.options import Settings
 from loadgen.plan import Plan
-from loadgen.runfolder import check_writable
 from loadgen.runinfo import versions
 from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 log = logging.getLogger("meshload")
 
@@ -29,6 +29,20 @@ class Target:
     setter: WeightSetter
     mesh: Any = None  # the embedded Mesh this run started, if any
     info: dict[str, Any] = field(default_factory=dict)  # for run.json
+
+
+def check_writable(results_dir: Path) -> None:
+    """Fail before the run starts, not at its first record, when results cannot be written."""
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".meshload-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"--results-dir {results_dir}: cannot write there ({e.strerror}); pass a writable "
+            "directory"
+        ) from None
 
 
 def resolve_target(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from meshload.errors import BackendError, ConfigError, MeshloadError
+from meshcore.errors import BackendError, ConfigError, MeshloadError
 
 
 @dataclass(frozen=True)

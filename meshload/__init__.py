@@ -1,20 +1,9 @@
-"""meshload: measure what an Istio canary rollout really does."""
+"""The `meshload` command line: one sub-command per module (`cmd_*`), wired in `cli`.
 
-from meshload.errors import (
-    BackendError,
-    ConfigError,
-    ManifestError,
-    MeshloadError,
-    RunFolderError,
-)
+It is the only package that imports all the others: `meshcore` (the contract), `loadgen`,
+`meshsim` and `analysis`.
+"""
 
-__version__ = "0.1.0"
+from meshcore import __version__
 
-__all__ = [
-    "BackendError",
-    "ConfigError",
-    "ManifestError",
-    "MeshloadError",
-    "RunFolderError",
-    "__version__",
-]
+__all__ = ["__version__"]

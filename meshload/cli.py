@@ -11,8 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from meshload import __version__
-from meshload.errors import ConfigError, MeshloadError
+from meshcore import __version__
+from meshcore.errors import ConfigError, MeshloadError
 
 
 def build_parser() -> argparse.ArgumentParser:

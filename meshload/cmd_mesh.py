@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 def state_file() -> Path:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 from urllib.parse import urlparse
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 def register(sub: Any) -> None:

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from meshload.errors import ConfigError, RunFolderError
+from meshcore.errors import ConfigError, RunFolderError
 
 
 def register(sub: Any) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshload.errors import BackendError, ManifestError
+from meshcore.errors import BackendError, ManifestError
 from meshsim.resources import Resource
 
 PLURALS = {

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.fields import duration_s, envoy_duration, percentage
 from meshsim.hosts import Endpoint, cluster_name, resolve_host, select
 from meshsim.resources import Resource

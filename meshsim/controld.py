@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshload.errors import MeshloadError
+from meshcore.errors import MeshloadError
 from meshsim.envoy import ConfigFiles, EnvoyAdmin
 from meshsim.hosts import Endpoint
-from meshsim.kubeapi import serve
+from meshsim.kubeapi.server import serve
 from meshsim.procs import publish_port, write_atomically
 from meshsim.resources import Resource, from_object
 from meshsim.translate import build_snapshot

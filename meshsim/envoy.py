@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 from meshsim.procs import Child, write_atomically
 from meshsim.routes import FAULT_FILTER, FAULT_TYPE
 from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot

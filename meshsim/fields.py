@@ -6,11 +6,11 @@ resource, so a canary never relies on a setting the embedded mesh silently dropp
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
-from meshload.errors import ManifestError
+from meshcore.durations import DurationError, parse_duration_ns
+from meshcore.errors import ManifestError
 
 # A tree of supported keys: a dict maps key -> subtree ("*" matches any key), a one-element
 # list means "a list of this", and True accepts any value below.
@@ -126,16 +126,15 @@ def unsupported(value: Any, tree: Any, path: str = "spec") -> Iterator[str]:
                 yield f"{path}.{key}"
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(h|m|s|ms|us|µs|ns)\s*$")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
 def duration_s(value: Any, where: tuple[str, str, str]) -> float:
-    """Seconds of an Istio duration ("1s", "250ms", "1.5s", "1h"); refuses anything else."""
-    m = _DURATION.match(str(value))
-    if m is None:
+    """Seconds of an Istio duration ("1s", "250ms", "1.5s", "1m30s"); refuses anything else."""
+    try:
+        ns = parse_duration_ns(str(value).strip())
+    except DurationError:
+        ns = -1
+    if ns < 0:
         raise ManifestError(*where, f'{value!r} is not a duration; write e.g. "250ms" or "2s"')
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    return ns / 1e9
 
 
 def envoy_duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
 from meshsim.apply import apply_resources, wait_applied
 from meshsim.boutique.hops import INGRESS
 from meshsim.cluster_objects import core_objects

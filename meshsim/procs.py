@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 
 
 class Child:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 from meshsim.boutique.hops import INGRESS
 from meshsim.procs import Child
 from meshsim.spec import Workload

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meshload.errors import ConfigError, ManifestError
+from meshcore.errors import ConfigError, ManifestError, YamlError
+from meshcore.yamldoc import load_yaml_documents
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +108,10 @@ def from_object(obj: Any, source: str, default_namespace: str = "default") -> Re
 def parse_documents(text: str, source: str, default_namespace: str = "default") -> list[Resource]:
     """All routing resources of a multi-document YAML text (`kind: List` expanded)."""
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise ManifestError(source, "document", where, f"{problem}; fix the YAML syntax") from None
+        docs = load_yaml_documents(text, source)
+    except YamlError as exc:
+        problem = f"{exc.problem}; fix the YAML syntax"
+        raise ManifestError(source, "document", exc.where, problem) from None
     return [r for r in _resources(docs, source, default_namespace) if r is not None]
 
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.clusters import Subsets
 from meshsim.fields import duration_s, envoy_duration, fraction, percentage
 from meshsim.hosts import Endpoint, cluster_name, resolve_host, select

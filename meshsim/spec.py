@@ -15,9 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-import yaml
-
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
+from meshcore.yamldoc import load_yaml
 
 DEFAULT_SPEC = Path(__file__).parent / "data" / "default-spec.yaml"
 
@@ -108,13 +107,7 @@ def load_spec(path: str | Path | None = None) -> MeshSpec:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read the spec ({e.strerror}); check the --spec path") from e
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from e
-    return parse_spec(doc, str(p))
+    return parse_spec(load_yaml(text, str(p)), str(p))
 
 
 def parse_spec(doc: Any, source: str = "<spec>") -> MeshSpec:

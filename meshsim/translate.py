@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.clusters import build_clusters, read_destination_rules
 from meshsim.fields import SUPPORTED, unsupported
 from meshsim.hosts import Endpoint

@@ -1,4 +1,4 @@
-"""The simulated boutique in-process: hop trees, observers, seeds, profiles, traceparent."""
+"""The simulated boutique in-process: hop trees, observers, seeds, profiles."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from meshsim.boutique import INGRESS, Hop, Runtime, parse_traceparent, serve, write_ports_file
+from meshsim.boutique import INGRESS, Hop, Runtime, serve, write_ports_file
 from meshsim.boutique.catalog import PRODUCT_IDS
 from meshsim.spec import MeshSpec, load_spec
 
@@ -179,26 +179,6 @@ def test_a_raising_observer_is_logged_once_and_breaks_nothing(
     assert statuses == [200, 200, 200]
     assert sum(h.source == INGRESS for h in seen) == 3
     assert len([r for r in caplog.records if "exporter down" in str(r.exc_info)]) == 1
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        (TRACEPARENT, (TRACE_ID, PARENT_ID, True)),
-        (f"00-{TRACE_ID}-{PARENT_ID}-00", (TRACE_ID, PARENT_ID, False)),
-        (f" 00-{TRACE_ID.upper()}-{PARENT_ID}-01 ", (TRACE_ID, PARENT_ID, True)),
-        (f"ff-{TRACE_ID}-{PARENT_ID}-01", None),
-        (f"00-{'0' * 32}-{PARENT_ID}-01", None),
-        (f"00-{TRACE_ID}-{'0' * 16}-01", None),
-        (f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_parse_traceparent(header: str | None, expected: tuple[str, str, bool] | None) -> None:
-    ctx = parse_traceparent(header)
-    got = None if ctx is None else (ctx.trace_id, ctx.parent_span_id, ctx.sampled)
-    assert got == expected
 
 
 def test_without_traceparent_a_new_trace_starts() -> None:

@@ -7,7 +7,7 @@ import random
 from aiohttp.test_utils import make_mocked_request
 
 from meshsim.boutique.frontend import _cookies
-from meshsim.boutique.hops import Hop, Observers, parse_traceparent
+from meshsim.boutique.hops import Hop, Observers, cached_traceparent
 from meshsim.boutique.runtime import _hex_id
 
 NAMES = ["shop_session-id", "shop_currency", "a", "x.y", "weird name", "q"]
@@ -33,10 +33,10 @@ def test_hex_ids_are_the_formatted_random_bits() -> None:
 
 def test_repeated_traceparent_parses_the_same() -> None:
     header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    first, again = parse_traceparent(header), parse_traceparent(header)
+    first, again = cached_traceparent(header), cached_traceparent(header)
     assert first == again and first is not None and first.sampled
-    assert parse_traceparent("00-" + "0" * 32 + "-00f067aa0ba902b7-01") is None
-    assert parse_traceparent(header) == first
+    assert cached_traceparent("00-" + "0" * 32 + "-00f067aa0ba902b7-01") is None
+    assert cached_traceparent(header) == first
 
 
 class _PerRequest:

@@ -11,9 +11,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from loadgen.capture import SCHEMA, RequestCapture
-from loadgen.runfolder import RunFolder, new_run_id
+from loadgen.capture import RequestCapture
 from loadgen.steps import StepClock
+from meshcore.runfolder import RunFolder, new_run_id
+from meshcore.schemas import REQUEST_SCHEMA
 
 T0_NS = 1_700_000_000_000_000_000
 
@@ -62,7 +63,7 @@ def test_records_hold_every_field_exactly(folder: RunFolder) -> None:
     expected = [fire(cap, i, rng) for i in range(1000)]
     assert cap.flush() == 1000
     table = folder.read_requests()
-    assert table.schema == SCHEMA
+    assert table.schema == REQUEST_SCHEMA
     got = table.to_pydict()
     assert got["latency_ms"] == [e["latency_ms"] for e in expected]
     assert got["version"] == [e["version"] for e in expected]

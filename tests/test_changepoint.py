@@ -9,7 +9,7 @@ import pytest
 
 from analysis.changepoint import change_point, log_likelihood_profile, propagation, weight_events
 from analysis.synthetic import make_run
-from meshload.errors import RunFolderError
+from meshcore.errors import RunFolderError
 
 
 def brute_force_profile(seq: list[int]) -> list[float]:

@@ -17,12 +17,13 @@ from kubernetes import client, config
 
 from meshsim.controld import to_resources
 from meshsim.hosts import Endpoint
-from meshsim.kubeapi import serve_in_thread, write_kubeconfig
 from meshsim.kubeapi.crds import load_catalog
+from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.kubeapi.schema import check_metadata, check_object
 from meshsim.resources import load_manifests
 from meshsim.spec import load_spec
 from meshsim.translate import build_snapshot
+from tests.kubeapi_thread import serve_in_thread
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "scenarios" / "manifests" / "cluster"

@@ -12,7 +12,7 @@ from analysis.compare import compare_runs, format_comparison
 from analysis.report import error_counts
 from analysis.summary import build_summary, json_safe
 from analysis.synthetic import make_run
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 def summary_of(seed: int, **kwargs: Any) -> dict[str, Any]:

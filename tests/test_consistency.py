@@ -19,7 +19,7 @@ from analysis.consistency import (
 )
 from analysis.sticky import cohort_reach, stickiness, user_versions
 from analysis.synthetic import make_run
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,17 @@ import sys
 import pytest
 
 EXPECTED = {
-    "meshload": {
+    "meshcore": {
         "BackendError",
         "ConfigError",
+        "ExitCode",
         "ManifestError",
         "MeshloadError",
         "RunFolderError",
+        "YamlError",
         "__version__",
     },
+    "meshload": {"__version__"},
     "meshsim": {
         "Mesh",
         "MeshSpec",
@@ -28,22 +31,14 @@ EXPECTED = {
         "load_spec",
     },
     "loadgen": {
-        "InMemoryMeshClient",
-        "MeshApi",
-        "MeshClient",
         "OPTIONS",
         "Plan",
         "RequestCapture",
-        "RunFolder",
         "Settings",
         "Step",
         "StepClock",
-        "WeightChange",
         "load_plan",
-        "new_run_id",
-        "new_trace",
         "parse_plan",
-        "parse_traceparent",
     },
     "analysis": {
         "CheckResult",

@@ -26,7 +26,7 @@ from aiohttp import web
 from analysis.fetch import fetch_telemetry
 from analysis.runfolder import load_run
 from analysis.spans import load_spans
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jaeger"
 T0_US = 1_780_000_000_000_000

@@ -16,7 +16,7 @@ from analysis.gates import (
     parse_thresholds,
     write_junit,
 )
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError, YamlError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_thresholds_files(tmp_path: Path) -> None:
     assert set(example) == {"split", "propagation", "latency", "judge", "errors", "consistency"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("split:\n  tolerance_pp: [\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line"):
+    with pytest.raises(YamlError, match=r"bad.yaml: line \d+: .*; fix the YAML syntax"):
         load_thresholds(bad)
     with pytest.raises(ConfigError, match="cannot read the thresholds file"):
         load_thresholds(tmp_path / "absent.yaml")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.mesh import Mesh
 from meshsim.resources import Resource, load_manifests, parse_documents
 from tests.support import hammer

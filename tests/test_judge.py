@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.judge import bootstrap_percentile, default_pair, judge
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 def requests_of(

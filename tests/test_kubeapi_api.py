@@ -6,9 +6,7 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,9 @@ import pytest
 import yaml
 from kubernetes import client, config, watch
 
-from meshload.errors import ManifestError
-from meshsim.kubeapi import ThreadedServer, serve_in_thread, write_kubeconfig
+from meshcore.errors import ManifestError
+from meshsim.kubeapi.kubeconfig import write_kubeconfig
+from tests.kubeapi_thread import ThreadedServer, serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -348,42 +347,3 @@ def test_kubectl_apply_get_and_merge_patch(server: Any, kubeconfig: Path, tmp_pa
     invalid = run("apply", "-f", str(manifest), ok=False)
     assert "spec.http[0].route[0].weight" in invalid and "must be of type integer" in invalid
     run("delete", "vs", "kc")
-
-
-def test_standalone_process_with_manifests(tmp_path: Path) -> None:
-    ports = tmp_path / "ports.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meshsim.kubeapi",
-            "--ports-file",
-            str(ports),
-            "--manifests",
-            str(CANARY),
-            "--kubeconfig",
-            str(tmp_path / "kubeconfig"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not ports.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        info = json.loads(ports.read_text())
-        assert info["pid"] == proc.pid
-        with config.new_client_from_config(str(tmp_path / "kubeconfig")) as api_client:
-            co = client.CustomObjectsApi(api_client)
-            names = [
-                (i["kind"], i["metadata"]["name"])
-                for i in co.list_namespaced_custom_object(G, V, "default", "destinationrules")[
-                    "items"
-                ]
-            ]
-            assert names == [("DestinationRule", "frontend")]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err.decode()

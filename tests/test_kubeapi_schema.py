@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from meshsim.kubeapi.cel import go_duration_s
 from meshsim.kubeapi.crds import load_catalog
 from meshsim.kubeapi.patch import json_patch, merge_patch
 from meshsim.kubeapi.schema import (
@@ -204,26 +203,6 @@ def test_metadata_names_follow_rfc_1123() -> None:
     assert check_metadata({"metadata": {"name": "a.b-c", "labels": {"x": 1}}}) == [
         ("metadata.labels", "Invalid value: must be a map of strings")
     ]
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("1ms", 0.001),
-        ("1.5s", 1.5),
-        ("1m30s", 90.0),
-        ("2h", 7200.0),
-        ("0", 0.0),
-        ("250us", 2.5e-4),
-        (".5s", 0.5),
-        ("5", None),
-        ("", None),
-        ("1d", None),
-        ("s", None),
-    ],
-)
-def test_go_durations(text: str, seconds: float | None) -> None:
-    assert go_duration_s(text) == (pytest.approx(seconds) if seconds is not None else None)
 
 
 # RFC 7386 appendix A, every example.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.kubeapi.crds import load_catalog
 from meshsim.kubeapi.status import ApiError
 from meshsim.kubeapi.store import Store

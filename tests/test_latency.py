@@ -14,7 +14,7 @@ from analysis.latency import (
     latency_percentiles,
 )
 from analysis.synthetic import make_run
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

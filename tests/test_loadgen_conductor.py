@@ -7,14 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from loadgen.capture import SCHEMA
 from loadgen.conductor import EXIT_GATE_FAILED, Conductor
 from loadgen.options import Settings
 from loadgen.plan import Plan, Step
 from loadgen.steps import StepClock
 from loadgen.weights import Applied
+from meshcore.schemas import OPEN_MODEL_SCHEMA
+from tests.records import request_table
 
 
 class Setter:
@@ -95,9 +94,8 @@ def test_a_failed_check_is_an_event_and_the_exit_code(tmp_path: Path) -> None:
     c, _, _ = conductor(tmp_path)
     c.checks = [lambda t: {"kind": "check", "check": "rows", "passed": t.num_rows == 99}]
     c.start()
-    cols: dict[str, list[Any]] = {f.name: [None] for f in SCHEMA}
-    cols.update(start_ns=[1], latency_ms=[1.0], ok=[True], status=[200], step=[0])
-    c.folder.write_part(pa.Table.from_pydict(cols, schema=SCHEMA), "local", 1, 0)
+    table = request_table(1, start_ns=[1], latency_ms=[1.0], ok=[True], status=[200], step=[0])
+    c.folder.write_part(table, "local", 1, 0)
     marker(c, "local", 1)
     c.rollout.done = True
     c.finish(1, report=False)
@@ -123,17 +121,12 @@ def test_a_tripped_gate_rolls_back_and_fails_the_run(tmp_path: Path) -> None:
 
 
 def test_open_model_runs_count_late_arrivals(tmp_path: Path) -> None:
-    from loadgen.capture import OPEN_MODEL_FIELDS
-
     c, _, _ = conductor(tmp_path, arrival_rate=10.0)
     c.start()
-    schema = pa.schema([*SCHEMA, *OPEN_MODEL_FIELDS])
-    cols: dict[str, list[Any]] = {f.name: [None] * 4 for f in schema}
     start = [10_000_000, 20_000_000, 30_000_000, 40_000_000]
-    cols.update(start_ns=start, latency_ms=[1.0] * 4, ok=[True] * 4, status=[200] * 4,
-                step=[0] * 4, intended_ns=[start[0], start[1] - 5_000_000,
-                                           start[2] - 900_000, None])  # fmt: skip
-    c.folder.write_part(pa.Table.from_pydict(cols, schema=schema), "local", 1, 0)
+    intended = [start[0], start[1] - 5_000_000, start[2] - 900_000, None]
+    table = request_table(4, OPEN_MODEL_SCHEMA, start_ns=start, intended_ns=intended)
+    c.folder.write_part(table, "local", 1, 0)
     marker(c, "local", 4)
     c.finish(1, report=False)
     info = json.loads(c.folder.run_json.read_text())

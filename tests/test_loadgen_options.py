@@ -1,4 +1,4 @@
-"""Options, trace context and run ids: small pure pieces of loadgen."""
+"""Options and run ids: small pure pieces of loadgen."""
 
 from __future__ import annotations
 
@@ -11,36 +11,9 @@ import configargparse
 import pytest
 
 from loadgen.options import OPTIONS, Settings, add_arguments
-from loadgen.runfolder import check_writable, new_run_id, safe_name
-from loadgen.traceparent import TRACEPARENT, new_trace, parse_traceparent
-from meshload.errors import ConfigError
-
-
-def test_traceparent_is_w3c_version_00() -> None:
-    for _ in range(200):
-        tc = new_trace()
-        assert TRACEPARENT.match(tc.header)
-        assert tc.header == f"00-{tc.trace_id}-{tc.span_id}-01"
-        assert int(tc.trace_id, 16) != 0 and int(tc.span_id, 16) != 0
-        assert parse_traceparent(tc.header) == tc
-
-
-def test_sampling_share_is_respected() -> None:
-    assert not any(new_trace(0.0).sampled for _ in range(200))
-    sampled = sum(new_trace(0.25).sampled for _ in range(4000))
-    # binomial(4000, 0.25): sd = 27.4; 4 sd either side
-    assert abs(sampled - 1000) < 110
-    assert new_trace(0.0).header.endswith("-00")
-
-
-def test_trace_ids_do_not_repeat() -> None:
-    ids = {new_trace().trace_id for _ in range(5000)}
-    assert len(ids) == 5000
-
-
-@pytest.mark.parametrize("bad", ["", "01-" + "a" * 32 + "-" + "b" * 16 + "-01", "00-xyz-1-01"])
-def test_bad_traceparents_are_refused(bad: str) -> None:
-    assert parse_traceparent(bad) is None
+from loadgen.target import check_writable
+from meshcore.errors import ConfigError
+from meshcore.runfolder import new_run_id, safe_name
 
 
 class WebUiParser(configargparse.ArgumentParser):

@@ -12,14 +12,12 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from loadgen.capture import SCHEMA
 from loadgen.gates import Gates, canary_subset
 from loadgen.meshclient import InMemoryMeshClient
 from loadgen.openmodel import Pacer, late_arrivals
 from loadgen.options import Settings
 from loadgen.plan import Plan, Step, parse_plan
 from loadgen.rollout import Rollout
-from loadgen.runfolder import RunFolder
 from loadgen.steps import StepClock
 from loadgen.weights import (
     Applied,
@@ -28,7 +26,9 @@ from loadgen.weights import (
     find_route,
     with_weights,
 )
-from meshload.errors import BackendError, ConfigError
+from meshcore.errors import BackendError, ConfigError
+from meshcore.runfolder import RunFolder
+from tests.records import request_table
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "scenarios" / "manifests" / "canary.yaml"
 
@@ -178,12 +178,11 @@ def test_unknown_virtual_service_names_the_flag() -> None:
 
 # -- gates ------------------------------------------------------------------------------------
 def write_part(folder: RunFolder, seq: int, rows: list[tuple[int, float, bool, str]]) -> None:
-    cols: dict[str, list[Any]] = {f.name: [None] * len(rows) for f in SCHEMA}
-    cols["start_ns"] = [r[0] for r in rows]
-    cols["latency_ms"] = [r[1] for r in rows]
-    cols["ok"] = [r[2] for r in rows]
-    cols["version"] = [r[3] for r in rows]
-    folder.write_part(pa.Table.from_pydict(cols, schema=SCHEMA), "w", 1, seq)
+    start_ns, latency_ms, ok, version = (list(c) for c in zip(*rows, strict=True))
+    table = request_table(
+        len(rows), start_ns=start_ns, latency_ms=latency_ms, ok=ok, version=version
+    )
+    folder.write_part(table, "w", 1, seq)
 
 
 def test_canary_subset_is_where_the_plan_moves_traffic() -> None:

@@ -20,8 +20,9 @@ from loadgen.meshclient import (
     resolve_host,
     warning_texts,
 )
-from meshload.errors import BackendError, ConfigError
-from meshsim.kubeapi import ThreadedServer, serve_in_thread, write_kubeconfig
+from meshcore.errors import BackendError, ConfigError
+from meshsim.kubeapi.kubeconfig import write_kubeconfig
+from tests.kubeapi_thread import ThreadedServer, serve_in_thread
 
 CANARY = Path(__file__).resolve().parent.parent / "scenarios" / "manifests" / "canary.yaml"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.plan import Plan, Step, load_plan, parse_plan
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 PLANS = Path(__file__).resolve().parent.parent / "scenarios" / "plans"
 

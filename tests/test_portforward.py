@@ -26,10 +26,11 @@ import pytest
 
 from loadgen.clusterread import KubeReader, kube_api_client
 from loadgen.portforward import DirectDialer, Forward, Listener, open_forwards, resolve
+from meshcore.errors import BackendError, ConfigError
 from meshload.cli import main
-from meshload.errors import BackendError, ConfigError
 from meshsim.cluster_objects import READY, core_objects
-from meshsim.kubeapi import ThreadedServer, serve_in_thread, write_kubeconfig
+from meshsim.kubeapi.kubeconfig import write_kubeconfig
+from tests.kubeapi_thread import ThreadedServer, serve_in_thread
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = Forward("gateway", "istio-system", "istio-ingressgateway", 80, ("http2", "http"), 0)

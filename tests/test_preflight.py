@@ -16,9 +16,10 @@ from loadgen.preflight import Target, check_http, check_ingress, run_checks
 from meshload.cli import main
 from meshsim.cluster_objects import core_objects
 from meshsim.hosts import Endpoint
-from meshsim.kubeapi import serve_in_thread, write_kubeconfig
+from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.resources import load_manifests
 from meshsim.spec import load_spec
+from tests.kubeapi_thread import serve_in_thread
 
 REPO = Path(__file__).resolve().parent.parent
 CANARY = REPO / "scenarios" / "manifests" / "canary.yaml"

@@ -18,7 +18,7 @@ import pytest
 from analysis import promql
 from analysis.frames import METRIC_COLUMNS, from_columns, labels_json
 from analysis.prometheus import parse_response
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prometheus"
 

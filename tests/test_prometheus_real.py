@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from analysis import promql
 from analysis.prometheus import PrometheusClient
-from meshload.errors import BackendError
+from meshcore.errors import BackendError
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = [

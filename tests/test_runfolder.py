@@ -14,7 +14,7 @@ import pytest
 
 from analysis.frames import METRIC_COLUMNS, REQUEST_COLUMNS, SPAN_COLUMNS
 from analysis.runfolder import SCHEMA_VERSION, load_run, save_frame
-from meshload.errors import RunFolderError
+from meshcore.errors import RunFolderError
 
 T0_NS = 1_780_000_000 * 10**9
 

@@ -16,7 +16,7 @@ import pytest
 
 from analysis.frames import SPAN_COLUMNS
 from analysis.spans import load_spans
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jaeger"
 OTLP_KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 from meshsim.spec import Latency, MeshSpec, Workload, load_spec
 
 BOUTIQUE_BACKENDS = {
@@ -101,7 +101,7 @@ def test_profiles_merge_over_defaults(tmp_path: Path) -> None:
 
 GOOD_WORKLOAD = "  - name: w\n    service: s\n"
 BAD_SPECS = {
-    "unparsable": ("workloads: [\n  - {name: w", "not valid YAML", "line"),
+    "unparsable": ("workloads: [\n  - {name: w", "line 2", "fix the YAML syntax"),
     "unknown_top": (f"sede: 4\nworkloads:\n{GOOD_WORKLOAD}", "sede", "unknown field"),
     "unknown_profile": (
         "workloads:\n  - name: w\n    service: s\n    profile: {latncy_ms: {median: 1}}\n",

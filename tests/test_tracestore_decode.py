@@ -14,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from meshsim.tracestore.jaeger_v1 import tag, trace_id_string
 from meshsim.tracestore.params import parse_rfc3339_ns, parse_trace_id
-from meshsim.tracestore.query import QueryError, parse_go_duration_ns
+from meshsim.tracestore.query import QueryError
 from meshsim.tracestore.receiver import (
     KIND,
     NAME,
@@ -184,32 +184,6 @@ def test_garbage_is_a_decode_failure(body: bytes, ctype: str, encoding: str | No
 def test_unknown_content_type_is_its_own_failure() -> None:
     with pytest.raises(UnsupportedMediaType, match="text/plain"):
         decode(b"{}", "text/plain")
-
-
-@pytest.mark.parametrize(
-    ("text", "ns"),
-    [
-        ("1.2ms", 1_200_000),
-        ("100us", 100_000),
-        ("100µs", 100_000),
-        ("2s", 2_000_000_000),
-        ("1h30m", 5_400_000_000_000),
-        ("1m0.5s", 60_500_000_000),
-        ("-5s", -5_000_000_000),
-        ("0", 0),
-        (".5s", 500_000_000),
-        ("7ns", 7),
-        ("2.000000001s", 2_000_000_001),
-    ],
-)
-def test_go_duration(text: str, ns: int) -> None:
-    assert parse_go_duration_ns(text) == ns
-
-
-@pytest.mark.parametrize("text", ["", "1", "1.2", "ms", "1x", "s1", "1 s", "--1s"])
-def test_go_duration_refuses(text: str) -> None:
-    with pytest.raises(QueryError, match="time: "):
-        parse_go_duration_ns(text)
 
 
 def test_rfc3339_nanoseconds_and_offsets() -> None:

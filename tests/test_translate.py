@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.hosts import Endpoint, cluster_name, resolve_host
 from meshsim.resources import Resource, load_manifests, parse_documents
 from meshsim.translate import build_snapshot

@@ -4,7 +4,7 @@ Calls between simulated services are in-process; each request and call is report
 mesh's observers as a `Hop` (the seam for spans and Istio-style metrics).
 """
 
-from meshsim.boutique.hops import INGRESS, Hop, Observer, Observers, parse_traceparent
+from meshsim.boutique.hops import INGRESS, Hop, Observer, Observers
 from meshsim.boutique.runtime import CallFailed, Runtime
 from meshsim.boutique.server import Running, serve, write_ports_file
 
@@ -16,7 +16,6 @@ __all__ = [
     "Observer",
     "Observers",
     "Running",
-    "parse_traceparent",
     "serve",
     "write_ports_file",
 ]

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from meshload.errors import MeshloadError
+from meshcore.errors import MeshloadError
 from meshsim.boutique.server import serve, write_ports_file
 from meshsim.spec import load_spec
 

@@ -8,19 +8,15 @@ Istio-style metrics (a sample per hop) are observers; the handlers never know ab
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
+
+from meshcore.traceparent import TraceContext, parse_traceparent
 
 log = logging.getLogger(__name__)
 
 INGRESS = "istio-ingressgateway"
 """The source named on hops that enter the mesh through the gateway."""
-
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
 
 
 class Hop(NamedTuple):
@@ -65,42 +61,21 @@ class RequestObserver(Protocol):
     def observe_request(self, hops: Sequence[Hop]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    trace_id: str
-    parent_span_id: str | None
-    sampled: bool
-
-
-def parse_traceparent(header: str | None) -> TraceContext | None:
-    """The trace context of a W3C `traceparent` header, or None when absent or malformed."""
+def cached_traceparent(header: str | None) -> TraceContext | None:
+    """`parse_traceparent`, remembering the last header: the telemetry middleware and the
+    request it wraps parse the same header in a row."""
     global _last_parsed
     if not header:
         return None
-    # The telemetry middleware and the request it wraps parse the same header in a row.
     last = _last_parsed
     if last[0] == header:
         return last[1]
-    ctx = _parse_traceparent(header)
+    ctx = parse_traceparent(header)
     _last_parsed = (header, ctx)
     return ctx
 
 
-def _parse_traceparent(header: str) -> TraceContext | None:
-    m = _TRACEPARENT.match(header.strip().lower())
-    if m is None or m.group(1) == "ff":
-        return None
-    version, trace_id, span_id, flags = m.groups()
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
-
-
 _last_parsed: tuple[str, TraceContext | None] = ("", None)
-
-
-def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
 
 
 class Observers:

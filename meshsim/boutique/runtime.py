@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from meshsim.boutique.hops import INGRESS, Hop, Observer, Observers, parse_traceparent
+from meshsim.boutique.hops import INGRESS, Hop, Observer, Observers, cached_traceparent
 from meshsim.spec import MeshSpec, Workload
 
 
@@ -108,10 +108,11 @@ class Request:
         self.start_ns = time.time_ns()
         self.t0 = time.perf_counter()
         self.hops: list[Hop] | None = [] if runtime.observers else None
-        ctx = parse_traceparent(traceparent) if self.hops is not None else None
+        ctx = cached_traceparent(traceparent) if self.hops is not None else None
+        self.parent_span_id: str | None
         if ctx is not None:
             self.trace_id = ctx.trace_id
-            self.parent_span_id, self.sampled = ctx.parent_span_id, ctx.sampled
+            self.parent_span_id, self.sampled = ctx.span_id, ctx.sampled
         else:
             self.trace_id = _hex_id(runtime.ids, 16) if self.hops is not None else ""
             self.parent_span_id, self.sampled = None, True

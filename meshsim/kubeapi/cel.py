@@ -12,42 +12,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from meshcore.durations import DurationError, parse_duration_ns
+
 Check = Callable[[Any], bool]
 
-_UNIT_S = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _HAS = re.compile(r"has\(self\.(\w+)\)")
 
 
-def go_duration_s(text: str) -> float | None:
-    """Seconds of a Go duration string (`1.5s`, `1m30s`, `250ms`); None when it is not one."""
-    body = text[1:] if text[:1] in "+-" else text
-    if body == "0":
-        return 0.0
-    if not body:
-        return None
-    total, pos = 0.0, 0
-    while pos < len(body):
-        m = _DURATION_PART.match(body, pos)
-        if m is None:
-            return None
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    return -total if text.startswith("-") else total
-
-
 def _at_least_1ms(value: Any) -> bool:
-    seconds = go_duration_s(value) if isinstance(value, str) else None
-    return seconds is not None and seconds >= 1e-3
+    try:
+        return isinstance(value, str) and parse_duration_ns(value) >= 1_000_000
+    except DurationError:
+        return False
 
 
 def _tag_override(op: str, need_value: bool) -> Check:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 from meshsim.kubeapi.store import now_rfc3339
 
 

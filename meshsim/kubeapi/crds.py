@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
+from meshcore.yamldoc import load_yaml_documents
 
 CRD_FILE = Path(__file__).resolve().parent.parent / "data" / "istio-crd-all.gen.yaml"
 
@@ -117,7 +116,7 @@ def load_catalog(
 def _load(path: str, wanted: tuple[tuple[str, str], ...]) -> Catalog:
     try:
         with open(path, encoding="utf-8") as f:
-            docs = list(yaml.load_all(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+            docs = load_yaml_documents(f.read(), path)
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot read the Istio CRD manifest ({exc.strerror}); "

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from meshload.errors import ConfigError, ManifestError
+from meshcore.errors import ConfigError, ManifestError
 from meshsim.kubeapi import patch, status
 from meshsim.kubeapi.core import CoreObjects
 from meshsim.kubeapi.crds import ResourceType

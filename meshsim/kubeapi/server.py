@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from meshload.errors import ManifestError
+from meshcore.errors import ManifestError
 from meshsim.kubeapi import discovery, openapi, status
 from meshsim.kubeapi.core import CoreObjects
 from meshsim.kubeapi.crds import CRD_FILE, Catalog, ResourceType, load_catalog

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from meshsim.boutique.hops import Hop, parse_traceparent
+from meshsim.boutique.hops import Hop, cached_traceparent
 
 METRICS_PATH = "/metrics"
 
@@ -80,7 +80,7 @@ def middleware(workload: str, sampling_ratio: float, record: Record) -> Middlewa
         if request.path == METRICS_PATH:
             return await handler(request)
         headers = request.headers
-        ctx = parse_traceparent(headers.get("traceparent"))
+        ctx = cached_traceparent(headers.get("traceparent"))
         sampled = ctx.sampled if ctx is not None else sampled_by_ratio(sampling_ratio)
         ex = Exchange(workload, headers.get("x-request-id"), sampled, request.content_length or 0)
         token = CURRENT.set(ex)

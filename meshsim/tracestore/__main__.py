@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from meshload.errors import MeshloadError
+from meshcore.errors import MeshloadError
 from meshsim.procs import publish_port
 from meshsim.tracestore.server import serve
 from meshsim.tracestore.store import DEFAULT_MAX_SPANS

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from meshload.errors import ConfigError
+from meshcore.errors import ConfigError
 
 # The serviceName Jaeger's OTLP translator gives a resource without `service.name`.
 NO_SERVICE_NAME = "OTLPResourceNoServiceName"

@@ -1,4 +1,4 @@
-"""The embedded API on its own event loop in a background thread, for synchronous callers.
+"""Tests: the embedded API on its own event loop in a background thread, for synchronous code.
 
 Locust users, the mesh's synchronous code and tests talk to it over HTTP only; the hooks run on
 the API's thread, so a caller whose hooks touch shared state must make that state thread-safe.

@@ -1,7 +1,8 @@
-"""The one exception tree of meshload.
+"""The one exception tree of meshload, shared by every layer.
 
     MeshloadError                      str(e) is the single line shown to the user
     ├── ConfigError (ValueError)       bad user input: flags, plans, specs, thresholds
+    │   ├── YamlError                  a YAML text that does not parse: names source and line
     │   └── ManifestError              an Istio resource refused: names file, resource, field
     ├── BackendError (ConnectionError) Envoy, Jaeger, Prometheus or the Kubernetes API failing
     └── RunFolderError                 a run folder with missing or broken parts
@@ -18,6 +19,16 @@ class MeshloadError(Exception):
 
 class ConfigError(MeshloadError, ValueError):
     """User input that cannot be used as given."""
+
+
+class YamlError(ConfigError):
+    """YAML that does not parse; `where` is "line N" (or "YAML" when the parser gave no line)."""
+
+    def __init__(self, source: str, where: str, problem: str) -> None:
+        self.source = source
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{source}: {where}: {problem}; fix the YAML syntax")
 
 
 class ManifestError(ConfigError):

@@ -1,0 +1,186 @@
+"""Rules a figure follows wherever it is computed: live during a run and in the report.
+
+- **Percentiles** are numpy's default, linear interpolation between the closest ranks (R's
+  type 7): `grouped_percentiles` computes many groups in one sort, bit for bit equal to
+  `numpy.percentile(values, p)` per group; the live p99 gate and the report's tables both
+  use it.
+- **Baseline and canary** come from the plan (`choose_roles`): the plan's `canary` where
+  given, else the subset whose share grows most from the first step to the last; the
+  baseline is the largest other subset of the first step. Only a run with no plan falls back
+  to its traffic. run.json records the pair and where it came from.
+- **Per-user affinity** (`stickiness`, `cohort_reach`): a user is a key per request (the
+  worker and its user id), a version the one that served it; requests without a version say
+  nothing about routing and are left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PERCENTILE_METHOD = "linear"
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    # numpy's rule, including its switch to the upper end at t >= 0.5, so results match bit for bit
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def grouped_percentiles(
+    values: np.ndarray, codes: np.ndarray, n_groups: int, percentiles: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group code in [0, n_groups): counts, percentiles (n_groups x P), max. NaN when empty."""
+    values = np.asarray(values, dtype=float)
+    codes = np.asarray(codes, dtype=np.int64)
+    order = np.argsort(values, kind="stable")
+    # a stable sort on small integer codes is a radix sort: much faster than lexsort
+    small = codes.astype(np.int16) if n_groups < 2**15 else codes
+    order = order[np.argsort(small[order], kind="stable")]
+    ordered = values[order]
+    counts = np.bincount(codes, minlength=n_groups)
+    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    last = np.maximum(counts - 1, 0)
+    out = np.full((n_groups, len(percentiles)), np.nan)
+    present = counts > 0
+    for j, p in enumerate(percentiles):
+        virtual = last * np.true_divide(p, 100)
+        below = np.floor(virtual).astype(np.int64)
+        above = np.minimum(below + 1, last)
+        gamma = virtual - below
+        a = ordered[(offsets + below)[present]]
+        b = ordered[(offsets + above)[present]]
+        out[present, j] = _lerp(a, b, gamma[present])
+    maxima = np.full(n_groups, np.nan)
+    maxima[present] = ordered[(offsets + last)[present]]
+    return counts, out, maxima
+
+
+def percentile(values: Sequence[float] | np.ndarray, p: float) -> float:
+    """The p-th percentile (0..100) of `values`; NaN when there are none."""
+    arr = np.asarray(values, dtype=float)
+    return float(grouped_percentiles(arr, np.zeros(len(arr), np.int64), 1, [p])[1][0, 0])
+
+
+# -- baseline and canary ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Roles:
+    """Which version is compared against which; `source` says how they were chosen."""
+
+    baseline: str | None
+    canary: str | None
+    source: str  # "plan" (its canary key), "plan weights", "traffic", "given", "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "canary": self.canary, "source": self.source}
+
+
+def choose_roles(steps: Sequence[Mapping[str, float]], canary: str | None = None) -> Roles:
+    """Baseline and canary of a plan, from its steps' weights (see the module docstring)."""
+    if not steps:
+        return Roles(None, canary, "plan" if canary else "none")
+    subsets = list(dict.fromkeys(s for step in steps for s in step))
+    first, last = _shares(steps[0]), _shares(steps[-1])
+    source = "plan"
+    if canary is None:
+        source = "plan weights"
+        growth = {s: last.get(s, 0.0) - first.get(s, 0.0) for s in subsets}
+        best = max(subsets, key=lambda s: growth[s])
+        canary = best if growth[best] > 0 else subsets[-1]
+    others = [s for s in subsets if s != canary]
+    baseline = max(others, key=lambda s: first.get(s, 0.0)) if others else None
+    return Roles(baseline, canary, source)
+
+
+def roles_from_traffic(first_step: Mapping[str, int], later: Mapping[str, int]) -> Roles:
+    """A run without a plan: the baseline served most of the first step, the canary most of
+    the rest of the traffic (`later`: requests per version outside the baseline's)."""
+    if not first_step:
+        return Roles(None, None, "none")
+    baseline = max(first_step, key=lambda v: first_step[v])
+    others = {v: n for v, n in later.items() if v != baseline and n > 0}
+    canary = max(others, key=lambda v: others[v]) if others else None
+    return Roles(baseline, canary, "traffic")
+
+
+def _shares(weights: Mapping[str, float]) -> dict[str, float]:
+    total = float(sum(weights.values()))
+    return {s: (w / total if total else 0.0) for s, w in weights.items()}
+
+
+# -- per-user affinity -----------------------------------------------------------------------
+def _known(users: Any, versions: Any, *more: Any) -> list[np.ndarray]:
+    """The rows with a user and a version (None marks either missing)."""
+    u = np.asarray(users, dtype=object)
+    v = np.asarray(versions, dtype=object)
+    missing = np.array([None], dtype=object)
+    keep = (u != missing) & (v != missing)
+    return [u[keep], v[keep].astype(str), *(np.asarray(m)[keep] for m in more)]
+
+
+def stickiness(
+    users: Sequence[Any], versions: Sequence[str | None], start_ns: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """How many users saw exactly one version; with start times, also each user's first."""
+    order_by = start_ns if start_ns is not None else np.arange(len(users))
+    u, v, t = _known(users, versions, order_by)
+    if len(u) == 0:
+        return {
+            "users": 0,
+            "single_version_users": 0,
+            "share_single_version": None,
+            "users_by_first_version": {},
+        }
+    user_codes = np.unique(u.astype(str), return_inverse=True)[1]
+    names, version_codes = np.unique(v, return_inverse=True)
+    pairs = np.unique(user_codes * len(names) + version_codes)
+    per_user = np.bincount(pairs // len(names))
+    seen = per_user > 0
+    single = int((per_user[seen] == 1).sum())
+    order = np.lexsort((t, user_codes))
+    firsts = order[np.r_[True, user_codes[order][1:] != user_codes[order][:-1]]]
+    return {
+        "users": int(seen.sum()),
+        "single_version_users": single,
+        "share_single_version": single / int(seen.sum()),
+        "users_by_first_version": dict(sorted(Counter(v[firsts].tolist()).items())),
+    }
+
+
+def cohort_reach(
+    users: Sequence[Any],
+    in_cohort: Sequence[bool],
+    versions: Sequence[str | None],
+    version: str,
+) -> dict[str, Any]:
+    """How the cohort (requests marked `in_cohort`; a user is in it if any of its requests is)
+    and everyone else reached `version`: users, and requests served by it."""
+    marked = np.asarray(in_cohort, dtype=bool)
+    served = np.asarray(versions, dtype=object) == version  # requests, with or without a user
+    u, v, c = _known(users, versions, marked)
+    on_version = v == version
+    keys = u.astype(str)
+    members = set(keys[c].tolist())
+    reached = set(keys[on_version].tolist())
+    everyone = set(keys.tolist())
+    cohort_users = everyone & members
+    others = everyone - members
+
+    def share(group: set[str]) -> float | None:
+        return len(group & reached) / len(group) if group else None
+
+    return {
+        "version": version,
+        "cohort_users": len(cohort_users),
+        "cohort_reached": len(cohort_users & reached),
+        "cohort_share": share(cohort_users),
+        "others_users": len(others),
+        "others_reached": len(others & reached),
+        "others_share": share(others),
+        "cohort_requests_on_version": int((marked & served).sum()),
+        "other_requests_on_version": int((~marked & served).sum()),
+    }

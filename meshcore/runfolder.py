@@ -1,0 +1,157 @@
+"""The run folder `results/<run-id>/`: its file names, run.json's version, reading and writing.
+
+The contract (every file, column and key) is docs/design.md; the columns are
+`meshcore.schemas`. The master writes run.json, each process that sends load writes request
+parts, the mesh or `meshload report` writes the telemetry files, and analysis reads them all,
+each through this class. Every file appears by an atomic rename (`meshcore.files`), so a reader,
+or a run cut short by SIGKILL, never sees half a file. Names that start with `.` or `_`
+(temporary files, end-of-capture markers) are not parts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from meshcore.errors import RunFolderError
+from meshcore.files import replacing, write_atomic
+
+# The newest run.json layout this code writes and reads; older ones load as they are.
+SCHEMA_VERSION = 1
+
+RUN_JSON = "run.json"
+REQUESTS_DIR = "requests"  # requests/<worker>-<pid>-<seq>.parquet, one part per batch
+REQUESTS_FILE = "requests.parquet"  # one file instead of parts (written by other tools)
+SPANS_FILE = "spans.parquet"
+METRICS_FILE = "metrics.parquet"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def new_run_id(scenario: str, now_ns: int | None = None) -> str:
+    """`<scenario>-<UTC yyyymmdd-HHMMSS>-<4 hex>`: sorts by time, unique across parallel runs."""
+    t = time.gmtime((now_ns if now_ns is not None else time.time_ns()) / 1e9)
+    return f"{safe_name(scenario)}-{time.strftime('%Y%m%d-%H%M%S', t)}-{secrets.token_hex(2)}"
+
+
+def safe_name(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("_") or "x"
+
+
+def write_parquet(path: str | os.PathLike[str], table: pa.Table, **options: Any) -> Path:
+    """One complete parquet file by rename; `options` go to pyarrow's write_table."""
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp, **options)
+    return Path(path)
+
+
+class RunFolder:
+    """One `results/<run-id>/` folder, for its writers and its readers alike."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, results_dir: str | os.PathLike[str], run_id: str) -> RunFolder:
+        folder = cls(Path(results_dir).resolve() / run_id)
+        folder.requests_dir.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def requests_dir(self) -> Path:
+        return self.path / REQUESTS_DIR
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / RUN_JSON
+
+    # -- run.json --------------------------------------------------------------------------
+    def write_run(self, info: Mapping[str, Any]) -> None:
+        body = {"schema_version": SCHEMA_VERSION, **info}
+        write_atomic(self.run_json, json.dumps(body, indent=2, default=str) + "\n")
+
+    def read_run(self, notes: list[str] | None = None) -> dict[str, Any]:
+        """run.json, its schema version checked; RunFolderError when it cannot be used.
+
+        A missing schema_version is read as the current one, with a line in `notes`."""
+        path = self.run_json
+        if not self.path.is_dir():
+            raise RunFolderError(f"{self.path}: no such run folder; pass a folder under results/")
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunFolderError(
+                f"{path}: missing; this is not a meshload run folder (record one with "
+                "`locust -f scenarios/canary.py --headless`)"
+            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunFolderError(
+                f"{path}: unreadable ({exc.__class__.__name__}); restore it from a backup"
+            ) from None
+        if not isinstance(meta, dict):
+            raise RunFolderError(f"{path}: not a JSON object; restore it from a backup")
+        version = meta.get("schema_version")
+        if version is None:
+            if notes is not None:
+                notes.append(f"run.json has no schema_version; read as version {SCHEMA_VERSION}")
+        elif not isinstance(version, int) or isinstance(version, bool):
+            raise RunFolderError(f"{path}: schema_version {version!r} is not an integer")
+        elif version > SCHEMA_VERSION:
+            raise RunFolderError(
+                f"{path}: schema_version {version} is newer than this meshload reads "
+                f"({SCHEMA_VERSION}); upgrade meshload (pip install -U meshload)"
+            )
+        return meta
+
+    # -- request records -------------------------------------------------------------------
+    def part_path(self, worker: str, pid: int, seq: int) -> Path:
+        return self.requests_dir / f"{safe_name(worker)}-{pid}-{seq:06d}.parquet"
+
+    def write_part(self, table: pa.Table, worker: str, pid: int, seq: int) -> Path:
+        """One complete parquet part of request records; visible only once whole."""
+        self.requests_dir.mkdir(parents=True, exist_ok=True)
+        return write_parquet(self.part_path(worker, pid, seq), table, compression="zstd")
+
+    def mark_done(self, worker: str, pid: int, rows: int, parts: int) -> None:
+        """Tell the master this capture is complete (how many rows in how many parts)."""
+        marker = self.requests_dir / f"_{safe_name(worker)}-{pid}.done.json"
+        body = {"worker": worker, "pid": pid, "rows": rows, "parts": parts}
+        write_atomic(marker, json.dumps(body))
+
+    def done_markers(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted(self.requests_dir.glob("_*.done.json")):
+            try:
+                out.append(json.loads(p.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def parts(self) -> list[Path]:
+        """requests.parquet and the request parts, in name order."""
+        single = self.path / REQUESTS_FILE
+        found = [single] if single.is_file() else []
+        if self.requests_dir.is_dir():
+            found += sorted(self.requests_dir.glob("[!._]*.parquet"))
+        return found
+
+    def read_requests(self) -> pa.Table:
+        """Every part as one arrow table (checks at the end of a run; analysis reads frames)."""
+        parts = self.parts()
+        if not parts:
+            return pa.table({})
+        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
