@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+import pyarrow as pa
 
-from analysis.frames import METRIC_COLUMNS, SPAN_COLUMNS
 from analysis.prometheus import PrometheusClient
 from analysis.runfolder import Run, load_run, save_frame
 from analysis.spans import list_trace_services, load_spans
 from meshcore.errors import BackendError
+from meshcore.runfolder import METRICS_FILE, SPANS_FILE
+from meshcore.schemas import METRIC_SCHEMA, SPAN_SCHEMA
 
 # Samples read raw (not resampled) so analysis.promql reproduces Prometheus's own answers.
 DEFAULT_METRICS = (
@@ -119,7 +121,7 @@ def _fetch_spans(
         notes.append(f"{traced} of the run's {len(run_ids)} traced requests found in the traces")
         spans = spans.loc[found].reset_index(drop=True)
     notes.append(f"{len(spans)} spans of {spans['trace_id'].nunique()} traces fetched from {url}")
-    _save(run.path / "spans.parquet", spans, SPAN_COLUMNS, notes)
+    _save(run.path / SPANS_FILE, spans, SPAN_SCHEMA, notes)
     return notes
 
 
@@ -151,7 +153,7 @@ def _fetch_metrics(
         for name in ("metric", "labels"):
             merged[name] = merged[name].astype("str").astype("category")
         notes.append(f"{len(merged)} samples of {merged['metric'].nunique()} metrics fetched")
-        _save(run.path / "metrics.parquet", merged, METRIC_COLUMNS, notes)
+        _save(run.path / METRICS_FILE, merged, METRIC_SCHEMA, notes)
     return notes
 
 
@@ -160,12 +162,12 @@ def _run_trace_ids(run: Run) -> set[str]:
     return set(ids[ids != ""].str.lower())
 
 
-def _save(path: Path, frame: pd.DataFrame, columns: dict[str, str], notes: list[str]) -> None:
+def _save(path: Path, frame: pd.DataFrame, schema: pa.Schema, notes: list[str]) -> None:
     """Write, but never replace recorded data with an empty fetch."""
     if frame.empty and path.exists():
         notes.append(f"{path.name} kept as recorded: the fetch returned nothing")
         return
     try:
-        save_frame(frame, path, columns)
+        save_frame(frame, path, schema)
     except OSError as exc:
         notes.append(f"{path.name} not written ({exc.strerror or exc}); check the folder")

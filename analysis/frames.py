@@ -1,4 +1,4 @@
-"""The tidy frames of a run, their column names and dtypes, declared once.
+"""The tidy frames of a run: their columns and dtypes follow `meshcore.schemas`.
 
 Every reader (run folder, trace backends, Prometheus) produces these frames through
 `from_arrow` / `from_columns`, so the figures built on top can rely on exact names and dtypes
@@ -9,59 +9,46 @@ run of millions of rows small in memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# dtype names: "str" (nullable string), "category" (dictionary-encoded string, nullable),
-# "int64" (no nulls; filled), "Int64" (nullable int), "float64" (NaN for missing), "bool".
-REQUEST_COLUMNS: dict[str, str] = {
-    "start_ns": "int64",
-    "latency_ms": "float64",
-    "name": "category",
-    "method": "category",
-    "status": "int64",
-    "ok": "bool",
-    "error": "str",
-    "version": "category",
-    "trace_id": "str",
-    "step": "int64",
-    "worker": "category",
-}
+from meshcore.schemas import METRIC_SCHEMA, OPEN_MODEL_FIELDS, REQUEST_SCHEMA, SPAN_SCHEMA
+
+
+def dtypes(fields: Iterable[pa.Field]) -> dict[str, str]:
+    """The pandas dtype of each schema field: "category" (a repeated string), "str", "int64"
+    (never null; a missing value is filled), "Int64" and "boolean" (nullable), "float64" (NaN
+    for missing), "bool"."""
+    return {f.name: _dtype(f) for f in fields}
+
+
+def _dtype(f: pa.Field) -> str:
+    t = f.type
+    if pa.types.is_dictionary(t):
+        return "category"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "str"
+    if pa.types.is_integer(t):
+        return "Int64" if f.nullable else "int64"
+    if pa.types.is_floating(t):
+        return "float64"
+    if pa.types.is_boolean(t):
+        return "boolean" if f.nullable else "bool"
+    raise TypeError(f"schema field {f.name}: no frame dtype for {t}")
+
+
+REQUEST_COLUMNS = dtypes(REQUEST_SCHEMA)
 # Only open-model runs carry these; they are kept when present, never invented.
-REQUEST_OPTIONAL_COLUMNS: dict[str, str] = {
-    "intended_ns": "Int64",
-    "co_latency_ms": "float64",
-}
+REQUEST_OPTIONAL_COLUMNS = dtypes(OPEN_MODEL_FIELDS)
+SPAN_COLUMNS = dtypes(SPAN_SCHEMA)
+METRIC_COLUMNS = dtypes(METRIC_SCHEMA)
 
-SPAN_COLUMNS: dict[str, str] = {
-    "trace_id": "str",
-    "span_id": "str",
-    "parent_id": "str",
-    "service": "category",
-    "operation": "category",
-    "kind": "category",
-    "start_ns": "int64",
-    "duration_ms": "float64",
-    "version": "category",
-    "status_code": "Int64",
-    "attributes": "str",
-}
-
-METRIC_COLUMNS: dict[str, str] = {
-    "t": "float64",
-    "metric": "category",
-    "labels": "category",
-    "value": "float64",
-}
-
-SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
-
-# What a null becomes in a column that cannot hold nulls; `status` 0 means "no response".
-_FILL: dict[str, Any] = {"status": 0, "ok": False, "step": -1, "start_ns": 0}
+# What a null becomes in a column that cannot hold nulls (else 0); `status` 0 is "no response".
+_FILL: dict[str, Any] = {"ok": False, "step": -1}
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "str": pa.large_string(),
@@ -70,6 +57,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "Int64": pa.int64(),
     "float64": pa.float64(),
     "bool": pa.bool_(),
+    "boolean": pa.bool_(),
 }
 
 
@@ -127,19 +115,21 @@ def from_arrow(
     return frame, missing
 
 
-def to_arrow(frame: pd.DataFrame, columns: Mapping[str, str]) -> pa.Table:
-    """The frame as an arrow table with the declared types first (for writing parquet)."""
-    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
-    for name, dtype in columns.items():
-        series = frame[name]
-        if dtype == "category":
-            series = series.astype("object").where(series.notna(), None)
-        arr = pa.array(series, type=_ARROW_TYPES[dtype], from_pandas=True)
-        arrays[name] = arr.dictionary_encode() if dtype == "category" else arr
-    for name in frame.columns:
-        if name not in arrays:
-            arrays[name] = pa.array(frame[name], from_pandas=True)
-    return pa.table(arrays)
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """The frame as an arrow table of `schema`'s fields and types, then any other columns."""
+    arrays: list[pa.Array] = []
+    for f in schema:
+        series = frame[f.name]
+        if pa.types.is_dictionary(f.type):
+            values = series.astype("object").where(series.notna(), None)
+            arrays.append(pa.array(values, type=f.type.value_type).dictionary_encode())
+        else:
+            arrays.append(pa.array(series, type=f.type, from_pandas=True))
+    extra = [name for name in frame.columns if name not in schema.names]
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    for name in extra:
+        table = table.append_column(name, pa.array(frame[name], from_pandas=True))
+    return table
 
 
 def labels_json(labels: Mapping[str, str]) -> str:
@@ -158,8 +148,8 @@ def _to_series(arr: pa.ChunkedArray, dtype: str, name: str) -> pd.Series:
         if len(series.cat.categories) == 0:  # all null: keep string categories, not object
             series = series.cat.set_categories(pd.Index([], dtype="str"))
         return series
-    if dtype == "Int64":
-        return pd.Series(pd.arrays.ArrowExtensionArray(arr)).astype("Int64")
+    if dtype in ("Int64", "boolean"):
+        return pd.Series(pd.arrays.ArrowExtensionArray(arr)).astype(dtype)
     if dtype in ("int64", "bool") and arr.null_count:
         arr = pc.fill_null(arr, pa.scalar(_FILL.get(name, 0), type=target))
     return arr.to_pandas()

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.changepoint import label_codes, version_labels
-from analysis.latency import group_codes, grouped_percentiles
+from analysis.latency import group_codes
+from meshcore.figures import grouped_percentiles
 
 _JUMP_ROUNDS = 12  # 2**12 levels; anything deeper is a parent-id cycle and gets cut
 

@@ -133,6 +133,8 @@ def _verdict(s: Mapping[str, Any]) -> Raw:
     split_ok = bool(split) and passed == len(split)
     reasons = "".join(f"<li>{esc(r)}</li>" for r in judge.get("reasons") or [])
     pair = f"{judge.get('canary')} vs {judge.get('baseline')}"
+    if judge.get("roles_source"):
+        pair += f", roles from {judge['roles_source']}"
     return section(
         "verdict",
         "Verdict",

@@ -17,7 +17,7 @@ whole sample, at O(draws) cost instead of O(draws * n); so no subsampling cap is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from scipy import stats
 
 from analysis.changepoint import UNKNOWN, version_labels
 from meshcore.errors import ConfigError
+from meshcore.figures import Roles, choose_roles, percentile, roles_from_traffic
 
 
 def bootstrap_percentile(
@@ -51,21 +52,42 @@ def bootstrap_percentile(
     return np.where(gamma >= 0.5, high - diff * (1 - gamma), low + diff * gamma)
 
 
-def default_pair(requests: pd.DataFrame) -> tuple[str | None, str | None]:
-    """Baseline = most requests at the first step; canary = the most frequent other version."""
+def run_roles(run: Mapping[str, Any] | None, requests: pd.DataFrame) -> Roles:
+    """Baseline and canary by meshcore.figures' rule: run.json's `roles` (source "run.json"),
+    else the recorded plan's canary and weights, else (no plan) the traffic."""
+    run = run or {}
+    recorded = run.get("roles")
+    if isinstance(recorded, Mapping) and recorded.get("canary"):
+        return Roles(recorded.get("baseline"), recorded["canary"], "run.json")
+    plan: Any = run.get("plan")
+    if weights := _plan_weights(plan):
+        return choose_roles(weights, plan.get("canary"))
+    return traffic_roles(requests)
+
+
+def _plan_weights(plan: Any) -> list[dict[str, float]]:
+    """run.json's `plan.steps[k].weights`; none when the plan is absent or not of that shape."""
+    steps = plan.get("steps") if isinstance(plan, Mapping) else None
+    try:
+        return [{str(k): float(w) for k, w in s["weights"].items()} for s in steps or []]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return []
+
+
+def traffic_roles(requests: pd.DataFrame) -> Roles:
+    """A run without a plan: versions served in the first step, and in the whole run."""
     labels = version_labels(requests["version"])
     known = labels != UNKNOWN
     if not known.any():
-        return None, None
+        return roles_from_traffic({}, {})
     steps = requests["step"].to_numpy()
     first = known & (steps == steps[known].min())
-    vals, counts = np.unique(labels[first], return_counts=True)
-    baseline = str(vals[np.argmax(counts)])
-    others = known & (labels != baseline)
-    if not others.any():
-        return baseline, None
-    vals, counts = np.unique(labels[others], return_counts=True)
-    return baseline, str(vals[np.argmax(counts)])
+    return roles_from_traffic(_counts(labels[first]), _counts(labels[known]))
+
+
+def _counts(labels: np.ndarray) -> dict[str, int]:
+    vals, counts = np.unique(labels, return_counts=True)
+    return {str(v): int(n) for v, n in zip(vals, counts, strict=True)}
 
 
 def judge(
@@ -73,6 +95,7 @@ def judge(
     *,
     baseline: str | None = None,
     canary: str | None = None,
+    run: Mapping[str, Any] | None = None,
     column: str = "latency_ms",
     steps: Sequence[int] | None = None,
     alpha: float = 0.05,
@@ -86,6 +109,9 @@ def judge(
 ) -> dict[str, Any]:
     """The verdict dict of summary.json's `judge` (see the module docstring for the rule).
 
+    The pair compared is `baseline` and `canary` where given (`roles_source` "given"), the
+    rest chosen by `run_roles` from `run` (run.json) and the requests; `roles_source` says how.
+
     The p99 allowance is the smaller of max_p99_increase_ms and max_p99_increase_pct of the
     baseline p99 (whichever are given); the p50 allowance is max_p50_increase_pct of the baseline
     p50 (None switches the p50 check off).
@@ -96,14 +122,16 @@ def judge(
         )
     if steps is not None:
         requests = requests[requests["step"].isin(list(steps)).to_numpy()]
-    auto_b, auto_c = default_pair(requests)
-    baseline = baseline or auto_b
-    canary = canary or (auto_c if auto_c != baseline else None)
+    chosen = run_roles(run, requests)
+    source = "given" if baseline or canary else chosen.source
+    baseline = baseline or chosen.baseline
+    canary = canary or (chosen.canary if chosen.canary != baseline else None)
     out: dict[str, Any] = {
         "verdict": "inconclusive",
         "reasons": [],
         "baseline": baseline,
         "canary": canary,
+        "roles_source": source,
         "thresholds": {
             "alpha": alpha,
             "max_p99_increase_ms": max_p99_increase_ms,
@@ -142,14 +170,14 @@ def judge(
 
     rng = np.random.default_rng(seed)
     for p, key in ((50.0, "p50"), (99.0, "p99")):
-        q_b, q_c = float(np.percentile(lat_b, p)), float(np.percentile(lat_c, p))
+        q_b, q_c = percentile(lat_b, p), percentile(lat_c, p)
         boot = bootstrap_percentile(lat_c, p, n_boot, rng) - bootstrap_percentile(
             lat_b, p, n_boot, rng
         )
-        lo, hi = np.percentile(boot, [2.5, 97.5])
+        lo, hi = percentile(boot, 2.5), percentile(boot, 97.5)
         out[f"{key}_ms"] = {baseline: q_b, canary: q_c}
         out[f"{key}_diff_ms"] = q_c - q_b
-        out[f"{key}_diff_ci95"] = [float(lo), float(hi)]
+        out[f"{key}_diff_ci95"] = [lo, hi]
     mw = stats.mannwhitneyu(lat_c, lat_b, alternative="greater", method="asymptotic")
     out["mannwhitney_p"] = float(mw.pvalue)
     table = [[err_c, n_c - err_c], [err_b, n_b - err_b]]

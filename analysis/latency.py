@@ -1,9 +1,9 @@
 """Exact client-side latency percentiles per group, equal to numpy.percentile (linear).
 
-All groups are computed in one sort: values are ordered by (group, value) and every percentile is
-read from the group's offset with numpy's own interpolation rule, so a thousand time buckets cost
-the same as one version. Requests without a version are grouped as "unknown"; failed requests are
-kept (a timeout is latency the user felt) unless ok_only is set.
+All groups are computed in one sort by `meshcore.figures.grouped_percentiles`, the rule the
+live p99 gate follows too, so a thousand time buckets cost the same as one version. Requests
+without a version are grouped as "unknown"; failed requests are kept (a timeout is latency the
+user felt) unless ok_only is set.
 """
 
 from __future__ import annotations
@@ -16,44 +16,11 @@ import pandas as pd
 
 from analysis.changepoint import label_codes
 from meshcore.errors import ConfigError
+from meshcore.figures import grouped_percentiles
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 PERCENTILE_COLUMNS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
 STAT_COLUMNS = ("n", *PERCENTILE_COLUMNS, "max_ms", "mean_ms")
-
-
-def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    # numpy's rule, including its switch to the upper end at t >= 0.5, so results match bit for bit
-    diff = b - a
-    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
-
-
-def grouped_percentiles(
-    values: np.ndarray, codes: np.ndarray, n_groups: int, percentiles: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group code in [0, n_groups): counts, percentiles (n_groups x P), max. NaN when empty."""
-    values = np.asarray(values, dtype=float)
-    order = np.argsort(values, kind="stable")
-    # a stable sort on small integer codes is a radix sort: much faster than lexsort
-    small = codes.astype(np.int16) if n_groups < 2**15 else codes
-    order = order[np.argsort(small[order], kind="stable")]
-    ordered = values[order]
-    counts = np.bincount(codes, minlength=n_groups)
-    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    last = np.maximum(counts - 1, 0)
-    out = np.full((n_groups, len(percentiles)), np.nan)
-    present = counts > 0
-    for j, p in enumerate(percentiles):
-        virtual = last * np.true_divide(p, 100)
-        below = np.floor(virtual).astype(np.int64)
-        above = np.minimum(below + 1, last)
-        gamma = virtual - below
-        a = ordered[(offsets + below)[present]]
-        b = ordered[(offsets + above)[present]]
-        out[present, j] = _lerp(a, b, gamma[present])
-    maxima = np.full(n_groups, np.nan)
-    maxima[present] = ordered[(offsets + last)[present]]
-    return counts, out, maxima
 
 
 def group_codes(requests: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:

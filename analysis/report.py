@@ -6,9 +6,9 @@ Whatever is missing or broken in the folder becomes a line in the summary's `not
 the top of the HTML; only a folder without a usable run.json raises (RunFolderError).
 
 Beside the figures of `analysis.summary`, summary.json carries what the report and the gates
-need from the run itself: `run` (scenario, mesh, target, times, versions), `tolerance_pp`,
-`errors` per version, `mesh_latency` (quantiles from Istio's histograms, when recorded) and
-`charts` (the PNG file names).
+need from the run itself: `run` (scenario, mesh, target, times, versions, plan, roles),
+`tolerance_pp`, `errors` per version, `mesh_latency` (quantiles from Istio's histograms, when
+recorded) and `charts` (the PNG file names).
 """
 
 from __future__ import annotations
@@ -35,10 +35,23 @@ from analysis.promql import bucket_quantile, label_table
 from analysis.runfolder import load_run
 from analysis.summary import build_summary, json_safe
 from meshcore.errors import MeshloadError, RunFolderError
+from meshcore.files import write_atomic, write_json
+from meshcore.runfolder import REPORT_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
-RUN_KEYS = ("run_id", "scenario", "mesh", "target", "started_ns", "ended_ns", "versions", "plan")
+# run.json keys copied into summary.json's `run`; `roles` is the pair loadgen's gates watched
+RUN_KEYS = (
+    "run_id",
+    "scenario",
+    "mesh",
+    "target",
+    "started_ns",
+    "ended_ns",
+    "versions",
+    "plan",
+    "roles",
+)
 BUCKET_METRIC = "istio_request_duration_milliseconds_bucket"
 TOP_ERRORS = 5
 USER_COLUMNS = ("user_id", "user")
@@ -88,7 +101,7 @@ def build_report(
             notes.append("metrics.parquet has no istio_requests_total samples of the frontend")
             counts = None
     # loadgen records `user_id`; per-user version consistency needs it (sticky scenarios)
-    users = next((c for c in USER_COLUMNS if c in run.requests.columns), None)
+    users = next((c for c in USER_COLUMNS if _recorded(run.requests, c)), None)
     try:
         summary = build_summary(
             meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp, user_col=users
@@ -113,8 +126,7 @@ def build_report(
     notes += [*summary.pop("notes", []), *chart_notes]
     summary = json_safe({**summary, **extras, "notes": list(dict.fromkeys(notes))})
 
-    summary_path = folder / "summary.json"
-    write_atomic(summary_path, json.dumps(summary, indent=1, allow_nan=False).encode())
+    summary_path = write_json(folder / SUMMARY_FILE, summary)
     chart_paths: dict[str, Path] = {}
     for name in CHART_NAMES:
         path = folder / f"{name}.png"
@@ -123,8 +135,7 @@ def build_report(
             chart_paths[name] = path
         elif path.exists():  # an old chart beside a new summary would contradict it
             path.unlink()
-    html_path = folder / "report.html"
-    write_atomic(html_path, render_html(summary, charts).encode("utf-8"))
+    html_path = write_atomic(folder / REPORT_FILE, render_html(summary, charts))
     log.debug("report written in %.1f s", time.perf_counter() - started)
     return ReportResult(folder, summary, summary_path, html_path, chart_paths)
 
@@ -159,15 +170,12 @@ def _unfetched(meta: Mapping[str, Any], no_spans: bool, no_metrics: bool) -> lis
     return out
 
 
+def _recorded(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame.columns and bool(frame[column].notna().any())
+
+
 def _seconds(ns: Any) -> float | None:
     return ns / 1e9 if isinstance(ns, int | float) and not isinstance(ns, bool) else None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def error_counts(requests: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -254,7 +262,7 @@ def mesh_latency(
 
 def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """summary.json of a run folder, built first when the folder has none yet."""
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         return build_report(run_dir, progress=False).summary
     try:

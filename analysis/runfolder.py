@@ -1,4 +1,4 @@
-"""Read a run folder (the contract in DESIGN.md) into tidy frames.
+"""Read a run folder (`meshcore.runfolder`) into tidy frames.
 
 A run cut short (Ctrl-C, a crash) must still load: a broken request part is skipped and named
 in `Run.notes`; absent telemetry gives empty frames with the right columns. Only a missing or
@@ -7,7 +7,6 @@ unreadable `run.json`, or one written by a newer meshload, stops the load.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,9 +29,14 @@ from analysis.frames import (
     to_arrow,
 )
 from meshcore.errors import RunFolderError
-
-# The newest run.json layout this code understands; older ones load as they are.
-SCHEMA_VERSION = 1
+from meshcore.runfolder import (
+    METRICS_FILE,
+    REQUESTS_DIR,
+    REQUESTS_FILE,
+    SPANS_FILE,
+    RunFolder,
+    write_parquet,
+)
 
 
 @dataclass
@@ -49,64 +53,26 @@ class Run:
 
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Load `results/<run-id>/`: run.json, request parts, spans and metrics."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise RunFolderError(f"{folder}: no such run folder; pass a folder under results/")
+    folder = RunFolder(path)
     notes: list[str] = []
-    meta = read_meta(folder, notes)
+    meta = folder.read_run(notes)
     requests = _read_requests(folder, notes)
-    spans = _read_single(folder / "spans.parquet", SPAN_COLUMNS, notes, "spans")
-    metrics = _read_single(folder / "metrics.parquet", METRIC_COLUMNS, notes, "metrics")
-    return Run(folder, meta, requests, spans, metrics, notes)
+    spans = _read_single(folder.file(SPANS_FILE), SPAN_COLUMNS, notes, "spans")
+    metrics = _read_single(folder.file(METRICS_FILE), METRIC_COLUMNS, notes, "metrics")
+    return Run(folder.path, meta, requests, spans, metrics, notes)
 
 
-def read_meta(folder: Path, notes: list[str]) -> dict[str, Any]:
-    """run.json, with its schema version checked."""
-    meta_path = folder / "run.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(
-            f"{meta_path}: missing; this is not a meshload run folder (run `meshload run` first)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(
-            f"{meta_path}: unreadable ({exc.__class__.__name__}); restore it from a backup"
-        ) from None
-    if not isinstance(meta, dict):
-        raise RunFolderError(f"{meta_path}: not a JSON object; restore it from a backup")
-    version = meta.get("schema_version")
-    if version is None:
-        notes.append(f"run.json has no schema_version; read as version {SCHEMA_VERSION}")
-    elif not isinstance(version, int) or isinstance(version, bool):
-        raise RunFolderError(f"{meta_path}: schema_version {version!r} is not an integer")
-    elif version > SCHEMA_VERSION:
-        raise RunFolderError(
-            f"{meta_path}: schema_version {version} is newer than this meshload reads "
-            f"({SCHEMA_VERSION}); upgrade meshload (pip install -U meshload)"
-        )
-    return meta
-
-
-def request_parts(folder: Path) -> list[Path]:
-    """requests.parquet and/or requests/*.parquet (one part per worker), in name order."""
-    parts = [folder / "requests.parquet"] if (folder / "requests.parquet").is_file() else []
-    if (folder / "requests").is_dir():
-        parts += sorted((folder / "requests").glob("*.parquet"))
-    return parts
-
-
-def _read_requests(folder: Path, notes: list[str]) -> pd.DataFrame:
-    parts = request_parts(folder)
+def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
+    parts = folder.parts()
     if not parts:
-        notes.append("no request records (requests.parquet or requests/*.parquet)")
+        notes.append(f"no request records ({REQUESTS_FILE} or {REQUESTS_DIR}/*.parquet)")
         return empty_frame(REQUEST_COLUMNS)
     tables: list[pa.Table] = []
     for part in parts:
         try:
             tables.append(pq.read_table(part, read_dictionary=_categorical(part, REQUEST_COLUMNS)))
         except (OSError, pa.ArrowException) as exc:
-            rel = part.relative_to(folder)
+            rel = part.relative_to(folder.path)
             notes.append(f"{rel}: unreadable, skipped ({_first_line(exc)})")
     if not tables:
         return empty_frame(REQUEST_COLUMNS)
@@ -114,7 +80,7 @@ def _read_requests(folder: Path, notes: list[str]) -> pd.DataFrame:
         table = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowException as exc:
         raise RunFolderError(
-            f"{folder}: request parts have clashing columns ({_first_line(exc)}); "
+            f"{folder.path}: request parts have clashing columns ({_first_line(exc)}); "
             "remove the part written by another meshload version"
         ) from None
     if "start_ns" in table.column_names and not _ascending(table.column("start_ns")):
@@ -161,11 +127,9 @@ def _metrics_table(table: pa.Table) -> pa.Table:
     return table.select(kept).append_column("labels", pa.array(labels, type=pa.large_string()))
 
 
-def save_frame(frame: pd.DataFrame, path: Path, columns: Mapping[str, str]) -> None:
-    """Write a frame as parquet atomically: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(to_arrow(frame, columns), tmp)
-    os.replace(tmp, path)
+def save_frame(frame: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
+    """Write a frame as parquet of `schema` (meshcore.schemas), whole or not at all."""
+    write_parquet(path, to_arrow(frame, schema))
 
 
 def _categorical(path: Path, columns: Mapping[str, str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`load_spans`: any supported trace source -> the spans frame of DESIGN.md.
+"""`load_spans`: any supported trace source -> the spans frame of docs/design.md.
 
 Sources: a Jaeger query URL (v1 `/api/traces`, v2 `/api/v3/traces`, a single trace URL, or
 the base URL, probed), a Zipkin URL, or a file (Jaeger v1 JSON with or without the `data`

@@ -27,8 +27,7 @@ from analysis.judge import judge
 from analysis.latency import latency_by_version, latency_percentiles, latency_records
 from analysis.split import split_accuracy, split_records
 from analysis.sticky import stickiness
-
-SCHEMA_VERSION = 1
+from meshcore.runfolder import SCHEMA_VERSION
 
 
 def json_safe(value: Any) -> Any:
@@ -70,7 +69,9 @@ def build_summary(
     split = split_accuracy(
         requests, run, changes=changes, tolerance_pp=tolerance_pp, margin_ms=margin_ms
     )
-    verdict = judge(requests, baseline=baseline, canary=canary, **dict(judge_options or {}))
+    verdict = judge(
+        requests, baseline=baseline, canary=canary, run=run, **dict(judge_options or {})
+    )
     has_co = "co_latency_ms" in requests.columns
     by_step = latency_percentiles(requests, ("version", "step"))
     by_name = latency_percentiles(requests, ("version", "name"))

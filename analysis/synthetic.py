@@ -175,7 +175,7 @@ def make_run(
         "ended_ns": int(T0_NS + duration_ns),
         "target": "http://127.0.0.1:0",
         "mesh": "embedded",
-        "plan": [{"weights": dict(w)} for w in steps],
+        "plan": {"source": "synthetic", "steps": [{"weights": dict(w)} for w in steps]},
         "events": events,
         "telemetry": {"jaeger_url": None, "prometheus_url": None},
         "versions": {"meshload": "synthetic"},

@@ -13,7 +13,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadgen.meshclient import MeshClient
+from meshcore.kube.client import MeshClient
 from meshsim.mesh import Mesh
 
 CHANGES = 24
@@ -61,7 +61,7 @@ class Prober:
 def run() -> dict[str, Any]:
     delays_ms: list[float] = []
     with Mesh(tracing=False) as mesh:
-        client = MeshClient.from_kubeconfig(str(mesh.kubeconfig))
+        client = MeshClient.connect(mesh.kubeconfig)
         prober = Prober(mesh.gateway_url)
         try:
             for i in range(CHANGES):

@@ -1,30 +1,19 @@
 """Reading a cluster for preflight and port-forward: the `ClusterReader` interface.
 
-`KubeReader` reads a real cluster (or the embedded mesh) with the official `kubernetes` client
-(CoreV1Api + CustomObjectsApi); `StaticReader` holds objects in memory for unit tests. Objects
-are plain dicts in the API's own JSON form (camelCase), as `kubectl get -o json` shows them;
-a 404 reads as None or [] so callers turn absence into a verdict, not an exception.
+`KubeReader` reads a real cluster (or the embedded mesh) through the shared client stack
+(`meshcore.kube.client`); unit tests use an in-memory twin (`tests/twins.py`). Objects are
+plain dicts in the API's own JSON form (camelCase), as `kubectl get -o json` shows them; a 404
+reads as None or [] so callers turn absence into a verdict, not an exception.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from kubernetes import client, config
+from meshcore.errors import BackendError
+from meshcore.kube.client import ApiRefusal, Kube, MeshClient
 
-from meshcore.errors import BackendError, ConfigError
-
-ISTIO_GROUP = "networking.istio.io"
-# Istio < 1.22 serves only v1beta1; newer ones serve both, so v1 first and v1beta1 after a 404.
-ISTIO_VERSIONS = ("v1", "v1beta1")
-PLURALS = {
-    "VirtualService": "virtualservices",
-    "DestinationRule": "destinationrules",
-    "Gateway": "gateways",
-}
 SIDECAR = "istio-proxy"
 
 
@@ -43,133 +32,56 @@ def selector_text(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def kube_api_client(kubeconfig: str | None, context: str | None) -> Any:
-    """An ApiClient from a kubeconfig (None: $KUBECONFIG, else ~/.kube/config)."""
-    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-    if kubeconfig and not os.path.isfile(kubeconfig):
-        raise ConfigError(f"kubeconfig {where} does not exist; pass an existing --kubeconfig")
-    try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        ctx = context or "its current-context"
-        raise ConfigError(f"kubeconfig {where}: {first}; check the file and {ctx}") from None
-
-
 class KubeReader:
-    """`ClusterReader` over the Kubernetes API (CoreV1Api + CustomObjectsApi)."""
+    """`ClusterReader` over the Kubernetes API."""
 
-    def __init__(self, api_client: Any, *, timeout_s: float = 10.0) -> None:
-        self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.timeout_s = timeout_s
-        self.server = str(getattr(api_client.configuration, "host", "?"))
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.mesh = MeshClient(kube)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """The answer as a dict; None on 404; BackendError when the API fails or refuses."""
+    def _read(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """The answer as a dict; None on 404."""
         try:
-            answer = fn(*args, _request_timeout=self.timeout_s, _preload_content=False)
-        except client.ApiException as exc:
-            if exc.status == 404:
+            return self.kube.call(what, "read", fn, *args, _preload_content=False, **kw)
+        except ApiRefusal as exc:
+            if exc.code == 404:
                 return None
-            hint = "check RBAC of your kubeconfig's user" if exc.status in (401, 403) else ""
-            raise BackendError(
-                f"Kubernetes API at {self.server} answered {exc.status} {exc.reason} reading "
-                f"{what}; {hint or 'check the cluster'}"
-            ) from None
-        except Exception as exc:  # urllib3 and socket errors: the API is not reachable
-            raise BackendError(
-                f"Kubernetes API at {self.server} unreachable ({type(exc).__name__} reading "
-                f"{what}); check the cluster is running and --kubeconfig/--context"
-            ) from None
-        return json.loads(answer.data or b"null")
+            raise
 
     def namespace(self, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self._call(
-            f"namespace {name}", self.core.read_namespace, name
+        found: dict[str, Any] | None = self._read(
+            f"namespace {name}", self.kube.core.read_namespace, name
         )
-        return result
+        return found
 
     def pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         sel = selector_text(labels)
-        found = self._call(
-            f"pods {sel} in {namespace}",
-            lambda ns, **kw: self.core.list_namespaced_pod(ns, label_selector=sel, **kw),
-            namespace,
-        )
+        what, fn = f"pods {sel} in {namespace}", self.kube.core.list_namespaced_pod
+        found = self._read(what, fn, namespace, label_selector=sel)
         return list((found or {}).get("items") or [])
 
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self._call(
-            f"service {namespace}/{name}", self.core.read_namespaced_service, name, namespace
-        )
-        return result
+        what, fn = f"service {namespace}/{name}", self.kube.core.read_namespaced_service
+        found: dict[str, Any] | None = self._read(what, fn, name, namespace)
+        return found
 
     def nodes(self) -> list[dict[str, Any]]:
         try:
-            found = self._call("nodes", self.core.list_node)
+            found = self._read("nodes", self.kube.core.list_node)
         except BackendError:  # a namespaced kubeconfig may not list nodes; address unknown
             return []
         return list((found or {}).get("items") or [])
 
     def istio(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        get = self.custom.get_namespaced_custom_object
-        for version in ISTIO_VERSIONS:
-            args = (ISTIO_GROUP, version, namespace, PLURALS[kind], name)
-            found = self._call(f"{kind} {namespace}/{name}", get, *args)
-            if found is not None:
-                return dict(found)
-        return None
+        try:
+            return self.mesh.get(kind, namespace, name)
+        except ApiRefusal as exc:
+            if exc.code == 404:
+                return None
+            raise
 
     def istio_list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        list_ = self.custom.list_namespaced_custom_object
-        for version in ISTIO_VERSIONS:
-            args = (ISTIO_GROUP, version, namespace, PLURALS[kind])
-            found = self._call(f"{kind}s of {namespace}", list_, *args)
-            if found is not None:
-                return list(found.get("items") or [])
-        return []
-
-
-class StaticReader:
-    """`ClusterReader` over a list of object dicts, for unit tests."""
-
-    def __init__(self, objects: Iterable[dict[str, Any]]) -> None:
-        self.objects = list(objects)
-
-    def _of(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return [
-            o
-            for o in self.objects
-            if o.get("kind") == kind
-            and (namespace is None or o["metadata"].get("namespace", "default") == namespace)
-        ]
-
-    def _named(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return next((o for o in self._of(kind, namespace) if o["metadata"]["name"] == name), None)
-
-    def namespace(self, name: str) -> dict[str, Any] | None:
-        return self._named("Namespace", None, name)
-
-    def pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        def matches(pod: dict[str, Any]) -> bool:
-            have = pod["metadata"].get("labels") or {}
-            return all(have.get(k) == v for k, v in labels.items())
-
-        return [p for p in self._of("Pod", namespace) if matches(p)]
-
-    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._named("Service", namespace, name)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return self._of("Node")
-
-    def istio(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._named(kind, namespace, name)
-
-    def istio_list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        return self._of(kind, namespace)
+        return self.mesh.list_of(kind, namespace)
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:

@@ -19,15 +19,14 @@ from loadgen.gates import Gates
 from loadgen.openmodel import late_arrivals
 from loadgen.options import Settings
 from loadgen.plan import Plan
-from loadgen.rollout import Rollout
+from loadgen.rollout import Rollout, WeightSetter
 from loadgen.runinfo import new_run_info
 from loadgen.steps import StepClock
-from loadgen.weights import WeightSetter
+from meshcore.exitcodes import ExitCode
 from meshcore.runfolder import RunFolder
 
 log = logging.getLogger("meshload")
 
-EXIT_GATE_FAILED = 3
 WORKER_WAIT_S = 15.0
 LATE_TOLERANCE_MS = 1.0
 
@@ -82,7 +81,9 @@ class Conductor:
             default_users=users,
             sleep=sleep,
         )
-        self.gates = Gates.from_settings(settings, plan, self.folder, self.gate_failed)
+        self.gates = Gates.from_settings(
+            settings, str(self.info["roles"]["canary"]), self.folder, self.gate_failed
+        )
         self.greenlets: list[Any] = []
 
     def start(self) -> None:
@@ -102,7 +103,7 @@ class Conductor:
         """A live gate tripped: log it, roll the canary back to step 0's weights, end the run."""
         self.event(event)
         self.rollout.roll_back(f"gate {event['gate']}")
-        self.exit_code = EXIT_GATE_FAILED
+        self.exit_code = ExitCode.GATE_FAILED
 
     def write_run(self) -> None:
         try:
@@ -131,7 +132,7 @@ class Conductor:
         markers = self.folder.done_markers()
         self.info["ended_ns"] = self.info.get("ended_ns") or time.time_ns()
         self.info["status"] = "completed" if self.rollout.done else "interrupted"
-        if self.exit_code == EXIT_GATE_FAILED:
+        if self.exit_code == ExitCode.GATE_FAILED:
             self.info["status"] = "rolled back"
         self.info["requests"] = {
             "rows": sum(int(m.get("rows", 0)) for m in markers),
@@ -181,7 +182,7 @@ class Conductor:
                 log.info("check %s passed", event["check"])
             else:
                 log.error("check %s FAILED: %s", event["check"], event)
-                self.exit_code = EXIT_GATE_FAILED
+                self.exit_code = ExitCode.GATE_FAILED
 
     def report(self) -> None:
         try:

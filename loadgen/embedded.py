@@ -29,15 +29,6 @@ def start_mesh(manifests: Path | None, spec: Path | None = None) -> Any:
     return mesh
 
 
-def manifest_resources(manifests: Path | None, namespace: str = "default") -> list[Any]:
-    """The scenario's Istio resources, for a weight setter that edits them itself."""
-    if manifests is None:
-        return []
-    from meshsim.resources import load_manifests
-
-    return list(load_manifests(manifests, namespace))
-
-
 def mesh_urls(mesh: Any) -> dict[str, str]:
     try:
         return dict(mesh.urls())

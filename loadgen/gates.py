@@ -4,6 +4,9 @@ The master reads the request parts that workers have already written to the run 
 flush every couple of seconds), so the gates see every process's records without a channel of
 their own; the price is a lag of one flush interval. A tripped gate calls `on_fail` with the
 event to log; the harness rolls the canary back to step 0 and ends the run with exit code 3.
+The canary is the run's (`meshcore.figures.choose_roles`, recorded in run.json) and the p99 is
+computed by the report's rule (`meshcore.figures.percentile`), so the live gate and the report
+judge the same version by the same figure.
 """
 
 from __future__ import annotations
@@ -17,24 +20,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from loadgen.options import Settings
-from loadgen.plan import Plan
+from meshcore.figures import percentile
 from meshcore.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ["start_ns", "latency_ms", "ok", "version"]
-
-
-def canary_subset(plan: Plan) -> str:
-    """The plan's `canary`, else the subset whose share grows most from the first step to the
-    last, else (no change) the subset named last, as in `{v1: 90, v2: 10}`."""
-    if plan.canary:
-        return plan.canary
-    first, last = plan.steps[0].shares(), plan.steps[-1].shares()
-    subsets = plan.subsets()
-    growth = {s: last.get(s, 0.0) - first.get(s, 0.0) for s in subsets}
-    best = max(subsets, key=lambda s: growth[s])
-    return best if growth[best] > 0 else subsets[-1]
 
 
 class Gates:
@@ -68,7 +59,7 @@ class Gates:
     def from_settings(
         cls,
         settings: Settings,
-        plan: Plan,
+        canary: str,
         folder: RunFolder,
         on_fail: Callable[[dict[str, Any]], None],
     ) -> Gates | None:
@@ -76,7 +67,7 @@ class Gates:
             return None
         return cls(
             folder=folder,
-            canary=canary_subset(plan),
+            canary=canary,
             on_fail=on_fail,
             error_rate=settings.gate_error_rate,
             p99_ms=settings.gate_p99_ms,
@@ -123,7 +114,7 @@ class Gates:
                 "threshold": self.error_rate,
                 "t_ns": now_ns,
             }
-        p99 = float(np.quantile(self._latency_ms, 0.99, method="inverted_cdf"))
+        p99 = percentile(self._latency_ms, 99.0)  # the report's rule, meshcore.figures
         if self.p99_ms > 0 and p99 > self.p99_ms:
             return {
                 **base,

@@ -33,14 +33,14 @@ from loadgen.checks import Check
 from loadgen.conductor import Conductor
 from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
+from loadgen.rollout import WeightSetter
 from loadgen.target import resolve_target
-from loadgen.weights import WeightSetter
 from meshcore.errors import ConfigError, MeshloadError
+from meshcore.exitcodes import ExitCode
 from meshcore.runfolder import RunFolder
 
 log = logging.getLogger("meshload")
 
-EXIT_BAD_INPUT = 2
 _current: Harness | None = None
 
 
@@ -198,10 +198,10 @@ class Harness:
     def _fail_at_start(self, environment: Any, error: MeshloadError) -> None:
         sys.stderr.write(f"meshload: {error}\n")
         self._stop_mesh()
-        environment.process_exit_code = EXIT_BAD_INPUT
+        environment.process_exit_code = ExitCode.BAD_INPUT
         with contextlib.suppress(Exception):
             environment.runner.quit()
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(ExitCode.BAD_INPUT)
 
     # -- start -----------------------------------------------------------------------------
     def on_test_start(self, environment: Any, **_: Any) -> None:

@@ -46,10 +46,6 @@ class Step:
     users: int | None = None
     arrival_rate: float | None = None
 
-    def shares(self) -> dict[str, float]:
-        total = sum(self.weights.values())
-        return {subset: w / total for subset, w in self.weights.items()}
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"weights": dict(self.weights), "hold_s": self.hold_s}
         if self.users is not None:

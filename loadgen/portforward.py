@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from loadgen.clusterread import ClusterReader, is_ready, selector_text
 from meshcore.errors import BackendError, ConfigError
+from meshcore.kube.client import Kube
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024
@@ -150,10 +151,8 @@ class _KubeConn:
 class KubeDialer:
     """One pods/portforward websocket per connection, through the kubernetes client."""
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api_client)
+    def __init__(self, kube: Kube) -> None:
+        self.core = kube.core
         # kubernetes.stream swaps the ApiClient's call_api while it opens a stream: one at a time.
         self._lock = threading.Lock()
 

@@ -1,7 +1,7 @@
 """Is this cluster ready for a canary test? One `Check` per fact, each naming its fix.
 
 The checks are pure functions over what a `ClusterReader` returns (`loadgen.clusterread`: the
-Kubernetes API through the official client, or objects in memory for unit tests); Jaeger and
+Kubernetes API through the official client, or a twin in memory for unit tests); Jaeger and
 Prometheus are probed through an injectable `HttpGet`. `run_checks` runs them all in the order
 a user fixes them: namespace injection, the routed workloads (Service, sidecars, ready pods per
 DestinationRule subset), the Gateway binding, the ingress address, the telemetry backends.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.clusterread import SIDECAR, ClusterReader, has_sidecar, is_ready, selector_text
-from loadgen.meshclient import CLUSTER_DOMAIN, resolve_host
+from meshcore.kube.istio import resolve_host, route_destinations, service_name
 
 HttpGet = Callable[[str, float], tuple[int, bytes]]
 APPLY_FIX = "kubectl apply -f scenarios/manifests/cluster/"
@@ -45,27 +45,6 @@ def http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
             return int(answer.status), answer.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), b""
-
-
-def service_name(fqdn: str) -> tuple[str, str] | None:
-    """(namespace, name) of a cluster-local host; None for hosts outside the cluster."""
-    parts = fqdn.split(".")
-    if fqdn.endswith("." + CLUSTER_DOMAIN) and len(parts) == 5:
-        return parts[1], parts[0]
-    return None
-
-
-def route_destinations(vs: Mapping[str, Any]) -> dict[str, set[str]]:
-    """Destination FQDN -> subsets the VirtualService's HTTP routes send to."""
-    ns = str((vs.get("metadata") or {}).get("namespace") or "default")
-    found: dict[str, set[str]] = {}
-    for route in (vs.get("spec") or {}).get("http") or []:
-        for d in route.get("route") or []:
-            dest = d.get("destination") or {}
-            subsets = found.setdefault(resolve_host(str(dest.get("host", "")), ns), set())
-            if dest.get("subset"):
-                subsets.add(str(dest["subset"]))
-    return found
 
 
 def passed(name: str, detail: str, value: str = "") -> Check:

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loadgen.plan import Plan
 from loadgen.steps import StepClock
-from loadgen.weights import WeightSetter
 from meshcore.errors import MeshloadError
 
+if TYPE_CHECKING:
+    from meshcore.kube.client import WeightChange
+
 log = logging.getLogger(__name__)
+
+
+class WeightSetter(Protocol):
+    """What a rollout moves: one route (`meshcore.kube.client.RouteWeights` in production)."""
+
+    target: str  # how messages name it: "VirtualService default/frontend route primary"
+
+    def set_weights(self, weights: Mapping[str, int]) -> WeightChange: ...
+
 
 Sleep = Callable[[float], Any]
 
@@ -112,7 +123,7 @@ class Rollout:
             self.on_event(event)
             return
         event.update(requested_ns=applied.requested_ns, accepted_ns=applied.accepted_ns)
-        if applied.resource_version is not None:
+        if applied.resource_version:
             event["resource_version"] = applied.resource_version
         log.info(
             "step %d: weights %s accepted in %.1f ms",

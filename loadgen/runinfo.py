@@ -1,4 +1,4 @@
-"""The content of run.json at the start of a run (DESIGN.md's contract; keys are never renamed)."""
+"""The content of run.json at the start of a run (docs/design.md; keys are never renamed)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from loadgen.embedded import envoy_version, mesh_urls
 from loadgen.options import Settings
 from loadgen.plan import Plan
+from meshcore.figures import choose_roles
 from meshcore.runfolder import SCHEMA_VERSION, new_run_id
 
 
@@ -54,6 +55,8 @@ def new_run_info(
         "target": target,
         "mesh": "embedded" if mesh is not None else "kubernetes",
         "plan": plan.to_json(),
+        # Who is compared with whom, by the live gates and the report alike.
+        "roles": choose_roles([s.weights for s in plan.steps], plan.canary).to_json(),
         "events": [],
         "telemetry": {"jaeger_url": jaeger, "prometheus_url": prometheus},
         "versions": versions(mesh is not None),

@@ -1,8 +1,9 @@
 """What a run points at: the embedded mesh (no --host) or a running gateway and its API.
 
 `resolve_target` is the whole start-up check of the master: it starts the embedded mesh or
-checks that --host answers, picks the weight interface, and checks the VirtualService, the
-plan's subsets and the results directory, so bad input ends the run before any user starts.
+checks that --host answers, connects to the Kubernetes API (the cluster's, or the embedded
+mesh's) and checks the VirtualService, the plan's subsets and the results directory, so bad
+input ends the run before any user starts.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from loadgen import embedded
 from loadgen.options import Settings
 from loadgen.plan import Plan
 from loadgen.runinfo import versions
-from loadgen.weights import WeightSetter, check_plan_subsets, weight_setter
 from meshcore.errors import ConfigError
+from meshcore.kube.client import MeshClient, RouteWeights
 
 log = logging.getLogger("meshload")
 
@@ -26,7 +27,7 @@ log = logging.getLogger("meshload")
 @dataclass
 class Target:
     host: str
-    setter: WeightSetter
+    setter: RouteWeights
     mesh: Any = None  # the embedded Mesh this run started, if any
     info: dict[str, Any] = field(default_factory=dict)  # for run.json
 
@@ -75,16 +76,12 @@ def resolve_target(
     else:
         embedded.check_reachable(host)
     try:
-        setter = weight_setter(
-            mesh=mesh,
-            resources=embedded.manifest_resources(manifests, namespace) if mesh else [],
-            kubeconfig=settings.kubeconfig or None,
-            context=settings.kube_context or None,
-            name=name,
-            namespace=namespace,
-            route=route,
-        )
-        check_plan_subsets(setter, plan.subsets(), plan.source)
+        if mesh is not None:  # the embedded mesh's own Kubernetes API, as a cluster's
+            client = MeshClient.connect(mesh.kubeconfig)
+        else:
+            client = MeshClient.connect(settings.kubeconfig or None, settings.kube_context or None)
+        setter = client.route(name, namespace, route)
+        setter.check_subsets(plan.subsets(), plan.source)
         check_writable(Path(settings.results_dir))
         versions(mesh is not None)  # `envoy --version` now, not while users wait
     except BaseException:

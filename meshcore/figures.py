@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 PERCENTILE_METHOD = "linear"
 
@@ -60,7 +61,7 @@ def grouped_percentiles(
     return counts, out, maxima
 
 
-def percentile(values: Sequence[float] | np.ndarray, p: float) -> float:
+def percentile(values: ArrayLike, p: float) -> float:
     """The p-th percentile (0..100) of `values`; NaN when there are none."""
     arr = np.asarray(values, dtype=float)
     return float(grouped_percentiles(arr, np.zeros(len(arr), np.int64), 1, [p])[1][0, 0])
@@ -122,11 +123,23 @@ def _known(users: Any, versions: Any, *more: Any) -> list[np.ndarray]:
     return [u[keep], v[keep].astype(str), *(np.asarray(m)[keep] for m in more)]
 
 
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Dense integer codes of values that are all numbers or all strings (a C sort, not a
+    sort of Python objects: about ten times faster on a million requests)."""
+    try:
+        flat = values.astype(np.int64)
+    except (TypeError, ValueError):
+        flat = values.astype(str)
+    return np.unique(flat, return_inverse=True)[1].reshape(-1)
+
+
 def stickiness(
-    users: Sequence[Any], versions: Sequence[str | None], start_ns: Sequence[int] | None = None
+    users: Sequence[Any] | np.ndarray,
+    versions: Sequence[str | None] | np.ndarray,
+    start_ns: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """How many users saw exactly one version; with start times, also each user's first."""
-    order_by = start_ns if start_ns is not None else np.arange(len(users))
+    order_by = start_ns if start_ns is not None else np.arange(len(np.asarray(users)))
     u, v, t = _known(users, versions, order_by)
     if len(u) == 0:
         return {
@@ -135,7 +148,7 @@ def stickiness(
             "share_single_version": None,
             "users_by_first_version": {},
         }
-    user_codes = np.unique(u.astype(str), return_inverse=True)[1]
+    user_codes = _codes(u)
     names, version_codes = np.unique(v, return_inverse=True)
     pairs = np.unique(user_codes * len(names) + version_codes)
     per_user = np.bincount(pairs // len(names))
@@ -152,9 +165,9 @@ def stickiness(
 
 
 def cohort_reach(
-    users: Sequence[Any],
-    in_cohort: Sequence[bool],
-    versions: Sequence[str | None],
+    users: Sequence[Any] | np.ndarray,
+    in_cohort: ArrayLike,
+    versions: Sequence[str | None] | np.ndarray,
     version: str,
 ) -> dict[str, Any]:
     """How the cohort (requests marked `in_cohort`; a user is in it if any of its requests is)
@@ -162,25 +175,22 @@ def cohort_reach(
     marked = np.asarray(in_cohort, dtype=bool)
     served = np.asarray(versions, dtype=object) == version  # requests, with or without a user
     u, v, c = _known(users, versions, marked)
-    on_version = v == version
-    keys = u.astype(str)
-    members = set(keys[c].tolist())
-    reached = set(keys[on_version].tolist())
-    everyone = set(keys.tolist())
-    cohort_users = everyone & members
-    others = everyone - members
+    codes = _codes(u) if len(u) else np.zeros(0, np.int64)
+    n_users = int(codes.max()) + 1 if len(codes) else 0
+    member = np.bincount(codes[c], minlength=n_users) > 0
+    reached = np.bincount(codes[v == version], minlength=n_users) > 0
 
-    def share(group: set[str]) -> float | None:
-        return len(group & reached) / len(group) if group else None
+    def share(group: np.ndarray) -> float | None:
+        return float(reached[group].mean()) if group.any() else None
 
     return {
         "version": version,
-        "cohort_users": len(cohort_users),
-        "cohort_reached": len(cohort_users & reached),
-        "cohort_share": share(cohort_users),
-        "others_users": len(others),
-        "others_reached": len(others & reached),
-        "others_share": share(others),
+        "cohort_users": int(member.sum()),
+        "cohort_reached": int((member & reached).sum()),
+        "cohort_share": share(member),
+        "others_users": int((~member).sum()),
+        "others_reached": int((~member & reached).sum()),
+        "others_share": share(~member),
         "cohort_requests_on_version": int((marked & served).sum()),
         "other_requests_on_version": int((~marked & served).sum()),
     }

@@ -1,7 +1,7 @@
 """The `meshload` command: one sub-command per job, each a module of its own.
 
-Every error a user can cause ends as one line on stderr and a non-zero exit code:
-2 for bad input (ConfigError), 1 for a failing backend or run folder.
+Every error a user can cause ends as one line on stderr and a non-zero exit code
+(`meshcore.exitcodes`): 2 for bad input (ConfigError), 1 for a failing backend.
 """
 
 from __future__ import annotations
@@ -13,6 +13,17 @@ from collections.abc import Sequence
 
 from meshcore import __version__
 from meshcore.errors import ConfigError, MeshloadError
+from meshcore.exitcodes import ExitCode
+
+
+def add_kube_flags(parser: argparse.ArgumentParser) -> None:
+    """--kubeconfig and --context, as `meshcore.kube.client.connect` reads them."""
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, the pod's service account inside a "
+        "cluster, else ~/.kube/config)",
+    )
+    parser.add_argument("--context", help="kubeconfig context (default: its current-context)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,12 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"meshload: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except MeshloadError as exc:
         print(f"meshload: error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from meshcore.errors import ConfigError
+from meshcore.exitcodes import ExitCode
 
 
 def state_file() -> Path:
@@ -76,10 +77,10 @@ def run_up(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-                return 1
+                return ExitCode.FAILED
             time.sleep(0.2)
     except (_Stop, KeyboardInterrupt):
-        return 0
+        return ExitCode.OK
     finally:
         signal.signal(signal.SIGTERM, previous)
         mesh.stop()
@@ -102,4 +103,4 @@ def run_apply(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     for r in resources:
         print(f"{r.ref} applied")
-    return 0
+    return ExitCode.OK

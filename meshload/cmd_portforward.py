@@ -9,6 +9,9 @@ import threading
 from types import FrameType
 from typing import Any
 
+from meshcore.exitcodes import ExitCode
+from meshload.cli import add_kube_flags
+
 GATEWAY_HINT = "istioctl install creates it (default and demo profiles)"
 ADDON_HINT = "kubectl apply -f samples/addons/{file} of your Istio download"
 
@@ -24,8 +27,7 @@ def register(sub: Any) -> None:
             "reported and skipped; the gateway is required."
         ),
     )
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    add_kube_flags(p)
     p.add_argument(
         "-n",
         "--namespace",
@@ -98,17 +100,16 @@ def _stop_on_sigterm(stop: threading.Event) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadgen.clusterread import KubeReader, kube_api_client
+    from loadgen.clusterread import KubeReader
     from loadgen.portforward import KubeDialer, open_forwards
+    from meshcore.kube.client import Kube
 
-    api_client = kube_api_client(args.kubeconfig, args.context)
+    kube = Kube.connect(args.kubeconfig, args.context)
     stop = threading.Event()
     previous = _stop_on_sigterm(stop)
     listeners: list[Any] = []
     try:
-        listeners, skipped = open_forwards(
-            KubeReader(api_client), KubeDialer(api_client), forwards(args)
-        )
+        listeners, skipped = open_forwards(KubeReader(kube), KubeDialer(kube), forwards(args))
         urls = {lst.target.forward.name: lst.url for lst in listeners}
         for lst in listeners:
             t = lst.target
@@ -121,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
         print("forwarding; Ctrl-C stops", flush=True)
         while not stop.wait(0.5):
             pass
-        return 0
+        return ExitCode.OK
     except KeyboardInterrupt:
-        return 0
+        return ExitCode.OK
     finally:
         signal.signal(signal.SIGTERM, previous)
         for lst in listeners:
             lst.close()
-        api_client.close()
+        kube.close()

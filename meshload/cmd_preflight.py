@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from meshcore.errors import ConfigError
+from meshcore.exitcodes import ExitCode
+from meshload.cli import add_kube_flags
 
 
 def register(sub: Any) -> None:
@@ -21,8 +23,7 @@ def register(sub: Any) -> None:
             "code 0 only when all pass."
         ),
     )
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    add_kube_flags(p)
     p.add_argument(
         "-n", "--namespace", default="default", help="namespace of the canary (default: default)"
     )
@@ -43,8 +44,9 @@ def _url(flag: str, value: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadgen.clusterread import KubeReader, kube_api_client
+    from loadgen.clusterread import KubeReader
     from loadgen.preflight import Target, run_checks
+    from meshcore.kube.client import Kube
 
     target = Target(
         namespace=args.namespace,
@@ -52,16 +54,13 @@ def run(args: argparse.Namespace) -> int:
         jaeger_url=_url("--jaeger-url", args.jaeger_url),
         prometheus_url=_url("--prometheus-url", args.prometheus_url),
     )
-    api_client = kube_api_client(args.kubeconfig, args.context)
-    try:
-        checks = run_checks(KubeReader(api_client), target)
-    finally:
-        api_client.close()
+    with Kube.connect(args.kubeconfig, args.context) as kube:
+        checks = run_checks(KubeReader(kube), target)
     for check in checks:
         print(check.line(), flush=True)
     failing = sum(not c.ok for c in checks)
     if failing:
         print(f"preflight: {failing} of {len(checks)} checks fail")
-        return 1
+        return ExitCode.FAILED
     print(f"preflight: all {len(checks)} checks pass")
-    return 0
+    return ExitCode.OK

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from meshcore.errors import ConfigError, RunFolderError
+from meshcore.exitcodes import ExitCode
 
 
 def register(sub: Any) -> None:
@@ -80,7 +81,7 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"split: {passed} of {len(split)} steps passed; judge: {verdict}")
     for note in result.notes:
         print(f"note: {note}")
-    return 0
+    return ExitCode.OK
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -96,7 +97,7 @@ def run_compare(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1, allow_nan=False))
     else:
         print(format_comparison(result))
-    return 1 if result["regressions"] else 0
+    return ExitCode.FAILED if result["regressions"] else ExitCode.OK
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -118,4 +119,4 @@ def run_check(args: argparse.Namespace) -> int:
             ) from None
     failed = len(result.failures)
     print(f"{len(result.gates) - failed} of {len(result.gates)} gates passed", file=sys.stderr)
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK

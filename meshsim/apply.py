@@ -1,4 +1,4 @@
-"""`kubectl apply` for Istio resources, through the official kubernetes client.
+"""`kubectl apply` for Istio resources, through the shared Kubernetes client stack.
 
 Both `meshload mesh apply` and `Mesh.apply` go this way, so changing the embedded mesh takes
 the same path as changing a cluster: the API validates, answers, and the control plane pushes.
@@ -15,21 +15,9 @@ from typing import Any
 from meshcore.errors import BackendError, ManifestError
 from meshsim.resources import Resource
 
-PLURALS = {
-    "VirtualService": "virtualservices",
-    "DestinationRule": "destinationrules",
-    "Gateway": "gateways",
-}
 # Subsets before the routes that name them, gateways before the routes bound to them.
 ORDER = {"Gateway": 0, "DestinationRule": 1, "VirtualService": 2}
 SOURCE_ANNOTATION = "meshload.io/source"
-
-
-def _api(kubeconfig: str | Path) -> Any:
-    from kubernetes import client, config
-
-    api_client = config.new_client_from_config(config_file=str(kubeconfig))
-    return client.CustomObjectsApi(api_client)
 
 
 def apply_resources(kubeconfig: str | Path, resources: Sequence[Resource]) -> tuple[list[str], int]:
@@ -37,91 +25,36 @@ def apply_resources(kubeconfig: str | Path, resources: Sequence[Resource]) -> tu
 
     A refusal raises ManifestError naming the file, the resource and the field.
     """
-    from kubernetes.client.exceptions import ApiException
+    from meshcore.kube.client import ApiRefusal, MeshClient
 
-    api = _api(kubeconfig)
     warnings: list[str] = []
     last_rv = 0
-    for r in sorted(resources, key=lambda r: ORDER[r.kind]):
-        group, _, version = r.api_version.rpartition("/")
-        body = r.to_object()
-        meta = body["metadata"]
-        meta.pop("resourceVersion", None)
-        meta.setdefault("annotations", {})[SOURCE_ANNOTATION] = r.source
-        args = (group, version, r.namespace, PLURALS[r.kind])
-        for _ in range(5):  # a concurrent writer makes our resourceVersion stale: read again
+    with MeshClient.connect(kubeconfig) as client:
+        for r in sorted(resources, key=lambda r: ORDER[r.kind]):
+            body = r.to_object()
+            meta = body["metadata"]
+            meta.pop("resourceVersion", None)
+            meta["annotations"] = {**(meta.get("annotations") or {}), SOURCE_ANNOTATION: r.source}
             try:
-                try:
-                    current = api.get_namespaced_custom_object(*args, r.name)
-                    meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-                    if _same(current, body):  # as kubectl apply: nothing to change, no write
-                        last_rv = max(last_rv, int(meta["resourceVersion"]))
-                        break
-                    data, _, headers = api.replace_namespaced_custom_object_with_http_info(
-                        *args, r.name, body
-                    )
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
-                    meta.pop("resourceVersion", None)
-                    data, _, headers = api.create_namespaced_custom_object_with_http_info(
-                        *args, body
-                    )
-            except ApiException as exc:
-                if exc.status == 409:
-                    continue
+                rv, said = client.apply(body)
+            except ApiRefusal as exc:
                 raise _refusal(r, exc) from None
-            except OSError as exc:
-                raise BackendError(
-                    f"the Kubernetes API is unreachable ({exc}); is the mesh "
-                    "running? start it with `meshload mesh up`"
-                ) from None
-            warnings.extend(_warnings(headers))
-            last_rv = max(last_rv, int(data["metadata"]["resourceVersion"]))
-            break
-        else:
-            raise BackendError(f"{r.ref}: kept conflicting with another writer; try again")
+            except BackendError as exc:
+                hint = "is the mesh running? start it with `meshload mesh up`"
+                raise BackendError(f"{exc}; {hint}") from None
+            warnings.extend(said)
+            last_rv = max(last_rv, rv)
     return warnings, last_rv
 
 
-def _same(current: dict[str, Any], body: dict[str, Any]) -> bool:
-    mine, theirs = body["metadata"], current.get("metadata") or {}
-    return bool(
-        current.get("spec") == body["spec"]
-        and (theirs.get("labels") or {}) == (mine.get("labels") or {})
-        and (theirs.get("annotations") or {}) == (mine.get("annotations") or {})
-    )
-
-
-def _refusal(r: Resource, exc: Any) -> Exception:
-    try:
-        status = json.loads(exc.body or "{}")
-    except ValueError:
-        status = {}
-    if exc.status == 422:
-        cause = ((status.get("details") or {}).get("causes") or [{}])[0]
-        message = str(cause.get("message") or status.get("message") or exc.reason)
-        parts = message.split(": ", 3)
-        if len(parts) == 4 and parts[1] == r.ref:  # the mesh's own line, already complete
-            return ManifestError(*parts)
-        return ManifestError(r.source, r.ref, str(cause.get("field") or "spec"), message)
-    message = status.get("message") or exc.reason
-    return BackendError(f"{r.ref}: the Kubernetes API answered {exc.status}: {message}")
-
-
-def _warnings(headers: Any) -> list[str]:
-    """The texts of `Warning: 299 - "..."` headers."""
-    out = []
-    for value in (
-        headers.get_all("Warning")
-        if hasattr(headers, "get_all")
-        else [headers.get("Warning")]
-        if headers.get("Warning")
-        else []
-    ):
-        text = value.split(" ", 2)[-1].strip()
-        out.append(text[1:-1] if text.startswith('"') and text.endswith('"') else text)
-    return out
+def _refusal(r: Resource, exc: Any) -> ManifestError:
+    """The API's 422 as the mesh's own one-line refusal (file, resource, field, problem)."""
+    cause = ((exc.status.get("details") or {}).get("causes") or [{}])[0]
+    message = str(cause.get("message") or exc.status.get("message") or exc)
+    parts = message.split(": ", 3)
+    if len(parts) == 4 and parts[1] == r.ref:  # the mesh's own line, already complete
+        return ManifestError(*parts)
+    return ManifestError(r.source, r.ref, str(cause.get("field") or "spec"), message)
 
 
 def wait_applied(applied_file: Path, resource_version: int, timeout_s: float = 5.0) -> None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshcore.errors import ManifestError
+from meshcore.kube.istio import resolve_host
 from meshsim.fields import duration_s, envoy_duration, percentage
-from meshsim.hosts import Endpoint, cluster_name, resolve_host, select
+from meshsim.hosts import Endpoint, cluster_name, select
 from meshsim.resources import Resource
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"

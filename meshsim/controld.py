@@ -10,21 +10,22 @@ propagation delay meshload measures here is real. A refused change never reaches
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
-import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshcore.errors import MeshloadError
+from meshcore.errors import ConfigError, MeshloadError
+from meshcore.files import write_json
 from meshsim.envoy import ConfigFiles, EnvoyAdmin
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi.server import serve
-from meshsim.procs import publish_port, write_atomically
+from meshsim.kubeapi.store import Store
 from meshsim.resources import Resource, from_object
+from meshsim.serving import Served, run_child
 from meshsim.translate import build_snapshot
 
 log = logging.getLogger("meshsim.controld")
@@ -80,20 +81,29 @@ class Pusher:
             try:
                 snapshot = build_snapshot(to_resources(objects), self.endpoints)
                 self.files.apply(snapshot, self.admin)
-                write_atomically(
-                    self.applied_file,
-                    json.dumps(
-                        {
-                            "resource_version": max_resource_version(objects),
-                            "envoy_version": self.files.version,
-                        }
-                    ),
-                )
+                self.write_applied(objects)
             except MeshloadError as exc:
                 log.error("%s", exc)
 
+    def write_applied(self, objects: Sequence[dict[str, Any]]) -> None:
+        """Tell the parent which resource version Envoy serves, and in which config version."""
+        write_json(
+            self.applied_file,
+            {
+                "resource_version": max_resource_version(objects),
+                "envoy_version": self.files.version,
+            },
+        )
 
-async def main_async(config: dict[str, Any], ports_file: Path) -> None:
+
+async def start(config_file: Path) -> Served[Store]:
+    """The pusher, then the API it validates and pushes for; `state` is the API's store."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{config_file}: not a control-plane config ({exc}); `meshsim.Mesh` writes it"
+        ) from None
     endpoints = [
         Endpoint(e["workload"], e["service"], e["namespace"], e["labels"], e["port"])
         for e in config["endpoints"]
@@ -105,40 +115,29 @@ async def main_async(config: dict[str, Any], ports_file: Path) -> None:
         EnvoyAdmin(config["envoy_admin"]),
         Path(config["applied_file"]),
     )
-    running = await serve(
+    served = await serve(
         objects=config["objects"],
         validate=pusher.validate,
         on_change=pusher.on_change,
         core_objects=config["core_objects"],
     )
     # The parent wrote the initial configuration before Envoy started: it is already pushed.
-    write_atomically(
-        pusher.applied_file,
-        json.dumps(
-            {
-                "resource_version": max_resource_version(running.objects()),
-                "envoy_version": pusher.files.version,
-            }
-        ),
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    publish_port(ports_file, running.port)
-    await stop.wait()
-    await running.close()
+    pusher.write_applied(served.state.all_objects())
+    return served
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m meshsim.controld")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--ports-file", required=True)
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--ports-file", required=True, type=Path)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    config = json.loads(Path(args.config).read_text())
-    asyncio.run(main_async(config, Path(args.ports_file)))
+    return run_child(
+        "controlplane",
+        lambda: start(args.config),
+        ports_file=args.ports_file,
+        log_level=logging.WARNING,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

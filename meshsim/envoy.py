@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from meshcore.errors import BackendError, ConfigError
-from meshsim.procs import Child, write_atomically
+from meshcore.files import write_atomic
+from meshsim.procs import Child
 from meshsim.routes import FAULT_FILTER, FAULT_TYPE
 from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot
 
@@ -205,11 +206,11 @@ class ConfigFiles:
     def write(self, snapshot: Snapshot) -> str:
         self.version += 1
         version = str(self.version)
-        write_atomically(
+        write_atomic(
             self.workdir / "cds" / "cds.json",
             json.dumps({"version_info": version, "resources": snapshot.clusters}),
         )
-        write_atomically(
+        write_atomic(
             self.workdir / "rds" / "rds.json",
             json.dumps({"version_info": version, "resources": [snapshot.routes]}),
         )

@@ -1,7 +1,6 @@
-"""Service names and workload selection, resolved as Istio resolves them.
+"""Workloads of the embedded mesh, the services they serve, and their Envoy cluster names.
 
-`frontend`, `frontend.default` and `frontend.default.svc.cluster.local` all name one service;
-a short name is read relative to the namespace of the resource that wrote it.
+Hosts resolve as Istio resolves them (`meshcore.kube.istio.resolve_host`).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-CLUSTER_DOMAIN = "svc.cluster.local"
+from meshcore.kube.istio import CLUSTER_DOMAIN, service_fqdn
 
 
 @dataclass(frozen=True)
@@ -27,23 +26,6 @@ class Endpoint:
     @property
     def fqdn(self) -> str:
         return service_fqdn(self.service, self.namespace)
-
-
-def service_fqdn(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}.{CLUSTER_DOMAIN}"
-
-
-def resolve_host(host: str, namespace: str) -> str:
-    """The fully qualified service name a host of a resource in `namespace` refers to."""
-    host = host.strip().lower()
-    parts = host.split(".")
-    if len(parts) == 1:
-        return service_fqdn(parts[0], namespace)
-    if len(parts) == 2:
-        return service_fqdn(parts[0], parts[1])
-    if len(parts) == 3 and parts[2] == "svc":
-        return service_fqdn(parts[0], parts[1])
-    return host
 
 
 def cluster_name(fqdn: str, subset: str | None = None) -> str:

@@ -96,16 +96,3 @@ def wait_for_json(path: Path, child: Child, timeout_s: float = 20.0) -> dict[str
     raise BackendError(
         f"{child.name} did not start within {timeout_s:.0f} s; last log lines: {child.tail()}"
     )
-
-
-def publish_port(path: Path, port: int) -> None:
-    """A child's ports file, `{"pid": N, "port": P}`, written once it listens (read by
-    `wait_for_json` in the parent)."""
-    write_atomically(path, json.dumps({"pid": os.getpid(), "port": port}) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write beside the target, then rename over it: readers and watchers never see half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from meshcore.errors import ConfigError, ManifestError, YamlError
+from meshcore.kube.istio import GROUP, ROUTING_KINDS, VERSIONS
 from meshcore.yamldoc import load_yaml_documents
 
 log = logging.getLogger(__name__)
 
-ISTIO_GROUP = "networking.istio.io"
-ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
-ROUTING_KINDS = ("VirtualService", "DestinationRule", "Gateway")
 # Kinds that a canary's manifests carry beside the routing ones; the embedded mesh keeps them
 # (the Kubernetes API serves them) but they do not change Envoy's configuration.
 STORED_KINDS = {"telemetry.istio.io": ("Telemetry",)}
@@ -29,7 +27,7 @@ class Resource:
     name: str
     namespace: str
     spec: dict[str, Any]
-    api_version: str = f"{ISTIO_GROUP}/v1"
+    api_version: str = f"{GROUP}/v1"
     source: str = "<api>"
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -72,7 +70,7 @@ def from_object(obj: Any, source: str, default_namespace: str = "default") -> Re
     ref = f"{kind or '?'} {name or '?'}"
     if kind in STORED_KINDS.get(group, ()):
         return None
-    if group != ISTIO_GROUP or kind not in ROUTING_KINDS:
+    if group != GROUP or kind not in ROUTING_KINDS:
         log.warning(
             "%s: %s: apiVersion %s kind %s is not an Istio routing resource; ignored",
             source,
@@ -81,12 +79,12 @@ def from_object(obj: Any, source: str, default_namespace: str = "default") -> Re
             kind or "?",
         )
         return None
-    if version not in ISTIO_VERSIONS:
+    if version not in VERSIONS:
         raise ManifestError(
             source,
             ref,
             "apiVersion",
-            f"{api_version} is not served; use {ISTIO_GROUP}/v1, v1beta1 or v1alpha3",
+            f"{api_version} is not served; use {GROUP}/v1, v1beta1 or v1alpha3",
         )
     if not isinstance(name, str) or not name:
         raise ManifestError(source, ref, "metadata.name", "is missing; give the resource a name")

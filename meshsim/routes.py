@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshcore.errors import ManifestError
+from meshcore.kube.istio import resolve_host
 from meshsim.clusters import Subsets
 from meshsim.fields import duration_s, envoy_duration, fraction, percentage
-from meshsim.hosts import Endpoint, cluster_name, resolve_host, select
+from meshsim.hosts import Endpoint, cluster_name, select
 from meshsim.resources import Resource
 
 ROUTE_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"

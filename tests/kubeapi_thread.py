@@ -10,7 +10,9 @@ import asyncio
 import threading
 from typing import Any
 
-from meshsim.kubeapi.server import Running, serve
+from meshsim.kubeapi.server import serve
+from meshsim.kubeapi.store import Store
+from meshsim.serving import Served
 
 
 class ThreadedServer:
@@ -20,7 +22,7 @@ class ThreadedServer:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._running: Running | None = None
+        self._running: Served[Store] | None = None
         self._thread = threading.Thread(
             target=self._run, args=(serve_kwargs,), name="meshload-kubeapi", daemon=True
         )
@@ -45,7 +47,7 @@ class ThreadedServer:
         self._loop.close()
 
     @property
-    def running(self) -> Running:
+    def running(self) -> Served[Store]:
         assert self._running is not None
         return self._running
 
@@ -55,7 +57,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return self.running.url
+        return self.running.url()
 
     def objects(self) -> list[dict[str, Any]]:
         """The stored objects, read on the API's own loop."""
@@ -76,8 +78,8 @@ class ThreadedServer:
         self.close()
 
 
-async def _objects(running: Running) -> list[dict[str, Any]]:
-    return running.objects()
+async def _objects(running: Served[Store]) -> list[dict[str, Any]]:
+    return running.state.all_objects()
 
 
 def serve_in_thread(**serve_kwargs: Any) -> ThreadedServer:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from meshsim.boutique import INGRESS, Hop, Runtime, serve, write_ports_file
+from meshsim.boutique import INGRESS, Hop, Runtime, serve
 from meshsim.boutique.catalog import PRODUCT_IDS
 from meshsim.spec import MeshSpec, load_spec
 
@@ -40,6 +38,7 @@ async def _get_product_page(hops: list[Hop], seed: int | None = None) -> int:
         await running.close()
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_product_page_hop_tree_follows_the_demo_and_the_traceparent() -> None:
     hops: list[Hop] = []
     assert run(_get_product_page, hops) == 200
@@ -122,6 +121,7 @@ async def _sequence(seed: int) -> list[tuple[int, str, tuple[tuple[str, float], 
     return out
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_same_seed_same_answers_other_seed_other_answers() -> None:
     first, again, other = run(_sequence, 7), run(_sequence, 7), run(_sequence, 8)
     assert len(first) == 60 and all(status in (200, 302, 500) for status, _, _ in first)
@@ -167,6 +167,7 @@ async def _with_observers(observers: list[Any]) -> list[int]:
         await running.close()
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_a_raising_observer_is_logged_once_and_breaks_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -188,17 +189,6 @@ def test_without_traceparent_a_new_trace_starts() -> None:
     assert req.parent_span_id is None
     other = runtime.begin(runtime.workloads["frontend-v1"], "GET /", "garbage")
     assert other.trace_id != req.trace_id
-
-
-def test_ports_file_is_written_whole(tmp_path: Path) -> None:
-    target = tmp_path / "ports.json"
-    target.write_text("old")
-    write_ports_file(target, {"frontend-v1": 1234, "cartservice-v1": 5678}, pid=99)
-    assert json.loads(target.read_text()) == {
-        "pid": 99,
-        "workloads": {"frontend-v1": 1234, "cartservice-v1": 5678},
-    }
-    assert [p.name for p in tmp_path.iterdir()] == ["ports.json"]
 
 
 async def _cancel_while_waiting(runtime: Runtime) -> None:
@@ -243,6 +233,7 @@ async def _statuses(spec: MeshSpec, paths: list[str], hops: list[Hop]) -> list[i
         await running.close()
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 @pytest.mark.parametrize(
     ("failing", "expected"),
     [
@@ -265,6 +256,7 @@ def test_failing_backends_give_the_demos_answers(failing: str, expected: list[in
     assert [h.status_code for h in roots] == expected
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_unknown_product_is_a_404_hop_and_a_500_page() -> None:
     hops: list[Hop] = []
     assert run(_statuses, load_spec(), ["/product/NOSUCHITEM"], hops) == [500]

@@ -95,6 +95,8 @@ def test_ports_file_names_every_workload_and_the_pid(boutique: dict[str, Any]) -
     assert boutique["pid"] == boutique["proc"].pid
     names = [w.name for w in load_spec().workloads]
     assert sorted(boutique["workloads"]) == sorted(names)
+    assert boutique["port"] == boutique["workloads"][names[0]]
+    assert "metrics" not in boutique  # started without --metrics
     assert len(set(boutique["workloads"].values())) == len(names)
 
 

@@ -18,15 +18,15 @@ def job_commands() -> list[str]:
     """Every `run:` / script line of the documented jobs that invokes meshload's CI script."""
     text = DOC.read_text()
     lines = re.findall(r"^\s*(?:- run:|-)\s*(.+)$", text, flags=re.M)
-    return [line.strip() for line in lines if "ci/canary.sh" in line]
+    return [line.strip() for line in lines if ".ci/canary.sh" in line]
 
 
 def test_every_documented_job_runs_the_committed_script() -> None:
     commands = job_commands()
     assert len(commands) == 2  # GitHub Actions and GitLab CI
     for command in commands:
-        assert command == "RESULTS=results/ci ci/canary.sh"
-    assert os.access(ROOT / "ci" / "canary.sh", os.X_OK)
+        assert command == "RESULTS=results/ci .ci/canary.sh"
+    assert os.access(ROOT / ".ci" / "canary.sh", os.X_OK)
 
 
 @pytest.mark.integration
@@ -38,7 +38,7 @@ def test_the_recipe_runs_a_canary_and_gates_it(tmp_path: Path) -> None:
         "PLAN": str(ROOT / "tests" / "data" / "ci-short-plan.yaml"),
     }
     done = subprocess.run(
-        [str(ROOT / "ci" / "canary.sh")],
+        [str(ROOT / ".ci" / "canary.sh")],
         env=env,
         capture_output=True,
         text=True,

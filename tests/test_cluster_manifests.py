@@ -159,6 +159,7 @@ def test_telemetry_samples_every_request() -> None:
     assert tel["metadata"]["namespace"] == by_kind("VirtualService")["metadata"]["namespace"]
 
 
+@pytest.mark.integration
 def test_locust_manifests_fit_together() -> None:
     master = by_kind("Deployment", "meshload-locust-master")
     workers = by_kind("Deployment", "meshload-locust-worker")
@@ -179,9 +180,11 @@ def test_locust_manifests_fit_together() -> None:
         assert "ReadWriteMany" in claim["spec"]["accessModes"]
         assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     assert master_pod["spec"]["serviceAccountName"] == by_kind("ServiceAccount")["metadata"]["name"]
-    kubeconfig = yaml.safe_load(by_kind("ConfigMap", "meshload-kubeconfig")["data"]["kubeconfig"])
-    assert kubeconfig["current-context"] in [c["name"] for c in kubeconfig["contexts"]]
-    assert "token" not in kubeconfig["users"][0]["user"]  # a file path only, never a secret
+    # the pod's in-cluster configuration, not a kubeconfig holding (or pointing at) a token
+    assert not any(
+        d["kind"] == "ConfigMap" and "kubeconfig" in d.get("data", {}) for _, d in all_docs()
+    )
+    assert "--kubeconfig" not in " ".join(m["args"])
 
 
 # Locust monkey-patches the standard library on import: its parser runs in a child process.
@@ -195,6 +198,7 @@ print(json.dumps(vars(parser.parse_args(json.loads(sys.argv[1])))))
 """
 
 
+@pytest.mark.integration
 def test_master_command_parses_with_locust_and_meshload_options() -> None:
     master = by_kind("Deployment", "meshload-locust-master")
     [container] = master["spec"]["template"]["spec"]["containers"]
@@ -218,30 +222,14 @@ def test_master_command_parses_with_locust_and_meshload_options() -> None:
     )
     paths = {i["path"] for i in volume["configMap"]["items"]}
     assert parsed["locustfile"].removeprefix("/scenarios/") in paths
-    assert parsed["kubeconfig"].startswith("/etc/meshload/")
-
-
-def test_in_cluster_kubeconfig_loads_with_the_kubernetes_client(tmp_path: Path) -> None:
-    text = by_kind("ConfigMap", "meshload-kubeconfig")["data"]["kubeconfig"]
-    secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
-    assert f"{secrets}/token" in text and f"{secrets}/ca.crt" in text
-    (tmp_path / "token").write_text("sa-token-123")
-    (tmp_path / "ca.crt").write_text("not read until a TLS connection is made")
-    local = tmp_path / "kubeconfig"
-    local.write_text(text.replace(secrets, str(tmp_path)))
-    api_client = config.new_client_from_config(config_file=str(local))
-    try:
-        cfg = api_client.configuration
-        assert cfg.host == "https://kubernetes.default.svc"
-        assert cfg.api_key["BearerToken"] == "Bearer sa-token-123"
-        assert cfg.ssl_ca_cert == str(tmp_path / "ca.crt")
-    finally:
-        api_client.close()
+    assert not parsed["kubeconfig"], "in a pod meshload uses the in-cluster configuration"
 
 
 def test_dockerfile_copies_what_exists() -> None:
     dockerfile = (CLUSTER / "locust" / "Dockerfile").read_text()
     copies = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     sources = [s for srcs in copies for s in srcs]
-    assert {"pyproject.toml", "meshload", "loadgen", "meshsim", "analysis"} <= set(sources)
+    assert {"pyproject.toml", "meshcore", "meshload", "loadgen", "meshsim", "analysis"} <= set(
+        sources
+    )
     assert all((REPO / s).exists() for s in sources)

@@ -113,6 +113,7 @@ def test_stickiness_and_cohort_reach() -> None:
         "users": 3,
         "single_version_users": 2,
         "share_single_version": pytest.approx(2 / 3),
+        "users_by_first_version": {"v1": 2, "v2": 1},  # no start_ns: in row order
     }
     table = user_versions(requests).set_index("user")
     assert table.loc["c", "version"] == "mixed" and table.loc["b", "version"] == "v2"
@@ -127,6 +128,42 @@ def test_random_routing_is_not_sticky(run) -> None:
     users = run.requests.groupby("user", observed=True)["version"].nunique()
     assert result["users"] == len(users)
     assert result["single_version_users"] == int((users == 1).sum())
+    seen = run.requests.dropna(subset=["user", "version"]).sort_values("start_ns", kind="stable")
+    by_first = Counter(str(v) for v in seen.drop_duplicates("user")["version"])
+    assert result["users_by_first_version"] == dict(sorted(by_first.items()))
+
+
+def test_loadgen_users_are_keyed_by_worker_and_user_id() -> None:
+    """Each worker numbers its users from 1: user 1 of w1 and user 1 of w2 are two users."""
+    rng = np.random.default_rng(52)
+    n = 4000
+    worker = rng.choice(["worker1", "worker2", "worker3"], n)
+    user_id = rng.integers(1, 40, n)
+    # each (worker, user) sticks to one version, but user ids alone see both
+    sticky = {(w, u): ("v1", "v2")[rng.integers(0, 2)] for w in set(worker) for u in range(1, 40)}
+    version = [sticky[(w, int(u))] for w, u in zip(worker, user_id, strict=True)]
+    requests = pd.DataFrame(
+        {
+            "start_ns": np.arange(n, dtype=np.int64),
+            "version": pd.Categorical(version),
+            "worker": pd.Categorical(worker),
+            "user_id": pd.array(np.where(rng.random(n) < 0.05, None, user_id), dtype="Int64"),
+        }
+    )
+    known = requests[requests["user_id"].notna()]
+    pairs = set(zip(known["worker"], known["user_id"], strict=True))
+    result = stickiness(requests, user_col="user_id")
+    assert result["users"] == len(pairs)
+    assert result["single_version_users"] == len(pairs)  # every worker's user is sticky
+    ids_alone = known.groupby("user_id")["version"].nunique()
+    assert (ids_alone > 1).any()  # ... while user ids alone would have looked mixed
+    table = user_versions(requests, user_col="user_id")
+    assert len(table) == len(pairs) and (table["versions"] == 1).all()
+    beta = {"3", "5"}
+    reach = cohort_reach(requests, beta, version="v2", user_col="user_id")
+    members = {(w, u) for w, u in pairs if str(u) in beta}
+    assert reach["cohort_users"] == len(members)
+    assert reach["cohort_reached"] == sum(sticky[(w, int(u))] == "v2" for w, u in members)
 
 
 def test_cohort_from_a_column() -> None:

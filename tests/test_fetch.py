@@ -27,6 +27,7 @@ from analysis.fetch import fetch_telemetry
 from analysis.runfolder import load_run
 from analysis.spans import load_spans
 from meshcore.errors import BackendError
+from meshcore.schemas import METRIC_SCHEMA, SPAN_SCHEMA
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jaeger"
 T0_US = 1_780_000_000_000_000
@@ -368,6 +369,9 @@ def test_fetch_telemetry_saves_spans_and_metrics(servers: Servers, tmp_path: Pat
     assert any("no samples of" in n and "envoy_cluster_upstream_rq_total" in n for n in notes)
     # only the gateway is searched: Jaeger returns whole traces
     assert {q["service"] for p, q in jaeger_calls if p == "/api/traces"} == {GATEWAY}
+    # the files carry meshcore's schemas exactly: types, dictionaries and non-null fields
+    assert pq.read_schema(run / "spans.parquet").equals(SPAN_SCHEMA)
+    assert pq.read_schema(run / "metrics.parquet").equals(METRIC_SCHEMA)
     loaded = load_run(run)
     assert set(loaded.spans["trace_id"]) == {f"{1:032x}", f"{3:032x}"}
     assert len(loaded.spans) == 4

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.judge import bootstrap_percentile, default_pair, judge
+from analysis.judge import bootstrap_percentile, judge, run_roles, traffic_roles
 from meshcore.errors import ConfigError
+from meshcore.figures import Roles
 
 
 def requests_of(
@@ -38,8 +41,13 @@ def test_identical_distributions_never_fail() -> None:
 
 
 def test_shifted_canary_fails() -> None:
-    result = judge(requests_of(1, 4000, shift=1.3), n_boot=500)
+    frame = requests_of(1, 4000, shift=1.3)
+    result = judge(frame, n_boot=500)
     assert result["verdict"] == "fail"
+    for v in ("v1", "v2"):  # successful requests only, numpy's default percentile
+        lat = frame.loc[(frame["version"] == v) & frame["ok"], "latency_ms"].to_numpy()
+        assert result["p99_ms"][v] == np.percentile(lat, 99)
+        assert result["p50_ms"][v] == np.percentile(lat, 50)
     assert result["mannwhitney_p"] < 1e-6
     lo, hi = result["p99_diff_ci95"]
     assert lo <= result["p99_diff_ms"] <= hi and lo > result["allowed_p99_increase_ms"]
@@ -60,13 +68,73 @@ def test_tiny_samples_are_inconclusive() -> None:
     assert "too few" in result["reasons"][0]
 
 
-def test_default_pair_and_names() -> None:
+def test_names_given_and_thresholds_checked() -> None:
     frame = requests_of(4, 1000)
-    assert default_pair(frame) == ("v1", "v2")
     flipped = judge(frame, baseline="v2", canary="v1", n_boot=200)
     assert flipped["baseline"] == "v2" and set(flipped["n"]) == {"v1", "v2"}
+    assert flipped["roles_source"] == "given"
     with pytest.raises(ConfigError):
         judge(frame, max_p99_increase_ms=None, max_p99_increase_pct=None)
+
+
+def three_versions(seed: int) -> pd.DataFrame:
+    """Step 0 mostly v1 (some v3); later v3 serves more than v2: traffic picks v1 and v3."""
+    rng = np.random.default_rng(seed)
+    served = {0: {"v1": 600, "v3": 100}, 1: {"v1": 300, "v2": 150, "v3": 400}}
+    version = [v for counts in served.values() for v, n in counts.items() for _ in range(n)]
+    step = [k for k, counts in served.items() for n in counts.values() for _ in range(n)]
+    order = rng.permutation(len(version))
+    return pd.DataFrame(
+        {
+            "version": pd.Categorical(np.array(version)[order]),
+            "step": np.array(step)[order],
+            "latency_ms": rng.lognormal(np.log(20.0), 0.5, len(version)),
+            "ok": np.ones(len(version), dtype=bool),
+        }
+    )
+
+
+PLAN = {"steps": [{"weights": {"v1": 100, "v2": 0, "v3": 0}}, {"weights": {"v1": 80, "v2": 20}}]}
+
+
+def test_traffic_chooses_only_without_a_plan() -> None:
+    frame = three_versions(8)
+    first = Counter(frame.loc[frame["step"] == frame["step"].min(), "version"])
+    baseline = first.most_common(1)[0][0]
+    canary = Counter(v for v in frame["version"] if v != baseline).most_common(1)[0][0]
+    assert (baseline, canary) == ("v1", "v3")
+    assert traffic_roles(frame) == Roles(baseline, canary, "traffic")
+    verdict = judge(frame, run={"run_id": "no plan"}, n_boot=100)
+    assert (verdict["baseline"], verdict["canary"]) == ("v1", "v3")
+    assert verdict["roles_source"] == "traffic"
+    assert traffic_roles(frame.iloc[:0]) == Roles(None, None, "none")
+
+
+def test_the_plan_chooses_over_traffic() -> None:
+    frame = three_versions(9)
+    # the weights move traffic to v2; the traffic alone would have picked v3
+    by_weights = judge(frame, run={"plan": PLAN}, n_boot=100)
+    assert (by_weights["baseline"], by_weights["canary"]) == ("v1", "v2")
+    assert by_weights["roles_source"] == "plan weights"
+    # the plan's canary key wins over its weights; the baseline is the largest other at step 0
+    by_key = judge(frame, run={"plan": {**PLAN, "canary": "v3"}}, n_boot=100)
+    assert (by_key["baseline"], by_key["canary"], by_key["roles_source"]) == ("v1", "v3", "plan")
+
+
+def test_run_json_roles_choose_over_plan_and_traffic() -> None:
+    frame = three_versions(10)
+    recorded = {"baseline": "v3", "canary": "v2", "source": "plan weights"}
+    run = {"roles": recorded, "plan": {**PLAN, "canary": "v1"}}
+    assert run_roles(run, frame) == Roles("v3", "v2", "run.json")
+    verdict = judge(frame, run=run, n_boot=100)
+    assert (verdict["baseline"], verdict["canary"]) == ("v3", "v2")
+    assert verdict["roles_source"] == "run.json"
+    assert set(verdict["n"]) == {"v2", "v3"} and verdict["n"]["v2"] == 150
+    # a caller that names the pair still decides
+    given = judge(frame, baseline="v1", canary="v3", run=run, n_boot=100)
+    assert (given["baseline"], given["canary"], given["roles_source"]) == ("v1", "v3", "given")
+    # a broken plan is no plan: the traffic decides
+    assert run_roles({"plan": {"steps": [{"weights": "v1"}]}}, frame).source == "traffic"
 
 
 def test_bootstrap_matches_plain_resampling() -> None:

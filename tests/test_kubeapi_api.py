@@ -6,8 +6,10 @@ import copy
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,6 +287,30 @@ def test_watch_streams_added_modified_deleted(server: Any, api: client.ApiClient
     assert [t for t, _ in seen] == ["ADDED", "MODIFIED", "DELETED"]
     rvs = [int(rv) for _, rv in seen]
     assert rvs == sorted(rvs) and rvs[0] == int(vs["metadata"]["resourceVersion"])
+
+
+def test_the_kubeconfig_is_private_even_when_it_replaces_an_open_file(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_kubeconfig(path, "http://127.0.0.1:1", "shop")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds a token
+    doc = yaml.safe_load(path.read_text())
+    assert doc["clusters"][0]["cluster"]["server"] == "http://127.0.0.1:1"
+    assert doc["contexts"][0]["context"]["namespace"] == "shop"
+    assert [p.name for p in tmp_path.iterdir()] == ["config"]
+
+
+def test_closing_the_api_ends_an_open_watch_at_once() -> None:
+    srv = serve_in_thread(objects=[manifests()["Gateway"]])
+    url = f"{srv.url}/apis/{G}/{V}/namespaces/default/gateways?watch=true&timeoutSeconds=60"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert json.loads(resp.readline())["type"] == "ADDED"  # the watch is open
+        began = time.monotonic()
+        srv.close()
+        assert resp.read() == b""  # the stream ended, not cut
+    # A watch left open would hold close() for the whole shutdown timeout (2 s).
+    assert time.monotonic() - began < 1.0
 
 
 def test_core_resources_for_preflight(server: Any, api: client.ApiClient) -> None:

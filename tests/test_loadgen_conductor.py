@@ -1,4 +1,4 @@
-"""The master's side of a run: run.json as DESIGN.md fixes it, events, finish, checks, gates."""
+"""The master's side of a run: run.json as docs/design.md fixes it, events, checks, gates."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loadgen.conductor import EXIT_GATE_FAILED, Conductor
+from loadgen.conductor import Conductor
 from loadgen.options import Settings
 from loadgen.plan import Plan, Step
 from loadgen.steps import StepClock
-from loadgen.weights import Applied
+from meshcore.exitcodes import ExitCode
+from meshcore.kube.client import WeightChange
 from meshcore.schemas import OPEN_MODEL_SCHEMA
 from tests.records import request_table
 
@@ -25,9 +26,9 @@ class Setter:
     def subsets(self) -> list[str]:
         return ["v1", "v2"]
 
-    def set_weights(self, weights: Mapping[str, int]) -> Applied:
+    def set_weights(self, weights: Mapping[str, int]) -> WeightChange:
         self.calls.append(dict(weights))
-        return Applied(dict(weights), 10 * len(self.calls), 10 * len(self.calls) + 3)
+        return WeightChange(dict(weights), 10 * len(self.calls), 10 * len(self.calls) + 3, "1")
 
 
 class Greenlet:
@@ -69,7 +70,9 @@ def test_run_json_carries_the_contract_keys_from_the_start(tmp_path: Path) -> No
     assert info["telemetry"] == {"jaeger_url": "http://127.0.0.1:16686", "prometheus_url": None}
     assert info["plan"]["steps"][1] == {"weights": {"v1": 50, "v2": 50}, "hold_s": 1.0}
     assert info["events"] == [{"kind": "weights", "step": 0, "weights": {"v1": 100, "v2": 0},
-                               "requested_ns": 10, "accepted_ns": 13}]  # fmt: skip
+                               "requested_ns": 10, "accepted_ns": 13,
+                               "resource_version": "1"}]  # fmt: skip
+    assert info["roles"] == {"baseline": "v1", "canary": "v2", "source": "plan weights"}
     assert c.folder.path.name == info["run_id"] and c.folder.path.parent == tmp_path
     assert setter.calls == [{"v1": 100, "v2": 0}] and len(spawned) == 1
 
@@ -102,7 +105,7 @@ def test_a_failed_check_is_an_event_and_the_exit_code(tmp_path: Path) -> None:
     info = json.loads(c.folder.run_json.read_text())
     assert info["status"] == "completed"
     assert info["events"][-1] == {"kind": "check", "check": "rows", "passed": False}
-    assert c.exit_code == EXIT_GATE_FAILED
+    assert c.exit_code == ExitCode.GATE_FAILED
 
 
 def test_a_tripped_gate_rolls_back_and_fails_the_run(tmp_path: Path) -> None:
@@ -111,7 +114,7 @@ def test_a_tripped_gate_rolls_back_and_fails_the_run(tmp_path: Path) -> None:
     c.rollout.apply(1)
     c.gate_failed({"kind": "gate", "gate": "error_rate", "value": 0.2, "threshold": 0.1})
     assert setter.calls[-1] == {"v1": 100, "v2": 0}
-    assert c.rollout.done and c.exit_code == EXIT_GATE_FAILED
+    assert c.rollout.done and c.exit_code == ExitCode.GATE_FAILED
     marker(c, "local", 0)
     c.finish(1, report=False)
     info = json.loads(c.folder.run_json.read_text())

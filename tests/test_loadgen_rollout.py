@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 
-from loadgen.gates import Gates, canary_subset
-from loadgen.meshclient import InMemoryMeshClient
+from loadgen.gates import Gates
 from loadgen.openmodel import Pacer, late_arrivals
 from loadgen.options import Settings
 from loadgen.plan import Plan, Step, parse_plan
 from loadgen.rollout import Rollout
 from loadgen.steps import StepClock
-from loadgen.weights import (
-    Applied,
-    KubeWeights,
-    check_plan_subsets,
-    find_route,
-    with_weights,
-)
-from meshcore.errors import BackendError, ConfigError
+from meshcore.errors import BackendError
+from meshcore.figures import choose_roles
+from meshcore.kube.client import WeightChange
 from meshcore.runfolder import RunFolder
 from tests.records import request_table
 
@@ -59,11 +52,12 @@ class RecordingSetter:
     def subsets(self) -> list[str]:
         return ["v1", "v2"]
 
-    def set_weights(self, weights: Mapping[str, int]) -> Applied:
+    def set_weights(self, weights: Mapping[str, int]) -> WeightChange:
         self.calls.append((self.clock.now, dict(weights)))
         if self.fail_at is not None and len(self.calls) - 1 == self.fail_at:
             raise BackendError("API down")
-        return Applied(dict(weights), 1000 * len(self.calls), 1000 * len(self.calls) + 5)
+        n = len(self.calls)
+        return WeightChange(dict(weights), 1000 * n, 1000 * n + 5, str(n))
 
 
 def plan(*holds: float) -> Plan:
@@ -89,7 +83,8 @@ def test_rollout_sets_each_step_on_schedule_and_logs_it() -> None:
     assert broadcasts == [0, 1, 2]
     assert [e["step"] for e in events] == [0, 1, 2]
     assert events[1] == {"kind": "weights", "step": 1, "weights": {"v1": 90, "v2": 10},
-                         "requested_ns": 2000, "accepted_ns": 2005}  # fmt: skip
+                         "requested_ns": 2000, "accepted_ns": 2005,
+                         "resource_version": "2"}  # fmt: skip
     assert r.users() == 3
     assert [k for k, _ in clock.timeline()] == [0, 1, 2]
 
@@ -134,48 +129,6 @@ def test_step_clock_looks_up_by_start_time() -> None:
     assert other.timeline() == clock.timeline()
 
 
-# -- the weight interface -------------------------------------------------------------------
-def canary_objects() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(MANIFESTS.read_text()) if d]
-
-
-def test_with_weights_zeroes_unnamed_subsets_and_keeps_headers() -> None:
-    vs = next(d for d in canary_objects() if d["kind"] == "VirtualService")
-    before = copy.deepcopy(vs["spec"])
-    i = find_route(vs["spec"], "primary", "vs")
-    new = with_weights(vs["spec"], i, {"v2": 30})
-    assert [d["weight"] for d in new["http"][0]["route"]] == [0, 30]
-    assert new["http"][0]["route"][1]["headers"] == before["http"][0]["route"][1]["headers"]
-    assert vs["spec"] == before
-
-
-def test_find_route_errors_name_the_routes() -> None:
-    spec = {"http": [{"name": "primary", "route": []}]}
-    with pytest.raises(ConfigError, match="routes: primary"):
-        find_route(spec, "nope", "vs")
-    with pytest.raises(ConfigError, match="no index 3"):
-        find_route(spec, 3, "vs")
-
-
-def test_kube_weights_through_the_in_memory_client() -> None:
-    client = InMemoryMeshClient(objects=canary_objects())
-    setter = KubeWeights(client, "frontend", "default", "primary")
-    assert setter.subsets() == ["v1", "v2"]
-    applied = setter.set_weights({"v1": 75, "v2": 25})
-    assert applied.requested_ns <= applied.accepted_ns
-    written = client.writes[-1]["spec"]["http"][0]["route"]
-    assert [d["weight"] for d in written] == [75, 25]
-    check_plan_subsets(setter, ["v1", "v2"], "p.yaml")
-    with pytest.raises(ConfigError, match="subset 'v3' is not a destination"):
-        check_plan_subsets(setter, ["v1", "v3"], "p.yaml")
-
-
-def test_unknown_virtual_service_names_the_flag() -> None:
-    setter = KubeWeights(InMemoryMeshClient(objects=canary_objects()), "nope", "default", 0)
-    with pytest.raises(ConfigError, match="--virtual-service"):
-        setter.subsets()
-
-
 # -- gates ------------------------------------------------------------------------------------
 def write_part(folder: RunFolder, seq: int, rows: list[tuple[int, float, bool, str]]) -> None:
     start_ns, latency_ms, ok, version = (list(c) for c in zip(*rows, strict=True))
@@ -185,14 +138,20 @@ def write_part(folder: RunFolder, seq: int, rows: list[tuple[int, float, bool, s
     folder.write_part(table, "w", 1, seq)
 
 
-def test_canary_subset_is_where_the_plan_moves_traffic() -> None:
-    p = parse_plan("steps:\n - {weights: {a: 100, b: 0}, hold_s: 1}\n"
-                   " - {weights: {a: 0, b: 100}, hold_s: 1}\n")  # fmt: skip
-    assert canary_subset(p) == "b"
-    one = parse_plan("steps:\n - {weights: {v1: 0, v2: 100}, hold_s: 1}\n")
-    assert canary_subset(one) == "v2"  # no change: the subset named last
-    named = parse_plan("canary: v1\nsteps:\n - {weights: {v1: 0, v2: 100}, hold_s: 1}\n")
-    assert canary_subset(named) == "v1"
+def test_the_canary_is_where_the_plan_moves_traffic() -> None:
+    def roles(text: str) -> tuple[str | None, str | None, str]:
+        p = parse_plan(text)
+        r = choose_roles([s.weights for s in p.steps], p.canary)
+        return r.baseline, r.canary, r.source
+
+    moving = (
+        "steps:\n - {weights: {a: 100, b: 0}, hold_s: 1}\n - {weights: {a: 0, b: 100}, hold_s: 1}\n"
+    )
+    assert roles(moving) == ("a", "b", "plan weights")
+    one = "steps:\n - {weights: {v1: 0, v2: 100}, hold_s: 1}\n"
+    assert roles(one) == ("v1", "v2", "plan weights")  # no change: the subset named last
+    named = "canary: v1\nsteps:\n - {weights: {v1: 0, v2: 100}, hold_s: 1}\n"
+    assert roles(named) == ("v2", "v1", "plan")
 
 
 def test_error_gate_trips_on_the_canary_only(tmp_path: Path) -> None:
@@ -206,7 +165,7 @@ def test_error_gate_trips_on_the_canary_only(tmp_path: Path) -> None:
     write_part(folder, 0, rows)
     settings = Settings(gate_error_rate=0.05, gate_window_s=10)
     trips: list[dict[str, Any]] = []
-    gates = Gates.from_settings(settings, plan(1, 1), folder, trips.append)
+    gates = Gates.from_settings(settings, "v2", folder, trips.append)
     assert gates is not None and gates.canary == "v2"
     event = gates.check(now)
     assert event is not None and event["gate"] == "error_rate"
@@ -222,9 +181,12 @@ def test_p99_gate_uses_the_window(tmp_path: Path) -> None:
     write_part(folder, 0, [(now - 10**9, x, True, "v2") for x in lat])
     gates = Gates(folder=folder, canary="v2", on_fail=lambda e: None, p99_ms=98.5)
     event = gates.check(now)
-    assert event is not None and event["value"] == 99.0  # nearest rank: the 99th of 1..100
-    assert Gates(folder=folder, canary="v2", on_fail=lambda e: None, p99_ms=99.0).check(now) is None
-    assert Gates.from_settings(Settings(), plan(1), folder, lambda e: None) is None
+    # the report's percentile (linear between ranks), not a nearest rank
+    assert event is not None and event["value"] == float(np.percentile(lat, 99)) == 99.01
+    assert (
+        Gates(folder=folder, canary="v2", on_fail=lambda e: None, p99_ms=99.01).check(now) is None
+    )
+    assert Gates.from_settings(Settings(), "v2", folder, lambda e: None) is None
 
 
 # -- open model -------------------------------------------------------------------------------
@@ -268,16 +230,20 @@ def test_roll_back_is_one_more_step_with_the_first_weights() -> None:
 def test_cohort_check_counts_leaks_per_cohort() -> None:
     from loadgen.checks import cohort_only
 
-    table = pa.table({"cohort": ["beta", "beta", "regular", "regular", "regular"],
-                      "version": ["v2", "v2", "v1", "v1", None]})  # fmt: skip
+    table = request_table(
+        5,
+        cohort=["beta", "beta", "regular", "regular", "regular"],
+        version=["v2", "v2", "v1", "v1", None],
+        user_id=[1, 1, 2, 3, 3],
+    )
     event = cohort_only("beta", "v2")(table)
     assert event["passed"] and event["cohort_requests_on_version"] == 2
-    leaky = pa.table({"cohort": ["beta", "regular"], "version": ["v2", "v2"]})
+    assert (event["cohort_users"], event["cohort_reached"], event["others_reached"]) == (1, 1, 0)
+    leaky = request_table(2, cohort=["beta", "regular"], version=["v2", "v2"])
     assert cohort_only("beta", "v2")(leaky)["other_requests_on_version"] == 1
     assert not cohort_only("beta", "v2")(leaky)["passed"]
-    assert not cohort_only("beta", "v2")(pa.table({"cohort": ["beta"], "version": ["v1"]}))[
-        "passed"
-    ]
+    never = request_table(1, cohort=["beta"], version=["v1"])
+    assert not cohort_only("beta", "v2")(never)["passed"]
 
 
 def test_sticky_check_counts_users_that_switched() -> None:
@@ -295,8 +261,24 @@ def test_sticky_check_counts_users_that_switched() -> None:
             rows.append(("w0", user, 1000 * user + i, v))
     rng.shuffle(rows)
     names = ["worker", "user_id", "start_ns", "version"]
-    table = pa.table({k: [r[j] for r in rows] for j, k in enumerate(names)})
+    table = request_table(len(rows), **{k: [r[j] for r in rows] for j, k in enumerate(names)})
     event = sticky_users(table)
     assert event["users"] == 40
     assert event["users_switched"] == sum(truth.values()) == 4
     assert not event["passed"]
+    first = {
+        u: next(v for w, uu, t, v in sorted(rows, key=lambda r: r[2]) if uu == u) for u in truth
+    }
+    assert event["users_by_first_version"] == {
+        v: sum(1 for f in first.values() if f == v) for v in ("v1", "v2")
+    }
+
+
+def test_users_of_different_workers_are_different_users() -> None:
+    from loadgen.checks import sticky_users
+
+    table = request_table(
+        4, worker=["w0", "w0", "w1", "w1"], user_id=[1, 1, 1, 1], version=["v1", "v1", "v2", "v2"]
+    )
+    event = sticky_users(table)
+    assert (event["users"], event["users_switched"], event["passed"]) == (2, 0, True)

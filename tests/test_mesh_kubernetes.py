@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -116,3 +118,17 @@ def test_invalid_patch_is_422_naming_the_field_and_the_old_config_serves(
         )
     assert schema.value.status == 422 and "weight" in schema.value.body
     assert hammer(mesh.gateway_url + "/_healthz", 1_000).header == {"v1": 1_000}
+
+
+def test_a_control_plane_without_its_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "controlplane-config.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshsim.controld", "--config", str(missing)]
+        + ["--ports-file", str(tmp_path / "controlplane.json")],
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.decode().splitlines()
+    assert line.startswith(f"{missing}: not a control-plane config (") and "Mesh" in line
+    assert not (tmp_path / "controlplane.json").exists()

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from loadgen.clusterread import KubeReader, kube_api_client
+from loadgen.clusterread import KubeReader
 from loadgen.portforward import DirectDialer, Forward, Listener, open_forwards, resolve
 from meshcore.errors import BackendError, ConfigError
+from meshcore.kube.client import Kube
 from meshload.cli import main
 from meshsim.cluster_objects import READY, core_objects
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
@@ -74,11 +75,12 @@ def api(tmp_path: Path) -> Iterator[tuple[ThreadedServer, Path]]:
         yield server, write_kubeconfig(tmp_path / "kubeconfig", server.url)
 
 
+@pytest.mark.integration
 def test_resolution_follows_service_selector_ready_pod_and_port(
     api: tuple[ThreadedServer, Path],
 ) -> None:
     _, kubeconfig = api
-    reader = KubeReader(kube_api_client(str(kubeconfig), None))
+    reader = KubeReader(Kube.connect(kubeconfig))
     gw = resolve(reader, GATEWAY)
     assert (gw.pod, gw.pod_port) == ("istio-ingressgateway-0", 8443)  # by port name http2
     jaeger = resolve(reader, JAEGER)
@@ -87,9 +89,10 @@ def test_resolution_follows_service_selector_ready_pod_and_port(
     assert (prom.pod, prom.pod_port) == ("prometheus-0", 9091)  # named targetPort
     with pytest.raises(ConfigError, match=r"Service istio-system/kiali not found; hint"):
         resolve(reader, Forward("kiali", "istio-system", "kiali", 20001, (), 0, False, "hint"))
-    reader.api_client.close()
+    reader.kube.close()
 
 
+@pytest.mark.integration
 def test_no_ready_pod_and_optional_forwards(tmp_path: Path) -> None:
     core = core_objects([], gateway_port=8443) + [
         service("tracing", "jaeger", [{"name": "http-query", "port": 80, "targetPort": 16686}]),
@@ -97,7 +100,7 @@ def test_no_ready_pod_and_optional_forwards(tmp_path: Path) -> None:
     ]
     with serve_in_thread(core_objects=core) as server:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url)
-        reader = KubeReader(kube_api_client(str(kubeconfig), None))
+        reader = KubeReader(Kube.connect(kubeconfig))
         with pytest.raises(BackendError, match=r"no Ready pod behind Service istio-system/tracing"):
             resolve(reader, JAEGER)
         dialer = DirectDialer(lambda ns, pod, port: ("127.0.0.1", port))
@@ -112,7 +115,7 @@ def test_no_ready_pod_and_optional_forwards(tmp_path: Path) -> None:
         finally:
             for lst in listeners:
                 lst.close()
-        reader.api_client.close()
+        reader.kube.close()
 
 
 @pytest.fixture
@@ -135,6 +138,7 @@ def echo_port() -> Iterator[int]:
     server.close()
 
 
+@pytest.mark.integration
 def test_bytes_pass_unchanged_both_ways(echo_port: int) -> None:
     dialed: list[tuple[str, str, int]] = []
 
@@ -165,6 +169,7 @@ def test_bytes_pass_unchanged_both_ways(echo_port: int) -> None:
     assert dialed == [("istio-system", "istio-ingressgateway-0", 8080)]
 
 
+@pytest.mark.integration
 def test_a_failing_dial_closes_the_connection_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -193,7 +198,7 @@ def test_forwarded_gateway_of_the_embedded_mesh_serves_the_canary() -> None:
     from meshsim.mesh import Mesh
 
     with Mesh(prometheus=False) as mesh:
-        reader = KubeReader(kube_api_client(str(mesh.kubeconfig), None))
+        reader = KubeReader(Kube.connect(mesh.kubeconfig))
         # The embedded mesh's pods all listen on 127.0.0.1: dialing the pod port directly
         # stands in for the API server's tunnel.
         dialer = DirectDialer(lambda ns, pod, port: ("127.0.0.1", port))
@@ -208,10 +213,11 @@ def test_forwarded_gateway_of_the_embedded_mesh_serves_the_canary() -> None:
                     versions.append(answer.headers["x-version"])
         finally:
             listener.close()
-            reader.api_client.close()
+            reader.kube.close()
     assert versions == ["v1"] * 40  # the default canary sends 100 % to v1
 
 
+@pytest.mark.integration
 def test_cli_refusals_are_one_line(
     api: tuple[ThreadedServer, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

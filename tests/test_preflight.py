@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from loadgen.clusterread import StaticReader
 from loadgen.preflight import Target, check_http, check_ingress, run_checks
 from meshload.cli import main
 from meshsim.cluster_objects import core_objects
@@ -20,6 +19,7 @@ from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.resources import load_manifests
 from meshsim.spec import load_spec
 from tests.kubeapi_thread import serve_in_thread
+from tests.twins import StaticReader
 
 REPO = Path(__file__).resolve().parent.parent
 CANARY = REPO / "scenarios" / "manifests" / "canary.yaml"
@@ -64,6 +64,7 @@ def failing(lines: list[str]) -> list[str]:
     return [line for line in lines if line.startswith("✗")]
 
 
+@pytest.mark.integration
 def test_all_pass_on_the_seeded_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = run_preflight(tmp_path, capsys)
     checks = [line for line in lines if line[:1] in "✓✗"]
@@ -77,6 +78,7 @@ def test_all_pass_on_the_seeded_cluster(tmp_path: Path, capsys: pytest.CaptureFi
     assert lines[-1] == "preflight: all 6 checks pass"
 
 
+@pytest.mark.integration
 def test_namespace_without_injection_label(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,6 +92,7 @@ def test_namespace_without_injection_label(
     assert "kubectl label namespace default istio-injection=enabled --overwrite" in bad
 
 
+@pytest.mark.integration
 def test_pod_without_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def strip(core: list[dict[str, Any]]) -> None:
         pod = named(core, "Pod", "frontend-v2-0")
@@ -102,6 +105,7 @@ def test_pod_without_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "frontend-v1-0" not in bad and "rollout restart" in bad
 
 
+@pytest.mark.integration
 def test_subset_without_ready_pods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def unready(core: list[dict[str, Any]]) -> None:
         pod = named(core, "Pod", "frontend-v2-0")
@@ -115,6 +119,7 @@ def test_subset_without_ready_pods(tmp_path: Path, capsys: pytest.CaptureFixture
     assert any(line.startswith("✓ subset v1 of frontend") for line in lines)
 
 
+@pytest.mark.integration
 def test_subset_v1_missing_label_points_at_the_patch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,6 +133,7 @@ def test_subset_v1_missing_label_points_at_the_patch(
     assert (REPO / "scenarios" / "manifests" / "cluster" / "patches").is_dir()
 
 
+@pytest.mark.integration
 def test_missing_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = run_preflight(tmp_path, capsys, objects=canary_objects(drop_kind="Gateway"))
     assert code == 1
@@ -136,6 +142,7 @@ def test_missing_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "kubectl apply -f scenarios/manifests/cluster/" in bad
 
 
+@pytest.mark.integration
 def test_missing_virtual_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = run_preflight(tmp_path, capsys, extra=("--virtual-service", "checkout"))
     assert code == 1
@@ -152,6 +159,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(err) == 2 and "does not exist" in err[0] and "not an http(s) URL" in err[1]
 
 
+@pytest.mark.integration
 def test_unreachable_api_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with serve_in_thread() as api:
         url = api.url
@@ -271,6 +279,7 @@ def test_all_pass_on_the_embedded_mesh(
     assert any(line.startswith(f"✓ Prometheus at {prometheus} answers /-/ready") for line in lines)
 
 
+@pytest.mark.integration
 def test_static_reader_twin_answers_as_the_api_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,4 +1,4 @@
-"""build_report: summary.json per DESIGN.md, valid PNGs, a self-contained escaped report.html."""
+"""build_report: summary.json per docs/design.md, valid PNGs, a self-contained, escaped HTML."""
 
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ def test_summary_json_has_the_design_keys(built) -> None:
     stats = {"n", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"}
     assert all(stats <= set(v) for v in on_disk["latency"].values())
     assert on_disk["judge"]["verdict"] == "fail"  # v2 is 1.5x slower and fails 3 %
+    assert on_disk["judge"]["roles_source"] == "plan weights"  # the plan moves traffic to v2
+    assert on_disk["run"]["roles"] is None  # this run.json records no roles
     assert on_disk["sticky"]["users"] == 50  # plain weights: users hop between versions
     assert on_disk["sticky"]["single_version_users"] < 50
     assert on_disk["charts"] == [f"{name}.png" for name in CHART_NAMES]
@@ -125,6 +127,7 @@ def test_html_is_self_contained_escaped_and_shows_the_verdict(built) -> None:
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
     assert "<link" not in page
     assert '<span class="badge fail">fail</span>' in page  # the judge's verdict
+    assert "v2 vs v1, roles from plan weights" in page
     assert "Users who saw a single version:" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == len(CHART_NAMES)
@@ -169,6 +172,7 @@ def test_only_run_json_and_broken_events_still_give_a_report(tmp_path: Path) -> 
     assert "no request records" in result.html_path.read_text()
 
 
+@pytest.mark.integration  # binds a port to find one nothing listens on
 def test_a_stale_chart_is_removed_and_unreachable_telemetry_is_a_note(tmp_path: Path) -> None:
     synth = make_run(n_requests=600, seed=74, with_spans=False)
     folder = write_run(tmp_path / "r", synth.run, synth.requests, pd.DataFrame())

@@ -12,9 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.frames import METRIC_COLUMNS, REQUEST_COLUMNS, SPAN_COLUMNS
-from analysis.runfolder import SCHEMA_VERSION, load_run, save_frame
+from analysis.frames import (
+    METRIC_COLUMNS,
+    REQUEST_COLUMNS,
+    REQUEST_OPTIONAL_COLUMNS,
+    SPAN_COLUMNS,
+)
+from analysis.runfolder import load_run, save_frame
 from meshcore.errors import RunFolderError
+from meshcore.runfolder import SCHEMA_VERSION
+from meshcore.schemas import METRIC_SCHEMA, OPEN_MODEL_SCHEMA, REQUEST_SCHEMA, SPAN_SCHEMA
 
 T0_NS = 1_780_000_000 * 10**9
 
@@ -39,8 +46,12 @@ def _requests(rng: np.random.Generator, n: int, worker: str) -> pa.Table:
             "error": np.where(status == 0, "ConnectionResetError", None),
             "version": versions,
             "trace_id": _hex_ids(rng, n, 16),
+            "sampled": np.where(status == 0, None, rng.random(n) < 0.5),
             "step": rng.integers(0, 4, n),
             "worker": np.full(n, worker),
+            "user_id": np.where(status == 0, None, rng.integers(1, 20, n)),
+            "cohort": np.where(rng.random(n) < 0.25, "beta", None),
+            "response_length": np.where(status == 0, None, rng.integers(0, 5000, n)),
         }
     )
 
@@ -77,6 +88,12 @@ def test_parts_load_with_declared_dtypes_and_a_corrupt_part_is_skipped(tmp_path:
     )
     assert req["version"].isna().sum() == sum(p.column("version").null_count for p in parts)
     assert set(req["worker"]) == {"w1", "w2"}
+    assert req["sampled"].isna().sum() == sum(p.column("sampled").null_count for p in parts)
+    assert req["user_id"].isna().sum() == sum(p.column("user_id").null_count for p in parts)
+    assert set(req["cohort"].dropna()) == {"beta"}
+    # response_length is never null: a missing one reads as 0 bytes
+    want_bytes = sum(int(np.nansum(p.column("response_length").to_numpy(False))) for p in parts)
+    assert int(req["response_length"].sum()) == want_bytes
     assert any("w3.parquet" in n and "skipped" in n for n in loaded.notes)
     # telemetry absent: empty frames with the right columns, and a note each
     assert list(loaded.spans.columns) == list(SPAN_COLUMNS) and loaded.spans.empty
@@ -128,7 +145,8 @@ def test_spans_and_metrics_round_trip_and_per_label_columns(tmp_path: Path) -> N
             "attributes": ["{}", '{"upstream_cluster":"outbound|9080|v2|reviews"}'],
         }
     )
-    save_frame(spans, run / "spans.parquet", SPAN_COLUMNS)
+    save_frame(spans, run / "spans.parquet", SPAN_SCHEMA)
+    assert pq.read_schema(run / "spans.parquet").equals(SPAN_SCHEMA)  # nullability too
     pq.write_table(
         pa.table(
             {
@@ -159,10 +177,51 @@ def test_spans_and_metrics_round_trip_and_per_label_columns(tmp_path: Path) -> N
     ]
 
 
+def test_columns_and_dtypes_follow_meshcore_schemas() -> None:
+    assert list(REQUEST_COLUMNS) == REQUEST_SCHEMA.names
+    assert [*REQUEST_COLUMNS, *REQUEST_OPTIONAL_COLUMNS] == OPEN_MODEL_SCHEMA.names
+    assert list(SPAN_COLUMNS) == SPAN_SCHEMA.names
+    assert list(METRIC_COLUMNS) == METRIC_SCHEMA.names
+    want = {
+        "start_ns": "int64",
+        "latency_ms": "float64",
+        "name": "category",
+        "status": "int64",
+        "ok": "bool",
+        "error": "str",
+        "sampled": "boolean",
+        "user_id": "Int64",
+        "cohort": "category",
+        "response_length": "int64",
+    }
+    assert {c: REQUEST_COLUMNS[c] for c in want} == want
+    assert REQUEST_OPTIONAL_COLUMNS == {"intended_ns": "Int64", "co_latency_ms": "float64"}
+    assert SPAN_COLUMNS["status_code"] == "Int64" and SPAN_COLUMNS["kind"] == "category"
+
+
+def test_metrics_saved_with_the_meshcore_schema(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    metrics = pd.DataFrame(
+        {
+            "t": [1.0, 2.0],
+            "metric": pd.Categorical(["istio_requests_total"] * 2),
+            "labels": ['{"a":"1"}', '{"a":"2"}'],
+            "value": [3.0, 4.5],
+        }
+    )
+    save_frame(metrics, run / "metrics.parquet", METRIC_SCHEMA)
+    assert pq.read_schema(run / "metrics.parquet").equals(METRIC_SCHEMA)
+    assert not list(run.glob(".*"))  # no temporary file left beside it
+    loaded = load_run(run).metrics
+    assert loaded["value"].tolist() == [3.0, 4.5]
+    assert loaded["labels"].astype(str).tolist() == ['{"a":"1"}', '{"a":"2"}']
+
+
 def test_missing_or_newer_run_json_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(RunFolderError) as err:
         load_run(tmp_path)
     assert "run.json" in str(err.value) and "\n" not in str(err.value)
+    assert "`locust -f" in str(err.value) and "`meshload run`" not in str(err.value)
     run = _run(tmp_path, {"schema_version": SCHEMA_VERSION + 1})
     with pytest.raises(RunFolderError, match="upgrade meshload") as err:
         load_run(run)

@@ -1,4 +1,4 @@
-"""build_summary: strict JSON, the keys DESIGN.md fixes, and figures equal to their modules'."""
+"""build_summary: strict JSON, the keys docs/design.md fixes, figures equal to their modules'."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.summary import SCHEMA_VERSION, build_summary, json_safe
+from analysis.summary import build_summary, json_safe
 from analysis.synthetic import make_run
+from meshcore.runfolder import SCHEMA_VERSION
 
 KEYS = [
     "schema_version",
@@ -78,6 +79,13 @@ def test_figures_match_plain_computations(run) -> None:
         co = run.requests["co_latency_ms"].to_numpy()[versions == v]
         assert summary["latency_co"][v]["p50_ms"] == np.percentile(co, 50)
     assert summary["judge"]["verdict"] == "fail"
+    # the synthetic plan moves traffic from v1 to v2: its weights name the pair
+    judged = summary["judge"]
+    assert (judged["baseline"], judged["canary"], judged["roles_source"]) == (
+        "v1",
+        "v2",
+        "plan weights",
+    )
     assert summary["hops"]["table"][0]["service"] == "frontend"
     counts = summary["consistency"]["counts"]
     assert sum(c["client"] for c in counts) == len(run.requests)

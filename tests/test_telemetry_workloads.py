@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,10 +21,13 @@ from typing import Any
 
 import aiohttp
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
+from meshcore.runfolder import METRICS_FILE
+from meshcore.schemas import METRIC_SCHEMA
 from meshsim.boutique import INGRESS, Hop, serve
 from meshsim.prometheus import Target, mesh_targets, scrape_config
 from meshsim.spec import load_spec
@@ -27,6 +35,7 @@ from meshsim.telemetry.exposition import ExpositionReader
 from meshsim.telemetry.istio import peers
 from meshsim.telemetry.metrics import IstioMetrics
 from meshsim.telemetry.scrape import Scraper
+from meshsim.telemetry.scrape_files import read_rounds, write_targets
 from meshsim.telemetry.workloads import WorkloadTelemetry
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -51,8 +60,7 @@ async def _product_pages(
             for proxy in ("frontend-v1", "productcatalogservice-v1"):
                 async with session.get(running.url(proxy) + "/metrics") as resp:
                     exposition[proxy] = await resp.text()
-            port = running.metrics_ports[INGRESS]
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            async with session.get(running.url(INGRESS) + "/metrics") as resp:
                 exposition[INGRESS] = await resp.text()
     finally:
         await running.close()  # flushes the spans
@@ -72,6 +80,7 @@ def spans_of(bodies: list[bytes]) -> list[tuple[str, Any]]:
     return out
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_client_traceparent_roots_the_spans_and_request_id_reaches_every_span() -> None:
     traced = {"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01", "x-request-id": "req-42"}
     unsampled = {"traceparent": f"00-{'1' * 32}-{CLIENT_SPAN}-00"}
@@ -93,6 +102,7 @@ def test_client_traceparent_roots_the_spans_and_request_id_reaches_every_span() 
         assert attrs["guid:x-request-id"] == "req-42"
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_without_traceparent_the_ratio_decides_per_request() -> None:
     bodies, _, _ = run(_product_pages(0.0, [{}] * 5))
     assert spans_of(bodies) == []
@@ -101,6 +111,7 @@ def test_without_traceparent_the_ratio_decides_per_request() -> None:
     assert len(traces) == 3 and len(set(traces.values())) == 1  # whole trees, never parts
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_metrics_routes_count_what_was_served_with_real_body_sizes() -> None:
     bodies, exposition, sizes = run(_product_pages(1.0, [{}] * 4))
 
@@ -186,6 +197,7 @@ def exporter() -> Iterator[str]:
     server.server_close()
 
 
+@pytest.mark.integration  # serves on 127.0.0.1
 def test_scraper_writes_the_samples_frame_and_survives_a_dead_target(
     exporter: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -209,6 +221,53 @@ def test_scraper_writes_the_samples_frame_and_survives_a_dead_target(
     labels = json.loads(frame["labels"].iloc[0])
     assert labels["job"] == "w" and labels["pod"] == "a" and labels["instance"].startswith("127.")
     assert sum("scraping" in r.message and dead in r.message for r in caplog.records) == 1
+
+
+def _scraper_child(targets: Path, out_dir: Path, status: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "meshsim.telemetry.scrape", "--targets", str(targets)]
+        + ["--out-dir", str(out_dir), "--status-file", str(status), "--interval-s", "0.05"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.integration  # starts the scraper child
+def test_the_scraper_child_writes_its_file_on_sigterm_and_exits_0(
+    exporter: str, tmp_path: Path
+) -> None:
+    write_targets(tmp_path / "targets.json", [Target(exporter, "w")])
+    status = tmp_path / "status.json"
+    proc = _scraper_child(tmp_path / "targets.json", tmp_path / "run", status)
+    try:
+        deadline = time.monotonic() + 20
+        while read_rounds(status) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no rounds"
+            time.sleep(0.05)
+        assert not (tmp_path / "run" / METRICS_FILE).exists()  # written every 30 s, and at exit
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    table = pq.read_table(tmp_path / "run" / METRICS_FILE)
+    assert table.schema.equals(METRIC_SCHEMA)
+    assert table.num_rows == 3 * read_rounds(status)  # the last round, after SIGTERM, too
+
+
+@pytest.mark.integration  # starts the scraper child
+def test_the_scraper_child_refuses_a_broken_targets_file_in_one_line(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.json"
+    targets.write_text("{not json")
+    proc = _scraper_child(targets, tmp_path / "run", tmp_path / "status.json")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    (line,) = err.decode().splitlines()
+    assert line.startswith(f"{targets}: not a targets file (") and "write_targets" in line
 
 
 def test_prometheus_config_scrapes_envoy_gateway_and_every_workload() -> None:

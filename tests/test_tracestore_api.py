@@ -16,8 +16,10 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from meshsim.tracestore import Running, serve
+from meshsim.serving import Served
+from meshsim.tracestore import SpanStore, serve
 
+pytestmark = pytest.mark.integration  # every test serves a store on 127.0.0.1
 FIXTURES = Path(__file__).parent / "fixtures" / "jaeger"
 T0 = 1_790_000_000_000_000_000
 PB = "application/x-protobuf"
@@ -86,6 +88,7 @@ def istio_request(
 
 
 Client = Callable[[str], Awaitable[tuple[int, str, Any]]]
+Running = Served[SpanStore]
 
 
 def with_store(
@@ -98,15 +101,15 @@ def with_store(
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.post(
-                    f"{running.url}/v1/traces",
+                    f"{running.url()}/v1/traces",
                     data=request.SerializeToString(),
                     headers={"Content-Type": PB},
                 ) as resp:
                     assert resp.status == 200
-                await running.store.wait_spilled()
+                await running.state.wait_spilled()
 
                 async def get(path: str) -> tuple[int, str, Any]:
-                    async with session.get(running.url + path) as resp:
+                    async with session.get(running.url() + path) as resp:
                         text = await resp.text()
                         return resp.status, resp.content_type, json.loads(text)
 
@@ -303,7 +306,7 @@ def test_v1_search_filters_agree_with_plain_computation() -> None:
 
 def test_receiver_answers_as_the_otlp_spec_says() -> None:
     async def check(running: Running, get: Client, truth: list[dict[str, Any]]) -> None:
-        url = f"{running.url}/v1/traces"
+        url = f"{running.url()}/v1/traces"
         async with aiohttp.ClientSession() as session:
             async with session.post(url, data=b"", headers={"Content-Type": PB}) as resp:
                 assert (resp.status, resp.content_type, await resp.read()) == (200, PB, b"")
@@ -322,7 +325,7 @@ def test_receiver_answers_as_the_otlp_spec_says() -> None:
                 assert resp.status == 400 and (await resp.json())["code"] == 3
             async with session.post(url, data=b"x", headers={"Content-Type": "text/csv"}) as resp:
                 assert resp.status == 415
-        assert running.store.received == 60
+        assert running.state.received == 60
 
     with_store(check)
 
@@ -334,7 +337,7 @@ def test_answers_are_the_same_after_spilling(max_spans: int) -> None:
     def record(limit: int) -> Callable[[Running, Client, list[dict[str, Any]]], Awaitable[None]]:
         async def check(running: Running, get: Client, truth: list[dict[str, Any]]) -> None:
             _, _, body = await get(_v1_search({"service": "frontend", "limit": "1000"}))
-            seen[limit] = (body, running.store.segment_count)
+            seen[limit] = (body, running.state.segment_count)
 
         return check
 

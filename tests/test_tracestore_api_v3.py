@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from meshsim.tracestore import Running
-from tests.test_tracestore_api import T0, Client, fixture, with_store
+import pytest
+
+from tests.test_tracestore_api import T0, Client, Running, fixture, with_store
+
+pytestmark = pytest.mark.integration  # every test serves a store on 127.0.0.1
 
 
 def _v3_like(ours: dict[str, Any], ref_spans: list[dict[str, Any]]) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from meshcore.errors import ManifestError
-from meshsim.hosts import Endpoint, cluster_name, resolve_host
+from meshcore.kube.istio import resolve_host
+from meshsim.hosts import Endpoint, cluster_name
 from meshsim.resources import Resource, load_manifests, parse_documents
 from meshsim.translate import build_snapshot
 

@@ -80,6 +80,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_locust_commands_parse_with_meshload_options() -> None:
     commands = starting_with("locust")
     assert commands

@@ -1,23 +1,20 @@
 """`python -m meshsim.boutique`: serve a mesh spec's workloads until SIGTERM or SIGINT.
 
-Writes the ports file (`{"pid": N, "workloads": {"frontend-v1": 34567, ...}}`) once every
-workload listens; exits 0 promptly on SIGTERM/SIGINT, 2 with one line on bad input.
+Writes the ports file (`{"pid": N, "port": P, "workloads": {"frontend-v1": 34567, ...}}`, `P`
+the first workload's) once every workload listens; exits 0 promptly on SIGTERM/SIGINT, 2 with
+one line on bad input (`meshsim.serving` has the exit codes).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
 
-from meshcore.errors import MeshloadError
-from meshsim.boutique.server import serve, write_ports_file
+from meshsim.boutique.runtime import Runtime
+from meshsim.boutique.server import serve
+from meshsim.serving import Served, run_child
 from meshsim.spec import load_spec
-
-log = logging.getLogger("meshsim.boutique")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +75,7 @@ def _ratio(text: str) -> float:
     return value
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _start(args: argparse.Namespace) -> Served[Runtime]:
     spec = load_spec(args.spec)
     telemetry = None
     if args.metrics or args.otlp_endpoint:
@@ -88,42 +85,23 @@ async def _run(args: argparse.Namespace) -> None:
         telemetry = WorkloadTelemetry(
             spec, otlp_endpoint=args.otlp_endpoint, sampling_ratio=args.trace_sampling
         )
-    running = await serve(spec, args.seed, telemetry=telemetry)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        write_ports_file(args.ports_file, running.ports, metrics_ports=running.metrics_ports)
-        log.info(
-            "serving %d workloads: %s",
-            len(running.ports),
-            ", ".join(f"{n}={p}" for n, p in running.ports.items()),
-        )
-        await stop.wait()
-    finally:
-        await running.close()
+    return await serve(spec, args.seed, telemetry=telemetry)
+
+
+def _published(served: Served[Runtime]) -> dict[str, dict[str, int]]:
+    """`workloads` {name: port}; `metrics` {INGRESS: port} when the gateway's series are served."""
+    ports = dict(served.ports)
+    doc = {"workloads": {name: ports.pop(name) for name in served.state.workloads}}
+    if ports:
+        doc["metrics"] = ports
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not args.ports_file.parent.is_dir():
-        print(
-            f"{args.ports_file}: its folder does not exist; create it or choose another "
-            "--ports-file",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        asyncio.run(_run(args))
-    except MeshloadError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"cannot serve the mesh: {e}; check that 127.0.0.1 is available", file=sys.stderr)
-        return 1
-    return 0
+    return run_child(
+        "boutique", lambda: _start(args), ports_file=args.ports_file, published=_published
+    )
 
 
 if __name__ == "__main__":

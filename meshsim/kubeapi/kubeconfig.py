@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
+
+from meshcore.files import write_atomic
 
 CONTEXT = "meshload-embedded"
 # The embedded API accepts any bearer token; a token is still written because clients insist
@@ -35,7 +36,4 @@ def write_kubeconfig(path: str | Path, server_url: str, namespace: str = "defaul
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(kubeconfig(server_url, namespace), sort_keys=False)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    return p
+    return write_atomic(p, text, mode=0o600)

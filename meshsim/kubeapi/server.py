@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from meshsim.kubeapi.schema import check_metadata, check_object
 from meshsim.kubeapi.selectors import matcher
 from meshsim.kubeapi.store import OnChange, Store, Validate, no_change, no_validate
 from meshsim.kubeapi.tables import AGE_COLUMN, pod_columns, table, wants_table
+from meshsim.serving import Served, serve_sites
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,6 +59,7 @@ class KubeApp:
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[_errors])
+        app.on_shutdown.append(self._end_watches)
         app.router.add_get("/version", self._version)
         app.router.add_get("/api", self._api)
         app.router.add_route("*", "/api/v1{tail:.*}", self._core)
@@ -68,6 +69,9 @@ class KubeApp:
         app.router.add_route("*", "/apis/{tail:.+}", self._custom)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
+
+    async def _end_watches(self, app: web.Application) -> None:
+        self.store.close_watches()
 
     async def _version(self, request: web.Request) -> web.Response:
         return reply(discovery.version_info())
@@ -161,27 +165,6 @@ class KubeApp:
         return await self.objects.collection(request, Target(rtype, version, namespace, None))
 
 
-@dataclass
-class Running:
-    """A serving embedded API; `close()` ends open watches and frees the port."""
-
-    port: int
-    store: Store
-    _runner: web.AppRunner
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def objects(self) -> list[dict[str, Any]]:
-        """Every stored Istio object, as the hooks see them."""
-        return self.store.all_objects()
-
-    async def close(self) -> None:
-        self.store.close_watches()
-        await self._runner.cleanup()
-
-
 def _initial(
     catalog: Catalog, objects: Iterable[dict[str, Any]]
 ) -> list[tuple[ResourceType, dict[str, Any]]]:
@@ -211,15 +194,15 @@ def _initial(
 
 async def serve(
     *,
-    host: str = "127.0.0.1",
     port: int = 0,
     objects: Iterable[dict[str, Any]] = (),
     validate: Validate = no_validate,
     on_change: OnChange = no_change,
     core_objects: Iterable[dict[str, Any]] = (),
     crd_file: str | Path = CRD_FILE,
-) -> Running:
-    """Start the embedded API on the running loop; `objects` are stored without on_change.
+) -> Served[Store]:
+    """Serve the embedded API on 127.0.0.1 in the running loop; `state` is the object store.
+    `objects` are stored without on_change; closing ends open watches.
 
     Raises ManifestError when an initial object fails its schema or the validate hook.
     """
@@ -229,17 +212,5 @@ async def serve(
     store = Store(validate=validate, on_change=on_change, first_rv=core.resource_version)
     for warning in store.load(initial):
         log.warning("kubeapi: initial objects: %s", warning)
-    runner = web.AppRunner(
-        KubeApp(catalog, store, core).build(),
-        handle_signals=False,
-        shutdown_timeout=2.0,
-        access_log=None,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    log.info("kubeapi: serving on http://%s:%d", host, bound)
-    return Running(port=bound, store=store, _runner=runner)
+    app = KubeApp(catalog, store, core).build()
+    return await serve_sites(store, {"kubeapi": app}, port=port, shutdown_timeout_s=2.0)

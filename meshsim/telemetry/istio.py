@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from meshcore.kube.istio import service_fqdn
 from meshsim.boutique.hops import INGRESS
-from meshsim.hosts import service_fqdn
 from meshsim.spec import Workload
 
 GATEWAY_NAMESPACE = "istio-system"

@@ -2,13 +2,14 @@
 
 `python -m meshsim.telemetry.scrape --targets FILE --out-dir DIR [--status-file FILE]` runs it
 as a child of the mesh (never in Locust's gevent process, where parsing would stall the
-event loop) until SIGTERM, then scrapes once more, writes the file and exits 0.
+event loop) until SIGTERM, then scrapes once more, writes the file and exits 0 (a child of
+`meshsim.serving` with no site and no ports file).
 
-A thread scrapes every target each `interval_s` and keeps the samples as Arrow batches with
-the metrics columns of DESIGN.md (`t` epoch s, `metric`, `labels` JSON, `value`); `write()`
-puts them in `metrics.parquet` (atomically, so a reader never sees half a file), which
-happens every `write_every_s` and on `close()`. A target that fails is logged once and
-scraped again next time; the mesh's traffic never waits for it.
+A thread scrapes every target each `interval_s` and keeps the samples as Arrow batches of
+`meshcore.schemas.METRIC_SCHEMA`; `write()` puts them in the run folder's `metrics.parquet`
+(by rename, so a reader never sees half a file), which happens every `write_every_s` and on
+`close()`. A target that fails is logged once and scraped again next time; the mesh's traffic
+never waits for it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -26,23 +26,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from meshcore.errors import ConfigError
+from meshcore.runfolder import METRICS_FILE, write_parquet
+from meshcore.schemas import METRIC_SCHEMA
 from meshsim.prometheus import Target
+from meshsim.serving import Served, run_child
 from meshsim.telemetry.exposition import ExpositionReader
 from meshsim.telemetry.scrape_files import read_targets, write_status
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.parquet"
-SCHEMA = pa.schema(
-    [
-        ("t", pa.float64()),
-        ("metric", pa.dictionary(pa.int32(), pa.string())),
-        ("labels", pa.dictionary(pa.int32(), pa.string())),
-        ("value", pa.float64()),
-    ]
-)
 
 
 class Scraper:
@@ -118,7 +111,7 @@ class Scraper:
                     pa.array(labels).dictionary_encode(),
                     pa.array(values, pa.float64()),
                 ],
-                schema=SCHEMA,
+                schema=METRIC_SCHEMA,
             )
             with self._lock:
                 self._batches.append(batch)
@@ -138,18 +131,14 @@ class Scraper:
     def table(self) -> pa.Table:
         with self._lock:
             batches = list(self._batches)
-        return pa.Table.from_batches(batches, schema=SCHEMA).unify_dictionaries()
+        return pa.Table.from_batches(batches, schema=METRIC_SCHEMA).unify_dictionaries()
 
     def write(self) -> Path | None:
         """Write every sample so far to `metrics.parquet` (renamed into place)."""
         if self.out_dir is None:
             return None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        target = self.out_dir / METRICS_FILE
-        tmp = self.out_dir / f".{METRICS_FILE}.tmp"
-        pq.write_table(self.table(), tmp)
-        os.replace(tmp, target)
-        return target
+        return write_parquet(self.out_dir / METRICS_FILE, self.table())
 
     def _write_logged(self) -> None:
         try:
@@ -173,6 +162,19 @@ def _instance(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
 
 
+async def _start(args: argparse.Namespace) -> Served[Scraper]:
+    try:
+        targets = read_targets(args.targets)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(
+            f"{args.targets}: not a targets file ({e}); write it with write_targets"
+        ) from None
+    scraper = Scraper(
+        targets, args.out_dir, interval_s=args.interval_s, status_file=args.status_file
+    )
+    return Served(scraper, close_after=[scraper.close])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m meshsim.telemetry.scrape",
@@ -183,25 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-file", default=None, help="rewritten after every round")
     parser.add_argument("--interval-s", type=float, default=1.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        targets = read_targets(args.targets)
-    except (OSError, ValueError, KeyError) as e:
-        print(
-            f"{args.targets}: not a targets file ({e}); write it with write_targets",
-            file=sys.stderr,
-        )
-        return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    scraper = Scraper(
-        targets, args.out_dir, interval_s=args.interval_s, status_file=args.status_file
-    )
-    while not stop.wait(1.0):
-        pass
-    scraper.close()
-    return 0
+    return run_child("scraper", lambda: _start(args))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from meshcore.files import write_json
 from meshsim.procs import Child
 from meshsim.prometheus import Target
 
 
 def write_targets(path: str | os.PathLike[str], targets: Sequence[Target]) -> None:
     doc = {"targets": [{"url": t.url, "job": t.job, "labels": dict(t.labels)} for t in targets]}
-    Path(path).write_text(json.dumps(doc, indent=1))
+    write_json(path, doc)
 
 
 def read_targets(path: str | os.PathLike[str]) -> list[Target]:
@@ -26,9 +27,7 @@ def read_targets(path: str | os.PathLike[str]) -> list[Target]:
 
 
 def write_status(path: Path, scrapes: int, failures: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"scrapes": scrapes, "failures": failures}))
-    os.replace(tmp, path)
+    write_json(path, {"scrapes": scrapes, "failures": failures})
 
 
 def read_rounds(path: Path) -> int:

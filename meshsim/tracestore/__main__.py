@@ -2,21 +2,17 @@
 
 Serves OTLP/HTTP (`POST /v1/traces`) and the Jaeger query APIs (`/api/...`, `/api/v3/...`) on
 one port of 127.0.0.1 (real Jaeger splits them over 4318 and 16686). Once listening it writes
-`{"pid": N, "port": P}` to the ports file (a temp file renamed over it, so a reader never sees
-half of it) and runs until SIGTERM or SIGINT, then exits 0.
+`{"pid": N, "port": P}` to the ports file and runs until SIGTERM or SIGINT, then exits 0
+(`meshsim.serving` has the exit codes).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
 
-from meshcore.errors import MeshloadError
-from meshsim.procs import publish_port
+from meshsim.serving import run_child
 from meshsim.tracestore.server import serve
 from meshsim.tracestore.store import DEFAULT_MAX_SPANS
 
@@ -59,29 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    running = await serve(port=args.port, max_spans=args.max_spans, spill_dir=args.spill_dir)
-    try:
-        publish_port(args.ports_file, running.port)
-        logging.getLogger(__name__).info("trace store on %s", running.url)
-        await stop.wait()
-    finally:
-        await running.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s tracestore %(message)s")
-    try:
-        asyncio.run(run(args))
-    except (MeshloadError, OSError) as exc:
-        print(f"tracestore: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_child(
+        "tracestore",
+        lambda: serve(port=args.port, max_spans=args.max_spans, spill_dir=args.spill_dir),
+        ports_file=args.ports_file,
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from meshcore.runfolder import write_parquet
 from meshsim.tracestore.query import TraceQuery
 from meshsim.tracestore.receiver import SERVICE, START_NS, TRACE_ID, Row
 from meshsim.tracestore.tags import TagHint
@@ -97,9 +98,7 @@ def write_segment(path: Path, rows: list[Row]) -> Segment:
     table = pa.Table.from_arrays(
         [pa.array(col, type=SCHEMA.field(i).type) for i, col in enumerate(columns)], schema=SCHEMA
     )
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-    tmp.replace(path)
+    write_parquet(path, table, row_group_size=ROW_GROUP_ROWS)
     starts = columns[START_NS]
     trace_ids = columns[TRACE_ID]
     prefixes = np.unique(

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from google.rpc import status_pb2
 
+from meshsim.serving import Served, serve_sites
 from meshsim.tracestore import jaeger_v1, jaeger_v2
 from meshsim.tracestore.jaeger_v1_text import trace_text, traces_envelope_text
 from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES
@@ -222,37 +222,16 @@ def make_app(store: SpanStore) -> web.Application:
     return app
 
 
-@dataclass
-class Running:
-    """A serving trace store: `port` takes OTLP at /v1/traces and Jaeger queries at /api."""
-
-    port: int
-    store: SpanStore
-    _runner: web.AppRunner
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def close(self) -> None:
-        await self._runner.cleanup()
-        await self.store.wait_spilled()
-        self.store.close()
-
-
 async def serve(
     *, port: int = 0, max_spans: int = DEFAULT_MAX_SPANS, spill_dir: Path | None = None
-) -> Running:
-    """Start serving on 127.0.0.1 (port 0: a free one) in the running event loop."""
+) -> Served[SpanStore]:
+    """Serve on 127.0.0.1 (port 0: a free one) in the running event loop; `state` is the store.
+
+    Its one site takes OTLP at /v1/traces and Jaeger queries at /api."""
     store = SpanStore(max_spans=max_spans, spill_dir=spill_dir)
-    runner = web.AppRunner(make_app(store), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        store.close()
-        raise
-    bound = runner.addresses[0][1]
-    return Running(port=bound, store=store, _runner=runner)
+    return await serve_sites(
+        store,
+        {"tracestore": make_app(store)},
+        port=port,
+        close_after=[store.wait_spilled, store.close],
+    )
