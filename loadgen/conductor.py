@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
+import pyarrow as pa
 
 from loadgen.checks import Check
 from loadgen.gates import Gates
@@ -139,22 +140,23 @@ class Conductor:
             "parts": sum(int(m.get("parts", 0)) for m in markers),
             "workers": sorted(str(m.get("worker")) for m in markers),
         }
-        self.run_checks()
-        self.count_late_arrivals()
+        open_model = self.settings.arrival_rate > 0 or any(s.arrival_rate for s in self.plan.steps)
+        if self.checks or open_model:
+            try:
+                table = self.folder.read_requests()
+            except Exception as e:
+                log.error("cannot read the records for the end-of-run checks: %s", e)
+            else:
+                self.run_checks(table)
+                if open_model:
+                    self.count_late_arrivals(table)
         self.write_run()
         log.info("run folder %s: %d requests", self.folder.path, self.info["requests"]["rows"])
         if report:
             self.report()
 
-    def count_late_arrivals(self) -> None:
+    def count_late_arrivals(self, table: pa.Table) -> None:
         """Open model: how many task starts the generator could not make on time."""
-        if not (self.settings.arrival_rate > 0 or any(s.arrival_rate for s in self.plan.steps)):
-            return
-        try:
-            table = self.folder.read_requests()
-        except Exception as e:
-            log.error("cannot read the records to count late arrivals: %s", e)
-            return
         if "intended_ns" not in table.column_names:
             return
         self.info["open_model"] = {
@@ -163,14 +165,7 @@ class Conductor:
             "late_tolerance_ms": LATE_TOLERANCE_MS,
         }
 
-    def run_checks(self) -> None:
-        if not self.checks:
-            return
-        try:
-            table = self.folder.read_requests()
-        except Exception as e:
-            log.error("cannot read the records for the end-of-run checks: %s", e)
-            return
+    def run_checks(self, table: pa.Table) -> None:
         for check in self.checks:
             try:
                 event = check(table)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,32 +29,27 @@ log = logging.getLogger(__name__)
 _COLUMNS = ["start_ns", "latency_ms", "ok", "version"]
 
 
+def _empty(dtype: type) -> Callable[[], np.ndarray]:
+    return lambda: np.empty(0, dtype=dtype)
+
+
+@dataclass(kw_only=True)
 class Gates:
-    def __init__(
-        self,
-        *,
-        folder: RunFolder,
-        canary: str,
-        on_fail: Callable[[dict[str, Any]], None],
-        error_rate: float = 0.0,
-        p99_ms: float = 0.0,
-        window_s: float = 10.0,
-        min_requests: int = 20,
-        interval_s: float = 1.0,
-    ) -> None:
-        self.folder = folder
-        self.canary = canary
-        self.on_fail = on_fail
-        self.error_rate = error_rate
-        self.p99_ms = p99_ms
-        self.window_s = window_s
-        self.min_requests = min_requests
-        self.interval_s = interval_s
-        self._read: set[str] = set()
-        self._start_ns = np.empty(0, dtype=np.int64)
-        self._latency_ms = np.empty(0, dtype=np.float64)
-        self._ok = np.empty(0, dtype=bool)
-        self.tripped: dict[str, Any] | None = None
+    """The canary's records of the last `window_s`, checked every `interval_s`."""
+
+    folder: RunFolder
+    canary: str
+    on_fail: Callable[[dict[str, Any]], None]
+    error_rate: float = 0.0  # 0: off
+    p99_ms: float = 0.0  # 0: off
+    window_s: float = 10.0
+    min_requests: int = 20
+    interval_s: float = 1.0
+    tripped: dict[str, Any] | None = field(default=None, init=False)
+    _read: set[str] = field(default_factory=set, init=False, repr=False)
+    _start_ns: np.ndarray = field(default_factory=_empty(np.int64), init=False, repr=False)
+    _latency_ms: np.ndarray = field(default_factory=_empty(np.float64), init=False, repr=False)
+    _ok: np.ndarray = field(default_factory=_empty(bool), init=False, repr=False)
 
     @classmethod
     def from_settings(
@@ -104,25 +100,23 @@ class Gates:
         n = int(self._ok.size)
         if n < self.min_requests:
             return None
-        base = {"kind": "gate", "subset": self.canary, "window_s": self.window_s, "n": n}
         errors = float(np.count_nonzero(~self._ok)) / n
-        if self.error_rate > 0 and errors > self.error_rate:
-            return {
-                **base,
-                "gate": "error_rate",
-                "value": errors,
-                "threshold": self.error_rate,
-                "t_ns": now_ns,
-            }
         p99 = percentile(self._latency_ms, 99.0)  # the report's rule, meshcore.figures
-        if self.p99_ms > 0 and p99 > self.p99_ms:
-            return {
-                **base,
-                "gate": "p99_ms",
-                "value": p99,
-                "threshold": self.p99_ms,
-                "t_ns": now_ns,
-            }
+        for gate, value, threshold in (
+            ("error_rate", errors, self.error_rate),
+            ("p99_ms", p99, self.p99_ms),
+        ):
+            if threshold > 0 and value > threshold:
+                return {
+                    "kind": "gate",
+                    "subset": self.canary,
+                    "window_s": self.window_s,
+                    "n": n,
+                    "gate": gate,
+                    "value": value,
+                    "threshold": threshold,
+                    "t_ns": now_ns,
+                }
         return None
 
     def run(self, sleep: Callable[[float], Any] = time.sleep) -> None:

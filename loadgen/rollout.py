@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loadgen.plan import Plan
@@ -33,33 +34,22 @@ class WeightSetter(Protocol):
 Sleep = Callable[[float], Any]
 
 
+@dataclass(kw_only=True)
 class Rollout:
     """One pass through a plan: step 0 at `begin()`, the others from `run()` (a greenlet)."""
 
-    def __init__(
-        self,
-        *,
-        plan: Plan,
-        setter: WeightSetter,
-        clock: StepClock,
-        on_event: Callable[[dict[str, Any]], None],
-        broadcast: Callable[[], None],
-        default_users: int,
-        sleep: Sleep = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.plan = plan
-        self.setter = setter
-        self.clock = clock
-        self.on_event = on_event
-        self.broadcast = broadcast
-        self.default_users = default_users
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self.started_at: float | None = None
-        self.step = -1
-        self.done = False
-        self.stopped = False
+    plan: Plan
+    setter: WeightSetter
+    clock: StepClock
+    on_event: Callable[[dict[str, Any]], None]
+    broadcast: Callable[[], None]
+    default_users: int
+    sleep: Sleep = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    started_at: float | None = field(default=None, init=False)
+    step: int = field(default=-1, init=False)
+    done: bool = field(default=False, init=False)
+    stopped: bool = field(default=False, init=False)
 
     @property
     def elapsed_s(self) -> float:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from meshcore import __version__
 from meshcore.errors import ConfigError, MeshloadError
 from meshcore.exitcodes import ExitCode
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def add_kube_flags(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    # SIGTERM ends a command as Ctrl-C does: commands that run until stopped (mesh up,
+    # port-forward) clean up and return; the others end with 130.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         code: int = args.run(args)
         return code
@@ -65,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.FAILED
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from meshcore.errors import ConfigError
@@ -46,21 +44,12 @@ def register(sub: Any) -> None:
     apply.set_defaults(run=run_apply)
 
 
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
-
-
 def run_up(args: argparse.Namespace) -> int:
     from meshsim.mesh import Mesh
 
     mesh = Mesh(
         manifests=args.manifests, spec=args.spec, seed=args.seed, gateway_port=args.gateway_port
     )
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
     state = state_file()
     try:
         mesh.start()
@@ -79,10 +68,9 @@ def run_up(args: argparse.Namespace) -> int:
                 )
                 return ExitCode.FAILED
             time.sleep(0.2)
-    except (_Stop, KeyboardInterrupt):
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (meshload.cli): the mesh's normal end
         return ExitCode.OK
     finally:
-        signal.signal(signal.SIGTERM, previous)
         mesh.stop()
         if state.exists() and json.loads(state.read_text() or "{}").get("pid") == os.getpid():
             state.unlink()

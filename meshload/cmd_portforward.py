@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
+import time
 from typing import Any
 
 from meshcore.exitcodes import ExitCode
@@ -45,40 +43,29 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+# name, Service, its port, port names to look for, required, how to install it
+TARGETS = (
+    ("gateway", "istio-ingressgateway", 80, ("http2", "http"), True, GATEWAY_HINT),
+    ("jaeger", "tracing", 16686, ("http-query",), False, ADDON_HINT.format(file="jaeger.yaml")),
+    ("prometheus", "prometheus", 9090, ("http",), False, ADDON_HINT.format(file="prometheus.yaml")),
+)
+
+
 def forwards(args: argparse.Namespace) -> list[Any]:
     from loadgen.portforward import Forward
 
-    ns = args.namespace
     return [
         Forward(
-            "gateway",
-            ns,
-            "istio-ingressgateway",
-            80,
-            ("http2", "http"),
-            args.gateway_port,
-            install_hint=GATEWAY_HINT,
-        ),
-        Forward(
-            "jaeger",
-            ns,
-            "tracing",
-            16686,
-            ("http-query",),
-            args.jaeger_port,
-            required=False,
-            install_hint=ADDON_HINT.format(file="jaeger.yaml"),
-        ),
-        Forward(
-            "prometheus",
-            ns,
-            "prometheus",
-            9090,
-            ("http",),
-            args.prometheus_port,
-            required=False,
-            install_hint=ADDON_HINT.format(file="prometheus.yaml"),
-        ),
+            name,
+            args.namespace,
+            service,
+            port,
+            names,
+            getattr(args, f"{name}_port"),
+            required=required,
+            install_hint=hint,
+        )  # fmt: skip
+        for name, service, port, names, required, hint in TARGETS
     ]
 
 
@@ -92,21 +79,12 @@ def locust_command(urls: dict[str, str]) -> str:
     return command
 
 
-def _stop_on_sigterm(stop: threading.Event) -> Any:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
 def run(args: argparse.Namespace) -> int:
     from loadgen.clusterread import KubeReader
     from loadgen.portforward import KubeDialer, open_forwards
     from meshcore.kube.client import Kube
 
     kube = Kube.connect(args.kubeconfig, args.context)
-    stop = threading.Event()
-    previous = _stop_on_sigterm(stop)
     listeners: list[Any] = []
     try:
         listeners, skipped = open_forwards(KubeReader(kube), KubeDialer(kube), forwards(args))
@@ -120,13 +98,11 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         print(f"run: {locust_command(urls)}")
         print("forwarding; Ctrl-C stops", flush=True)
-        while not stop.wait(0.5):
-            pass
-        return ExitCode.OK
-    except KeyboardInterrupt:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (meshload.cli): the normal end
         return ExitCode.OK
     finally:
-        signal.signal(signal.SIGTERM, previous)
         for lst in listeners:
             lst.close()
         kube.close()

@@ -181,25 +181,15 @@ class Store:
         old = self._objects.get(key)
         if old is None:
             raise status.not_found(rtype.plural, rtype.group, name)
-        if precondition_uid and precondition_uid != old["metadata"]["uid"]:
-            raise status.conflict(
-                rtype.plural,
-                rtype.group,
-                name,
-                "Precondition failed: UID "
-                f"in precondition: {precondition_uid}, UID in object meta: "
-                f"{old['metadata']['uid']}",
-            )
-        if precondition_rv and precondition_rv != old["metadata"]["resourceVersion"]:
-            raise status.conflict(
-                rtype.plural,
-                rtype.group,
-                name,
-                "Precondition failed: "
-                f"ResourceVersion in precondition: {precondition_rv}, "
-                f"ResourceVersion in object meta: "
-                f"{old['metadata']['resourceVersion']}",
-            )
+        meta = old["metadata"]
+        for what, wanted, have in (
+            ("UID", precondition_uid, meta["uid"]),
+            ("ResourceVersion", precondition_rv, meta["resourceVersion"]),
+        ):
+            if wanted and wanted != have:
+                why = f"{what} in precondition: {wanted}, {what} in object meta: {have}"
+                why = f"Precondition failed: {why}"
+                raise status.conflict(rtype.plural, rtype.group, name, why)
         if dry_run:
             return copy.deepcopy(old)
         # No validate hook: like Istio's admission webhook, deletions are never refused.

@@ -10,6 +10,7 @@ columns and filter them with pyarrow; rows are built only for the spans that mat
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -230,10 +231,7 @@ def _matching(table: pa.Table, q: TraceQuery, hints: Sequence[TagHint] = ()) -> 
     masks.extend(_hint_mask(table, hint) for hint in hints)
     if not masks:
         return pa.array(np.arange(table.num_rows, dtype=np.int64))
-    mask = masks[0]
-    for more in masks[1:]:
-        mask = pc.and_(mask, more)
-    return pc.indices_nonzero(mask)
+    return pc.indices_nonzero(functools.reduce(pc.and_, masks))
 
 
 def _hint_mask(table: pa.Table, hint: TagHint) -> pa.ChunkedArray:
@@ -249,7 +247,4 @@ def _hint_mask(table: pa.Table, hint: TagHint) -> pa.ChunkedArray:
         options.append(pc.equal(table["kind"], hint.kind))
     if hint.scope_needle is not None:
         options.append(pc.match_substring(table["scope"], hint.scope_needle))
-    mask = options[0]
-    for more in options[1:]:
-        mask = pc.or_(mask, more)
-    return mask
+    return functools.reduce(pc.or_, options)
