@@ -1,4 +1,4 @@
-"""Options and run ids: small pure pieces of loadgen."""
+"""loadgen.options: every setting a flag and a variable, typed and checked; the results dir."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from loadgen.options import OPTIONS, Settings, add_arguments
 from loadgen.target import check_writable
 from meshcore.errors import ConfigError
-from meshcore.runfolder import new_run_id, safe_name
 
 
 class WebUiParser(configargparse.ArgumentParser):
@@ -68,13 +67,6 @@ def test_defaults_when_nothing_is_given() -> None:
 def test_bad_settings_name_their_flag(field: str, value: object, flag: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(flag)):
         Settings.from_options(SimpleNamespace(**{field: value}))
-
-
-def test_run_ids_sort_by_time_and_are_file_safe() -> None:
-    a = new_run_id("canary", 1_700_000_000 * 10**9)
-    b = new_run_id("canary", 1_700_000_060 * 10**9)
-    assert a.startswith("canary-20231114-221320-") and a < b
-    assert safe_name("vm_1/x y") == "vm_1_x_y"
 
 
 def test_web_ui_strings_are_converted_and_bad_ones_named() -> None:

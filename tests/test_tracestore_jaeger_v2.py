@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.test_tracestore_api import T0, Client, Running, fixture, with_store
+from tests.test_tracestore_server import T0, Client, Running, fixture, with_store
 
 pytestmark = pytest.mark.integration  # every test serves a store on 127.0.0.1
 
