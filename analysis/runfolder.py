@@ -111,7 +111,7 @@ def _read_single(
 
 
 def _metrics_table(table: pa.Table) -> pa.Table:
-    """Accept `t` as a timestamp and labels as one column per label (both allowed by DESIGN)."""
+    """Accept `t` as a timestamp, labels as one column per label (docs/design.md allows both)."""
     if "t" in table.column_names and pa.types.is_timestamp(table.column("t").type):
         seconds = table.column("t").cast(pa.timestamp("ns")).cast(pa.int64()).to_numpy() / 1e9
         table = table.set_column(table.column_names.index("t"), "t", pa.array(seconds))

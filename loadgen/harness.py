@@ -30,10 +30,9 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from loadgen import openmodel, options, steps
 from loadgen.capture import RequestCapture
 from loadgen.checks import Check
-from loadgen.conductor import Conductor
+from loadgen.conductor import Conductor, WeightSetter
 from loadgen.journeys import TracedSession
 from loadgen.plan import Plan, load_plan
-from loadgen.rollout import WeightSetter
 from loadgen.target import resolve_target
 from meshcore.errors import ConfigError, MeshloadError
 from meshcore.exitcodes import ExitCode

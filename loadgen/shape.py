@@ -1,7 +1,7 @@
 """The LoadTestShape a scenario declares: users per rollout step, and the end of the run.
 
 Locust calls `tick()` on the master (or the local runner) only. The rollout itself (weights,
-timing) lives in `loadgen.rollout`; the shape reads it through the harness, so a locustfile
+timing) lives in `loadgen.conductor`; the shape reads it through the harness, so a locustfile
 needs no more than `class CanaryShape(RolloutShape): pass`.
 """
 
