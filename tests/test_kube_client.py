@@ -3,7 +3,6 @@ in-memory twin and through the official client on the embedded API."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import subprocess
@@ -14,27 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from meshcore.errors import BackendError, ConfigError
 from meshcore.kube.client import MeshClient, connect, warning_texts
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
+from tests.canary_manifests import by_kind, manifests, weights_of
 from tests.kubeapi_thread import ThreadedServer, serve_in_thread
 from tests.twins import InMemoryMeshClient
-
-CANARY = Path(__file__).resolve().parent.parent / "scenarios" / "manifests" / "canary.yaml"
-
-
-def manifests() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(CANARY.read_text()) if d]
-
-
-def by_kind(kind: str) -> dict[str, Any]:
-    return copy.deepcopy(next(d for d in manifests() if d["kind"] == kind))
-
-
-def weights_of(vs: dict[str, Any], route: int = 0) -> dict[str, int]:
-    return {d["destination"]["subset"]: d["weight"] for d in vs["spec"]["http"][route]["route"]}
 
 
 def test_in_memory_twin_retries_injected_conflicts() -> None:
