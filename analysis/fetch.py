@@ -1,8 +1,10 @@
 """Copy a run's telemetry into its folder, so a report rebuilds offline and later.
 
 Traces for the run window come from Jaeger (or Zipkin), Istio/Envoy samples from Prometheus;
-both are saved as `spans.parquet` / `metrics.parquet`. Telemetry never breaks anything: a
-backend that is absent or down becomes a note for the report, never an exception.
+both are saved as `spans.parquet` / `metrics.parquet`. What the embedded mesh already recorded
+into the folder during the run (`spans/`, `metrics/`) is not fetched again: the parts hold it,
+also when the backend has died since, and a fetch would count it twice. Telemetry never breaks
+anything: a backend that is absent or down becomes a note for the report, never an exception.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.prometheus import PrometheusClient
-from analysis.runfolder import Run, load_run, save_frame
+from analysis.runfolder import Run, load_run, recorded_count, save_frame
 from analysis.spans import list_trace_services, load_spans
 from meshcore.errors import BackendError
-from meshcore.runfolder import METRICS_FILE, SPANS_FILE
+from meshcore.runfolder import METRICS_DIR, METRICS_FILE, SPANS_DIR, SPANS_FILE
 from meshcore.schemas import METRIC_SCHEMA, SPAN_SCHEMA
 
 # Samples read raw (not resampled) so analysis.promql reproduces Prometheus's own answers.
@@ -52,7 +54,7 @@ def fetch_telemetry(
 
     URLs default to run.json's `telemetry`. Raises only RunFolderError (no usable run.json).
     """
-    run = load_run(run_dir)
+    run = load_run(run_dir, telemetry=False)
     telemetry: dict[str, Any] = run.meta.get("telemetry") or {}
     jaeger_url = jaeger_url or telemetry.get("jaeger_url")
     prometheus_url = prometheus_url or telemetry.get("prometheus_url")
@@ -62,17 +64,34 @@ def fetch_telemetry(
     start_ns = window[0] - int(margin_s * 1e9)
     end_ns = window[1] + int(margin_s * 1e9)
     notes: list[str] = []
-    if jaeger_url:
+    if run.recorded(SPANS_DIR):
+        notes.append(_recorded(run, SPANS_DIR, "spans", jaeger_url))
+    elif jaeger_url:
         notes += _fetch_spans(run, jaeger_url, start_ns, end_ns, timeout_s, progress)
     else:
         notes.append("no Jaeger URL (telemetry.jaeger_url); traces not fetched")
-    if prometheus_url:
+    if run.recorded(METRICS_DIR):
+        notes.append(_recorded(run, METRICS_DIR, "samples", prometheus_url))
+    elif prometheus_url:
         notes += _fetch_metrics(
             run, prometheus_url, metrics, start_ns / 1e9, end_ns / 1e9, timeout_s
         )
     else:
         notes.append("no Prometheus URL (telemetry.prometheus_url); metrics not fetched")
     return notes
+
+
+def _recorded(run: Run, parts_dir: str, what: str, url: str | None) -> str:
+    kind = "spans" if parts_dir == SPANS_DIR else "metrics"
+    states = run.recordings.get(parts_dir)
+    if states:
+        rows, parts = recorded_count(states)
+        held = f"{rows} {what} in {parts} parts"
+    else:  # parts whose recorder could not write its state
+        held = f"{len(run.recorded_parts(parts_dir))} parts"
+    return f"{kind} recorded during the run: {held} ({parts_dir}/); not fetched" + (
+        f" from {url}" if url else ""
+    )
 
 
 def run_window_ns(run: Run) -> tuple[int, int] | None:
@@ -103,6 +122,7 @@ def _fetch_spans(
         entry = [s for s in services if "ingressgateway" in s] or services
         if not entry:
             return [f"Jaeger at {url} knows no services; no traces fetched"]
+        notes: list[str] = []
         spans = load_spans(
             url,
             service=entry,
@@ -110,10 +130,10 @@ def _fetch_spans(
             end_ns=end_ns,
             timeout_s=timeout_s,
             progress=progress,
+            notes=notes,
         )
     except BackendError as exc:
         return [f"traces not fetched: {exc}"]
-    notes = []
     run_ids = _run_trace_ids(run)
     if run_ids:
         found = spans["trace_id"].isin(run_ids)

@@ -18,6 +18,10 @@ comments is scenarios/thresholds/ci.yaml):
     consistency:              # one gate: share of client requests whose trace was found
       min_trace_share: 0.9
 
+Whatever the file asks, the first gate is `run`: it fails when the run was not measured as
+planned (summary.json's `run_health`: a process of the mesh died, a weight change failed, the
+run was cut short or interrupted, records were lost).
+
 Latency figures: n is not a figure; p50_ms, p90_ms, p95_ms, p99_ms, p999_ms, max_ms, mean_ms.
 A gate whose figure is missing from the summary (a version that served nothing, no traces)
 fails, and says so: a CI gate must not pass on data it never saw.
@@ -167,7 +171,9 @@ def _split_gates(summary: Mapping[str, Any], rule: Mapping[str, Any]) -> Iterato
         yield Gate("split", f"step {step}", False, f"step {step} is not in the summary")
     for s in steps:
         bad = []
-        if not s.get("n"):
+        if s.get("applied") is False or s.get("broken"):
+            bad.append(str(s.get("reason")))
+        elif not s.get("n"):
             bad.append("no requests after the change took effect")
         for v, cfg in (s.get("configured") or {}).items():
             obs = (s.get("observed") or {}).get(v)
@@ -191,6 +197,13 @@ def _split_gates(summary: Mapping[str, Any], rule: Mapping[str, Any]) -> Iterato
 
 
 def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
+    # Always first: a run that was not measured as planned fails, whatever else passes.
+    health = summary.get("run_health")
+    if health is None:
+        yield Gate("run", "measured as planned", False,
+                   "summary.json has no run_health; rebuild it with `meshload report`")  # fmt: skip
+    else:
+        yield Gate("run", "measured as planned", bool(health.get("ok")), str(health.get("line")))
     if "split" in th:
         yield from _split_gates(summary, th["split"])
     if "propagation" in th:

@@ -26,6 +26,8 @@ th{background:#f3f5f7}td.t,th.t{text-align:left}img{max-width:100%;border:1px so
 .pass{background:#1a7f37}.fail{background:#cf222e}.inconclusive,.none{background:#9a6700}
 .big{font-size:1.3em}.notes{background:#fff8c5;border:1px solid #d4a72c;padding:.5em 1em}
 .meta td{text-align:left}.muted{color:#57606a}
+.health{font-size:1.2em;font-weight:600;padding:.5em 1em;border-radius:6px;color:#fff}
+.health.ok{background:#1a7f37}.health.bad{background:#cf222e}
 """
 
 
@@ -63,7 +65,16 @@ def badge(verdict: Any) -> Raw:
     if isinstance(verdict, bool):
         verdict = "pass" if verdict else "fail"
     word = verdict if verdict in ("pass", "fail", "inconclusive") else "none"
-    return Raw(f'<span class="badge {word}">{html.escape(str(word))}</span>')
+    shown = verdict if verdict in ("not applied", "broken") else word
+    css = "fail" if shown != word else word
+    return Raw(f'<span class="badge {css}">{html.escape(str(shown))}</span>')
+
+
+def _health(s: Mapping[str, Any]) -> Raw:
+    """The report's first line: was the run measured as planned?"""
+    health = s.get("run_health") or {}
+    line = health.get("line") or "Run status unknown"
+    return Raw(f'<p class="health {"ok" if health.get("ok") else "bad"}">{esc(line)}</p>')
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, text_cols: int = 1) -> Raw:
@@ -159,6 +170,12 @@ def _notes(s: Mapping[str, Any]) -> Raw:
 def _split(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
     rows = []
     for st in s.get("split") or []:
+        result = "not applied" if st.get("applied") is False else None
+        result = "broken" if st.get("broken") else result
+        if not st.get("observed"):
+            configured = ", ".join(f"{v} {pct(x)}" for v, x in (st.get("configured") or {}).items())
+            rows.append((st["step"], "–", configured, "–", "–", "–", st.get("n"), "–",
+                         badge(result or st.get("passed")), st.get("reason")))  # fmt: skip
         for v in st.get("observed") or {}:
             ci = (st.get("ci95") or {}).get(v) or [None, None]
             rows.append(
@@ -171,7 +188,7 @@ def _split(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
                     fmt((st.get("error_pp") or {}).get(v)),
                     st.get("n"),
                     fmt(st.get("chi2_p"), 3),
-                    badge(st.get("passed")),
+                    badge(result or st.get("passed")),
                     st.get("reason"),
                 )
             )
@@ -347,6 +364,7 @@ _NAV = (
 def render_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
     """The whole report page for a summary (as written to summary.json) and its PNG charts."""
     body = [
+        _health(summary),
         _header(summary),
         Raw("<p>" + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in _NAV) + "</p>"),
         _verdict(summary),

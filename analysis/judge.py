@@ -4,11 +4,13 @@ Latency is compared on successful requests (a fast 503 must not make a canary lo
 Mann-Whitney U one-sided (canary slower), and bootstrap 95 % intervals on the p50 and p99
 differences. Errors: Fisher's exact test, one-sided (canary fails more often).
 
-The verdict asks the data to be decisive in either direction:
-- fail: the p99 (or p50) increase is above its allowance even at the low end of its interval,
-  or the error rate is significantly higher and its increase exceeds the allowance;
+Errors are decided first, on every request of both versions: a canary whose error rate is
+significantly (Fisher) and materially (more than the allowance) above the baseline's fails,
+however few successful requests are left for the latency comparison, and that reason comes
+first. Then the verdict asks the latency data to be decisive in either direction:
+- fail: the p99 (or p50) increase is above its allowance even at the low end of its interval;
 - pass: the high end of the p99 interval is within the allowance and the error rate is fine;
-- inconclusive: anything else, including too few samples.
+- inconclusive: anything else, including too few successful requests.
 
 The bootstrap draws the resampled order statistics directly (U_(r) ~ Beta(r, n - r + 1) mapped
 through the empirical quantile function), which has exactly the distribution of resampling the
@@ -161,11 +163,26 @@ def judge(
     rate_b, rate_c = err_b / max(n_b, 1), err_c / max(n_c, 1)
     out["error_rate"] = {baseline: rate_b, canary: rate_c}
     out["error_rate_diff_pp"] = (rate_c - rate_b) * 100.0
-    if min(len(lat_b), len(lat_c)) < min_samples:
-        out["reasons"].append(
-            f"too few successful requests: {baseline} {len(lat_b)}, {canary} {len(lat_c)}, "
-            f"need {min_samples} each"
+    table = [[err_c, n_c - err_c], [err_b, n_b - err_b]]
+    out["error_p"] = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    fails, doubts = [], []
+    diff_pp, p_err = out["error_rate_diff_pp"], out["error_p"]
+    if diff_pp > max_error_rate_increase_pp:
+        msg = (
+            f"error rate up {diff_pp:.2f} pp ({canary} {rate_c:.1%} of {n_c:,}, {baseline} "
+            f"{rate_b:.1%} of {n_b:,}), allowed {max_error_rate_increase_pp:g} pp"
         )
+        if p_err < alpha:
+            fails.append(f"{msg} (Fisher p={p_err:.2g})")
+        else:
+            doubts.append(f"{msg}, not significant (Fisher p={p_err:.2g})")
+    if min(len(lat_b), len(lat_c)) < min_samples:
+        few = (
+            f"too few successful requests to compare latency: {baseline} {len(lat_b)}, "
+            f"{canary} {len(lat_c)}, need {min_samples} each"
+        )
+        out["verdict"] = "fail" if fails else "inconclusive"
+        out["reasons"] = [*fails, *doubts, few]
         return out
 
     rng = np.random.default_rng(seed)
@@ -180,8 +197,6 @@ def judge(
         out[f"{key}_diff_ci95"] = [lo, hi]
     mw = stats.mannwhitneyu(lat_c, lat_b, alternative="greater", method="asymptotic")
     out["mannwhitney_p"] = float(mw.pvalue)
-    table = [[err_c, n_c - err_c], [err_b, n_b - err_b]]
-    out["error_p"] = float(stats.fisher_exact(table, alternative="greater").pvalue)
 
     p99_b = out["p99_ms"][baseline]
     allowances = []
@@ -192,7 +207,6 @@ def judge(
     allowed = min(allowances)
     out["allowed_p99_increase_ms"] = allowed
     lo99, hi99 = out["p99_diff_ci95"]
-    fails, doubts = [], []
     p99_up, p50_up, p_mw = out["p99_diff_ms"], out["p50_diff_ms"], out["mannwhitney_p"]
     if lo99 > allowed:
         fails.append(f"p99 up {p99_up:.2f} ms (95 % CI from {lo99:.2f}), allowed {allowed:.2f} ms")
@@ -206,13 +220,6 @@ def judge(
                 f"p50 up {p50_up:.2f} ms (95 % CI from {lo50:.2f}), allowed {allowed50:.2f} ms; "
                 f"Mann-Whitney p={p_mw:.2g}"
             )
-    diff_pp, p_err = out["error_rate_diff_pp"], out["error_p"]
-    if diff_pp > max_error_rate_increase_pp:
-        msg = f"error rate up {diff_pp:.2f} pp, allowed {max_error_rate_increase_pp:g} pp"
-        if p_err < alpha:
-            fails.append(f"{msg} (Fisher p={p_err:.2g})")
-        else:
-            doubts.append(f"{msg}, not significant (Fisher p={p_err:.2g})")
     if fails:
         out["verdict"], out["reasons"] = "fail", fails
     elif doubts:

@@ -36,7 +36,7 @@ from analysis.runfolder import load_run
 from analysis.summary import build_summary, json_safe
 from meshcore.errors import MeshloadError, RunFolderError
 from meshcore.files import write_atomic, write_json
-from meshcore.runfolder import REPORT_FILE, SUMMARY_FILE
+from meshcore.runfolder import METRICS_DIR, REPORT_FILE, SPANS_DIR, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ def build_report(
     meta = run.meta
     notes = [*run.notes, *fetch_notes]
     if not (jaeger_url or prometheus_url):
-        notes += _unfetched(meta, run.spans.empty, run.metrics.empty)
+        # Recorded telemetry is never suggested for a fetch: its backend may be gone.
+        no_spans = run.spans.empty and not run.recorded(SPANS_DIR)
+        notes += _unfetched(meta, no_spans, run.metrics.empty and not run.recorded(METRICS_DIR))
     counts = None
     if not run.metrics.empty:
         try:

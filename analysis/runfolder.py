@@ -1,14 +1,17 @@
 """Read a run folder (`meshcore.runfolder`) into tidy frames.
 
-A run cut short (Ctrl-C, a crash) must still load: a broken request part is skipped and named
-in `Run.notes`; absent telemetry gives empty frames with the right columns. Only a missing or
+A run cut short (Ctrl-C, a crash) must still load: a broken part is skipped and named in
+`Run.notes`; absent telemetry gives empty frames with the right columns. Spans and metrics
+come from the single files (`spans.parquet`, `metrics.parquet`: fetched from the backends) and
+the parts the embedded mesh recorded during the run (`spans/`, `metrics/`); a recorder that
+stopped before the run ended, or could not write everything, is a note too. Only a missing or
 unreadable `run.json`, or one written by a newer meshload, stops the load.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +33,26 @@ from analysis.frames import (
 )
 from meshcore.errors import RunFolderError
 from meshcore.runfolder import (
+    METRICS_DIR,
     METRICS_FILE,
     REQUESTS_DIR,
     REQUESTS_FILE,
+    SPANS_DIR,
     SPANS_FILE,
     RunFolder,
     write_parquet,
 )
 
+# What each recorder of the embedded mesh records, and who it is, for the notes.
+RECORDED = {SPANS_DIR: ("spans", "the trace store"), METRICS_DIR: ("samples", "the scraper")}
+
 
 @dataclass
 class Run:
-    """One run's metadata and frames, plus what was missing or broken while reading it."""
+    """One run's metadata and frames, plus what was missing or broken while reading it.
+
+    `recordings` holds the state of every recorder of the embedded mesh (`spans`, `metrics`:
+    `RunFolder.recordings`); empty when the telemetry was fetched or absent."""
 
     path: Path
     meta: dict[str, Any]
@@ -49,17 +60,59 @@ class Run:
     spans: pd.DataFrame
     metrics: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    recordings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def recorded(self, parts_dir: str) -> bool:
+        """Whether the mesh recorded this telemetry (SPANS_DIR, METRICS_DIR) during the run:
+        a recorder's state, or parts without one (a state that could not be written)."""
+        return bool(self.recordings.get(parts_dir)) or bool(self.recorded_parts(parts_dir))
+
+    def recorded_parts(self, parts_dir: str) -> list[Path]:
+        folder = RunFolder(self.path)
+        listed = folder.span_parts() if parts_dir == SPANS_DIR else folder.metric_parts()
+        return [p for p in listed if p.parent.name == parts_dir]
 
 
-def load_run(path: str | os.PathLike[str]) -> Run:
-    """Load `results/<run-id>/`: run.json, request parts, spans and metrics."""
+def load_run(path: str | os.PathLike[str], *, telemetry: bool = True) -> Run:
+    """Load `results/<run-id>/`: run.json, request parts, spans and metrics (unless
+    `telemetry` is false: then their frames are empty and only the recorders' states read)."""
     folder = RunFolder(path)
     notes: list[str] = []
     meta = folder.read_run(notes)
     requests = _read_requests(folder, notes)
-    spans = _read_single(folder.file(SPANS_FILE), SPAN_COLUMNS, notes, "spans")
-    metrics = _read_single(folder.file(METRICS_FILE), METRIC_COLUMNS, notes, "metrics")
-    return Run(folder.path, meta, requests, spans, metrics, notes)
+    recordings = {d: folder.recordings(d) for d in (SPANS_DIR, METRICS_DIR)}
+    if telemetry:
+        spans = _read_telemetry(folder, folder.span_parts(), SPAN_COLUMNS, notes, "spans")
+        metrics = _read_telemetry(folder, folder.metric_parts(), METRIC_COLUMNS, notes, "metrics")
+        for parts_dir, states in recordings.items():
+            notes += recording_notes(parts_dir, states)
+    else:
+        spans, metrics = empty_frame(SPAN_COLUMNS), empty_frame(METRIC_COLUMNS)
+    return Run(folder.path, meta, requests, spans, metrics, notes, recordings)
+
+
+def recording_notes(parts_dir: str, states: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A recorder that stopped before the run ended, or could not write everything."""
+    what, who = RECORDED[parts_dir]
+    notes = []
+    for state in states:
+        rows = int(state.get("rows") or 0)
+        if not state.get("done"):
+            notes.append(
+                f"{who} stopped before the run ended: {rows} {what} recorded until then "
+                f"({parts_dir}/, up to a few seconds before it stopped); later ones are missing"
+            )
+        if state.get("lost"):
+            notes.append(f"{who} could not write {state['lost']} {what} into {parts_dir}/")
+    return notes
+
+
+def recorded_count(states: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(rows, parts) written by the recorders of one kind."""
+    return (
+        sum(int(s.get("rows") or 0) for s in states),
+        sum(int(s.get("parts") or 0) for s in states),
+    )
 
 
 def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
@@ -67,13 +120,7 @@ def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
     if not parts:
         notes.append(f"no request records ({REQUESTS_FILE} or {REQUESTS_DIR}/*.parquet)")
         return empty_frame(REQUEST_COLUMNS)
-    tables: list[pa.Table] = []
-    for part in parts:
-        try:
-            tables.append(pq.read_table(part, read_dictionary=_categorical(part, REQUEST_COLUMNS)))
-        except (OSError, pa.ArrowException) as exc:
-            rel = part.relative_to(folder.path)
-            notes.append(f"{rel}: unreadable, skipped ({_first_line(exc)})")
+    tables = _read_parts(folder, parts, REQUEST_COLUMNS, notes, "skipped")
     if not tables:
         return empty_frame(REQUEST_COLUMNS)
     try:
@@ -91,23 +138,61 @@ def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _read_single(
-    path: Path, columns: Mapping[str, str], notes: list[str], what: str
+def _read_parts(
+    folder: RunFolder, parts: list[Path], columns: Mapping[str, str], notes: list[str], fate: str
+) -> list[pa.Table]:
+    """Every readable part (categorical columns as dictionaries); an unreadable one is a note
+    saying its `fate`."""
+    tables = []
+    for part in parts:
+        try:
+            tables.append(pq.read_table(part, read_dictionary=_categorical(part, columns)))
+        except (OSError, pa.ArrowException) as exc:
+            rel = part.relative_to(folder.path)
+            notes.append(f"{rel}: unreadable, {fate} ({_first_line(exc)})")
+    return tables
+
+
+def _read_telemetry(
+    folder: RunFolder, parts: list[Path], columns: Mapping[str, str], notes: list[str], what: str
 ) -> pd.DataFrame:
-    if not path.is_file():
-        notes.append(f"no {what} ({path.name} absent)")
+    """The single file and the recorded parts of spans or metrics, as one frame."""
+    single, parts_dir = (SPANS_FILE, SPANS_DIR) if what == "spans" else (METRICS_FILE, METRICS_DIR)
+    if not parts:
+        notes.append(f"no {what} ({single} and {parts_dir}/ absent)")
+        return empty_frame(columns)
+    tables = [
+        _dictionaries(_metrics_table(table) if what == "metrics" else table, columns)
+        for table in _read_parts(folder, parts, columns, notes, f"{what} left out")
+    ]
+    if not tables:
         return empty_frame(columns)
     try:
-        table = pq.read_table(path, read_dictionary=_categorical(path, columns))
-    except (OSError, pa.ArrowException) as exc:
-        notes.append(f"{path.name}: unreadable, {what} left out ({_first_line(exc)})")
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowException as exc:
+        notes.append(f"{what} files have clashing columns ({_first_line(exc)}); {what} left out")
         return empty_frame(columns)
-    if what == "metrics":
-        table = _metrics_table(table)
     frame, missing = from_arrow(table, columns)
     if missing:
-        notes.append(f"{path.name} lacks column(s) {', '.join(missing)}; filled with nulls")
+        notes.append(f"{what} lack column(s) {', '.join(missing)}; filled with nulls")
+    if what == "spans" and len(tables) > 1 and parts[0] == folder.file(single):
+        # Fetched and recorded both (an older report): a span counts once.
+        dup = frame.duplicated(subset=["trace_id", "span_id"])
+        if dup.any():
+            frame = frame.loc[~dup].reset_index(drop=True)
     return frame
+
+
+def _dictionaries(table: pa.Table, columns: Mapping[str, str]) -> pa.Table:
+    """Categorical columns dictionary-encoded, so the files of a run concatenate."""
+    for name, dtype in columns.items():
+        if dtype == "category" and name in table.column_names:
+            column = table.column(name)
+            if not pa.types.is_dictionary(column.type):
+                at = table.column_names.index(name)
+                encoded = pc.dictionary_encode(column.cast(pa.string()))
+                table = table.set_column(at, name, encoded)
+    return table
 
 
 def _metrics_table(table: pa.Table) -> pa.Table:

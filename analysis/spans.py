@@ -35,13 +35,15 @@ def load_spans(
     limit: int = DEFAULT_LIMIT,
     timeout_s: float = 30.0,
     progress: TextIO | bool = True,
+    notes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Read spans into the spans frame (columns and dtypes of `analysis.frames.SPAN_COLUMNS`).
 
     For a URL, `service` (one name, several, or None for every service the backend knows),
     `start_ns`/`end_ns` (default: the last hour) and `limit` (traces per request; a full page
     splits its window) drive the search, and an unreachable backend raises `BackendError`.
-    `progress` (True: stderr, False: silent, or a stream) gets one line per page fetched.
+    `progress` (True: stderr, False: silent, or a stream) gets one line per page fetched;
+    `notes` a line for every search that could not read some full page (no silent cap).
     For a file or an already decoded document, `service` and the window keep the traces that
     have a span of that service starting inside the window.
     """
@@ -61,6 +63,7 @@ def load_spans(
                 limit=limit,
                 timeout_s=timeout_s,
                 progress=_stream(progress),
+                notes=notes,
             ):
                 parse_document(doc, rows)
                 del doc  # let a parsed page go before the next one arrives

@@ -1,15 +1,15 @@
 """Trace documents (Jaeger v1, OTLP-JSON incl. Jaeger v2 /api/v3, Zipkin v2) -> span rows.
 
-One accumulator, `SpanRows`, collects plain column lists; each format adds rows to it, so a
-fetch of many pages builds one frame at the end. Values are normalised here: ids to lower hex
-(trace 32 chars, span 16), times to ns and ms, kind to the lowercase OTel names.
+One accumulator, `SpanRows`, collects the rows; each format adds spans to it, so a fetch of
+many pages builds one frame at the end. Ids are normalised here (lower hex: trace 32 chars,
+span 16), times to ns and ms; service, version, status, kind and attributes follow the one
+rule of `meshcore.spanrows`, which the embedded trace store's recording follows too.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,70 +17,45 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from analysis.frames import SPAN_COLUMNS, from_arrow, table_from_columns
+from analysis.frames import SPAN_COLUMNS, from_arrow
 from meshcore.errors import BackendError, ConfigError
+from meshcore.spanrows import KIND_NAMES, SpanColumns, otlp_tags
 
-_OTLP_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
-_KIND_NAMES = frozenset(_OTLP_KINDS.values())
-_STATUS_KEYS = ("http.status_code", "http.response.status_code")
-_VERSION_KEYS = ("service.version", "version")
 _FLUSH_ROWS = 100_000
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _DEDUP_KEYS = ["trace_id", "span_id", "start_ns", "service", "operation", "kind"]
+_STATUS_CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
+_KIND_NUMBERS = {name: kind for kind, name in KIND_NAMES.items()}
 
 
 class SpanRows:
-    """Column lists of the spans frame, filled span by span."""
+    """The spans of a read, moved into arrow every `_FLUSH_ROWS` rows: millions of spans
+    stay compact while fetching."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
+        self._rows = SpanColumns()
         self._tables: list[pa.Table] = []
         self._flushed = 0
 
     def __len__(self) -> int:
-        return self._flushed + len(self.columns["trace_id"])
+        return self._flushed + len(self._rows)
 
     def _flush(self) -> None:
-        """Move the Python lists into arrow: millions of spans stay compact while fetching."""
-        if self.columns["trace_id"]:
-            table = table_from_columns(self.columns, SPAN_COLUMNS)
+        if len(self._rows):
+            table = self._rows.table()
             self._tables.append(table)
             self._flushed += table.num_rows
-            self.columns = {name: [] for name in SPAN_COLUMNS}
 
-    def add(
-        self,
-        *,
-        trace_id: str,
-        span_id: str,
-        parent_id: str | None,
-        service: str | None,
-        operation: str | None,
-        kind: str,
-        start_ns: int,
-        duration_ms: float,
-        attributes: dict[str, Any],
-        resource: Mapping[str, Any],
-    ) -> None:
-        c = self.columns
-        c["trace_id"].append(trace_id)
-        c["span_id"].append(span_id)
-        c["parent_id"].append(parent_id)
-        c["service"].append(service)
-        c["operation"].append(operation)
-        c["kind"].append(kind)
-        c["start_ns"].append(start_ns)
-        c["duration_ms"].append(duration_ms)
-        c["version"].append(_version(attributes, resource))
-        c["status_code"].append(_status_code(attributes))
-        c["attributes"].append(json.dumps(attributes, sort_keys=True, default=str))
-        if len(c["trace_id"]) >= _FLUSH_ROWS:
+    def add(self, **span: Any) -> None:
+        """One span, with the keywords of `meshcore.spanrows.SpanColumns.add`."""
+        self._rows.add(**span)
+        if len(self._rows) >= _FLUSH_ROWS:
             self._flush()
 
     def frame(self) -> pd.DataFrame:
         """The spans frame; a span reported twice (retried export, overlapping pages) once."""
         self._flush()
-        tables = self._tables or [table_from_columns({}, SPAN_COLUMNS)]
+        tables = self._tables or [SpanColumns().table()]
         frame = from_arrow(pa.concat_tables(tables), SPAN_COLUMNS)[0]
         dup = frame.duplicated(subset=_DEDUP_KEYS)
         if dup.any():
@@ -147,12 +122,12 @@ def parse_jaeger_v1(traces: Iterable[Mapping[str, Any]], rows: SpanRows) -> None
                 trace_id=trace_id,
                 span_id=_hex_id(span["spanID"], 16),
                 parent_id=_jaeger_parent(span, trace_id),
-                service=process.get("serviceName"),
+                service_name=process.get("serviceName"),
                 operation=span.get("operationName"),
-                kind=_kind(tags.get("span.kind")),
+                kind=tags.get("span.kind"),
                 start_ns=int(span["startTime"]) * 1000,
                 duration_ms=int(span.get("duration") or 0) / 1000,
-                attributes=tags,
+                tags=tags,
                 resource=resource,
             )
 
@@ -205,31 +180,43 @@ def parse_otlp(resource_spans: Iterable[Mapping[str, Any]], rows: SpanRows) -> N
         resource = _otlp_attributes((rs.get("resource") or {}).get("attributes"))
         service = resource.get("service.name")
         scopes = _get(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans") or []
-        for scope in scopes:
-            for span in scope.get("spans") or []:
+        for scope_spans in scopes:
+            scope = _get(scope_spans, "scope", "instrumentationLibrary") or {}
+            for span in scope_spans.get("spans") or []:
                 start = int(_get(span, "startTimeUnixNano", "start_time_unix_nano") or 0)
                 end = int(_get(span, "endTimeUnixNano", "end_time_unix_nano") or start)
-                attributes = _otlp_attributes(span.get("attributes"))
                 status = span.get("status") or {}
-                code = _status_name(status.get("code"))
-                if code != "UNSET":  # mirrors Jaeger's OTLP->v1 translation
-                    attributes.setdefault("otel.status_code", code)
-                    if status.get("message"):
-                        attributes.setdefault("otel.status_description", status["message"])
+                kind = _otlp_kind(span.get("kind", 0))
+                tags = otlp_tags(
+                    _otlp_attributes(span.get("attributes")),
+                    kind=kind,
+                    status_code=_STATUS_CODES.get(_status_name(status.get("code")), 0),
+                    status_message=str(status.get("message") or ""),
+                    scope_name=str(scope.get("name") or ""),
+                    scope_version=str(scope.get("version") or ""),
+                    trace_state=str(_get(span, "traceState", "trace_state") or ""),
+                )
                 parent = _get(span, "parentSpanId", "parent_span_id")
                 parent_id = _otlp_id(parent, 8) if parent else None
                 rows.add(
                     trace_id=_otlp_id(_get(span, "traceId", "trace_id"), 16),
                     span_id=_otlp_id(_get(span, "spanId", "span_id"), 8),
                     parent_id=parent_id if parent_id and int(parent_id, 16) else None,
-                    service=service,
+                    service_name=service,
                     operation=span.get("name"),
-                    kind=_kind(span.get("kind", 0)),
+                    kind=kind,
                     start_ns=start,
                     duration_ms=(end - start) / 1e6,
-                    attributes=attributes,
+                    tags=tags,
                     resource=resource,
                 )
+
+
+def _otlp_kind(value: Any) -> int:
+    """OTLP's kind number, from a number or a name (`SPAN_KIND_SERVER`, `server`)."""
+    if isinstance(value, int):
+        return value
+    return _KIND_NUMBERS.get(str(value or "").lower().removeprefix("span_kind_"), 0)
 
 
 def _otlp_attributes(attrs: Any) -> dict[str, Any]:
@@ -278,12 +265,12 @@ def parse_zipkin(spans: Iterable[Mapping[str, Any]], rows: SpanRows) -> None:
             trace_id=_hex_id(span["traceId"], 32),
             span_id=_hex_id(span["id"], 16),
             parent_id=_hex_id(parent, 16) if parent else None,
-            service=(span.get("localEndpoint") or {}).get("serviceName"),
+            service_name=(span.get("localEndpoint") or {}).get("serviceName"),
             operation=span.get("name"),
-            kind=_kind(span.get("kind")),
+            kind=span.get("kind"),
             start_ns=int(span.get("timestamp") or 0) * 1000,
             duration_ms=int(duration) / 1000 if duration is not None else float("nan"),
-            attributes=tags,
+            tags=tags,
             resource={},
         )
 
@@ -318,37 +305,3 @@ def _otlp_id(value: Any, nbytes: int) -> str:
     if is_hex and len(text) < 2 * nbytes:
         return text.lower().rjust(2 * nbytes, "0")
     raise ConfigError(f"id {text!r} is neither {nbytes}-byte hex nor base64; fix the trace file")
-
-
-def _kind(value: Any) -> str:
-    if value is None or value == "":
-        return "internal"  # OTel: an unspecified kind may be taken as internal
-    if isinstance(value, int):
-        return _OTLP_KINDS.get(value, "internal")
-    text = str(value).lower().removeprefix("span_kind_")
-    return text if text in _KIND_NAMES else "internal"
-
-
-def _status_code(attributes: Mapping[str, Any]) -> int | None:
-    for key in _STATUS_KEYS:
-        value = attributes.get(key)
-        if value is None or isinstance(value, bool):
-            continue
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def _version(attributes: Mapping[str, Any], resource: Mapping[str, Any]) -> str | None:
-    """istio.canonical_revision on the span (or its process), else the service's version."""
-    for source in (attributes, resource):
-        value = source.get("istio.canonical_revision")
-        if value not in (None, ""):
-            return str(value)
-    for key in _VERSION_KEYS:
-        value = resource.get(key)
-        if value not in (None, ""):
-            return str(value)
-    return None

@@ -1,9 +1,13 @@
 """Trace backends over HTTP: Jaeger v1 `/api/traces`, Jaeger v2 `/api/v3/traces`, Zipkin v2.
 
 A search answers at most `limit` traces, so a window that fills a page is split (into pieces
-placed by where the full page's traces lie) until every page holds fewer: the whole window is
-read, never a silent sample of it. The next page is requested while the caller parses the last.
-One stderr line per page shows progress. Any transport failure is a `BackendError` with one line.
+placed by where the full page's traces lie) until every page holds fewer; a window too short to
+split (1 ms) is asked again with twice the limit: the whole window is read, never a silent
+sample of it. Where that still fails (a backend that answers no more than some number of
+traces, or ignores the window so that splitting never ends: at most `_MAX_PAGES` pages per
+service), a line in `notes` says how many pages came back full. The next page is requested
+while the caller parses the last. One stderr line per page shows progress. Any transport
+failure is a `BackendError` with one line.
 """
 
 from __future__ import annotations
@@ -122,8 +126,10 @@ def fetch_documents(
     limit: int,
     timeout_s: float,
     progress: TextIO | None,
+    notes: list[str] | None = None,
 ) -> Iterator[Any]:
-    """Yield the backend's JSON answers (one per page) for one trace or a windowed search."""
+    """Yield the backend's JSON answers (one per page) for one trace or a windowed search;
+    `notes` gets a line for every service whose search could not read some full page."""
     ep = classify(url)
     if ep.trace_id is not None:
         yield from _single(ep, timeout_s)
@@ -137,7 +143,7 @@ def fetch_documents(
     if wanted is None:
         wanted = known if known is not None else list_services(ep, timeout_s)
     for service in wanted:
-        yield from _search(ep, service, start, end, limit, timeout_s, progress)
+        yield from _search(ep, service, start, end, limit, timeout_s, progress, notes)
 
 
 def list_services(ep: Endpoint, timeout_s: float) -> list[str]:
@@ -187,6 +193,18 @@ def _single(ep: Endpoint, timeout_s: float) -> Iterator[Any]:
         yield doc
 
 
+@dataclass
+class _Window:
+    """A piece of a search: its bounds, the limit asked, the traces a full page of it held
+    before (when asked again with a larger limit), the request once sent."""
+
+    lo: int
+    hi: int
+    limit: int
+    before: int | None = None
+    sent: Future[tuple[Any, int]] | None = None
+
+
 def _search(
     ep: Endpoint,
     service: str,
@@ -195,41 +213,65 @@ def _search(
     limit: int,
     timeout_s: float,
     progress: TextIO | None,
+    notes: list[str] | None,
 ) -> Iterator[Any]:
     """Pages of one service's window, earliest first, fetched `_AHEAD` at a time so the
     backend answers the next page while the caller parses this one."""
-    # Windows in time order, each with its request once sent.
-    queue: list[tuple[int, int, Future[tuple[Any, int]] | None]] = [(start_ns, end_ns, None)]
+    queue = [_Window(start_ns, end_ns, limit)]  # in time order
     pages = 0
+    full: list[tuple[int, _Window]] = []  # pages that came back full and could not be read on
     with ThreadPoolExecutor(max_workers=_AHEAD, thread_name_prefix="trace-page") as pool:
         try:
             while queue:
-                for i, (lo, hi, sent) in enumerate(queue[:_AHEAD]):
-                    if sent is None:
-                        fetch = pool.submit(_page, ep, service, lo, hi, limit, timeout_s)
-                        queue[i] = (lo, hi, fetch)
-                lo, hi, sent = queue.pop(0)
-                assert sent is not None
-                doc, n = sent.result()
+                for w in queue[:_AHEAD]:
+                    if w.sent is None:
+                        w.sent = pool.submit(_page, ep, service, w.lo, w.hi, w.limit, timeout_s)
+                w = queue.pop(0)
+                assert w.sent is not None
+                doc, n = w.sent.result()
                 pages += 1
-                # A backend that ignores the window fills every piece; stop splitting then.
-                if n >= limit and hi - lo > _MIN_WINDOW_NS and pages < _MAX_PAGES:
-                    pieces = _split(lo, hi, _trace_starts_ns(doc), limit)
-                    queue[:0] = [(a, b, None) for a, b in pieces]
-                    continue
+                if n >= w.limit and pages < _MAX_PAGES:
+                    if w.hi - w.lo > _MIN_WINDOW_NS:
+                        pieces = _split(w.lo, w.hi, _trace_starts_ns(doc), w.limit)
+                        queue[:0] = [_Window(a, b, limit) for a, b in pieces]
+                        continue
+                    if w.before is None or n > w.before:  # no split left: a larger page
+                        queue.insert(0, _Window(w.lo, w.hi, 2 * w.limit, n))
+                        continue
+                # Full, or asked again with a larger limit and answered no more than before.
+                capped = n >= w.limit or (w.before is not None and n <= w.before)
+                if capped:
+                    full.append((n, w))
                 if progress is not None:
-                    full = " (page full in a 1 ms window: some traces may be missing)"
+                    flag = " (page full: some traces may be missing)" if capped else ""
                     print(
-                        f"meshload: {ep.flavour} {service} {_clock(lo)}..{_clock(hi)}: "
-                        f"{n} traces{full if n >= limit else ''}",
+                        f"meshload: {ep.flavour} {service} {_clock(w.lo)}..{_clock(w.hi)}: "
+                        f"{n} traces{flag}",
                         file=progress,
                         flush=True,
                     )
                 yield doc
         finally:
-            for _, _, sent in queue:  # the caller stopped early or a page failed
-                if sent is not None:
-                    sent.cancel()
+            for w in queue:  # the caller stopped early or a page failed
+                if w.sent is not None:
+                    w.sent.cancel()
+    if full and notes is not None:
+        notes.append(_full_note(ep, service, full, pages))
+
+
+def _full_note(ep: Endpoint, service: str, full: list[tuple[int, _Window]], pages: int) -> str:
+    read = sum(n for n, _ in full)
+    why = (
+        f"the search stopped after {_MAX_PAGES} pages (does {_what(ep)} ignore the window?)"
+        if pages >= _MAX_PAGES
+        else f"{_what(ep)} answered no more however large the limit"
+    )
+    spans = ", ".join(f"{_clock(w.lo)}..{_clock(w.hi)}" for _, w in full[:3])
+    more = f" and {len(full) - 3} more" if len(full) > 3 else ""
+    return (
+        f"traces of {service} may be missing: {len(full)} page(s) came back full ({read} "
+        f"traces read from {spans}{more}) and {why}; how many were left out is not known"
+    )
 
 
 def _split(lo: int, hi: int, starts_ns: list[int], limit: int) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.changepoint import UNKNOWN, propagation, version_labels, weight_events
+from meshcore.figures import DEFAULT_BROKEN_STEP_ERROR_RATE, broken_steps
 
 Z95 = float(stats.norm.ppf(0.975))
 
@@ -151,6 +152,37 @@ def split_accuracy(
                 }
             )
     return pd.DataFrame(rows, columns=list(SPLIT_COLUMNS))
+
+
+def mark_steps(
+    records: list[dict[str, Any]], run: Mapping[str, Any], requests: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Steps a split record cannot vouch for, said in the table itself:
+    - a weight change that failed (run.json `weights_failed`): the step is "not applied";
+    - a broken step (`meshcore.figures.broken_steps` at run.json's `broken_step_error_rate`):
+      most of its requests failed, so its split measures a target that was down."""
+    threshold = float(run.get("broken_step_error_rate") or DEFAULT_BROKEN_STEP_ERROR_RATE)
+    broken = {
+        b["step"]: b
+        for b in broken_steps(requests["step"].to_numpy(), requests["ok"].to_numpy(), threshold)
+    }
+    by_step = {r["step"]: r for r in records}
+    for e in run.get("events") or []:
+        if isinstance(e, Mapping) and e.get("kind") == "weights_failed" and "step" in e:
+            step = int(e["step"])
+            if step not in by_step:
+                weights = {str(k): float(v) for k, v in dict(e.get("weights") or {}).items()}
+                total = sum(weights.values()) or 1.0
+                configured = {k: w / total for k, w in weights.items()}
+                by_step[step] = {"step": step, "configured": configured, "observed": {}, "n": 0}
+            why = f"not applied: {e.get('reason') or 'the change failed'}"
+            by_step[step].update(applied=False, passed=False, reason=why)
+    for step, b in broken.items():
+        if step in by_step:
+            why = f"broken: {b['error_rate']:.0%} of {b['requests']:,} requests failed"
+            old = by_step[step].get("reason")
+            by_step[step].update(broken=True, passed=False, reason=f"{why}; {old}" if old else why)
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def split_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -22,10 +22,11 @@ from analysis.consistency import (
     trace_coverage,
 )
 from analysis.graph import graph_records, service_graph
+from analysis.health import run_health
 from analysis.hops import hop_records, hop_stats, hop_table, hop_times
 from analysis.judge import judge
 from analysis.latency import latency_by_version, latency_percentiles, latency_records
-from analysis.split import split_accuracy, split_records
+from analysis.split import mark_steps, split_accuracy, split_records
 from analysis.sticky import stickiness
 from meshcore.runfolder import SCHEMA_VERSION
 
@@ -108,7 +109,8 @@ def build_summary(
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.get("run_id"),
-        "split": split_records(split),
+        "run_health": run_health(run),
+        "split": mark_steps(split_records(split), run, requests),
         "propagation": [
             {
                 "step": r.step,

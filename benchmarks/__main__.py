@@ -1,5 +1,5 @@
-"""`python -m benchmarks [P1 P2 P3 P4]`: run the benchmarks, print each figure with its goal, and
-write them all to results/bench/<timestamp>.json."""
+"""`python -m benchmarks [P1 P2 P3 P4 SOAK]`: run the benchmarks, print each figure with its goal,
+and write them all to results/bench/<timestamp>.json. SOAK alone takes over ten minutes."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "P2": "benchmarks.throughput:run_p2",
     "P3": "benchmarks.propagation:run",
     "P4": "benchmarks.analysis_scale:run",
+    "SOAK": "benchmarks.soak:run",
 }
 
 

@@ -89,21 +89,27 @@ def _route(mesh: Mesh, http: list[dict[str, Any]] | None = None) -> None:
     mesh.apply(resources)
 
 
+def kubernetes_options(mesh: Mesh) -> tuple[str, ...]:
+    """A meshload scenario's options to run against this mesh as against a cluster: the
+    rollout through its Kubernetes API, no telemetry fetched at the end."""
+    return (
+        "--mesh",
+        "kubernetes",
+        "--kubeconfig",
+        str(mesh.kubeconfig),
+        "--jaeger-url",
+        "",
+        "--prometheus-url",
+        "",
+    )
+
+
 def run_pair() -> dict[str, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="meshload-bench-") as tmp:
         work = Path(tmp)
         with Mesh(spec=_bench_spec(work), prometheus=False, trace_sampling=100.0) as mesh:
             gateway = mesh.gateway_url
-            kube = (
-                "--mesh",
-                "kubernetes",
-                "--kubeconfig",
-                str(mesh.kubeconfig),
-                "--jaeger-url",
-                "",
-                "--prometheus-url",
-                "",
-            )
+            kube = kubernetes_options(mesh)
             # Interleaved twice, both at the same 50/50 split, so warm-up and drift hit both.
             plains, canaries = [], []
             for _ in range(2):

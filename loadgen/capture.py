@@ -5,7 +5,9 @@ in milliseconds (its rounded buckets only exist in the stats tables). The servin
 from the response header, the trace id from the request's context (set by `TracedSession`), the
 step from the step clock at the request's start. Records wait in column lists and are written
 as one parquet part per batch (columns: `meshcore.schemas.REQUEST_SCHEMA`), so memory stays
-bounded and a crash loses at most one batch.
+bounded and a crash loses at most one batch. A batch that cannot be written (a full or
+read-only disk) stays in memory, up to `buffer_bytes`, and is written by the next flush that
+succeeds; what is finally not written is counted (`rows_lost`) in the capture's end marker.
 """
 
 from __future__ import annotations
@@ -38,20 +40,26 @@ class RequestCapture:
         batch_rows: int = 5000,
         flush_interval_s: float = 2.0,
         open_model: bool = False,
+        buffer_bytes: int = 256 * 2**20,
     ) -> None:
         self.clock = clock
         self.version_header = version_header
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
+        self.buffer_bytes = buffer_bytes
         self.schema = OPEN_MODEL_SCHEMA if open_model else REQUEST_SCHEMA
         self.folder: RunFolder | None = None
         self.worker = "local"
         self.pid = os.getpid()
+        self.rows_seen = 0  # request events while open
         self.rows_written = 0
+        self.rows_lost = 0
         self.parts_written = 0
         self.flush_failures = 0
         self._seq = 0
         self._columns: dict[str, list[Any]] = {f.name: [] for f in self.schema}
+        self._pending: list[pa.Table] = []  # batches to write, oldest first
+        self._failing = False
         self._last_flush = time.monotonic()
         self._closed = True
 
@@ -60,9 +68,9 @@ class RequestCapture:
         self.folder = folder
         self.worker = worker
         self.pid = os.getpid()  # a forked worker must not reuse its parent's part names
-        self.rows_written = 0
-        self.parts_written = 0
+        self.rows_seen = self.rows_written = self.rows_lost = self.parts_written = 0
         self._seq = 0
+        self._pending = []
         self._closed = False
 
     @property
@@ -84,6 +92,7 @@ class RequestCapture:
     ) -> None:
         if self._closed:
             return
+        self.rows_seen += 1
         ctx = context or {}
         start_ns = int(start_time * 1e9) if start_time is not None else time.time_ns()
         latency_ms = float(response_time) if response_time is not None else float("nan")
@@ -113,39 +122,89 @@ class RequestCapture:
             self.flush()
 
     # -- writing -------------------------------------------------------------------------
+    @property
+    def pending_rows(self) -> int:
+        return sum(t.num_rows for t in self._pending)
+
     def flush(self) -> int:
-        """Write the buffered records as one part; returns the rows written."""
+        """Write the buffered records as one part, after any part that failed before (kept in
+        memory up to `buffer_bytes`, the oldest dropped and counted lost beyond); returns the
+        rows written now."""
         self._last_flush = time.monotonic()
-        n = self.buffered
-        if n == 0 or self.folder is None:
+        if self.folder is None:
             return 0
-        columns, self._columns = self._columns, {f.name: [] for f in self.schema}
-        try:
-            table = pa.Table.from_pydict(columns, schema=self.schema)
-            self.folder.write_part(table, self.worker, self.pid, self._seq)
-        except Exception as e:  # a full disk must not stop the load test; say so once
-            self.flush_failures += 1
-            if self.flush_failures == 1:
-                log.error("cannot write request records to %s: %s", self.folder.path, e)
-            return 0
-        self._seq += 1
-        self.parts_written += 1
-        self.rows_written += n
-        return n
+        if self.buffered:
+            columns, self._columns = self._columns, {f.name: [] for f in self.schema}
+            self._pending.append(pa.Table.from_pydict(columns, schema=self.schema))
+        written = 0
+        while self._pending:
+            table = self._pending[0]
+            try:
+                self.folder.write_part(table, self.worker, self.pid, self._seq)
+            except Exception as e:  # a full disk must not stop the load test: keep, retry
+                self.flush_failures += 1
+                if not self._failing:
+                    log.error(
+                        "cannot write request records to %s (%s); keeping them in memory "
+                        "(up to %d MB) and retrying",
+                        self.folder.path,
+                        e,
+                        self.buffer_bytes // 2**20,
+                    )
+                self._failing = True
+                self._bound_pending()
+                break
+            self._pending.pop(0)
+            self._seq += 1
+            self.parts_written += 1
+            self.rows_written += table.num_rows
+            written += table.num_rows
+            if self._failing:
+                log.warning("request records written to %s again", self.folder.path)
+                self._failing = False
+        return written
+
+    def _bound_pending(self) -> None:
+        while len(self._pending) > 1 and sum(t.nbytes for t in self._pending) > self.buffer_bytes:
+            dropped = self._pending.pop(0)
+            self.rows_lost += dropped.num_rows
+            log.error(
+                "request record buffer over %d MB: %d records dropped (%d lost so far)",
+                self.buffer_bytes // 2**20,
+                dropped.num_rows,
+                self.rows_lost,
+            )
 
     def flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
-    def close(self) -> None:
-        """Flush and mark this capture done; safe to call from every exit path, repeatedly."""
+    def close(self, retries: int = 3, retry_s: float = 0.5) -> None:
+        """Flush (retrying a failing write a few times) and mark this capture done, counting
+        what could not be written; safe to call from every exit path, repeatedly."""
         if self._closed:
             return
         self.flush()
+        for _ in range(retries):
+            if not self._pending:
+                break
+            time.sleep(retry_s)
+            self.flush()
         self._closed = True
+        if self._pending:
+            self.rows_lost += self.pending_rows
+            log.error("%d request records could not be written: lost", self.pending_rows)
+            self._pending.clear()
         if self.folder is not None:
             try:
-                self.folder.mark_done(self.worker, self.pid, self.rows_written, self.parts_written)
+                self.folder.mark_done(
+                    self.worker,
+                    self.pid,
+                    self.rows_written,
+                    self.parts_written,
+                    lost=self.rows_lost,
+                    seen=self.rows_seen,
+                )
             except OSError as e:
                 log.error("cannot mark the request capture done in %s: %s", self.folder.path, e)
 

@@ -25,11 +25,12 @@ from loadgen.checks import Check
 from loadgen.gates import Gates
 from loadgen.openmodel import late_arrivals
 from loadgen.options import Settings
+from loadgen.outcome import Outcome, broken_steps, reconcile
 from loadgen.plan import Plan
 from loadgen.runinfo import new_run_info
 from loadgen.steps import StepClock
+from loadgen.watch import WATCH_S, Watch, processes
 from meshcore.errors import MeshloadError
-from meshcore.exitcodes import ExitCode
 from meshcore.runfolder import RunFolder
 
 if TYPE_CHECKING:
@@ -65,7 +66,9 @@ class Conductor:
         self.checks = list(checks)
         self.spawn = spawn
         self.sleep = sleep
-        self.exit_code: int | None = None
+        self.outcome = Outcome()
+        self.worker_wait_s = WORKER_WAIT_S  # how long finish() waits for every capture to close
+        self.ending: str | None = None  # set when the run must end before its plan does
         self.info = new_run_info(
             scenario=scenario,
             started_ns=time.time_ns(),
@@ -76,13 +79,17 @@ class Conductor:
             extra=extra_info,
         )
         self.folder = RunFolder.create(settings.results_dir, self.info["run_id"])
-        # With no Prometheus to ask afterwards, the embedded mesh scrapes into the run folder.
+        # The embedded mesh records its spans and metrics into the run folder as they come, so
+        # a crashed trace store or scraper loses seconds, not the run, and the report needs no
+        # fetch from a backend that may be gone.
         self.mesh = mesh
-        if mesh is not None and not getattr(mesh, "prometheus_url", None):
+        if mesh is not None:
             try:
-                mesh.record_metrics(self.folder.path)
+                mesh.record(self.folder.path)
             except Exception as e:  # telemetry never stops a load test
-                log.warning("metrics will be missing from the run: %s", e)
+                log.warning("telemetry will be missing from the run: %s", e)
+        if mesh is not None:  # who is who, for the watch's lines and for whoever debugs a run
+            self.info["mesh_pids"] = {c.name: c.proc.pid for c in processes(mesh)}
         self.rollout = Rollout(
             plan=plan,
             setter=setter,
@@ -97,24 +104,54 @@ class Conductor:
         )
         self.greenlets: list[Any] = []
 
+    @property
+    def exit_code(self) -> int | None:
+        return self.outcome.exit_code
+
     def start(self) -> None:
-        """run.json, step 0's weights (before any user starts), then the rollout and gates."""
+        """run.json, step 0's weights (before any user starts), then the rollout, the gates
+        and the watch (heartbeat, the embedded mesh's processes)."""
         self.write_run()
         log.info("run folder %s", self.folder.path)
         self.rollout.begin()
         self.greenlets.append(self.spawn(self.rollout.run))
         if self.gates is not None:
             self.greenlets.append(self.spawn(self.gates.run, self.sleep))
+        self.greenlets.append(self.spawn(self.watch))
 
     def event(self, event: dict[str, Any]) -> None:
         self.info.setdefault("events", []).append(event)
+        if event["kind"] == "weights_failed":
+            self.outcome.fail(f"step {event['step']}: weight change failed: {event['reason']}")
         self.write_run()
 
     def gate_failed(self, event: dict[str, Any]) -> None:
         """A live gate tripped: log it, roll the canary back to step 0's weights, end the run."""
         self.event(event)
         self.rollout.roll_back(f"gate {event['gate']}")
-        self.exit_code = ExitCode.GATE_FAILED
+        self.outcome.rolled_back = True
+
+    def end(self, reason: str) -> None:
+        """End the run before its plan does (the shape then stops the users)."""
+        if self.ending is None:
+            self.ending = reason
+        self.rollout.stop()
+
+    def interrupt(self, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: stop the plan, keep what was measured, exit 130."""
+        if self.outcome.interrupted:
+            return
+        self.outcome.interrupted = signal_name
+        self.event({"kind": "interrupted", "signal": signal_name, "t_ns": time.time_ns(),
+                    "step": self.rollout.step})  # fmt: skip
+        self.end(f"interrupted by {signal_name}")
+
+    def watch(self) -> None:
+        """The heartbeat and the embedded mesh's processes, until the run stops (a greenlet)."""
+        watch = Watch(mesh=self.mesh, keep_going=self.settings.keep_going, conductor=self)
+        while True:
+            watch.tick()
+            self.sleep(WATCH_S)
 
     def write_run(self) -> None:
         try:
@@ -132,38 +169,66 @@ class Conductor:
         self.info["ended_ns"] = time.time_ns()
         self.write_run()
 
-    def finish(self, expected_captures: int, *, report: bool) -> None:
-        """Wait for every capture to close, then write run.json for good, check, report."""
-        deadline = time.monotonic() + WORKER_WAIT_S
+    def finish(
+        self,
+        expected_captures: int,
+        *,
+        report: bool,
+        locust_counts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Wait for every capture to close, reconcile the records with Locust's count, decide
+        how the run ended, write run.json for good, check, report."""
+        deadline = time.monotonic() + self.worker_wait_s
         while len(self.folder.done_markers()) < expected_captures:
             if time.monotonic() > deadline:
                 log.error("not every worker closed its capture; the run folder may miss records")
                 break
             self.sleep(0.1)
-        markers = self.folder.done_markers()
         self.info["ended_ns"] = self.info.get("ended_ns") or time.time_ns()
-        self.info["status"] = "completed" if self.rollout.done else "interrupted"
-        if self.exit_code == ExitCode.GATE_FAILED:
-            self.info["status"] = "rolled back"
-        self.info["requests"] = {
-            "rows": sum(int(m.get("rows", 0)) for m in markers),
-            "parts": sum(int(m.get("parts", 0)) for m in markers),
-            "workers": sorted(str(m.get("worker")) for m in markers),
-        }
+        requests, failures = reconcile(
+            self.folder, self.folder.done_markers(), locust_counts, expected_captures
+        )
+        self.info["requests"] = requests
+        for failure in failures:
+            self.outcome.fail(failure)
+        self.outcome.plan_done = self.rollout.done
+        if not self.rollout.done and not self.outcome.interrupted:
+            last = len(self.plan.steps) - 1
+            self.outcome.fail(
+                self.ending or f"the plan stopped at step {self.rollout.step} of 0..{last}"
+            )
         open_model = self.settings.arrival_rate > 0 or any(s.arrival_rate for s in self.plan.steps)
-        if self.checks or open_model:
-            try:
-                table = self.folder.read_requests()
-            except Exception as e:
-                log.error("cannot read the records for the end-of-run checks: %s", e)
-            else:
-                self.run_checks(table)
-                if open_model:
-                    self.count_late_arrivals(table)
+        columns = None if self.checks or open_model else ["step", "ok"]
+        try:
+            table = self.folder.read_requests(columns)
+        except Exception as e:
+            log.error("cannot read the records for the end-of-run checks: %s", e)
+            self.outcome.fail(f"the request records cannot be read: {e}")
+        else:
+            self.judge_records(table)
+        self.info["status"] = self.outcome.status
+        self.info["failure"] = list(self.outcome.failures) or None
+        self.info["exit_code"] = int(self.exit_code or 0)
         self.write_run()
-        log.info("run folder %s: %d requests", self.folder.path, self.info["requests"]["rows"])
+        log.info("run folder %s: %d requests", self.folder.path, requests["rows"])
         if report:
             self.report()
+
+    def judge_records(self, table: pa.Table) -> None:
+        """The end-of-run figures of the records themselves: broken steps, checks, lateness."""
+        threshold = self.settings.broken_step_error_rate
+        self.info["broken_step_error_rate"] = threshold
+        broken = broken_steps(table, threshold)
+        self.info["broken_steps"] = broken
+        for b in broken:
+            self.outcome.fail(
+                f"step {b['step']}: {b['error_rate']:.0%} of {b['requests']:,} requests failed "
+                f"(broken-step share {threshold:.0%})"
+            )
+        if self.checks:
+            self.run_checks(table)
+        if "intended_ns" in table.column_names:
+            self.count_late_arrivals(table)
 
     def count_late_arrivals(self, table: pa.Table) -> None:
         """Open model: how many task starts the generator could not make on time."""
@@ -187,7 +252,7 @@ class Conductor:
                 log.info("check %s passed", event["check"])
             else:
                 log.error("check %s FAILED: %s", event["check"], event)
-                self.exit_code = ExitCode.GATE_FAILED
+                self.outcome.check_failed = True
 
     def report(self) -> None:
         try:
@@ -292,9 +357,10 @@ class Rollout:
         try:
             applied = self.setter.set_weights(weights)
         except MeshloadError as e:
-            # The run goes on: the records show what the mesh really did, and the event says why.
+            # The run goes on: the records show what the mesh really did, the event says why,
+            # and the run's exit code says it was not measured as planned.
             log.error("step %d: weight change failed: %s", k, e)
-            event.update(kind="error", error=str(e), requested_ns=time.time_ns())
+            event.update(kind="weights_failed", reason=str(e), requested_ns=time.time_ns())
             self.on_event(event)
             return
         event.update(requested_ns=applied.requested_ns, accepted_ns=applied.accepted_ns)

@@ -9,8 +9,13 @@ A locustfile calls `install(...)` once at import; the harness then listens to Lo
                  workers/local: open the request capture into that folder (its path reaches
                  workers inside the master's spawn message, before their first user starts)
     test_stop    capture flushed and marked done; rollout stopped; run.json updated
-    quitting     master/local: users stopped, workers' captures awaited, run.json final,
-                 checks and gates set the exit code, report, mesh stopped; workers: capture closed
+    quitting     master/local: users stopped, workers' captures awaited, records reconciled
+                 with Locust's count, run.json final (status, failures, exit code), checks,
+                 report, mesh stopped; workers: capture closed
+    quit         master/local: the run's last line, naming its exit code and why
+
+Ctrl-C and SIGTERM end the run in order (status "interrupted", exit code 130); a second one
+quits at once. The conductor's watch ends a run whose embedded mesh lost a process (exit 4).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,6 +38,7 @@ from loadgen.capture import RequestCapture
 from loadgen.checks import Check
 from loadgen.conductor import Conductor, WeightSetter
 from loadgen.journeys import TracedSession
+from loadgen.outcome import last_line
 from loadgen.plan import Plan, load_plan
 from loadgen.target import resolve_target
 from meshcore.errors import ConfigError, MeshloadError
@@ -76,10 +83,6 @@ def install(
     return h
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _is_master_or_local(runner: Any) -> bool:
     return isinstance(runner, MasterRunner | LocalRunner)
 
@@ -115,6 +118,9 @@ class Harness:
         self._flusher: Any = None
         self._cli_users: int | None = None
         self._cli_spawn_rate: float | None = None
+        self._signals = 0
+        self.locust_counts: dict[str, int] = {}  # Locust's request count per worker
+        self.last_info: dict[str, Any] | None = None  # run.json of the last finished run
 
     def attach(self, events: Any) -> None:
         events.init_command_line_parser.add_listener(options.add_arguments)
@@ -122,7 +128,10 @@ class Harness:
         events.test_start.add_listener(self.on_test_start)
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
+        events.quit.add_listener(self.on_quit)
         events.request.add_listener(self.on_request)
+        events.report_to_master.add_listener(self.on_report_to_master)
+        events.worker_report.add_listener(self.on_worker_report)
 
     # -- what the shape and the users ask -------------------------------------------------
     @property
@@ -156,6 +165,10 @@ class Harness:
     def rate_now(self) -> tuple[float, int]:
         return self._rate
 
+    def ending(self) -> bool:
+        """The run must end before its plan does (a signal, a dead process of the mesh)."""
+        return self.run is not None and self.run.ending is not None
+
     # -- init ------------------------------------------------------------------------------
     def on_init(self, environment: Any, runner: Any = None, **_: Any) -> None:
         self.environment = environment
@@ -175,10 +188,12 @@ class Harness:
         if not isinstance(runner, MasterRunner):
             runner.register_message(steps.MESSAGE, self._on_steps_message)
         if _is_master_or_local(runner) and self._headless(environment):
-            # Locust installs its SIGTERM handler only once a headless shape run has returned;
-            # until then SIGTERM would end the process on the spot: no flush, no run.json, the
-            # embedded mesh left running. Treat it as Ctrl-C, which Locust handles in full.
-            signal.signal(signal.SIGTERM, _interrupt)
+            # Ctrl-C and SIGTERM end the run in order: the plan stops, the users stop, the
+            # records are flushed and counted, run.json says "interrupted", exit code 130.
+            # (Locust installs its own SIGTERM handler only once a shape run has returned, and
+            # a KeyboardInterrupt raised into gevent's hub prints a traceback.)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                gevent.signal_handler(signum, self.on_signal, signal.Signals(signum).name)
         openmodel.set_rate_source(self.rate_now)
         atexit.register(self._at_exit)
 
@@ -259,6 +274,7 @@ class Harness:
             clock=self.clock,
             version_header=self.settings.version_header,
             open_model=bool(getattr(opts, "meshload_open_model", False)),
+            buffer_bytes=self.settings.record_buffer_mb * 2**20,
         )
         self.capture.open(RunFolder(run_dir), worker)
         self._flusher = gevent.spawn(self.capture.flusher(gevent.sleep))
@@ -266,6 +282,37 @@ class Harness:
     def on_request(self, **kwargs: Any) -> None:
         if self.capture is not None:
             self.capture.on_request(**kwargs)
+
+    def on_signal(self, name: str) -> None:
+        if self._signals:
+            sys.stderr.write(f"meshload: {name} again: quitting at once\n")
+            os._exit(ExitCode.INTERRUPTED)
+        self._signals += 1
+        sys.stderr.write(f"meshload: {name}: ending the run; what was measured is kept\n")
+        if self.run is not None:
+            self.run.interrupt(name)
+        elif self.environment is not None:  # no run yet: nothing to keep
+            self.environment.process_exit_code = ExitCode.INTERRUPTED
+            self.environment.runner.quit()
+
+    # -- Locust's own count of the requests, per process that sends load ------------------
+    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        """Worker side: name this worker's records in its stats reports."""
+        if self.capture is not None:
+            data["meshload_worker"] = self.capture.worker
+
+    def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        """Master side: each report carries the requests since the last one."""
+        count = int((data.get("stats_total") or {}).get("num_requests") or 0)
+        if count or data.get("meshload_worker"):  # reports before a worker's capture: nothing
+            worker = str(data.get("meshload_worker") or client_id)
+            self.locust_counts[worker] = self.locust_counts.get(worker, 0) + count
+
+    def _locust_counts(self, environment: Any) -> dict[str, int] | None:
+        if isinstance(environment.runner, MasterRunner):
+            return dict(self.locust_counts)
+        stats = getattr(environment, "stats", None)
+        return {"local": int(stats.total.num_requests)} if stats is not None else None
 
     # -- during the run --------------------------------------------------------------------
     def _broadcast(self) -> None:
@@ -324,7 +371,10 @@ class Harness:
         run, self.run = self.run, None
         if run is None:
             return
-        run.finish(self.expected_captures, report=report)
+        run.finish(
+            self.expected_captures, report=report, locust_counts=self._locust_counts(environment)
+        )
+        self.last_info = run.info
         if run.exit_code is not None:
             environment.process_exit_code = run.exit_code
 
@@ -340,6 +390,12 @@ class Harness:
             log.error("stopping the users: %s", e)
         self._finish(environment, report=self._headless(environment))
         self._stop_mesh()
+
+    def on_quit(self, exit_code: int, **_: Any) -> None:
+        """After Locust's own tables: the run's last line, naming how it ended."""
+        if self.last_info is not None:
+            sys.stderr.write(f"meshload: {last_line(self.last_info, exit_code)}\n")
+            sys.stderr.flush()
 
     def _stop_mesh(self) -> None:
         mesh, self.mesh = self.mesh, None

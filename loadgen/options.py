@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshcore.errors import ConfigError
+from meshcore.figures import DEFAULT_BROKEN_STEP_ERROR_RATE
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,27 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--gate-window-s", "MESHLOAD_GATE_WINDOW_S", 10.0, "live gate window in seconds", type=float
     ),
+    Option(
+        "--broken-step-error-rate",
+        "MESHLOAD_BROKEN_STEP_ERROR_RATE",
+        DEFAULT_BROKEN_STEP_ERROR_RATE,
+        "a step whose failed requests exceed this share was not measured (exit code 4)",
+        type=float,
+    ),
+    Option(
+        "--keep-going",
+        "MESHLOAD_KEEP_GOING",
+        False,
+        "go on when a process of the embedded mesh exits (the run still ends with exit code 4)",
+        type=bool,
+    ),
+    Option(
+        "--record-buffer-mb",
+        "MESHLOAD_RECORD_BUFFER_MB",
+        256,
+        "request records kept in memory while the run folder cannot be written",
+        type=int,
+    ),
 )
 
 
@@ -121,9 +143,12 @@ def add_arguments(parser: Any) -> None:
             "env_var": o.env,
             "default": o.default,
             "help": o.help,
-            "type": o.type,
             "include_in_web_ui": o.web_ui,
         }
+        if o.type is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = o.type
         if o.choices is not None:
             kwargs["choices"] = list(o.choices)
         parser.add_argument(o.flag, **kwargs)
@@ -131,6 +156,17 @@ def add_arguments(parser: Any) -> None:
     # exit code comes from gates and checks (3) and bad input (2). An explicit
     # --exit-code-on-error still wins.
     parser.set_defaults(exit_code_on_error=0)
+
+
+def _truth(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 @dataclass(frozen=True)
@@ -150,6 +186,9 @@ class Settings:
     gate_error_rate: float = 0.0
     gate_p99_ms: float = 0.0
     gate_window_s: float = 10.0
+    broken_step_error_rate: float = DEFAULT_BROKEN_STEP_ERROR_RATE
+    keep_going: bool = False
+    record_buffer_mb: int = 256
 
     @classmethod
     def from_options(cls, parsed: Any) -> Settings:
@@ -160,7 +199,7 @@ class Settings:
                 values[o.dest] = o.default
                 continue
             try:  # the web UI's start form sends strings
-                values[o.dest] = o.type(raw)
+                values[o.dest] = _truth(raw) if o.type is bool else o.type(raw)
             except (TypeError, ValueError):
                 raise ConfigError(f"{o.flag} {raw!r}: not a {o.type.__name__}") from None
         settings = cls(**values)
@@ -182,6 +221,12 @@ class Settings:
         ):
             if value < 0:
                 raise ConfigError(f"{flag} {value}: negative; give 0 (off) or a threshold")
+        if not 0.0 < self.broken_step_error_rate <= 1.0:
+            raise ConfigError(
+                f"--broken-step-error-rate {self.broken_step_error_rate}: give a share in (0, 1]"
+            )
+        if self.record_buffer_mb < 1:
+            raise ConfigError(f"--record-buffer-mb {self.record_buffer_mb}: give 1 or more")
         if self.gate_window_s <= 0:
             raise ConfigError(f"--gate-window-s {self.gate_window_s}: give a positive window")
         if not self.version_header.strip():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 from importlib import metadata
 from typing import Any
 
@@ -64,6 +66,8 @@ def new_run_info(
         "trace_sampling": settings.trace_sampling,
         "arrival_rate": settings.arrival_rate or None,
         "step_boundary": "requested_ns",
+        # Who writes this file: a report can tell a run still going from one cut short.
+        "master": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     if mesh is not None:
         info["mesh_urls"] = urls

@@ -30,7 +30,7 @@ class RolloutShape(LoadTestShape):
             # Before test_start: the first step's users start it (Locust fires test_start then).
             users = h.first_step_users()
             return (users, h.spawn_rate(users))
-        if rollout.done:
+        if rollout.done or h.ending():
             h.plan_finished()
             return None
         users = h.users_now()

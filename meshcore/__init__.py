@@ -9,6 +9,7 @@
     meshcore.durations    Go's duration syntax
     meshcore.traceparent  W3C trace context
     meshcore.figures      rules shared by live gates and the report (percentiles, roles, affinity)
+    meshcore.spanrows     a received span as a row of the spans schema (trace store and analysis)
     meshcore.kube         the Kubernetes client stack for Istio resources
 
 Layers above it (`loadgen`, `meshsim`, `analysis`) import it; it imports none of them. The

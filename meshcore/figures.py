@@ -194,3 +194,21 @@ def cohort_reach(
         "cohort_requests_on_version": int((marked & served).sum()),
         "other_requests_on_version": int((~marked & served).sum()),
     }
+
+
+# -- broken steps ----------------------------------------------------------------------------
+DEFAULT_BROKEN_STEP_ERROR_RATE = 0.5
+
+
+def broken_steps(steps: ArrayLike, ok: ArrayLike, threshold: float) -> list[dict[str, Any]]:
+    """Steps (>= 0) whose failed requests exceed `threshold` of their requests: not a
+    measurement of the canary any more, but of a target that was down or answering errors."""
+    step = np.asarray(steps, dtype=np.int64)
+    failed = ~np.asarray(ok, dtype=bool)
+    out = []
+    for k in np.unique(step[step >= 0]):
+        mine = step == k
+        n, errors = int(mine.sum()), int((failed & mine).sum())
+        if errors / n > threshold:
+            out.append({"step": int(k), "requests": n, "errors": errors, "error_rate": errors / n})
+    return out

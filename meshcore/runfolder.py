@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,12 @@ SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
 REQUESTS_DIR = "requests"  # requests/<worker>-<pid>-<seq>.parquet, one part per batch
 REQUESTS_FILE = "requests.parquet"  # one file instead of parts (written by other tools)
-SPANS_FILE = "spans.parquet"
-METRICS_FILE = "metrics.parquet"
+SPANS_FILE = "spans.parquet"  # one file: fetched from a trace backend
+METRICS_FILE = "metrics.parquet"  # one file: fetched from Prometheus
+# Telemetry recorded while the run goes, by the embedded mesh: <writer>-<pid>-<seq>.parquet
+# parts and a state marker _<writer>-<pid>.json per writer (see `RunFolder.write_recording`).
+SPANS_DIR = "spans"
+METRICS_DIR = "metrics"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 
@@ -54,6 +59,19 @@ def write_parquet(path: str | os.PathLike[str], table: pa.Table, **options: Any)
     with replacing(path) as tmp:
         pq.write_table(table, tmp, **options)
     return Path(path)
+
+
+@dataclass
+class RecorderState:
+    """What one recorder of telemetry (the trace store, the scraper) has written into a run
+    folder: `rows` in `parts`, `lost` rows it could not write, `done` once it closed."""
+
+    writer: str
+    pid: int
+    rows: int = 0
+    parts: int = 0
+    lost: int = 0
+    done: bool = False
 
 
 class RunFolder:
@@ -126,10 +144,22 @@ class RunFolder:
         self.requests_dir.mkdir(parents=True, exist_ok=True)
         return write_parquet(self.part_path(worker, pid, seq), table, compression="zstd")
 
-    def mark_done(self, worker: str, pid: int, rows: int, parts: int) -> None:
-        """Tell the master this capture is complete (how many rows in how many parts)."""
+    def mark_done(
+        self,
+        worker: str,
+        pid: int,
+        rows: int,
+        parts: int,
+        *,
+        lost: int = 0,
+        seen: int | None = None,
+    ) -> None:
+        """Tell the master this capture is complete: `rows` written in `parts`, `lost` that
+        could not be written, of the `seen` request events."""
         marker = self.requests_dir / f"_{safe_name(worker)}-{pid}.done.json"
-        body = {"worker": worker, "pid": pid, "rows": rows, "parts": parts}
+        body = {"worker": worker, "pid": pid, "rows": rows, "parts": parts, "lost": lost}
+        if seen is not None:
+            body["seen"] = seen
         write_atomic(marker, json.dumps(body))
 
     def done_markers(self) -> list[dict[str, Any]]:
@@ -143,15 +173,60 @@ class RunFolder:
 
     def parts(self) -> list[Path]:
         """requests.parquet and the request parts, in name order."""
-        single = self.path / REQUESTS_FILE
+        return self._parts(REQUESTS_FILE, REQUESTS_DIR)
+
+    def _parts(self, single_name: str, parts_dir: str) -> list[Path]:
+        """The single file (when there is one), then the whole parts of a folder, by name."""
+        single = self.path / single_name
         found = [single] if single.is_file() else []
-        if self.requests_dir.is_dir():
-            found += sorted(self.requests_dir.glob("[!._]*.parquet"))
+        folder = self.path / parts_dir
+        if folder.is_dir():
+            found += sorted(folder.glob("[!._]*.parquet"))
         return found
 
-    def read_requests(self) -> pa.Table:
-        """Every part as one arrow table (checks at the end of a run; analysis reads frames)."""
+    def read_requests(self, columns: list[str] | None = None) -> pa.Table:
+        """Every part as one arrow table, of `columns` (default: all); for the end of a run,
+        analysis reads frames."""
         parts = self.parts()
         if not parts:
             return pa.table({})
-        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+        tables = [pq.read_table(p, columns=columns) for p in parts]
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    # -- telemetry recorded during the run -------------------------------------------------
+    def span_parts(self) -> list[Path]:
+        """spans.parquet and the span parts the embedded trace store recorded, in name order."""
+        return self._parts(SPANS_FILE, SPANS_DIR)
+
+    def metric_parts(self) -> list[Path]:
+        """metrics.parquet and the metric parts the embedded scraper recorded, in name order."""
+        return self._parts(METRICS_FILE, METRICS_DIR)
+
+    def write_telemetry_part(
+        self, parts_dir: str, table: pa.Table, writer: str, pid: int, seq: int
+    ) -> Path:
+        """One complete part of `parts_dir` (SPANS_DIR or METRICS_DIR); visible only once whole."""
+        folder = self.path / parts_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{safe_name(writer)}-{pid}-{seq:06d}.parquet"
+        return write_parquet(path, table, compression="zstd")
+
+    def write_recording(self, parts_dir: str, state: RecorderState) -> None:
+        """A recorder's state beside its parts, `_<writer>-<pid>.json`. Rewritten with every
+        part, so a recorder that died leaves its last state with `done` false."""
+        folder = self.path / parts_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / f"_{safe_name(state.writer)}-{state.pid}.json"
+        write_atomic(marker, json.dumps(asdict(state)))
+
+    def recordings(self, parts_dir: str) -> list[dict[str, Any]]:
+        """The state of every recorder of `parts_dir`, by name; [] when nothing was recorded."""
+        out = []
+        for p in sorted((self.path / parts_dir).glob("_*.json")):
+            try:
+                state = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(state, dict):
+                out.append(state)
+        return out

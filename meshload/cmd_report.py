@@ -76,6 +76,7 @@ def run_report(args: argparse.Namespace) -> int:
     split = summary.get("split") or []
     passed = sum(1 for s in split if s.get("passed"))
     verdict = (summary.get("judge") or {}).get("verdict")
+    print((summary.get("run_health") or {}).get("line") or "run status unknown")
     print(f"report: {result.html_path}")
     print(f"summary: {result.summary_path}")
     print(f"split: {passed} of {len(split)} steps passed; judge: {verdict}")

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -55,7 +56,7 @@ class Mesh:
         tracing: bool = True,
         trace_sampling: float = 100.0,
         prometheus: bool = True,
-        metrics_dir: str | Path | None = None,
+        run_folder: str | Path | None = None,
     ) -> None:
         self._manifests = manifests
         self.spec_path = Path(spec) if spec is not None else DEFAULT_SPEC
@@ -66,14 +67,15 @@ class Mesh:
         self.tracing = tracing
         self.trace_sampling = trace_sampling
         self.jaeger_url: str | None = None
-        # Telemetry: a real Prometheus when asked and installed; with a metrics_dir, also the
-        # scraper child writing metrics_dir/metrics.parquet, so the run folder keeps the raw
-        # samples after this Prometheus (and its TSDB in the workdir) is gone.
+        # Telemetry: a real Prometheus when asked and installed; with a run folder (now or
+        # through record() later), the spans and metric samples are also recorded into it as
+        # the run goes, so the folder keeps them after this mesh (and its TSDB) is gone.
         self.use_prometheus = prometheus
-        self.metrics_dir = Path(metrics_dir) if metrics_dir is not None else None
+        self.run_folder = Path(run_folder) if run_folder is not None else None
         self.prometheus: Prometheus | None = None
         self.prometheus_url: str | None = None
         self.scraper: Child | None = None
+        self.recording_spans = False
         self.metrics_ports: dict[str, int] = {}
         self._workload_ports: dict[str, int] = {}
         self.metrics_targets: list[Target] = []
@@ -192,36 +194,65 @@ class Mesh:
                 log.warning("%s; the mesh runs without Prometheus", e)
             else:
                 self.prometheus_url = self.prometheus.url
-        if self.metrics_dir is not None:
-            self.record_metrics(self.metrics_dir)
+        if self.run_folder is not None:
+            self.record(self.run_folder)
 
-    def record_metrics(self, metrics_dir: str | Path) -> None:
-        """Scrape every target each second into metrics_dir/metrics.parquet (a child process),
-        e.g. into a run folder created after the mesh started."""
-        if self.scraper is not None:
-            return
-        self.metrics_dir = Path(metrics_dir)
-        targets_file = self.workdir / "scrape-targets.json"
-        write_targets(targets_file, self.metrics_targets)
-        self.scraper = Child(
-            "scraper",
-            python_module(
-                "meshsim.telemetry.scrape",
-                "--targets",
-                str(targets_file),
-                "--out-dir",
-                str(self.metrics_dir),
-                "--status-file",
-                str(self._scraper_status),
-            ),
-            self.workdir / "scraper.log",
-        )
+    def record(self, run_folder: str | Path) -> None:
+        """Record the run's telemetry into its folder as it goes: every span the trace store
+        receives (`spans/*.parquet`, every 2 s) and every target scraped each second by the
+        scraper child (`metrics/*.parquet`, every 5 s), e.g. into a run folder created after
+        the mesh started. A recording that fails to start is logged: traffic goes on."""
+        if Path(run_folder) != self.run_folder:  # a new run in the same mesh (Locust's web UI)
+            self.stop_recording()
+        self.run_folder = Path(run_folder)
+        if self.jaeger_url is not None and not self.recording_spans:
+            try:
+                self._recording_call("PUT", {"dir": str(self.run_folder)})
+            except (OSError, ValueError) as e:
+                log.warning("spans will not be recorded into %s: %s", self.run_folder, e)
+            else:
+                self.recording_spans = True
+        if self.scraper is None:
+            targets_file = self.workdir / "scrape-targets.json"
+            write_targets(targets_file, self.metrics_targets)
+            self.scraper = Child(
+                "scraper",
+                python_module(
+                    "meshsim.telemetry.scrape",
+                    "--targets",
+                    str(targets_file),
+                    "--out-dir",
+                    str(self.run_folder),
+                    "--status-file",
+                    str(self._scraper_status),
+                ),
+                self.workdir / "scraper.log",
+            )
 
     def stop_recording(self) -> None:
-        """Stop the scraper: one last scrape, then metrics.parquet is complete."""
+        """Flush and close both recordings: the trace store writes what it holds (after the
+        exporters' last flush), the scraper scrapes once more and writes its last part. Once
+        this returns the run folder holds everything recorded; a trace store that died is
+        logged (the folder keeps what it recorded until then)."""
+        if self.recording_spans:
+            self.recording_spans = False
+            try:
+                counts = self._recording_call("DELETE", None)
+            except (OSError, ValueError) as e:
+                log.warning("the trace store did not finish its recording: %s", e)
+            else:
+                log.info("spans recorded into %s: %s", self.run_folder, counts)
         if self.scraper is not None:
             self.scraper.stop(timeout_s=10.0)
             self.scraper = None
+
+    def _recording_call(self, method: str, body: dict[str, str] | None) -> object:
+        url = f"{self.jaeger_url}/_meshload/recording"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30.0) as resp:
+            return json.loads(resp.read())
 
     @property
     def _scraper_status(self) -> Path:
@@ -274,7 +305,7 @@ class Mesh:
     def stop(self) -> None:
         # The scraper's last scrape needs everything still up; Prometheus is no child of the
         # mesh's health (dead_child), so it is stopped apart.
-        self.stop_recording()  # SIGTERM: one last scrape, then the file
+        self.stop_recording()  # the last spans and one last scrape, into the run folder
         if self.prometheus is not None:
             self.prometheus.stop()
             self.prometheus = None
@@ -349,8 +380,9 @@ class Mesh:
         return warnings
 
     def wait_metrics_scraped(self, timeout_s: float = 15.0) -> None:
-        """Return once Prometheus and the scraper have scraped every target after this call:
-        counts read afterwards include all traffic that ended before it."""
+        """Return once Prometheus and the scraper have scraped every target after this call
+        (the scraper's samples written into the run folder too): counts read afterwards
+        include all traffic that ended before it."""
         if self.scraper is not None:
             wait_scraper_rounds(self._scraper_status, self.scraper, 2, timeout_s)
         if self.prometheus is not None:

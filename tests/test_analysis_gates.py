@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def summary(**over: object) -> dict[str, object]:
     base: dict[str, object] = {
         "schema_version": 1,
+        "run_health": {"ok": True, "line": "Measured as planned"},
         "split": [
             {  # 10 % configured, 12.5 % observed: outside the interval, 2.5 pp off
                 "step": 1,
@@ -76,7 +77,7 @@ def test_split_gates_recompute_at_the_gate_tolerance() -> None:
     gates, _ = gates_of({"split": {"tolerance_pp": 3}})
     assert gates[("split", "step 1")].passed
     gates, result = gates_of({"split": {"tolerance_pp": 3, "steps": [2, 7]}})
-    assert set(gates) == {("split", "step 2"), ("split", "step 7")}
+    assert set(gates) == {("run", "measured as planned"), ("split", "step 2"), ("split", "step 7")}
     assert not gates[("split", "step 7")].passed  # a step asked for but absent fails
     leaked = summary()
     leaked["split"][1]["observed"] = {"v1": 0.01, "v2": 0.99}  # type: ignore[index]
@@ -99,6 +100,7 @@ def test_every_section_gives_its_gates() -> None:
     gates, result = gates_of(thresholds)
     verdicts = {k: g.passed for k, g in gates.items()}
     assert verdicts == {
+        ("run", "measured as planned"): True,
         ("propagation", "step 1"): False,  # 800 ms > 500; the undetected step 2 has no gate
         ("latency", "v2 p99_ms <= 250"): False,
         ("latency", "v2 p50_ms <= 40"): True,
@@ -158,7 +160,7 @@ def test_junit_xml_has_one_case_per_gate(tmp_path: Path) -> None:
     suite = root.find("testsuite")
     assert suite is not None
     cases = suite.findall("testcase")
-    assert suite.get("tests") == str(len(cases)) == "3"
+    assert suite.get("tests") == str(len(cases)) == "4"
     failed = [c for c in cases if c.find("failure") is not None]
     assert suite.get("failures") == str(len(failed)) == "2"
     judge = next(c for c in cases if c.get("classname") == "meshload.check.judge")
@@ -174,4 +176,28 @@ def test_check_run_reads_summary_json(tmp_path: Path) -> None:
     th = tmp_path / "th.yaml"
     th.write_text("latency:\n  v1: {p99_ms: 100}\n")
     result = check_run(tmp_path, th)
-    assert result.passed and [g.name for g in result.gates] == ["v1 p99_ms <= 100"]
+    names = [g.name for g in result.gates]
+    assert result.passed and names == ["measured as planned", "v1 p99_ms <= 100"]
+
+
+def test_a_run_not_measured_as_planned_fails_its_first_gate() -> None:
+    broken = {"ok": False, "line": "NOT MEASURED AS PLANNED: the embedded mesh's envoy exited"}
+    result = check_summary(summary(run_health=broken), parse_thresholds(None))
+    assert not result.passed and result.gates[0].group == "run"
+    assert "envoy exited" in result.gates[0].message
+    old = summary()
+    del old["run_health"]
+    result = check_summary(old, parse_thresholds(None))
+    assert not result.passed and "rebuild it with `meshload report`" in result.gates[0].message
+
+
+def test_a_step_not_applied_or_broken_fails_its_split_gate() -> None:
+    steps = summary()["split"]
+    assert isinstance(steps, list)
+    steps[1] = {**steps[1], "broken": True, "reason": "broken: 61 % of 400 requests failed"}
+    steps.append({"step": 3, "configured": {"v2": 1.0}, "observed": {}, "n": 0,
+                  "applied": False, "reason": "not applied: API unreachable"})  # fmt: skip
+    gates, _ = gates_of({"split": {"tolerance_pp": 5}}, summary(split=steps))
+    assert gates[("split", "step 1")].passed
+    assert not gates[("split", "step 2")].passed and "broken" in gates[("split", "step 2")].message
+    assert gates[("split", "step 3")].message == "not applied: API unreachable"

@@ -20,7 +20,7 @@ from analysis.frames import (
 )
 from analysis.runfolder import load_run, save_frame
 from meshcore.errors import RunFolderError
-from meshcore.runfolder import SCHEMA_VERSION
+from meshcore.runfolder import METRICS_DIR, SCHEMA_VERSION, SPANS_DIR, RecorderState, RunFolder
 from meshcore.schemas import METRIC_SCHEMA, OPEN_MODEL_SCHEMA, REQUEST_SCHEMA, SPAN_SCHEMA
 
 T0_NS = 1_780_000_000 * 10**9
@@ -175,6 +175,76 @@ def test_spans_and_metrics_round_trip_and_per_label_columns(tmp_path: Path) -> N
         {"destination_version": "v1", "response_code": "200"},
         {"destination_version": "v2"},
     ]
+
+
+def _span_table(span_ids: list[str], service: str) -> pa.Table:
+    n = len(span_ids)
+    return pa.table(
+        {
+            "trace_id": ["a" * 32] * n,
+            "span_id": span_ids,
+            "parent_id": [None] * n,
+            "service": pa.array([service] * n).dictionary_encode(),
+            "operation": pa.array(["GET /"] * n).dictionary_encode(),
+            "kind": pa.array(["server"] * n).dictionary_encode(),
+            "start_ns": [T0_NS + i for i in range(n)],
+            "duration_ms": [1.0] * n,
+            "version": pa.array(["v1"] * n).dictionary_encode(),
+            "status_code": [200] * n,
+            "attributes": ["{}"] * n,
+        },
+        schema=SPAN_SCHEMA,
+    )
+
+
+def test_recorded_parts_read_with_the_single_files_and_recorders_noted(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    folder = RunFolder(run)
+    # Spans: fetched once (spans.parquet) and recorded in two parts, one span in both.
+    pq.write_table(_span_table(["1" * 16, "2" * 16], "gw"), run / "spans.parquet")
+    for seq, ids in enumerate((["2" * 16, "3" * 16], ["4" * 16])):
+        folder.write_telemetry_part(SPANS_DIR, _span_table(ids, f"svc{seq}"), "tracestore", 5, seq)
+    # Metrics: the per-label spelling of a fetch beside recorded parts of METRIC_SCHEMA.
+    pq.write_table(
+        pa.table({"t": [1.0], "metric": ["m"], "code": ["200"], "value": [1.0]}),
+        run / "metrics.parquet",
+    )
+    for seq in range(2):
+        part = pa.table(
+            {
+                "t": [2.0 + seq],
+                "metric": pa.array(["m"]).dictionary_encode(),
+                "labels": pa.array([f'{{"code":"{500 + seq}"}}']).dictionary_encode(),
+                "value": [float(seq)],
+            },
+            schema=METRIC_SCHEMA,
+        )
+        folder.write_telemetry_part(METRICS_DIR, part, "scraper", 6, seq)
+    (run / METRICS_DIR / "scraper-6-000009.parquet").write_bytes(b"not parquet")
+    folder.write_recording(SPANS_DIR, RecorderState("tracestore", 5, rows=3, parts=2))
+    folder.write_recording(
+        METRICS_DIR, RecorderState("scraper", 6, rows=2, parts=2, lost=7, done=True)
+    )
+    loaded = load_run(run)
+    assert sorted(loaded.spans["span_id"]) == [c * 16 for c in "1234"]  # span 2 once
+    assert {c: str(loaded.spans[c].dtype) for c in loaded.spans} == SPAN_COLUMNS
+    assert sorted(loaded.spans["service"].astype(str)) == ["gw", "gw", "svc0", "svc1"]
+    assert loaded.metrics["t"].tolist() == [1.0, 2.0, 3.0]
+    assert loaded.metrics["labels"].astype(str).tolist() == [
+        '{"code":"200"}',
+        '{"code":"500"}',
+        '{"code":"501"}',
+    ]
+    assert {c: str(loaded.metrics[c].dtype) for c in loaded.metrics} == METRIC_COLUMNS
+    notes = " | ".join(loaded.notes)
+    assert "metrics/scraper-6-000009.parquet: unreadable, metrics left out" in notes
+    assert "the trace store stopped before the run ended: 3 spans recorded until then" in notes
+    assert "the scraper could not write 7 samples into metrics/" in notes
+    assert "scraper stopped" not in notes
+    assert loaded.recorded(SPANS_DIR) and loaded.recorded(METRICS_DIR)
+    light = load_run(run, telemetry=False)
+    assert light.spans.empty and light.metrics.empty and light.recorded(SPANS_DIR)
+    assert not any("stopped" in n for n in light.notes)
 
 
 def test_columns_and_dtypes_follow_meshcore_schemas() -> None:

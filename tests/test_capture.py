@@ -91,7 +91,9 @@ def test_batches_become_parts_and_memory_stays_bounded(folder: RunFolder) -> Non
     cap.close()
     assert len(folder.parts()) == 11
     assert [pq.read_metadata(p).num_rows for p in folder.parts()] == [100] * 10 + [50]
-    assert folder.done_markers() == [{"worker": "w0", "pid": cap.pid, "rows": 1050, "parts": 11}]
+    assert folder.done_markers() == [
+        {"worker": "w0", "pid": cap.pid, "rows": 1050, "parts": 11, "lost": 0, "seen": 1050}
+    ]
     # readers of the folder see only the parts, never the marker or temporary files
     assert ds.dataset(folder.requests_dir, format="parquet").count_rows() == 1050
 
@@ -138,12 +140,43 @@ def test_open_model_adds_intended_time_and_corrected_latency(folder: RunFolder) 
     assert rows[1]["intended_ns"] is None and rows[1]["co_latency_ms"] == 5.0
 
 
-def test_a_write_failure_is_logged_not_raised(folder: RunFolder, tmp_path: Path) -> None:
+def test_a_failed_write_is_kept_and_written_when_the_disk_is_back(tmp_path: Path) -> None:
+    run = tmp_path / "run"
     cap = RequestCapture(clock=StepClock())
-    cap.open(RunFolder(tmp_path / "file-not-dir"), "local")
-    (tmp_path / "file-not-dir").write_text("x")
-    fire(cap, 0, random.Random(0))
-    assert cap.flush() == 0 and cap.flush_failures == 1
+    cap.open(RunFolder(run), "local")
+    run.write_text("not a folder: every write fails")
+    rng = random.Random(0)
+    for i in range(3):
+        fire(cap, i, rng)
+        assert cap.flush() == 0
+    assert cap.flush_failures == 3 and cap.pending_rows == 3 and cap.rows_lost == 0
+    run.unlink()
+    fire(cap, 3, rng)
+    assert cap.flush() == 4, "the three kept batches and the new one"
+    cap.close()
+    assert RunFolder(run).read_requests().num_rows == 4
+    assert RunFolder(run).done_markers()[0] | {"pid": 0} == {
+        "worker": "local",
+        "pid": 0,
+        "rows": 4,
+        "parts": 4,
+        "lost": 0,
+        "seen": 4,
+    }
+
+
+def test_beyond_the_buffer_the_oldest_batches_are_counted_lost(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.write_text("x")
+    cap = RequestCapture(clock=StepClock(), buffer_bytes=1)  # room for one batch only
+    cap.open(RunFolder(run), "local")
+    rng = random.Random(1)
+    for i in range(5):
+        fire(cap, i, rng)
+        cap.flush()
+    assert (cap.pending_rows, cap.rows_lost) == (1, 4)
+    cap.close(retries=1, retry_s=0.0)
+    assert (cap.pending_rows, cap.rows_lost, cap.rows_written, cap.rows_seen) == (0, 5, 0, 5)
 
 
 def test_run_json_is_written_whole(folder: RunFolder) -> None:

@@ -18,6 +18,7 @@ def crafted(folder: Path, *, p99_ms: float = 80.0, scenario: str = "canary") -> 
     summary: dict[str, Any] = {
         "schema_version": 1,
         "run_id": folder.name,
+        "run_health": {"ok": True, "line": "Measured as planned"},
         "run": {"scenario": scenario},
         "split": [],
         "propagation": [],
@@ -72,7 +73,7 @@ def test_check_exit_codes_and_junit(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["check", str(run), "--thresholds", str(th), "--junit", str(junit)]) == 0
     assert "PASS latency: v1 p99_ms <= 100" in capsys.readouterr().out
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "0"
+    assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "0"
 
     th.write_text("latency:\n  v1: {p99_ms: 50}\nerrors:\n  v1: {max_rate: 0.01}\n")
     assert main(["check", str(run), "--thresholds", str(th), "--junit", str(junit)]) == 1

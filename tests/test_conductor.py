@@ -78,23 +78,91 @@ def test_run_json_carries_the_contract_keys_from_the_start(tmp_path: Path) -> No
                                "resource_version": "1"}]  # fmt: skip
     assert info["roles"] == {"baseline": "v1", "canary": "v2", "source": "plan weights"}
     assert c.folder.path.name == info["run_id"] and c.folder.path.parent == tmp_path
-    assert setter.calls == [{"v1": 100, "v2": 0}] and len(spawned) == 1
+    assert setter.calls == [{"v1": 100, "v2": 0}] and len(spawned) == 2  # rollout, watch
 
 
-def test_finish_sums_the_workers_and_marks_an_interrupted_run(tmp_path: Path) -> None:
+def part(c: Conductor, worker: str, pid: int, rows: int, **columns: Any) -> None:
+    table = request_table(rows, **{"step": [0] * rows, "ok": [True] * rows, **columns})
+    c.folder.write_part(table, worker, pid, 0)
+
+
+def test_finish_reconciles_the_records_with_locust_per_worker(tmp_path: Path) -> None:
     c, _, spawned = conductor(tmp_path)
     c.start()
     c.rollout.apply(1)
+    c.rollout.done = True
     c.stop()
     assert all(g.killed for g in spawned)
+    part(c, "worker0", 7, 7)
+    part(c, "worker1", 5, 5)
     marker(c, "worker0", 7)
     marker(c, "worker1", 5)
-    c.finish(2, report=False)
+    c.finish(2, report=False, locust_counts={"worker0": 7, "worker1": 5})
     info = json.loads(c.folder.run_json.read_text())
-    assert info["requests"] == {"rows": 12, "parts": 2, "workers": ["worker0", "worker1"]}
-    assert info["status"] == "interrupted" and info["ended_ns"] >= info["started_ns"]
-    assert [e["step"] for e in info["events"]] == [0, 1]
-    assert c.exit_code is None
+    req = info["requests"]
+    assert (req["rows"], req["parts"], req["locust"], req["lost"]) == (12, 2, 12, 0)
+    assert req["workers"] == ["worker0", "worker1"]
+    assert req["by_worker"]["worker1"] == {"on_disk": 5, "written": 5, "lost": 0, "locust": 5,
+                                           "closed": True}  # fmt: skip
+    assert info["status"] == "completed" and info["failure"] is None and c.exit_code is None
+    assert info["ended_ns"] >= info["started_ns"] and info["exit_code"] == 0
+
+
+def test_a_lost_worker_and_lost_records_are_failures(tmp_path: Path) -> None:
+    c, _, _ = conductor(tmp_path)
+    c.worker_wait_s = 0.2  # worker1 never closes its capture
+    c.start()
+    c.rollout.done = True
+    part(c, "worker0", 7, 7)
+    part(c, "worker1", 9, 3)  # worker1 wrote a part, then died: no marker
+    c.folder.mark_done("worker0", 7, 7, 1, lost=2, seen=9)
+    c.finish(2, report=False, locust_counts={"worker0": 9, "worker1": 2})
+    info = json.loads(c.folder.run_json.read_text())
+    assert info["status"] == "failed" and c.exit_code == ExitCode.NOT_MEASURED
+    assert info["failure"] == [
+        "2 request records could not be written to the run folder",
+        "worker(s) lost: worker1; 3 of their records reached the folder",
+    ]
+    assert info["requests"]["by_worker"]["worker1"]["closed"] is False
+
+
+def test_a_plan_stopped_early_is_failed_and_an_interrupted_one_is_130(tmp_path: Path) -> None:
+    c, _, _ = conductor(tmp_path / "stopped")
+    c.start()
+    c.rollout.apply(1)
+    c.stop()
+    marker(c, "local", 0)
+    c.finish(1, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    assert info["status"] == "failed" and info["failure"][0] == "the plan stopped at step 1 of 0..1"
+    assert c.exit_code == ExitCode.NOT_MEASURED
+    c, _, _ = conductor(tmp_path / "interrupted")
+    c.start()
+    c.interrupt("SIGTERM")
+    assert c.ending == "interrupted by SIGTERM" and c.rollout.stopped
+    c.stop()
+    marker(c, "local", 0)
+    c.finish(1, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    assert info["status"] == "interrupted" and c.exit_code == ExitCode.INTERRUPTED
+    assert info["events"][-1]["kind"] == "interrupted" and info["events"][-1]["signal"] == "SIGTERM"
+
+
+def test_a_failed_weight_change_and_a_broken_step_are_failures(tmp_path: Path) -> None:
+    c, _, _ = conductor(tmp_path, broken_step_error_rate=0.5)
+    c.start()
+    c.event({"kind": "weights_failed", "step": 1, "weights": {"v2": 100}, "reason": "API down"})
+    c.rollout.done = True
+    part(c, "local", 1, 10, ok=[False] * 6 + [True] * 4)
+    marker(c, "local", 10)
+    c.finish(1, report=False)
+    info = json.loads(c.folder.run_json.read_text())
+    assert info["failure"] == [
+        "step 1: weight change failed: API down",
+        "step 0: 60% of 10 requests failed (broken-step share 50%)",
+    ]
+    assert info["broken_steps"] == [{"step": 0, "requests": 10, "errors": 6, "error_rate": 0.6}]
+    assert c.exit_code == ExitCode.NOT_MEASURED and info["broken_step_error_rate"] == 0.5
 
 
 def test_a_failed_check_is_an_event_and_the_exit_code(tmp_path: Path) -> None:
@@ -212,8 +280,8 @@ def test_a_failed_change_is_an_event_and_the_plan_goes_on() -> None:
                 on_event=events.append, broadcast=lambda: None, default_users=1,
                 sleep=t.sleep, monotonic=t.monotonic)  # fmt: skip
     r.run()
-    assert [e["kind"] for e in events] == ["weights", "error", "weights"]
-    assert events[1]["error"] == "API down"
+    assert [e["kind"] for e in events] == ["weights", "weights_failed", "weights"]
+    assert events[1]["reason"] == "API down"
     assert r.done
 
 

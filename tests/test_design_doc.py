@@ -50,3 +50,5 @@ def test_the_open_model_columns_and_the_file_names_are_documented() -> None:
     for name in ("RUN_JSON", "REQUESTS_DIR", "REQUESTS_FILE", "SPANS_FILE", "METRICS_FILE",
                  "SUMMARY_FILE", "REPORT_FILE"):  # fmt: skip
         assert f"`{getattr(runfolder, name)}" in text, name
+    for name in ("SPANS_DIR", "METRICS_DIR"):  # folders of parts
+        assert f"`{getattr(runfolder, name)}/" in text, name

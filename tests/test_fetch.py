@@ -27,6 +27,7 @@ from analysis.fetch import fetch_telemetry
 from analysis.runfolder import load_run
 from analysis.spans import load_spans
 from meshcore.errors import BackendError
+from meshcore.runfolder import METRICS_DIR, SPANS_DIR, RecorderState, RunFolder
 from meshcore.schemas import METRIC_SCHEMA, SPAN_SCHEMA
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jaeger"
@@ -397,3 +398,37 @@ def test_fetch_telemetry_with_backends_down_only_notes(tmp_path: Path) -> None:
         "no Jaeger URL",
         "no Prometheus URL",
     ]
+
+
+def test_telemetry_recorded_during_the_run_is_not_fetched_again(
+    servers: Servers, tmp_path: Path
+) -> None:
+    jaeger_calls: Calls = []
+    prom_calls: Calls = []
+    jaeger = servers.start(jaeger_v1_app(jaeger_calls))
+    prometheus = servers.start(prometheus_app(prom_calls, {"istio_requests_total": [(1.0, 1.0)]}))
+    run = _run_folder(tmp_path, jaeger, prometheus)
+    folder = RunFolder(run)
+    for parts_dir, writer, rows in ((SPANS_DIR, "tracestore", 40), (METRICS_DIR, "scraper", 900)):
+        folder.write_recording(parts_dir, RecorderState(writer, 1, rows=rows, parts=3, done=True))
+    notes = fetch_telemetry(run, progress=False)
+    assert notes == [
+        f"spans recorded during the run: 40 spans in 3 parts (spans/); not fetched from {jaeger}",
+        "metrics recorded during the run: 900 samples in 3 parts (metrics/); not fetched "
+        f"from {prometheus}",
+    ]
+    assert jaeger_calls == [] and prom_calls == []  # not even asked
+    assert not (run / "spans.parquet").exists() and not (run / "metrics.parquet").exists()
+
+
+def test_recorded_parts_without_a_state_are_not_fetched_either(
+    servers: Servers, tmp_path: Path
+) -> None:
+    calls: Calls = []
+    jaeger = servers.start(jaeger_v1_app(calls))
+    run = _run_folder(tmp_path, jaeger, "")
+    spans = pa.table({"trace_id": [f"{1:032x}"], "span_id": ["1" * 16]})
+    RunFolder(run).write_telemetry_part(SPANS_DIR, spans, "tracestore", 1, 0)
+    notes = fetch_telemetry(run, progress=False)
+    assert notes[0] == f"spans recorded during the run: 1 parts (spans/); not fetched from {jaeger}"
+    assert calls == []

@@ -62,6 +62,18 @@ def test_error_rate_increase_fails() -> None:
     )
 
 
+def test_errors_decide_first_however_few_successes_remain() -> None:
+    # the boutique killed: the canary fails 92 %, the baseline 23 %; too few successes remain
+    # for a latency comparison, and the errors alone fail the canary, first reason first
+    frame = requests_of(4, 300, error_rates=(0.23, 0.92))
+    result = judge(frame)
+    assert result["verdict"] == "fail"
+    assert result["reasons"][0].startswith("error rate up")
+    assert "too few successful requests" in result["reasons"][-1]
+    rates = frame.groupby("version")["ok"].apply(lambda ok: 1 - ok.mean())
+    assert result["error_rate"] == pytest.approx(rates.to_dict())
+
+
 def test_tiny_samples_are_inconclusive() -> None:
     result = judge(requests_of(3, 50, shift=2.0))
     assert result["verdict"] == "inconclusive"

@@ -1,14 +1,26 @@
-"""meshcore.runfolder: run ids, run.json and its version, request parts and markers."""
+"""meshcore.runfolder: run ids, run.json and its version, request and telemetry parts, markers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from meshcore.errors import RunFolderError
-from meshcore.runfolder import SCHEMA_VERSION, RunFolder, new_run_id, safe_name
+from meshcore.runfolder import (
+    METRICS_DIR,
+    METRICS_FILE,
+    SCHEMA_VERSION,
+    SPANS_DIR,
+    RecorderState,
+    RunFolder,
+    new_run_id,
+    safe_name,
+    write_parquet,
+)
 from tests.records import request_table
 
 
@@ -42,4 +54,26 @@ def test_parts_are_whole_files_in_name_order_without_temporaries(tmp_path: Path)
     folder.mark_done("w0", 7, 6, 3)
     assert [p.name for p in folder.parts()] == [f"w0-7-00000{i}.parquet" for i in range(3)]
     assert folder.read_requests().num_rows == 6
-    assert folder.done_markers() == [{"worker": "w0", "pid": 7, "rows": 6, "parts": 3}]
+    assert folder.done_markers() == [{"worker": "w0", "pid": 7, "rows": 6, "parts": 3, "lost": 0}]
+
+
+def test_telemetry_parts_and_recorder_states(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path, "r")
+    assert folder.span_parts() == folder.metric_parts() == [] == folder.recordings(SPANS_DIR)
+    table = pa.table({"x": [1, 2]})
+    for seq in (1, 0):
+        folder.write_telemetry_part(SPANS_DIR, table, "tracestore", 9, seq)
+    folder.write_telemetry_part(METRICS_DIR, table, "scraper", 8, 0)
+    (folder.path / SPANS_DIR / ".tracestore-9-000002.parquet.1.2.tmp").write_bytes(b"half")
+    folder.write_recording(SPANS_DIR, RecorderState("tracestore", 9, rows=4, parts=2))
+    state = {"writer": "tracestore", "pid": 9, "rows": 4, "parts": 2, "lost": 0, "done": False}
+    names = [p.relative_to(folder.path).as_posix() for p in folder.span_parts()]
+    assert names == ["spans/tracestore-9-000000.parquet", "spans/tracestore-9-000001.parquet"]
+    assert folder.recordings(SPANS_DIR) == [state] and folder.recordings(METRICS_DIR) == []
+    folder.write_recording(SPANS_DIR, RecorderState("tracestore", 9, 4, 2, done=True))  # rewritten
+    assert folder.recordings(SPANS_DIR) == [{**state, "done": True}]
+    # A fetched single file comes first; the request parts are none of these.
+    write_parquet(folder.file(METRICS_FILE), table)
+    assert [p.name for p in folder.metric_parts()] == [METRICS_FILE, "scraper-8-000000.parquet"]
+    assert folder.parts() == []
+    assert all(pq.read_table(p).num_rows == 2 for p in folder.span_parts())

@@ -1,5 +1,5 @@
-"""Istio metrics of the embedded mesh counted by a REAL Prometheus (and by the embedded scraper
-when there is none) against the client's own counts."""
+"""Istio metrics of the embedded mesh counted by a REAL Prometheus (and by the embedded scraper,
+into the run folder's parts) against the client's own counts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from meshcore.runfolder import METRICS_DIR, RunFolder
 from meshsim.mesh import Mesh
 from meshsim.resources import Resource, load_manifests
 from tests.support import Tally, hammer
@@ -98,19 +99,35 @@ def test_duration_histogram_counts_every_request(mesh: Mesh) -> None:
     assert float(total[0]["value"][1]) >= 2_000
 
 
-def test_embedded_scraper_writes_the_same_counts_to_metrics_parquet(tmp_path: Path) -> None:
-    with Mesh(manifests=canary(50, 50), spec=SPEC, prometheus=False, metrics_dir=tmp_path) as m:
+def test_embedded_scraper_writes_the_same_counts_into_the_run_folder(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    with Mesh(manifests=canary(50, 50), spec=SPEC, prometheus=False, run_folder=tmp_path) as m:
         assert "prometheus" not in m.urls()
         tally = hammer(m.gateway_url + "/_healthz", 600)
         m.wait_metrics_scraped()
+        # Already on disk while the scraper runs: the rounds waited for are in its parts.
+        during = frontend_counts(metric_frame(folder))
     expected = client_counts(tally)
-    frame = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert during == expected
+    assert frontend_counts(metric_frame(folder)) == expected  # and after its last part
+    assert not (tmp_path / "metrics.parquet").exists()
+    [state] = folder.recordings(METRICS_DIR)
+    assert state["done"] and state["lost"] == 0 and state["parts"] == len(folder.metric_parts())
+
+
+def metric_frame(folder: RunFolder) -> pd.DataFrame:
+    parts = folder.metric_parts()
+    assert parts and all(p.parent.name == METRICS_DIR for p in parts)
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def frontend_counts(frame: pd.DataFrame) -> dict[str, float]:
     requests = frame[frame["metric"].astype(str) == "istio_requests_total"]
-    last = requests.sort_values("t").groupby("labels", observed=True).tail(1)
+    last = requests.sort_values("t").groupby(requests["labels"].astype(str)).tail(1)
     got: dict[str, float] = {}
     for text, value in zip(last["labels"].astype(str), last["value"], strict=True):
         labels: dict[str, Any] = json.loads(text)
         if labels["reporter"] == "destination" and labels["destination_app"] == "frontend":
             version = labels["destination_version"]
             got[version] = got.get(version, 0.0) + value
-    assert got == expected
+    return got

@@ -58,9 +58,19 @@ class _Jaeger:
     """A Jaeger v1 search over N traces one ms apart, answering `limit` of the matching ones
     newest first or in a seeded random order (some stores do not sort)."""
 
-    def __init__(self, n: int, ordered: bool) -> None:
-        self.starts_us = [T0_US + 1000 * i for i in range(n)]
+    def __init__(
+        self,
+        n: int,
+        ordered: bool,
+        *,
+        spacing_us: int = 1000,
+        cap: int = 0,
+        windowless: bool = False,
+    ) -> None:
+        self.starts_us = [T0_US + spacing_us * i for i in range(n)]
         self.ordered = ordered
+        self.cap = cap  # at most this many traces per answer, whatever the limit (0: none)
+        self.windowless = windowless  # answers the newest traces whatever the window
         self.calls: list[tuple[int, int]] = []
         self.rng = random.Random(3)
 
@@ -68,7 +78,7 @@ class _Jaeger:
         q = request.query
         start, end, limit = int(q["start"]), int(q["end"]), int(q["limit"])
         self.calls.append((start, end))
-        hits = [s for s in self.starts_us if start <= s <= end]
+        hits = [s for s in self.starts_us if self.windowless or start <= s <= end]
         hits = sorted(hits, reverse=True) if self.ordered else self.rng.sample(hits, len(hits))
         data: list[dict[str, Any]] = [
             {
@@ -76,7 +86,7 @@ class _Jaeger:
                 "spans": [{"traceID": f"{s:032x}", "spanID": f"{s:016x}", "startTime": s}],
                 "processes": {"p1": {"serviceName": SERVICE}},
             }
-            for s in hits[:limit]
+            for s in hits[: min(limit, self.cap or limit)]
         ]
         for trace in data:
             trace["spans"][0]["processID"] = "p1"
@@ -131,3 +141,46 @@ def test_every_trace_read_once_in_time_order(serve: Any, ordered: bool) -> None:
     if ordered:
         # One full page, then pieces of half a page (halving: 15 full pages and 16 more).
         assert len(jaeger.calls) == 1 + n // (limit // 2)
+
+
+@pytest.mark.integration
+def test_a_window_too_short_to_split_is_read_with_a_larger_limit(serve: Any) -> None:
+    jaeger = _Jaeger(120, ordered=True, spacing_us=4)  # 120 traces within half a millisecond
+    url = serve(jaeger)
+    notes: list[str] = []
+    start_ns = T0_US * 1000
+    frame = load_spans(
+        url, service=SERVICE, start_ns=start_ns, end_ns=start_ns + 500_000, limit=50, notes=notes
+    )
+    assert len(frame) == 120 and notes == []  # limits 50, 100, 200: all of them, no note
+
+
+@pytest.mark.integration
+def test_a_backend_that_answers_no_more_is_a_note_not_a_silent_cap(serve: Any) -> None:
+    jaeger = _Jaeger(120, ordered=True, spacing_us=4, cap=50)
+    url = serve(jaeger)
+    notes: list[str] = []
+    start_ns = T0_US * 1000
+    frame = load_spans(
+        url, service=SERVICE, start_ns=start_ns, end_ns=start_ns + 500_000, limit=50, notes=notes
+    )
+    assert len(frame) == 50
+    assert len(jaeger.calls) == 2  # asked again with 100: still 50, so no more asking
+    [note] = notes
+    assert note.startswith(f"traces of {SERVICE} may be missing: 1 page(s) came back full (50")
+    assert "answered no more" in note and "how many were left out is not known" in note
+
+
+@pytest.mark.integration
+def test_the_page_bound_is_a_note(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("analysis.spans_http._MAX_PAGES", 4)
+    jaeger = _Jaeger(600, ordered=True, windowless=True)  # every piece comes back full
+    url = serve(jaeger)
+    notes: list[str] = []
+    start_ns, end_ns = T0_US * 1000, (T0_US + 1000 * 600) * 1000
+    frame = load_spans(
+        url, service=SERVICE, start_ns=start_ns, end_ns=end_ns, limit=50, notes=notes
+    )
+    assert len(frame) == 50  # the newest 50, answered again and again
+    [note] = notes
+    assert "the search stopped after 4 pages" in note and "ignore the window" in note

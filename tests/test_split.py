@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.split import chi2_gof_p, split_accuracy, split_records, wilson_interval
+from analysis.split import (
+    chi2_gof_p,
+    mark_steps,
+    split_accuracy,
+    split_records,
+    wilson_interval,
+)
 from analysis.synthetic import make_run
 
 Z = 1.959963984540054
@@ -120,3 +126,29 @@ def test_counts_equal_a_plain_loop() -> None:
         )
         assert row["count"] == expected
     assert (frame.groupby("step")["count"].sum() == frame.groupby("step")["n"].first()).all()
+
+
+def test_steps_not_applied_or_broken_say_so_in_the_table() -> None:
+    synth = make_run(n_requests=4000, seed=7, with_spans=False)
+    requests = synth.requests.copy()
+    steps = sorted(requests["step"].unique())
+    broken_step = int(steps[1])
+    mine = requests["step"] == broken_step
+    requests.loc[mine, "ok"] = np.arange(mine.sum()) % 10 < 7  # 30 % failed: not broken
+    run = {**synth.run, "events": [*synth.run["events"], {"kind": "weights_failed", "step": 9,
+           "weights": {"v1": 0, "v2": 100}, "reason": "Kubernetes API unreachable"}]}  # fmt: skip
+    records = mark_steps(split_records(split_accuracy(requests, run)), run, requests)
+    assert [r["step"] for r in records] == [*map(int, steps), 9]
+    assert not any(r.get("broken") for r in records)
+    failed = records[-1]
+    assert failed["applied"] is False and failed["passed"] is False and failed["n"] == 0
+    assert failed["reason"] == "not applied: Kubernetes API unreachable"
+    assert failed["configured"] == {"v1": 0.0, "v2": 1.0}
+    requests.loc[mine, "ok"] = np.arange(mine.sum()) % 10 < 3  # 70 % failed: broken at 50 %
+    records = mark_steps(split_records(split_accuracy(requests, run)), run, requests)
+    broken = next(r for r in records if r["step"] == broken_step)
+    assert broken["broken"] and not broken["passed"]
+    assert broken["reason"].startswith("broken: 70% of")
+    strict = {**run, "broken_step_error_rate": 0.8}
+    records = mark_steps(split_records(split_accuracy(requests, strict)), strict, requests)
+    assert not any(r.get("broken") for r in records)

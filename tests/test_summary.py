@@ -15,6 +15,7 @@ from meshcore.runfolder import SCHEMA_VERSION
 KEYS = [
     "schema_version",
     "run_id",
+    "run_health",
     "split",
     "propagation",
     "latency",

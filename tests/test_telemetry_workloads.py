@@ -26,7 +26,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshcore.runfolder import METRICS_FILE
+from meshcore.runfolder import METRICS_DIR, METRICS_FILE, RunFolder
 from meshcore.schemas import METRIC_SCHEMA
 from meshsim.boutique import INGRESS, Hop, serve
 from meshsim.prometheus import Target, mesh_targets, scrape_config
@@ -209,7 +209,9 @@ def test_scraper_writes_the_samples_frame_and_survives_a_dead_target(
         scraper.wait_scraped()
         scraper.wait_scraped()
         scraper.close()
-    frame = pd.read_parquet(tmp_path / "metrics.parquet")
+    parts = RunFolder(tmp_path).metric_parts()
+    assert parts and not (tmp_path / METRICS_FILE).exists()  # parts of metrics/, no single file
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     assert list(frame.columns) == ["t", "metric", "labels", "value"]
     rounds = scraper.scrapes
     assert rounds >= 4 and len(frame) == 3 * rounds
@@ -245,7 +247,7 @@ def test_the_scraper_child_writes_its_file_on_sigterm_and_exits_0(
         while read_rounds(status) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, "no rounds"
             time.sleep(0.05)
-        assert not (tmp_path / "run" / METRICS_FILE).exists()  # written every 30 s, and at exit
+        assert RunFolder(tmp_path / "run").metric_parts() == []  # a part every 5 s, and at exit
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
@@ -254,9 +256,14 @@ def test_the_scraper_child_writes_its_file_on_sigterm_and_exits_0(
             proc.wait(5)
         assert proc.stderr is not None
         proc.stderr.close()
-    table = pq.read_table(tmp_path / "run" / METRICS_FILE)
-    assert table.schema.equals(METRIC_SCHEMA)
-    assert table.num_rows == 3 * read_rounds(status)  # the last round, after SIGTERM, too
+    folder = RunFolder(tmp_path / "run")
+    tables = [pq.read_table(p) for p in folder.metric_parts()]
+    assert tables and all(t.schema.equals(METRIC_SCHEMA) for t in tables)
+    rows = sum(t.num_rows for t in tables)
+    assert rows == 3 * read_rounds(status)  # the last round, after SIGTERM, too
+    assert read_rounds(status, "written") == read_rounds(status)
+    [state] = folder.recordings(METRICS_DIR)
+    assert state["done"] and state["rows"] == rows and state["pid"] == proc.pid
 
 
 @pytest.mark.integration  # starts the scraper child

@@ -4,11 +4,8 @@ send to it, and both Jaeger APIs answer in the fixtures' shapes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +23,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tests.tracestore_child import start_store, stop
+
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jaeger"
@@ -37,55 +36,16 @@ ISTIO = {
 }
 
 
-def wait_for(path: Path, timeout_s: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            return json.loads(path.read_text())
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not appear within {timeout_s} s")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> int:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-
-
 @pytest.fixture
 def tracestore(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    ports = tmp_path / "tracestore.json"
     spill = tmp_path / "spill"
-    with open(tmp_path / "tracestore.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meshsim.tracestore",
-                "--ports-file",
-                str(ports),
-                "--max-spans",
-                "3",
-                "--spill-dir",
-                str(spill),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            info = wait_for(ports)
-            assert info["pid"] == proc.pid
-            yield f"http://127.0.0.1:{info['port']}", spill
-        finally:
-            began = time.monotonic()
-            assert stop(proc) == 0
-            assert time.monotonic() - began < 3, "SIGTERM must end the store promptly"
+    proc, url = start_store(tmp_path, "--max-spans", "3", "--spill-dir", str(spill))
+    try:
+        yield url, spill
+    finally:
+        began = time.monotonic()
+        assert stop(proc) == 0
+        assert time.monotonic() - began < 3, "SIGTERM must end the store promptly"
 
 
 def get(url: str) -> tuple[int, Any]:

@@ -8,6 +8,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -123,6 +125,14 @@ def test_spill_keeps_every_span_queryable(tmp_path: Path, data: Data) -> None:
     for trace_id, span_ids in by_trace.items():
         assert {row[SPAN_ID] for row in store.trace(trace_id)} == span_ids
     assert store.trace(b"\x01" * 16) == []
+    # Each segment's membership index: the sorted unique first 8 bytes of its trace ids.
+    spilled: set[bytes] = set()
+    for segment in store._segments:
+        ids = set(pq.read_table(segment.path, columns=["trace_id"])["trace_id"].to_pylist())
+        plain = sorted({int.from_bytes(t[:8], "big") for t in ids})
+        assert segment.prefixes.tolist() == plain and segment.prefixes.dtype == np.uint64
+        spilled |= ids
+    assert all(any(seg.may_hold(t) for seg in store._segments) for t in spilled)
     assert store.services() == sorted({s.service for s in spans})
     for service in SERVICES:
         want = sorted({(s.operation, s.kind) for s in spans if s.service == service})

@@ -1,15 +1,19 @@
-"""The embedded scraper: what Prometheus would record, into the run folder.
+"""The embedded scraper: what Prometheus would record, into the run folder as it goes.
 
 `python -m meshsim.telemetry.scrape --targets FILE --out-dir DIR [--status-file FILE]` runs it
 as a child of the mesh (never in Locust's gevent process, where parsing would stall the
-event loop) until SIGTERM, then scrapes once more, writes the file and exits 0 (a child of
-`meshsim.serving` with no site and no ports file).
+event loop) until SIGTERM, then scrapes once more, writes the last part and exits 0 (a child
+of `meshsim.serving` with no site and no ports file).
 
-A thread scrapes every target each `interval_s` and keeps the samples as Arrow batches of
-`meshcore.schemas.METRIC_SCHEMA`; `write()` puts them in the run folder's `metrics.parquet`
-(by rename, so a reader never sees half a file), which happens every `write_every_s` and on
-`close()`. A target that fails is logged once and scraped again next time; the mesh's traffic
-never waits for it.
+A thread scrapes every target each `interval_s` into Arrow batches of
+`meshcore.schemas.METRIC_SCHEMA`; every `part_every_s` they become one part of the run folder,
+`metrics/scraper-<pid>-<seq>.parquet` (by rename, so a reader never sees half a file), and are
+dropped: memory stays flat however long the run, and a crash loses at most the last
+`part_every_s`. The scraper's state (`metrics/_scraper-<pid>.json`: rows, parts, lost, done)
+is rewritten with every part. A target that fails is logged once and scraped again next time;
+a part that cannot be written is logged once and tried again with the next one (samples
+waiting beyond `max_pending_rounds` are dropped and counted as lost); the mesh's traffic never
+waits for either.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from meshcore.errors import ConfigError
-from meshcore.runfolder import METRICS_FILE, write_parquet
+from meshcore.runfolder import METRICS_DIR, RecorderState, RunFolder
 from meshcore.schemas import METRIC_SCHEMA
 from meshsim.prometheus import Target
 from meshsim.serving import Served, run_child
@@ -37,9 +41,11 @@ from meshsim.telemetry.scrape_files import read_targets, write_status
 
 log = logging.getLogger(__name__)
 
+WRITER = "scraper"
+
 
 class Scraper:
-    """Scrapes `targets` from a thread until `close()`; samples go to `out_dir/metrics.parquet`."""
+    """Scrapes `targets` from a thread until `close()`; samples go to parts of `out_dir`."""
 
     def __init__(
         self,
@@ -47,7 +53,8 @@ class Scraper:
         out_dir: str | os.PathLike[str] | None,
         *,
         interval_s: float = 1.0,
-        write_every_s: float = 30.0,
+        part_every_s: float = 5.0,
+        max_pending_rounds: int = 600,
         timeout_s: float = 1.0,
         status_file: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -58,13 +65,17 @@ class Scraper:
         ]
         # Another process (the mesh) learns of finished rounds from this file.
         self.status_file = Path(status_file) if status_file is not None else None
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.folder = RunFolder(out_dir) if out_dir is not None else None
         self.interval_s = interval_s
-        self.write_every_s = write_every_s
+        self.part_every_s = part_every_s
+        self.max_pending_rounds = max_pending_rounds
         self.timeout_s = timeout_s
+        self.state = RecorderState(WRITER, os.getpid())
         self.scrapes = 0
         self.failures = 0
+        self.written_rounds = 0  # rounds whose samples are in parts on disk
         self._batches: list[pa.RecordBatch] = []
+        self._pending_rounds = 0
         self._lock = threading.Lock()
         self._failed: set[str] = set()
         self._stop = threading.Event()
@@ -72,13 +83,13 @@ class Scraper:
         self._thread.start()
 
     def _run(self) -> None:
-        next_write = time.monotonic() + self.write_every_s
+        next_part = time.monotonic() + self.part_every_s
         while not self._stop.is_set():
             started = time.monotonic()
             self.scrape_once()
-            if self.out_dir is not None and time.monotonic() >= next_write:
-                next_write = time.monotonic() + self.write_every_s
-                self._write_logged()
+            if time.monotonic() >= next_part:
+                next_part = time.monotonic() + self.part_every_s
+                self.write_part()
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def scrape_once(self) -> None:
@@ -94,30 +105,35 @@ class Scraper:
                 n, lab, v = reader.read(text)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 self.failures += 1
-                if target.url not in self._failed:
-                    self._failed.add(target.url)
-                    log.warning("scraping %s failed (%s); will keep trying", target.url, e)
+                self._warn_once(
+                    target.url, "scraping %s failed (%s); will keep trying", target.url, e
+                )
                 continue
             times += [t_s] * len(n)
             names += n
             labels += lab
             values += v
-        if names:
-            # One batch per round: building Arrow arrays per target cost more than parsing.
-            batch = pa.RecordBatch.from_arrays(
-                [
-                    pa.array(times, pa.float64()),
-                    pa.array(names).dictionary_encode(),
-                    pa.array(labels).dictionary_encode(),
-                    pa.array(values, pa.float64()),
-                ],
-                schema=METRIC_SCHEMA,
-            )
-            with self._lock:
-                self._batches.append(batch)
-        self.scrapes += 1
+        with self._lock:
+            if names:
+                # One batch per round: building Arrow arrays per target cost more than parsing.
+                self._batches.append(
+                    pa.RecordBatch.from_arrays(
+                        [
+                            pa.array(times, pa.float64()),
+                            pa.array(names).dictionary_encode(),
+                            pa.array(labels).dictionary_encode(),
+                            pa.array(values, pa.float64()),
+                        ],
+                        schema=METRIC_SCHEMA,
+                    )
+                )
+            self._pending_rounds += 1
+            self.scrapes += 1
+        self._write_status()
+
+    def _write_status(self) -> None:
         if self.status_file is not None:
-            write_status(self.status_file, self.scrapes, self.failures)
+            write_status(self.status_file, self.scrapes, self.failures, self.written_rounds)
 
     def wait_scraped(self, timeout_s: float = 10.0) -> None:
         """Wait until a whole scrape round has begun and ended after this call."""
@@ -128,34 +144,67 @@ class Scraper:
                 return
             time.sleep(0.05)
 
-    def table(self) -> pa.Table:
+    def write_part(self) -> Path | None:
+        """The samples not yet written, as the next part; None when there were none (or no
+        folder). A failed write keeps them for the next part and is logged once."""
         with self._lock:
-            batches = list(self._batches)
-        return pa.Table.from_batches(batches, schema=METRIC_SCHEMA).unify_dictionaries()
+            batches, self._batches = self._batches, []
+            rounds, self._pending_rounds = self._pending_rounds, 0
+        path = None
+        if batches and self.folder is not None:
+            table = pa.Table.from_batches(batches, schema=METRIC_SCHEMA).unify_dictionaries()
+            try:
+                path = self.folder.write_telemetry_part(
+                    METRICS_DIR, table, WRITER, self.state.pid, self.state.parts
+                )
+            except OSError as e:
+                self._warn_once(
+                    "write", "writing into %s failed (%s); will retry", self.folder.path, e
+                )
+                self._keep_for_retry(batches, rounds)
+                return None
+            self.state.rows += table.num_rows
+            self.state.parts += 1
+        self.written_rounds += rounds
+        self._save_state()
+        self._write_status()
+        return path
 
-    def write(self) -> Path | None:
-        """Write every sample so far to `metrics.parquet` (renamed into place)."""
-        if self.out_dir is None:
-            return None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        return write_parquet(self.out_dir / METRICS_FILE, self.table())
+    def _keep_for_retry(self, batches: list[pa.RecordBatch], rounds: int) -> None:
+        with self._lock:
+            self._batches[:0] = batches
+            self._pending_rounds += rounds
+            over = len(self._batches) - self.max_pending_rounds
+            if over > 0:
+                self.state.lost += sum(b.num_rows for b in self._batches[:over])
+                del self._batches[:over]
 
-    def _write_logged(self) -> None:
+    def _save_state(self) -> None:
+        if self.folder is None:
+            return
         try:
-            self.write()
+            self.folder.write_recording(METRICS_DIR, self.state)
         except OSError as e:
-            if "write" not in self._failed:
-                self._failed.add("write")
-                log.warning("writing %s failed (%s); will retry", self.out_dir, e)
+            self._warn_once("write", "writing into %s failed (%s); will retry", self.folder.path, e)
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._failed:
+            self._failed.add(key)
+            log.warning(message, *args)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop scraping (after one last scrape) and write the file."""
+        """Stop scraping (after one last scrape), write the last part, mark the state done."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join(timeout_s)
         self.scrape_once()
-        self._write_logged()
+        self.write_part()
+        with self._lock:
+            self.state.lost += sum(b.num_rows for b in self._batches)
+            self._batches = []
+        self.state.done = True
+        self._save_state()
 
 
 def _instance(url: str) -> str:
@@ -170,7 +219,11 @@ async def _start(args: argparse.Namespace) -> Served[Scraper]:
             f"{args.targets}: not a targets file ({e}); write it with write_targets"
         ) from None
     scraper = Scraper(
-        targets, args.out_dir, interval_s=args.interval_s, status_file=args.status_file
+        targets,
+        args.out_dir,
+        interval_s=args.interval_s,
+        part_every_s=args.part_every_s,
+        status_file=args.status_file,
     )
     return Served(scraper, close_after=[scraper.close])
 
@@ -178,12 +231,13 @@ async def _start(args: argparse.Namespace) -> Served[Scraper]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m meshsim.telemetry.scrape",
-        description="Scrape Prometheus endpoints every interval into DIR/metrics.parquet.",
+        description="Scrape Prometheus endpoints every interval into DIR/metrics/*.parquet.",
     )
     parser.add_argument("--targets", required=True, help='JSON {"targets": [{url, job, labels}]}')
-    parser.add_argument("--out-dir", required=True, help="where metrics.parquet is written")
+    parser.add_argument("--out-dir", required=True, help="the run folder the parts go into")
     parser.add_argument("--status-file", default=None, help="rewritten after every round")
     parser.add_argument("--interval-s", type=float, default=1.0)
+    parser.add_argument("--part-every-s", type=float, default=5.0)
     args = parser.parse_args(argv)
     return run_child("scraper", lambda: _start(args))
 

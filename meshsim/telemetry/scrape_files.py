@@ -26,24 +26,26 @@ def read_targets(path: str | os.PathLike[str]) -> list[Target]:
     return [Target(t["url"], t["job"], dict(t.get("labels", {}))) for t in doc["targets"]]
 
 
-def write_status(path: Path, scrapes: int, failures: int) -> None:
-    write_json(path, {"scrapes": scrapes, "failures": failures})
+def write_status(path: Path, scrapes: int, failures: int, written: int) -> None:
+    """`scrapes` rounds done, `written` of them in parts of the run folder."""
+    write_json(path, {"scrapes": scrapes, "failures": failures, "written": written})
 
 
-def read_rounds(path: Path) -> int:
+def read_rounds(path: Path, key: str = "scrapes") -> int:
     try:
-        return int(json.loads(path.read_text())["scrapes"])
+        return int(json.loads(path.read_text())[key])
     except (OSError, ValueError, KeyError):
         return 0
 
 
 def wait_scraper_rounds(path: Path, child: Child, rounds: int, timeout_s: float) -> bool:
     """Wait until the scraper finished `rounds` more rounds (2: one whole round began after
-    this call). False when it died or the time ran out: telemetry never blocks for long."""
+    this call) and wrote them into the run folder. False when it died or the time ran out:
+    telemetry never blocks for long."""
     want = read_rounds(path) + rounds
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if read_rounds(path) >= want:
+        if read_rounds(path, "written") >= want:
             return True
         if not child.alive():
             return False

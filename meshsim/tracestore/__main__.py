@@ -1,9 +1,10 @@
-"""`python -m meshsim.tracestore --ports-file PATH [--max-spans N] [--spill-dir DIR]`
+"""`python -m meshsim.tracestore --ports-file PATH [--max-spans N] [--spill-dir DIR]
+[--record-dir RUN_FOLDER] [--record-flush-s S]`
 
 Serves OTLP/HTTP (`POST /v1/traces`) and the Jaeger query APIs (`/api/...`, `/api/v3/...`) on
 one port of 127.0.0.1 (real Jaeger splits them over 4318 and 16686). Once listening it writes
-`{"pid": N, "port": P}` to the ports file and runs until SIGTERM or SIGINT, then exits 0
-(`meshsim.serving` has the exit codes).
+`{"pid": N, "port": P}` to the ports file and runs until SIGTERM or SIGINT, then writes what it
+records and exits 0 (`meshsim.serving` has the exit codes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from meshsim.serving import run_child
+from meshsim.tracestore.recording import DEFAULT_FLUSH_S
 from meshsim.tracestore.server import serve
 from meshsim.tracestore.store import DEFAULT_MAX_SPANS
 
@@ -52,6 +54,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="directory for spilled span segments (default: a temp dir, removed on exit)",
     )
+    parser.add_argument(
+        "--record-dir",
+        type=Path,
+        default=None,
+        help="a run folder to record every span received into, as spans/*.parquet parts",
+    )
+    parser.add_argument(
+        "--record-flush-s",
+        type=float,
+        default=DEFAULT_FLUSH_S,
+        help=f"seconds between two recorded parts (default {DEFAULT_FLUSH_S:g})",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_child(
         "tracestore",
-        lambda: serve(port=args.port, max_spans=args.max_spans, spill_dir=args.spill_dir),
+        lambda: serve(
+            port=args.port,
+            max_spans=args.max_spans,
+            spill_dir=args.spill_dir,
+            record_dir=args.record_dir,
+            record_flush_s=args.record_flush_s,
+        ),
         ports_file=args.ports_file,
     )
 

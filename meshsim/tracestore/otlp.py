@@ -20,12 +20,14 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+# OTLP SpanKind -> the name Jaeger uses in `span.kind` tags and operation listings, and the
+# status codes: the rule of the run folder's span rows defines them (re-exported here).
+from meshcore.spanrows import KIND_NAMES as KIND_NAMES
+from meshcore.spanrows import STATUS_ERROR as STATUS_ERROR
+from meshcore.spanrows import STATUS_OK as STATUS_OK
 from meshsim.tracestore.receiver import RESOURCE, SCOPE, SPAN, Row
 
-# OTLP SpanKind -> the name Jaeger uses in `span.kind` tags and operation listings.
-KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 KIND_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
-STATUS_OK, STATUS_ERROR = 1, 2
 
 
 @lru_cache(maxsize=4096)

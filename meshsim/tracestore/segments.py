@@ -102,9 +102,12 @@ def write_segment(path: Path, rows: list[Row]) -> Segment:
     write_parquet(path, table, row_group_size=ROW_GROUP_ROWS)
     starts = columns[START_NS]
     trace_ids = columns[TRACE_ID]
-    prefixes = np.unique(
-        np.fromiter((_prefix(t) for t in trace_ids), dtype=np.uint64, count=len(trace_ids))
+    ids = table.column("trace_id").combine_chunks()
+    # A fixed-size binary column is one buffer of 16-byte ids: their first 8 bytes, big endian.
+    halves = np.frombuffer(
+        ids.buffers()[1], dtype=">u8", count=2 * len(ids), offset=16 * ids.offset
     )
+    prefixes = np.unique(halves[::2].astype(np.uint64))
     return Segment(
         path=path,
         count=len(rows),

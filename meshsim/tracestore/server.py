@@ -2,20 +2,27 @@
 
 Real deployments split these (Jaeger takes OTLP/HTTP on 4318 and answers queries on 16686);
 the embedded mesh serves both on one port so there is one process and one ports file.
+`/_meshload/recording` is the mesh's own: `PUT {"dir": RUN_FOLDER}` starts recording every
+span received into that run folder, `DELETE` (once no span arrived for `quiet_s`, 1.5 s by
+default: the exporters flush every second) writes the rest and answers the recording's
+counts `{"rows", "parts", "lost"}`.
 Error bodies are written as Jaeger's Go handlers write them (`http.Error`: text/plain, a
 trailing newline), so a client tested here copes with the real thing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from google.rpc import status_pb2
 
+from meshcore.runfolder import RunFolder
 from meshsim.serving import Served, serve_sites
 from meshsim.tracestore import jaeger_v1, jaeger_v2
 from meshsim.tracestore.jaeger_v1_text import trace_text, traces_envelope_text
@@ -23,6 +30,7 @@ from meshsim.tracestore.otlp import KIND_BY_NAME, KIND_NAMES
 from meshsim.tracestore.params import parse_trace_id, v1_search, v3_search
 from meshsim.tracestore.query import QueryError
 from meshsim.tracestore.receiver import PROTOBUF, DecodeFailure, UnsupportedMediaType, decode
+from meshsim.tracestore.recording import DEFAULT_FLUSH_S
 from meshsim.tracestore.store import DEFAULT_MAX_SPANS, SpanStore
 from meshsim.tracestore.tags import tag_search
 
@@ -31,6 +39,7 @@ log = logging.getLogger(__name__)
 STORE_KEY = web.AppKey("store", SpanStore)
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _INVALID_ARGUMENT = 3  # google.rpc.Code
+DEFAULT_QUIET_S = 1.5
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -206,6 +215,41 @@ async def v3_get_trace(request: web.Request) -> web.Response:
     return _v3_json(jaeger_v2.traces_body([rows]))
 
 
+# -- recording into a run folder (the mesh's own) -----------------------------------------
+async def start_recording(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        folder = Path(body["dir"])
+        flush_s = float(body.get("flush_s", DEFAULT_FLUSH_S))
+    except (ValueError, KeyError, TypeError) as exc:
+        return _json({"error": f'send {{"dir": RUN_FOLDER}} ({exc!r})'}, 400)
+    if not folder.is_dir():
+        return _json({"error": f"{folder}: not a folder; create the run folder first"}, 400)
+    if flush_s <= 0:
+        return _json({"error": f"flush_s {flush_s}: give a positive number of seconds"}, 400)
+    request.app[STORE_KEY].record(RunFolder(folder), flush_s=flush_s)
+    return _json({"dir": str(folder)})
+
+
+async def stop_recording(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    try:
+        quiet_s = float(request.query.get("quiet_s", DEFAULT_QUIET_S))
+    except ValueError:
+        return _json({"error": "quiet_s is not a number of seconds"}, 400)
+    recording = store.recording
+    if recording is None:
+        return _json({"error": "not recording"}, 404)
+    # Spans of the last requests are still in the exporters' buffers: wait for a quiet spell.
+    deadline = time.monotonic() + 4 * quiet_s
+    while time.monotonic() - recording.last_received < quiet_s and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    ended = store.end_recording()
+    if ended is None:  # another DELETE ended it meanwhile
+        return _json({"error": "not recording"}, 404)
+    return _json(await asyncio.to_thread(ended.close))
+
+
 def make_app(store: SpanStore) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[STORE_KEY] = store
@@ -219,16 +263,26 @@ def make_app(store: SpanStore) -> web.Application:
     app.router.add_get("/api/v3/operations", v3_operations)
     app.router.add_get("/api/v3/traces", v3_find_traces)
     app.router.add_get("/api/v3/traces/{trace_id}", v3_get_trace)
+    app.router.add_put("/_meshload/recording", start_recording)
+    app.router.add_delete("/_meshload/recording", stop_recording)
     return app
 
 
 async def serve(
-    *, port: int = 0, max_spans: int = DEFAULT_MAX_SPANS, spill_dir: Path | None = None
+    *,
+    port: int = 0,
+    max_spans: int = DEFAULT_MAX_SPANS,
+    spill_dir: Path | None = None,
+    record_dir: Path | None = None,
+    record_flush_s: float = DEFAULT_FLUSH_S,
 ) -> Served[SpanStore]:
     """Serve on 127.0.0.1 (port 0: a free one) in the running event loop; `state` is the store.
 
-    Its one site takes OTLP at /v1/traces and Jaeger queries at /api."""
+    Its one site takes OTLP at /v1/traces and Jaeger queries at /api. With `record_dir` (a run
+    folder), every span received is also recorded there from the start."""
     store = SpanStore(max_spans=max_spans, spill_dir=spill_dir)
+    if record_dir is not None:
+        store.record(RunFolder(record_dir), flush_s=record_flush_s)
     return await serve_sites(
         store,
         {"tracestore": make_app(store)},

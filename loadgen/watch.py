@@ -1,0 +1,71 @@
+"""The master's watch over a run: run.json's heartbeat, and the embedded mesh's processes.
+
+A child of the embedded mesh that exits is reported at once, in one line with the tail of its
+log and as a `mesh_child_exited` event. A child that carries traffic or weight changes (Envoy,
+the simulated Boutique, the control plane) ends the run, not measured as planned (exit code 4),
+unless --keep-going; a telemetry child (trace store, scraper, Prometheus) costs telemetry only:
+reported, and the run goes on. Every few seconds run.json gets `updated_ns`, so a run killed
+outright (SIGKILL) is known to have been cut short, and when.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadgen.conductor import Conductor
+
+HEARTBEAT_S = 5.0
+WATCH_S = 0.5
+TELEMETRY_CHILDREN = ("tracestore", "scraper", "prometheus")
+
+
+class Watch:
+    def __init__(self, *, mesh: Any, keep_going: bool, conductor: Conductor) -> None:
+        self.mesh = mesh
+        self.keep_going = keep_going
+        self.conductor = conductor
+        self.reported: set[str] = set()
+        self.next_beat = 0.0
+
+    def tick(self) -> None:
+        if self.mesh is not None:
+            for child in processes(self.mesh):
+                if child.name not in self.reported and not child.alive():
+                    self.reported.add(child.name)
+                    self.exited(child)
+        if time.monotonic() >= self.next_beat:
+            self.next_beat = time.monotonic() + HEARTBEAT_S
+            self.conductor.info["updated_ns"] = time.time_ns()
+            self.conductor.write_run()
+
+    def exited(self, child: Any) -> None:
+        run = self.conductor
+        telemetry = child.name in TELEMETRY_CHILDREN
+        code, tail, step = child.proc.returncode, child.tail(), run.rollout.step
+        run.event({"kind": "mesh_child_exited", "child": child.name, "exit_code": code,
+                   "telemetry": telemetry, "log_tail": tail, "t_ns": time.time_ns(),
+                   "step": step})  # fmt: skip
+        what = f"the embedded mesh's {child.name} exited (code {code}) at step {step}"
+        if telemetry:
+            sys.stderr.write(f"meshload: {what}; its telemetry is missing from then on\n")
+            return
+        run.outcome.fail(what)
+        then = "going on (--keep-going)" if self.keep_going else "ending the run"
+        log = f" (its log ends: {tail})" if tail else ""
+        sys.stderr.write(f"meshload: {what}{log}; {then}\n")
+        if not self.keep_going:
+            run.end(what)
+
+
+def processes(mesh: Any) -> list[Any]:
+    """Every process of the embedded mesh: its children, Prometheus and the scraper."""
+    found = list(getattr(mesh, "children", []))
+    prometheus = getattr(mesh, "prometheus", None)
+    if prometheus is not None and getattr(prometheus, "child", None) is not None:
+        found.append(prometheus.child)
+    if getattr(mesh, "scraper", None) is not None:
+        found.append(mesh.scraper)
+    return found
