@@ -256,17 +256,22 @@ def propagation(
         rows.append(row)
         previous = configured
         window_start = row["effective_ns"]
+    return change_frame(rows, CHANGE_COLUMNS)
+
+
+def change_frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """One row per change, of `columns`."""
     return pd.DataFrame(
         {
             # *_ns as object so a None beside epoch nanoseconds does not round them via float64
             c: pd.Series([r[c] for r in rows], dtype=object if c.endswith("_ns") else None)
-            for c in _COLUMNS
+            for c in columns
         },
         index=range(len(rows)),
     )
 
 
-_COLUMNS = (
+CHANGE_COLUMNS = (
     "step",
     "requested_ns",
     "accepted_ns",

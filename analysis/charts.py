@@ -118,6 +118,7 @@ def _figure(height_in: float = 4.0) -> tuple[Figure, Any]:
 
 
 def _change_markers(ax: Any, summary: Mapping[str, Any], t0_ns: int) -> None:
+    drawn: set[str] = set()
     for i, p in enumerate(summary.get("propagation") or []):
         label = "weight change accepted" if i == 0 else None
         if p.get("accepted_ns") is not None:
@@ -126,8 +127,12 @@ def _change_markers(ax: Any, summary: Mapping[str, Any], t0_ns: int) -> None:
             top = ("data", "axes fraction")
             ax.annotate(f"step {p['step']}", (x, 1.0), xycoords=top, fontsize=7, va="bottom")
         if p.get("detected") and p.get("effective_ns") is not None:
-            label = "change took effect" if i <= 1 else None
-            ax.axvline((p["effective_ns"] - t0_ns) / 1e9, color="k", lw=0.8, label=label)
+            stamped = p.get("method") == "stamped"
+            what = "first response of the new configuration" if stamped else "estimated switch"
+            label = what if what not in drawn else None
+            drawn.add(what)
+            style = "-" if stamped else "--"
+            ax.axvline((p["effective_ns"] - t0_ns) / 1e9, color="k", lw=0.8, ls=style, label=label)
 
 
 def _time_axes(

@@ -5,7 +5,8 @@ B regresses when, for a version present in both runs,
 - its p50 or p99 rose by more than max_latency_increase_pct of A's value and by more than
   min_latency_increase_ms (a floor, so sub-millisecond jitter of a fast service is not news);
 - its error rate rose by more than max_error_rate_increase_pp;
-or when a split step that passed in A fails in B, or the judge went from pass to fail.
+or when a split step that passed in A fails in B (its verdict; a step inconclusive in either
+run decides nothing), or the judge went from pass to fail.
 
 Summaries of different schema versions or scenarios are refused unless forced: comparing a
 canary with an A/B test gives numbers but no meaning.
@@ -134,18 +135,29 @@ def _split(a: Mapping[str, Any], b: Mapping[str, Any], regressions: list[str]) -
     rows = []
     for step in sorted(set(by_a) | set(by_b)):
         sa, sb = by_a.get(step) or {}, by_b.get(step) or {}
+        va, vb = _step_verdict(sa), _step_verdict(sb)
         rows.append(
             {
                 "step": step,
                 "a_passed": sa.get("passed"),
                 "b_passed": sb.get("passed"),
+                "a_verdict": va,
+                "b_verdict": vb,
                 "a_max_error_pp": _max_error(sa),
                 "b_max_error_pp": _max_error(sb),
             }
         )
-        if sa.get("passed") and sb.get("passed") is False:
+        if va == "pass" and vb == "fail":
             regressions.append(f"split step {step} passed before, fails now: {sb.get('reason')}")
     return rows
+
+
+def _step_verdict(step: Mapping[str, Any]) -> str | None:
+    """pass, fail or inconclusive; a summary older than three-valued verdicts: pass or fail."""
+    if step.get("verdict") in ("pass", "fail", "inconclusive"):
+        return str(step["verdict"])
+    passed = step.get("passed")
+    return None if passed is None else "pass" if passed else "fail"
 
 
 def _propagation(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -176,7 +188,7 @@ def format_comparison(result: Mapping[str, Any]) -> str:
     for v, e in result["errors"].items():
         lines.append(f"errors {v}: {e['a'] * 100:.2f} % -> {e['b'] * 100:.2f} %")
     for s in result["split"]:
-        lines.append(f"split step {s['step']}: passed {s['a_passed']} -> {s['b_passed']}")
+        lines.append(f"split step {s['step']}: {s['a_verdict']} -> {s['b_verdict']}")
     for p in result["propagation"]:
         if p["a_delay_ms"] is not None or p["b_delay_ms"] is not None:
             da, db = (_ms(p[k]) for k in ("a_delay_ms", "b_delay_ms"))

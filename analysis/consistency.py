@@ -2,11 +2,21 @@
 
 Counts are per (step, version). The client's come from its `step` column; metrics and traces have
 no step, so they are cut by time: step k runs from its weight change's requested_ns (accepted_ns
-if missing) to the next step's start, the last step to run.json `ended_ns`.
+if missing) to the next step's start, the last step to run.json `ended_ns`. The rollout tells
+the load generators of a step before it sends the weights, so when the client's first request
+of step k started earlier (and after its last of step k - 1), step k starts there: the cut
+falls where the client's fell.
 
-Counter increases interpolate the reset-corrected counter linearly at the window edges and clamp
-outside the scraped range. Unlike PromQL's increase() they do not extrapolate, so requests
-before a series' first scrape are not counted (a real cluster's counters started long before).
+Prometheus counts are whole requests: per series of `istio_requests_total` (reset-corrected),
+the difference between the samples nearest each step boundary, never interpolated or
+extrapolated, so the steps add up to the run. The run's own edges are the exception: it counts
+from the last sample at or before its first step's start to the first at or after its end, so
+the requests of its first and last moments are not left out (nearest, the last sample could
+come before the last requests ended). A series first scraped after the run started was born in
+it (Istio creates a series with its first request): it counts from 0 at the scrape before its
+first. Traced requests are the spans entering the frontend from outside it.
+
+`analysis.agreement` compares the three and says why they differ.
 """
 
 from __future__ import annotations
@@ -17,19 +27,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from analysis.changepoint import label_codes, version_labels, weight_events
-from analysis.hops import parent_rows
+from analysis.changepoint import version_labels, weight_events
 from analysis.latency import group_codes
+from analysis.versions import frontend_entries, normalised_ids
 from meshcore.errors import RunFolderError
 
 COUNT_COLUMNS = ("step", "version", "requests")
 
 
 def step_windows(run: Mapping[str, Any], requests: pd.DataFrame | None = None) -> pd.DataFrame:
-    """step | start_ns | end_ns, from the weight events of run.json.
+    """step | start_ns | end_ns, from the weight events of run.json, each start moved back to
+    the client's first request of the step when that began earlier (the module docstring).
 
     A run without weight events (cut short, or a plain load test) falls back to where each step's
     first client request started.
@@ -40,9 +50,19 @@ def step_windows(run: Mapping[str, Any], requests: pd.DataFrame | None = None) -
         int(r if r is not None and not pd.isna(r) else a)
         for r, a in zip(events["requested_ns"], events["accepted_ns"], strict=True)
     ]
-    if not starts and requests is not None and len(requests):
-        first = requests.groupby("step")["start_ns"].min().sort_index()
-        steps, starts = [int(s) for s in first.index], [int(t) for t in first]
+    if requests is not None and len(requests):
+        by_step = requests.groupby("step")["start_ns"]
+        first_start, last_start = by_step.min().to_dict(), by_step.max().to_dict()
+        if not starts:
+            steps = sorted(int(s) for s in first_start)
+            starts = [int(first_start[s]) for s in steps]
+        for i in range(1, len(steps)):
+            k, before = steps[i], steps[i - 1]
+            if (
+                k in first_start
+                and last_start.get(before, starts[i - 1]) < first_start[k] < starts[i]
+            ):
+                starts[i] = int(first_start[k])
     ended = run.get("ended_ns")
     last = int(ended) if ended is not None else np.iinfo(np.int64).max
     ends = [*starts[1:], max(last, starts[-1])] if starts else []
@@ -90,16 +110,24 @@ def metrics_counts_from_istio(
     app: str = "frontend",
     reporter: str = "destination",
     metric: str = "istio_requests_total",
+    started_ns: int | None = None,
 ) -> pd.DataFrame:
-    """Requests per step and destination_version from istio_requests_total samples."""
+    """Whole requests per step and destination_version from istio_requests_total samples,
+    counted between the samples nearest each step boundary (see the module docstring).
+
+    Columns: step, version, requests, and scrape_start_ns / scrape_end_ns: the samples the
+    count runs between (of the version's busiest series)."""
+    columns = [*COUNT_COLUMNS, "scrape_start_ns", "scrape_end_ns"]
     mine = samples[samples["metric"].astype(str).to_numpy() == metric]
-    if mine.empty:
-        return pd.DataFrame(columns=list(COUNT_COLUMNS))
+    if mine.empty or windows.empty:
+        return pd.DataFrame(columns=columns)
     codes, sets = _series_labels(mine)
     wanted = np.array(
         [lb.get("reporter") == reporter and lb.get("destination_app") == app for lb in sets]
     )
     keep = wanted[codes]
+    if not keep.any():
+        return pd.DataFrame(columns=columns)
     version_of = [lb.get("destination_version", "unknown") for lb in sets]
     frame = pd.DataFrame(
         {
@@ -107,36 +135,51 @@ def metrics_counts_from_istio(
             "t": mine["t"].to_numpy(dtype=float)[keep],
             "value": mine["value"].to_numpy(dtype=float)[keep],
         }
-    )
+    ).sort_values(["key", "t"], kind="stable")
+    diffs = np.diff(frame["t"].to_numpy())[np.diff(frame["key"].to_numpy()) == 0]
+    interval_s = float(np.median(diffs[diffs > 0])) if (diffs > 0).any() else None
+    started = started_ns if started_ns is not None else int(windows["start_ns"].iloc[0])
+    started_s = started / 1e9
     starts_s = windows["start_ns"].to_numpy() / 1e9
     ends_s = windows["end_ns"].to_numpy() / 1e9
     rows: list[tuple[Any, ...]] = []
     for key, g in frame.groupby("key", sort=True):
-        version = version_of[int(key)]
-        g = g.sort_values("t")
+        t = g["t"].to_numpy()
         v = g["value"].to_numpy()
         drops = np.concatenate(([0.0], np.where(np.diff(v) < 0, v[:-1], 0.0)))
         total = v + np.cumsum(drops)  # a counter reset restarts at 0: carry what came before
-        t = g["t"].to_numpy()
-        inc = np.interp(ends_s, t, total) - np.interp(starts_s, t, total)
-        rows.extend(zip(windows["step"], [version] * len(inc), inc, strict=True))
-    out = pd.DataFrame(rows, columns=list(COUNT_COLUMNS))
-    return out.groupby(["step", "version"], as_index=False)["requests"].sum()
+        if t[0] > started_s:  # born during the run: 0 at the scrape before its first
+            zero_at = max(started_s, t[0] - interval_s) if interval_s else started_s
+            t, total = np.concatenate(([zero_at], t)), np.concatenate(([0.0], total))
+        first, last = _nearest(t, starts_s), _nearest(t, ends_s)
+        first[0] = max(np.searchsorted(t, starts_s[0], side="right") - 1, 0)
+        last[-1] = min(np.searchsorted(t, ends_s[-1], side="left"), len(t) - 1)
+        counts = np.round(total[last] - total[first]).astype(np.int64)
+        edges = np.round(t[first] * 1e9).astype(np.int64), np.round(t[last] * 1e9).astype(np.int64)
+        version = [version_of[int(key)]] * len(counts)
+        rows.extend(zip(windows["step"], version, counts, *edges, strict=True))
+    out = pd.DataFrame(rows, columns=columns)
+    busiest = out.sort_values("requests", ascending=False, kind="stable").drop_duplicates(
+        ["step", "version"]
+    )
+    summed = out.groupby(["step", "version"], as_index=False)["requests"].sum()
+    edges = busiest[["step", "version", "scrape_start_ns", "scrape_end_ns"]]
+    out = summed.merge(edges, on=["step", "version"])
+    return out.sort_values(["step", "version"], ignore_index=True)
+
+
+def _nearest(t: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Index of the sample time nearest each of `at` (the earlier one on a tie)."""
+    right = np.clip(np.searchsorted(t, at), 0, len(t) - 1)
+    left = np.clip(right - 1, 0, len(t) - 1)
+    return np.where(np.abs(t[left] - at) <= np.abs(t[right] - at), left, right)
 
 
 def trace_counts(
     spans: pd.DataFrame, windows: pd.DataFrame, *, frontend: str = "frontend"
 ) -> pd.DataFrame:
     """Traced requests per step and version: spans entering `frontend` from outside it."""
-    parent = spans["parent_row"].to_numpy() if "parent_row" in spans.columns else parent_rows(spans)
-    codes, names = label_codes(spans["service"])
-    is_fe = names[codes] == frontend
-    entry = is_fe & ((parent < 0) | ~is_fe[np.maximum(parent, 0)])
-    if "kind" in spans.columns:
-        k_codes, k_names = label_codes(spans["kind"])
-        server = np.char.lower(k_names.astype(str))[k_codes] == "server"
-        if (server & is_fe).any():  # sources without span kinds count every entry span
-            entry &= server
+    entry = frontend_entries(spans, frontend)
     if windows.empty:
         return pd.DataFrame(columns=list(COUNT_COLUMNS))
     start_ns = spans["start_ns"].to_numpy()[entry]
@@ -148,20 +191,12 @@ def trace_counts(
     return out.astype({"requests": np.int64})
 
 
-def _normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
-    # Jaeger drops leading zeros of 128-bit ids and may use upper case; compare canonically
-    arr = pa.array(series.astype("str"), from_pandas=True)
-    if unique:
-        arr = pc.unique(arr)  # five spans share a trace id: normalise each id once
-    return pc.utf8_ltrim(pc.utf8_lower(arr), characters="0")
-
-
 def trace_coverage(requests: pd.DataFrame, spans: pd.DataFrame) -> float | None:
     """Share of client requests (with a trace_id) whose trace is present in the spans."""
-    ids = _normalised_ids(requests["trace_id"].dropna())
+    ids = normalised_ids(requests["trace_id"].dropna())
     if len(ids) == 0:
         return None
-    traced = pc.unique(_normalised_ids(spans["trace_id"].dropna(), unique=True))
+    traced = pc.unique(normalised_ids(spans["trace_id"].dropna(), unique=True))
     found = pc.is_in(ids, value_set=traced)
     return float(pc.sum(found).as_py() or 0) / len(ids)
 
@@ -169,15 +204,16 @@ def trace_coverage(requests: pd.DataFrame, spans: pd.DataFrame) -> float | None:
 def consistency_table(
     client: pd.DataFrame, metrics: pd.DataFrame | None = None, traces: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """step | version | client | metrics | traces, outer-joined (missing source -> NaN)."""
+    """step | version | client | metrics | traces, outer-joined (missing source -> NA)."""
     out = client.rename(columns={"requests": "client"})
     for name, other in (("metrics", metrics), ("traces", traces)):
         if other is None or other.empty:
             out[name] = np.nan
             continue
-        right = other.rename(columns={"requests": name}).astype({"step": np.int64})
-        out = out.merge(right, on=["step", "version"], how="outer")
+        right = other[list(COUNT_COLUMNS)].rename(columns={"requests": name})
+        out = out.merge(right.astype({"step": np.int64}), on=["step", "version"], how="outer")
     out = out.sort_values(["step", "version"]).reset_index(drop=True)
     out["client"] = out["client"].fillna(0).astype(np.int64)
-    out["traces"] = out["traces"].astype("Int64")  # counts stay integers beside missing ones
+    for name in ("metrics", "traces"):  # counts stay integers beside missing ones
+        out[name] = pd.to_numeric(out[name]).round().astype("Int64")
     return out

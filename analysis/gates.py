@@ -3,11 +3,12 @@
 Thresholds file (YAML; every section optional, an empty file checks nothing; an example with
 comments is scenarios/thresholds/ci.yaml):
 
-    split:                    # one gate per step
-      tolerance_pp: 2         #   every version within 2 pp of its weight or inside its 95 % CI
+    split:                    # one gate per step: its verdict at this tolerance must be pass:
+      tolerance_pp: 2         #   every version's 95 % interval inside its weight ± 2 pp
       steps: [1, 2, 3]        #   optional: only these steps (default: every step)
     propagation:              # one gate per weight change that was detected
-      max_delay_ms: 5000
+      max_delay_ms: 5000      #   stamped: every replica served it by then; estimated: the
+                              #   whole support interval of the change point within it
     latency:                  # one gate per version and figure, client-side exact percentiles
       v2: {p99_ms: 250, p50_ms: 40}
       "*": {max_ms: 5000}     #   "*": every version that served requests
@@ -24,7 +25,9 @@ run was cut short or interrupted, records were lost).
 
 Latency figures: n is not a figure; p50_ms, p90_ms, p95_ms, p99_ms, p999_ms, max_ms, mean_ms.
 A gate whose figure is missing from the summary (a version that served nothing, no traces)
-fails, and says so: a CI gate must not pass on data it never saw.
+fails, and says so: a CI gate must not pass on data it never saw. So does a split step whose
+verdict is inconclusive (it says how many requests it needs) and an estimated propagation delay
+whose support interval reaches past the limit.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.split import FAIL, PASS, record_verdict
 from meshcore.errors import ConfigError
 from meshcore.yamldoc import load_yaml
 
@@ -170,30 +174,66 @@ def _split_gates(summary: Mapping[str, Any], rule: Mapping[str, Any]) -> Iterato
     for step in missing:
         yield Gate("split", f"step {step}", False, f"step {step} is not in the summary")
     for s in steps:
-        bad = []
+        name = f"step {s['step']}"
         if s.get("applied") is False or s.get("broken"):
-            bad.append(str(s.get("reason")))
-        elif not s.get("n"):
-            bad.append("no requests after the change took effect")
-        for v, cfg in (s.get("configured") or {}).items():
-            obs = (s.get("observed") or {}).get(v)
-            err = (s.get("error_pp") or {}).get(v)
-            lo, hi = ((s.get("ci95") or {}).get(v) or [None, None])[:2]
-            if cfg > 0:
-                inside = lo is not None and hi is not None and lo - 1e-12 <= cfg <= hi + 1e-12
-                ok = inside or (err is not None and abs(err) <= tol)
-            else:
-                ok = not obs
-            if not ok and s.get("n"):
-                bad.append(
-                    f"{v} served {_pct(obs)} vs {_pct(cfg)} configured "
-                    f"({err:+.2f} pp; 95 % CI {_pct(lo)} to {_pct(hi)})"
-                    if err is not None
-                    else f"{v} has no observed share"
-                )
-        n = s.get("n")
-        message = "; ".join(bad) if bad else f"every version within {tol:g} pp or its CI (n={n})"
-        yield Gate("split", f"step {s['step']}", not bad, message)
+            yield Gate("split", name, False, str(s.get("reason")))
+            continue
+        result = record_verdict(s, tol)
+        n = int(s.get("n") or 0)
+        if result.verdict == PASS:
+            msg = f"every version's 95 % interval within {tol:g} pp of its weight (n={n:,})"
+            yield Gate("split", name, True, msg)
+            continue
+        shown = [v for v, x in result.versions.items() if x != PASS] or list(result.versions)
+        details = [_share_line(s, v) for v in shown if v in (s.get("configured") or {})]
+        reasons = list(result.reasons)
+        if result.verdict != FAIL:  # a gate must not pass on data it never saw
+            reasons = [f"{r} at {tol:g} pp" for r in reasons]
+        yield Gate("split", name, False, "; ".join(reasons + details))
+
+
+def _share_line(s: Mapping[str, Any], v: str) -> str:
+    cfg = (s.get("configured") or {}).get(v)
+    obs = (s.get("observed") or {}).get(v)
+    err = (s.get("error_pp") or {}).get(v)
+    lo, hi = ((s.get("ci95") or {}).get(v) or [None, None])[:2]
+    if err is None:
+        return f"{v} has no observed share"
+    return (
+        f"{v} served {_pct(obs)} vs {_pct(cfg)} configured "
+        f"({err:+.2f} pp; 95 % CI {_pct(lo)} to {_pct(hi)})"
+    )
+
+
+def _propagation_gate(p: Mapping[str, Any], limit: float) -> Gate | None:
+    """Stamped: the last replica to serve the change did so within the limit (a replica that
+    never did fails). Estimated: the whole support interval within it passes, wholly past it
+    fails, straddling it fails as undecided. None for a change not detected."""
+    name = f"step {p['step']}"
+    delay = p.get("delay_ms")
+    if delay is None:
+        return None
+    if p.get("method") == "stamped":
+        replicas = p.get("by_replica") or []
+        late = [r for r in replicas if r.get("delay_ms") is None]
+        if late:
+            which = ", ".join(str(r.get("pod") or r.get("replica")) for r in late)
+            return Gate("propagation", name, False, f"replica(s) {which} never served it")
+        slowest = max([r["delay_ms"] for r in replicas] + [delay])
+        msg = f"every replica served it {slowest:.1f} ms after acceptance (limit {limit:g} ms)"
+        return Gate("propagation", name, slowest <= limit, msg)
+    lo, hi = (p.get("delay_range_ms") or [None, None])[:2]
+    if hi is None or lo is None:  # an older summary: the estimate alone
+        msg = f"took effect {delay:.1f} ms after acceptance (limit {limit:g} ms)"
+        return Gate("propagation", name, delay <= limit, msg)
+    estimate = f"estimated {delay:.1f} ms after acceptance, between {lo:.1f} and {hi:.1f} ms"
+    if hi <= limit:
+        return Gate("propagation", name, True, f"{estimate} (limit {limit:g} ms)")
+    if lo > limit:
+        return Gate("propagation", name, False, f"{estimate}: past the limit {limit:g} ms")
+    return Gate("propagation", name, False,
+                f"inconclusive: {estimate}, across the limit {limit:g} ms; a stamped run "
+                "measures the delay")  # fmt: skip
 
 
 def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
@@ -207,13 +247,10 @@ def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
     if "split" in th:
         yield from _split_gates(summary, th["split"])
     if "propagation" in th:
-        limit = th["propagation"]["max_delay_ms"]
         for p in summary.get("propagation") or []:
-            delay = p.get("delay_ms")
-            if delay is not None:
-                ok = delay <= limit
-                msg = f"took effect {delay:.1f} ms after acceptance (limit {limit:g} ms)"
-                yield Gate("propagation", f"step {p['step']}", ok, msg)
+            gate = _propagation_gate(p, th["propagation"]["max_delay_ms"])
+            if gate is not None:
+                yield gate
     latency = summary.get("latency") or {}
     for version, limits in (th.get("latency") or {}).items():
         versions = [v for v in latency if v != "unknown"] if version == "*" else [version]

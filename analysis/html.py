@@ -1,20 +1,18 @@
 """report.html: one self-contained page (inline CSS, charts as base64 PNG, no scripts, no links).
 
-Everything shown comes from summary.json, and any of its strings may have come from outside
-(endpoint names, versions, services, error texts, notes), so every value goes through `esc`;
-only markup built here is wrapped in `Raw` and passed through as is.
+Everything shown comes from summary.json, and any of its strings may have come from outside, so
+every value goes through `analysis.markup.esc`. The rollout's own sections (split, propagation)
+are `analysis.html_rollout`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
-MAX_ROWS = 200
+from analysis.html_rollout import propagation_section, split_line, split_overall, split_section
+from analysis.markup import Raw, badge, esc, fmt, image, para, pct, rows_of, section, table, utc
+
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d2329;
 padding:0 1em}
@@ -31,83 +29,11 @@ th{background:#f3f5f7}td.t,th.t{text-align:left}img{max-width:100%;border:1px so
 """
 
 
-class Raw(str):
-    """Markup made by this module: never escaped again."""
-
-
-def esc(value: Any) -> str:
-    return value if isinstance(value, Raw) else html.escape(fmt(value), quote=True)
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def pct(share: Any) -> str:
-    return "–" if share is None else f"{share * 100:.2f} %"
-
-
-def utc(ns: Any) -> str:
-    if not isinstance(ns, int | float):
-        return "–"
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
-
-
-def badge(verdict: Any) -> Raw:
-    if isinstance(verdict, bool):
-        verdict = "pass" if verdict else "fail"
-    word = verdict if verdict in ("pass", "fail", "inconclusive") else "none"
-    shown = verdict if verdict in ("not applied", "broken") else word
-    css = "fail" if shown != word else word
-    return Raw(f'<span class="badge {css}">{html.escape(str(shown))}</span>')
-
-
 def _health(s: Mapping[str, Any]) -> Raw:
     """The report's first line: was the run measured as planned?"""
     health = s.get("run_health") or {}
     line = health.get("line") or "Run status unknown"
     return Raw(f'<p class="health {"ok" if health.get("ok") else "bad"}">{esc(line)}</p>')
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, text_cols: int = 1) -> Raw:
-    """A table; the first text_cols columns are left aligned; rows past MAX_ROWS are counted."""
-    head = "".join(
-        f"<th{' class=t' if i < text_cols else ''}>{esc(h)}</th>" for i, h in enumerate(headers)
-    )
-    body, hidden = [], 0
-    for n, row in enumerate(rows):
-        if n >= MAX_ROWS:
-            hidden += 1
-            continue
-        cells = "".join(
-            f"<td{' class=t' if i < text_cols else ''}>{esc(c)}</td>" for i, c in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    more = f'<p class="muted">… {hidden:,} more rows in summary.json</p>' if hidden else ""
-    return Raw(f"<table><tr>{head}</tr>{''.join(body)}</table>{more}")
-
-
-def section(anchor: str, title: str, *parts: str) -> Raw:
-    return Raw(f'<section id="{anchor}"><h2>{esc(title)}</h2>{"".join(map(esc, parts))}</section>')
-
-
-def para(text: Any) -> Raw:
-    return Raw(f"<p>{esc(text)}</p>")
-
-
-def image(charts: Mapping[str, bytes], name: str, alt: str) -> Raw:
-    if name not in charts:
-        return Raw(f'<p class="muted">{esc(alt)}: chart not drawn (see notes).</p>')
-    data = base64.b64encode(charts[name]).decode("ascii")
-    return Raw(f'<p><img alt="{esc(alt)}" src="data:image/png;base64,{data}"></p>')
 
 
 def _header(s: Mapping[str, Any]) -> Raw:
@@ -140,8 +66,6 @@ def _header(s: Mapping[str, Any]) -> Raw:
 def _verdict(s: Mapping[str, Any]) -> Raw:
     judge = s.get("judge") or {}
     split = s.get("split") or []
-    passed = sum(1 for step in split if step.get("passed"))
-    split_ok = bool(split) and passed == len(split)
     reasons = "".join(f"<li>{esc(r)}</li>" for r in judge.get("reasons") or [])
     pair = f"{judge.get('canary')} vs {judge.get('baseline')}"
     if judge.get("roles_source"):
@@ -152,9 +76,7 @@ def _verdict(s: Mapping[str, Any]) -> Raw:
         Raw(f'<p class="big">Canary judge ({esc(pair)}): {badge(judge.get("verdict"))}</p>'),
         Raw(f"<ul>{reasons}</ul>"),
         Raw(
-            f'<p class="big">Split accuracy: {badge(split_ok if split else None)} '
-            f"{passed} of {len(split)} steps within {esc(fmt(s.get('tolerance_pp')))} pp "
-            "or their 95 % interval</p>"
+            f'<p class="big">Split accuracy: {badge(split_overall(split))} {esc(split_line(s))}</p>'
         ),
     )
 
@@ -165,65 +87,6 @@ def _notes(s: Mapping[str, Any]) -> Raw:
         return para("Nothing missing: client records, traces and metrics were all available.")
     items = "".join(f"<li>{esc(n)}</li>" for n in notes)
     return Raw(f'<div class="notes"><b>Missing or partial data</b><ul>{items}</ul></div>')
-
-
-def _split(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
-    rows = []
-    for st in s.get("split") or []:
-        result = "not applied" if st.get("applied") is False else None
-        result = "broken" if st.get("broken") else result
-        if not st.get("observed"):
-            configured = ", ".join(f"{v} {pct(x)}" for v, x in (st.get("configured") or {}).items())
-            rows.append((st["step"], "–", configured, "–", "–", "–", st.get("n"), "–",
-                         badge(result or st.get("passed")), st.get("reason")))  # fmt: skip
-        for v in st.get("observed") or {}:
-            ci = (st.get("ci95") or {}).get(v) or [None, None]
-            rows.append(
-                (
-                    st["step"],
-                    v,
-                    pct((st.get("configured") or {}).get(v)),
-                    pct(st["observed"][v]),
-                    f"{pct(ci[0])} – {pct(ci[1])}",
-                    fmt((st.get("error_pp") or {}).get(v)),
-                    st.get("n"),
-                    fmt(st.get("chi2_p"), 3),
-                    badge(result or st.get("passed")),
-                    st.get("reason"),
-                )
-            )
-    headers = "step,version,configured,observed,95 % interval,error (pp),n,χ² p,result,reason"
-    return section(
-        "split",
-        "Split accuracy per step",
-        image(charts, "split_over_time", "Served split over time"),
-        table(headers.split(","), rows, text_cols=2),
-    )
-
-
-def _range(pair: Any) -> str:
-    if not pair or all(x is None for x in pair):
-        return "–"
-    return " – ".join(fmt(x, 1) for x in pair)
-
-
-def rows_of(records: Iterable[Mapping[str, Any]], keys: str, **formats: Any) -> list[list[Any]]:
-    """Cells for the (space separated) keys of each record; `formats` maps a key to a formatter."""
-    names = keys.split()
-    return [[formats[k](r.get(k)) if k in formats else r.get(k) for k in names] for r in records]
-
-
-def _propagation(s: Mapping[str, Any]) -> Raw:
-    keys = "step accepted_ns detected delay_ms delay_range_ms n_window reason"
-    rows = rows_of(
-        s.get("propagation") or [],
-        keys,
-        accepted_ns=utc,
-        delay_ms=lambda x: fmt(x, 1),
-        delay_range_ms=_range,
-    )
-    headers = ["step", "accepted", "detected", "delay (ms)", "range (ms)", "requests", "note"]
-    return section("propagation", "Propagation delay per weight change", table(headers, rows))
 
 
 STATS = " n p50_ms p90_ms p95_ms p99_ms p999_ms max_ms"
@@ -334,10 +197,21 @@ def _graph(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
 
 def _consistency(s: Mapping[str, Any]) -> Raw:
     c = s.get("consistency") or {}
-    rows = rows_of(c.get("counts") or [], "step version client metrics traces")
+    counts = c.get("counts") or []
+    rows = rows_of(counts, "step version client metrics traces flags", flags="; ".join)
+    how = c.get("metrics_counted")
     parts = [
         para(f"Client requests whose trace was found: {pct(c.get('trace_coverage'))}"),
-        table(["step", "version", "client", "Prometheus", "traces"], rows, text_cols=2),
+        para(
+            f"Prometheus: istio_requests_total of the frontend, {how}, in whole requests. "
+            "Traces: spans entering the frontend. A source more than 1 % off the client's "
+            "count is flagged with its likely cause."
+            if how
+            else "No Prometheus counts. Traces: spans entering the frontend."
+        ),
+        table(
+            ["step", "version", "client", "Prometheus", "traces", "disagreement"], rows, text_cols=2
+        ),  # fmt: skip
     ]
     sticky = s.get("sticky")
     if sticky:
@@ -369,8 +243,8 @@ def render_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         Raw("<p>" + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in _NAV) + "</p>"),
         _verdict(summary),
         section("notes", "Notes", _notes(summary)),
-        _split(summary, charts),
-        _propagation(summary),
+        split_section(summary, charts),
+        propagation_section(summary),
         _latency(summary, charts),
         _judge(summary),
         _errors(summary, charts),

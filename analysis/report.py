@@ -34,6 +34,7 @@ from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
 from analysis.promql import bucket_quantile, label_table
 from analysis.runfolder import load_run
 from analysis.summary import build_summary, json_safe
+from analysis.versions import fill_versions
 from meshcore.errors import MeshloadError, RunFolderError
 from meshcore.files import write_atomic, write_json
 from meshcore.runfolder import METRICS_DIR, REPORT_FILE, SPANS_DIR, SUMMARY_FILE
@@ -51,6 +52,9 @@ RUN_KEYS = (
     "versions",
     "plan",
     "roles",
+    "stamps",
+    "stamping",
+    "replica_pods",
 )
 BUCKET_METRIC = "istio_request_duration_milliseconds_bucket"
 TOP_ERRORS = 5
@@ -96,7 +100,11 @@ def build_report(
     counts = None
     if not run.metrics.empty:
         try:
-            counts = metrics_counts_from_istio(run.metrics, step_windows(meta, run.requests))
+            windows = step_windows(meta, run.requests)
+            run_start = meta.get("started_ns")
+            counts = metrics_counts_from_istio(
+                run.metrics, windows, started_ns=run_start if isinstance(run_start, int) else None
+            )
         except MeshloadError as exc:
             notes.append(f"Prometheus counts left out: {exc}")
         if counts is not None and counts.empty:
@@ -104,24 +112,29 @@ def build_report(
             counts = None
     # loadgen records `user_id`; per-user version consistency needs it (sticky scenarios)
     users = next((c for c in USER_COLUMNS if _recorded(run.requests, c)), None)
+    # a response without a version takes its trace's, for every figure per version
+    filled = fill_versions(run.requests, run.spans)
+    requests = filled.requests
+    notes += filled.notes()
+    options: dict[str, Any] = {
+        "tolerance_pp": tolerance_pp,
+        "user_col": users,
+        "versions_from_traces": False,
+    }
     try:
-        summary = build_summary(
-            meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp, user_col=users
-        )
+        summary = build_summary(meta, requests, run.spans, counts, **options)
     except RunFolderError as exc:  # broken weight events: every other figure still stands
         notes.append(f"{exc}; split and propagation left out")
         meta = {**meta, "events": []}
-        summary = build_summary(
-            meta, run.requests, run.spans, counts, tolerance_pp=tolerance_pp, user_col=users
-        )
+        summary = build_summary(meta, requests, run.spans, counts, **options)
     log.debug("summary built in %.1f s", time.perf_counter() - started)
 
-    charts, chart_notes = render_charts(meta, run.requests, summary)
+    charts, chart_notes = render_charts(meta, requests, summary)
     log.debug("charts drawn in %.1f s", time.perf_counter() - started)
     extras = {
         "run": {k: meta.get(k) for k in RUN_KEYS},
         "tolerance_pp": tolerance_pp,
-        "errors": error_counts(run.requests),
+        "errors": error_counts(requests),
         "mesh_latency": mesh_latency(run.metrics, started_s=_seconds(meta.get("started_ns"))),
         "charts": [f"{name}.png" for name in charts],
     }

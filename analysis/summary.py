@@ -13,21 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.changepoint import propagation
-from analysis.consistency import (
-    client_counts,
-    consistency_table,
-    step_windows,
-    trace_counts,
-    trace_coverage,
-)
+from analysis.agreement import METRICS_RULE, consistency_rows
+from analysis.consistency import step_windows, trace_counts, trace_coverage
 from analysis.graph import graph_records, service_graph
 from analysis.health import run_health
 from analysis.hops import hop_records, hop_stats, hop_table, hop_times
 from analysis.judge import judge
 from analysis.latency import latency_by_version, latency_percentiles, latency_records
 from analysis.split import mark_steps, split_accuracy, split_records
+from analysis.stamped import ESTIMATE, STAMPED, propagation
 from analysis.sticky import stickiness
+from analysis.versions import fill_versions
 from meshcore.runfolder import SCHEMA_VERSION
 
 
@@ -63,9 +59,18 @@ def build_summary(
     judge_options: Mapping[str, Any] | None = None,
     frontend: str = "frontend",
     user_col: str | None = None,
+    versions_from_traces: bool = True,
 ) -> dict[str, Any]:
-    """All figures of a run. `metrics_counts` is step | version | requests from Prometheus."""
+    """All figures of a run. `metrics_counts` is step | version | requests (and the scrapes
+    counted between) from `analysis.consistency.metrics_counts_from_istio`.
+
+    Requests without a version take their trace's first (`analysis.versions`), unless the
+    caller did that already (`versions_from_traces=False`)."""
     notes: list[str] = []
+    if versions_from_traces:
+        filled = fill_versions(requests, spans, frontend=frontend)
+        requests = filled.requests
+        notes += filled.notes()
     changes = propagation(requests, run, margin_ms=margin_ms)
     split = split_accuracy(
         requests, run, changes=changes, tolerance_pp=tolerance_pp, margin_ms=margin_ms
@@ -101,9 +106,7 @@ def build_summary(
         notes.append("run.json has no weight events: split and propagation are empty")
     if metrics_counts is None:
         notes.append("no Prometheus counts: the consistency table has no metrics column")
-    unknown = int(requests["version"].isna().sum())
-    if unknown:
-        notes.append(f"{unknown} requests carried no version header (counted as 'unknown')")
+    notes += method_notes(run, changes)
     notes.extend(f"step {r.step}: {r.reason}" for r in changes.itertuples() if r.reason)
 
     summary: dict[str, Any] = {
@@ -114,12 +117,17 @@ def build_summary(
         "propagation": [
             {
                 "step": r.step,
+                "method": r.method,
                 "accepted_ns": r.accepted_ns,
                 "effective_ns": r.effective_ns,
                 "detected": r.detected,
                 "delay_ms": r.delay_ms,
                 "delay_range_ms": [r.delay_lo_ms, r.delay_hi_ms],
+                "resolution_ms": r.resolution_ms,
+                "last_old_ns": r.last_old_ns,
+                "stale_ms": r.stale_ms,
                 "n_window": r.n_window,
+                "by_replica": r.by_replica,
                 "reason": r.reason or None,
             }
             for r in changes.itertuples()
@@ -136,12 +144,32 @@ def build_summary(
         "hops": hops,
         "graph": graph,
         "consistency": {
-            "counts": consistency_table(client_counts(requests), metrics_counts, traced).to_dict(
-                "records"
-            ),
+            "counts": consistency_rows(requests, metrics_counts, traced, windows),
+            "metrics_counted": METRICS_RULE if metrics_counts is not None else None,
             "trace_coverage": coverage,
         },
         "sticky": stickiness(requests, user_col=user_col) if user_col else None,
         "notes": notes,
     }
     return json_safe(summary)
+
+
+def method_notes(run: Mapping[str, Any], changes: pd.DataFrame) -> list[str]:
+    """How split and propagation were measured: from the stamps, or estimated."""
+    if changes.empty:
+        return []
+    method = dict(zip(changes["step"], changes["method"], strict=True))
+    later = [int(s) for s in list(method)[1:]]  # the first weights have nothing to switch from
+    stamped = [s for s in later if method[s] == STAMPED]
+    estimated = [s for s in later if method[s] == ESTIMATE]
+    if stamped and not estimated:
+        measured = "split and propagation from the stamps every response carried"
+        return [f"{measured} (x-meshload-config): measured, not estimated"]
+    if not estimated:
+        return []
+    why = run.get("stamping") or ("an older run" if "stamps" not in run else "stamps off")
+    estimate = "a change-point estimate with its support interval, not a measured delay"
+    if stamped:
+        listed = ", ".join(map(str, estimated))
+        return [f"step(s) {listed} carried no stamps ({why}): their propagation is {estimate}"]
+    return [f"not stamped ({why}): propagation is {estimate}; split counts the requests after it"]

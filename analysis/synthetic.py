@@ -2,8 +2,14 @@
 
 Everything is drawn with one numpy Generator so a seed fixes the whole run, and every column is
 built as a vector: a million requests and five million spans take a few seconds. The ground truth
-(where each weight change really took effect) comes back beside the frames so tests can measure
-the analysis against it.
+(where each weight change really took effect, per gateway replica) comes back beside the frames
+so tests can measure the analysis against it.
+
+A run can have several gateway replicas, each switching `replica_delay_ms` later than the
+change's `propagation_ms`; a stamped run (`stamped=True`) records, as `meshcore.stamps` has a
+response say, the generation and the replica that served every response, and run.json says so
+(`stamps`, `replica_pods`). Options left at their defaults draw nothing, so a seed gives the
+same run it always gave.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from meshcore.stamps import replica_id, run_token
 
 DEFAULT_STEPS: tuple[dict[str, int], ...] = (
     {"v1": 100, "v2": 0},
@@ -56,6 +64,8 @@ class SyntheticRun:
     spans: pd.DataFrame
     effective_ns: list[int] = field(default_factory=list)  # per weights event, true switch time
     switch_index: list[int] = field(default_factory=list)  # first request drawn with new weights
+    # per replica (as records name it), per weights event: when that replica switched
+    replica_effective_ns: dict[str, list[int]] = field(default_factory=dict)
 
 
 def hex_ids(rng: np.random.Generator, n: int, n_chars: int) -> pa.StringArray:
@@ -93,8 +103,15 @@ def make_run(
     with_spans: bool = True,
     open_model: bool = False,
     n_users: int = 0,
+    stamped: bool = False,
+    replicas: int = 1,
+    replica_delay_ms: Sequence[float] | None = None,
+    no_header_rate: float = 0.0,
 ) -> SyntheticRun:
-    """A run whose weights move through `steps`, equally long, the first set before traffic."""
+    """A run whose weights move through `steps`, equally long, the first set before traffic.
+
+    `replica_delay_ms[r]`: how much later than `propagation_ms` replica r switches;
+    `no_header_rate`: the share of responses without a version header (their traces keep it)."""
     rng = np.random.default_rng(seed)
     slowdown = dict(slowdown or {})
     error_rate = dict(error_rate or {})
@@ -107,7 +124,11 @@ def make_run(
     requested = step_start.copy()
     requested[0] = T0_NS - 1_000_000_000  # initial weights are applied before traffic starts
     accepted = requested + int(accept_lag_ms * 1e6)
-    effective = accepted + int(propagation_ms * 1e6)
+    delays = np.asarray(replica_delay_ms if replica_delay_ms is not None else [0.0] * replicas)
+    if len(delays) != replicas:
+        raise ValueError(f"replica_delay_ms has {len(delays)} delays for {replicas} replicas")
+    switch_ns = accepted[None, :] + ((propagation_ms + delays[:, None]) * 1e6).astype(np.int64)
+    effective = switch_ns.min(axis=0)
     events = [
         {
             "kind": "weights",
@@ -119,10 +140,15 @@ def make_run(
         for k, w in enumerate(steps)
     ]
     step = np.searchsorted(step_start, start_ns, side="right") - 1
-    regime = np.searchsorted(effective, start_ns, side="right") - 1
     shares = np.array([[w.get(v, 0) for v in versions] for w in steps], dtype=float)
     cum = np.cumsum(shares / shares.sum(axis=1, keepdims=True), axis=1)
     u = rng.random(n_requests)
+    replica = rng.integers(0, replicas, n_requests) if replicas > 1 else np.zeros(n_requests, int)
+    regime = np.zeros(n_requests, dtype=np.int64)
+    for r in range(replicas):  # the generation each request's replica had at its start
+        mine = replica == r
+        regime[mine] = np.searchsorted(switch_ns[r], start_ns[mine], side="right") - 1
+    regime = np.maximum(regime, 0)  # a replica slower than the first step: its initial routes
     vcode = (u[:, None] >= cum[regime]).sum(axis=1).clip(0, len(versions) - 1)
 
     slow = np.array([slowdown.get(v, 1.0) for v in versions])[vcode]
@@ -167,9 +193,19 @@ def make_run(
         if with_spans
         else pd.DataFrame()
     )
+    if no_header_rate > 0:  # the response came, its version header did not; its trace has it
+        bare = ~unknown & (rng.random(n_requests) < no_header_rate)
+        requests["version"] = _categorical(versions, np.where(unknown | bare, -1, vcode))
+    run_id = f"synthetic-{seed}"
+    pods = [f"istio-ingressgateway-5c8f7d9b4-{r:05d}" for r in range(replicas)]
+    ids = [str(replica_id(p)) for p in pods]
+    if stamped:
+        requests["config_step"] = pd.array(np.where(unknown, -1, regime), dtype="Int64")
+        requests.loc[unknown, "config_step"] = pd.NA
+        requests["replica"] = _categorical(ids, np.where(unknown, -1, replica))
     run: dict[str, object] = {
         "schema_version": 1,
-        "run_id": f"synthetic-{seed}",
+        "run_id": run_id,
         "scenario": "synthetic",
         "started_ns": int(T0_NS),
         "ended_ns": int(T0_NS + duration_ns),
@@ -180,8 +216,19 @@ def make_run(
         "telemetry": {"jaeger_url": None, "prometheus_url": None},
         "versions": {"meshload": "synthetic"},
     }
+    if stamped:
+        run["stamps"] = {
+            "token": run_token(run_id),
+            "route": "primary-meshload",
+            "version_header": "x-version",
+            "version_header_added": [],
+            "replica": True,
+        }
+        run["stamping"] = None
+        run["replica_pods"] = dict(zip(ids, pods, strict=True))
     switch = [int(np.searchsorted(start_ns, e)) for e in effective]
-    return SyntheticRun(run, requests, spans, [int(e) for e in effective], switch)
+    per_replica = {i: [int(t) for t in switch_ns[r]] for r, i in enumerate(ids)}
+    return SyntheticRun(run, requests, spans, [int(e) for e in effective], switch, per_replica)
 
 
 def _make_spans(

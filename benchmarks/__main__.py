@@ -1,5 +1,6 @@
-"""`python -m benchmarks [P1 P2 P3 P4 SOAK]`: run the benchmarks, print each figure with its goal,
-and write them all to results/bench/<timestamp>.json. SOAK alone takes over ten minutes."""
+"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 SOAK]`: run the benchmarks (names in any case),
+print each figure with its goal, and write them all to results/bench/<timestamp>.json. SOAK
+alone takes over ten minutes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "P1": "benchmarks.throughput:run_p1",
     "P2": "benchmarks.throughput:run_p2",
     "P3": "benchmarks.propagation:run",
+    "P3-stamped": "benchmarks.stamped_propagation:run",
     "P4": "benchmarks.analysis_scale:run",
     "SOAK": "benchmarks.soak:run",
 }
@@ -35,11 +37,15 @@ def _machine() -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    wanted = [a.upper() for a in argv] or list(BENCHMARKS)
+    names = {key.upper(): key for key in BENCHMARKS}
+    wanted = argv or list(BENCHMARKS)
     results = []
-    for key in wanted:
-        if key not in BENCHMARKS:
-            print(f"unknown benchmark {key}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+    for given in wanted:
+        key = names.get(given.upper())
+        if key is None:
+            print(
+                f"unknown benchmark {given}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr
+            )
             return 2
         module, _, function = BENCHMARKS[key].partition(":")
         run: Callable[[], dict[str, Any]] = getattr(importlib.import_module(module), function)

@@ -23,6 +23,7 @@ import pyarrow as pa
 from loadgen.steps import StepClock
 from meshcore.runfolder import RunFolder
 from meshcore.schemas import OPEN_MODEL_SCHEMA, REQUEST_SCHEMA
+from meshcore.stamps import CONFIG_HEADER, REPLICA_HEADER, config_step, replica_id
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,14 @@ class RequestCapture:
         flush_interval_s: float = 2.0,
         open_model: bool = False,
         buffer_bytes: int = 256 * 2**20,
+        token: str | None = None,
     ) -> None:
         self.clock = clock
         self.version_header = version_header
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self.buffer_bytes = buffer_bytes
+        self.token = token  # the run's stamp token (meshcore.stamps); None: unstamped
         self.schema = OPEN_MODEL_SCHEMA if open_model else REQUEST_SCHEMA
         self.folder: RunFolder | None = None
         self.worker = "local"
@@ -112,6 +115,12 @@ class RequestCapture:
         c["user_id"].append(ctx.get("user_id"))
         c["cohort"].append(ctx.get("cohort"))
         c["response_length"].append(int(response_length or 0))
+        if self.token is None:
+            c["config_step"].append(None)
+            c["replica"].append(None)
+        else:
+            c["config_step"].append(config_step(_header(response, CONFIG_HEADER), self.token))
+            c["replica"].append(replica_id(_header(response, REPLICA_HEADER)))
         if "intended_ns" in c:
             intended = ctx.get("intended_ns")
             c["intended_ns"].append(intended)

@@ -26,6 +26,7 @@ class ClusterReader(Protocol):
     def nodes(self) -> list[dict[str, Any]]: ...
     def istio(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     def istio_list(self, kind: str, namespace: str) -> list[dict[str, Any]]: ...
+    def can(self, verb: str, group: str, resource: str, namespace: str, name: str) -> bool: ...
 
 
 def selector_text(labels: Mapping[str, str]) -> str:
@@ -82,6 +83,22 @@ class KubeReader:
 
     def istio_list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         return self.mesh.list_of(kind, namespace)
+
+    def can(self, verb: str, group: str, resource: str, namespace: str, name: str) -> bool:
+        """A SelfSubjectAccessReview: may these credentials do it?"""
+        from kubernetes import client
+
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                            "namespace": namespace, "name": name}},
+        }  # fmt: skip
+        api = client.AuthorizationV1Api(self.kube.api_client)
+        what = f"access review of {verb} {resource} {namespace}/{name}"
+        answer = self.kube.call(what, "create", api.create_self_subject_access_review, review,
+                                _preload_content=False)  # fmt: skip
+        return bool(((answer or {}).get("status") or {}).get("allowed"))
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:

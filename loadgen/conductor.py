@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gevent
 import pyarrow as pa
 
+from loadgen import stamping
 from loadgen.checks import Check
 from loadgen.gates import Gates
 from loadgen.openmodel import late_arrivals
@@ -60,9 +61,11 @@ class Conductor:
         extra_info: dict[str, Any] | None = None,
         spawn: Callable[..., Any],
         sleep: Callable[[float], Any],
+        request_count: Callable[[], int] | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
+        self.request_count = request_count  # Locust's count so far, for the precision line
         self.checks = list(checks)
         self.spawn = spawn
         self.sleep = sleep
@@ -90,6 +93,8 @@ class Conductor:
                 log.warning("telemetry will be missing from the run: %s", e)
         if mesh is not None:  # who is who, for the watch's lines and for whoever debugs a run
             self.info["mesh_pids"] = {c.name: c.proc.pid for c in processes(mesh)}
+        self.setter = setter
+        self.info.update(stamping.switch_on(setter, settings, self.info["run_id"]))
         self.rollout = Rollout(
             plan=plan,
             setter=setter,
@@ -121,6 +126,8 @@ class Conductor:
 
     def event(self, event: dict[str, Any]) -> None:
         self.info.setdefault("events", []).append(event)
+        if event["kind"] in ("weights", "weights_failed"):
+            stamping.after_change(self.info, self.setter)
         if event["kind"] == "weights_failed":
             self.outcome.fail(f"step {event['step']}: weight change failed: {event['reason']}")
         self.write_run()
@@ -160,13 +167,18 @@ class Conductor:
             log.error("cannot write %s: %s", self.folder.run_json, e)
 
     def stop(self) -> None:
-        """test_stop: no more weight changes; the end time as far as the users go."""
+        """test_stop: no more weight changes, the stamps removed; the end time as far as the
+        users go."""
         self.rollout.stop()
         for g in self.greenlets:
             if g is not gevent.getcurrent():
                 g.kill(block=False)
         self.greenlets.clear()
         self.info["ended_ns"] = time.time_ns()
+        stamping.switch_off(self.info, self.setter)
+        if self.info.get("stamps") and self.info["stamps"].get("replica"):
+            kube = getattr(getattr(self.setter, "client", None), "kube", None)
+            self.info["replica_pods"] = dict(stamping.replica_pods(kube))
         self.write_run()
 
     def finish(
@@ -281,7 +293,7 @@ class WeightSetter(Protocol):
 
     target: str  # how messages name it: "VirtualService default/frontend route primary"
 
-    def set_weights(self, weights: Mapping[str, int]) -> WeightChange: ...
+    def set_weights(self, weights: Mapping[str, int], step: int) -> WeightChange: ...
 
 
 @dataclass(kw_only=True)
@@ -355,7 +367,7 @@ class Rollout:
         self.broadcast()
         event: dict[str, Any] = {"kind": "weights", "step": k, "weights": weights, **extra}
         try:
-            applied = self.setter.set_weights(weights)
+            applied = self.setter.set_weights(weights, k)
         except MeshloadError as e:
             # The run goes on: the records show what the mesh really did, the event says why,
             # and the run's exit code says it was not measured as planned.

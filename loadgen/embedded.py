@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,23 @@ from meshcore.errors import BackendError, ConfigError
 log = logging.getLogger(__name__)
 
 
-def start_mesh(manifests: Path | None, spec: Path | None = None) -> Any:
-    """A started `meshsim.mesh.Mesh` serving the scenario's manifests."""
+def start_mesh(
+    manifests: Path | None,
+    spec: Path | None = None,
+    *,
+    gateway_replicas: int = 1,
+    push_skew_ms: Mapping[int, float] | None = None,
+) -> Any:
+    """A started `meshsim.mesh.Mesh` serving the scenario's manifests, its gateway as
+    `gateway_replicas` Envoys, replica i receiving every push `push_skew_ms[i]` late."""
     from meshsim.mesh import Mesh
 
-    mesh = Mesh(manifests=manifests, spec=spec)
+    mesh = Mesh(
+        manifests=manifests,
+        spec=spec,
+        gateway_replicas=gateway_replicas,
+        push_skew_ms=push_skew_ms,
+    )
     mesh.start()
     return mesh
 

@@ -250,6 +250,7 @@ class Harness:
             extra_info=self.target_info,
             spawn=gevent.spawn,
             sleep=gevent.sleep,
+            request_count=lambda: int(environment.stats.total.num_requests),
         )
         opts = environment.parsed_options
         # Workers read these from the master's spawn message (custom options travel with it).
@@ -257,6 +258,9 @@ class Harness:
         opts.meshload_open_model = self.settings.arrival_rate > 0 or any(
             s.arrival_rate for s in self.plan.steps
         )
+        stamps = self.run.info.get("stamps")
+        opts.meshload_stamp = stamps["token"] if stamps else ""
+        opts.meshload_authority = self.target_info.get("host_header") or ""
         self.expected_captures = runner.worker_count if isinstance(runner, MasterRunner) else 1
         self.run.start()
 
@@ -268,6 +272,9 @@ class Harness:
             return
         self.settings = options.Settings.from_options(opts)
         TracedSession.sampling = self.settings.trace_sampling
+        token = getattr(opts, "meshload_stamp", "") or None
+        TracedSession.stamp = token
+        TracedSession.authority = getattr(opts, "meshload_authority", "") or None
         runner = environment.runner
         worker = f"worker{runner.worker_index}" if isinstance(runner, WorkerRunner) else "local"
         self.capture = RequestCapture(
@@ -275,6 +282,7 @@ class Harness:
             version_header=self.settings.version_header,
             open_model=bool(getattr(opts, "meshload_open_model", False)),
             buffer_bytes=self.settings.record_buffer_mb * 2**20,
+            token=token,
         )
         self.capture.open(RunFolder(run_dir), worker)
         self._flusher = gevent.spawn(self.capture.flusher(gevent.sleep))

@@ -2,9 +2,11 @@
 
 Same tasks and weights as microservices-demo's `src/loadgenerator/locustfile.py` (index 1,
 setCurrency 2, browseProduct 10, addToCart 2, viewCart 3, checkout 1), the same product ids,
-currencies and checkout form; redirects are followed. Two changes serve measurement: every
-request carries a meshload `traceparent` (see `loadgen.tracing`), and product pages are named
-`/product/[id]` so Locust's tables stay readable. Think time is shorter than the demo's 1-10 s
+currencies and checkout form; redirects are followed. Changes that serve measurement: every
+request carries a meshload `traceparent` (and, in a stamped run, the run header only the stamp
+route matches, `meshcore.stamps`); a redirect's follow-up is a request of its own, recorded as
+the gateway, its metrics and the traces count it; product pages are named `/product/[id]` so
+Locust's tables stay readable. Think time is shorter than the demo's 1-10 s
 so a two-minute rollout gathers enough requests per step; `wait_time` is a class attribute to
 override in a scenario.
 """
@@ -15,11 +17,13 @@ import datetime
 import itertools
 import random
 from typing import Any
+from urllib.parse import urlsplit
 
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
 from loadgen import openmodel
+from meshcore.stamps import RUN_HEADER
 from meshcore.traceparent import new_trace, parse_traceparent
 
 PRODUCTS = (
@@ -35,11 +39,18 @@ PRODUCTS = (
 )
 CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
 PRODUCT_NAME = "/product/[id]"
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 _user_ids = itertools.count(1)
 
 # The demo draws these from Faker; fixed values keep runs reproducible and Faker optional.
 _STREETS = ("1600 Amphitheatre Parkway", "1 Hacker Way", "410 Terry Ave N", "1 Apple Park Way")
 _CITIES = (("Mountain View", "CA", "94043"), ("Seattle", "WA", "98109"), ("Austin", "TX", "78701"))
+
+
+def endpoint_name(path: str) -> str:
+    """How records and Locust's tables name a path: product pages grouped."""
+    return PRODUCT_NAME if path.startswith("/product/") else path
 
 
 class TracedSession(FastHttpSession):
@@ -48,10 +59,14 @@ class TracedSession(FastHttpSession):
     The trace id reaches the capture hook through Locust's request `context`, the one channel
     from a request to its event that survives redirects and failures alike.
 
-    `sampling` is a class-level default; the harness sets it from `--trace-sampling`.
+    Class-level, set by the harness for the run: `sampling` (`--trace-sampling`), `stamp`
+    (the run's stamp token: sent as `x-meshload-run`, the header only the stamp twin route
+    matches, `meshcore.stamps`) and `authority` (`--host-header`: the Host the gateway sees).
     """
 
     sampling: float = 1.0
+    stamp: str | None = None
+    authority: str | None = None
 
     def request(  # type: ignore[override]
         self,
@@ -69,8 +84,30 @@ class TracedSession(FastHttpSession):
         if parsed is None:  # none given, or one that is not W3C: send ours
             headers = {k: v for k, v in headers.items() if k.lower() != "traceparent"}
             headers["traceparent"] = trace.header
-        context = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
-        return super().request(method, url, headers=headers, context=context, **kwargs)
+        if self.stamp is not None:
+            headers[RUN_HEADER] = self.stamp
+        if self.authority is not None:
+            headers["Host"] = self.authority
+        mine = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
+        wanted = kwargs.pop("allow_redirects", True)
+        follow = wanted and not kwargs.get("catch_response")  # a caller's context manager: Locust's
+        response = super().request(
+            method, url, headers=headers, context=mine, allow_redirects=wanted and not follow,
+            **kwargs,
+        )  # fmt: skip
+        # A redirect is followed as a request of its own, recorded with its own version, trace
+        # and time, as the gateway, its metrics and the traces count it.
+        for _ in range(MAX_REDIRECTS if follow else 0):
+            # a request that got no response (connection refused) has no headers at all
+            location = (getattr(response, "headers", None) or {}).get("Location")
+            if getattr(response, "status_code", 0) not in REDIRECTS or not location:
+                break
+            path = urlsplit(location).path or "/"
+            response = self.request(
+                "GET", location, name=endpoint_name(path), context=context,
+                allow_redirects=False,
+            )  # fmt: skip
+        return response
 
 
 class BoutiqueUser(FastHttpUser):

@@ -113,6 +113,46 @@ OPTIONS: tuple[Option, ...] = (
         "--gate-window-s", "MESHLOAD_GATE_WINDOW_S", 10.0, "live gate window in seconds", type=float
     ),
     Option(
+        "--host-header",
+        "MESHLOAD_HOST_HEADER",
+        "",
+        "Host (authority) sent to the gateway (default: the VirtualService's first host that "
+        "its Gateway serves, when it names no '*' host)",
+        web_ui=False,
+    ),
+    Option(
+        "--no-stamp",
+        "MESHLOAD_NO_STAMP",
+        False,
+        "do not stamp the moved route (version, configuration, replica response headers on "
+        "meshload's requests only); the report then estimates split and propagation",
+        type=bool,
+        web_ui=False,
+    ),
+    Option(
+        "--no-replica-stamp",
+        "MESHLOAD_NO_REPLICA_STAMP",
+        False,
+        "stamp no gateway replica (its pod name) into responses",
+        type=bool,
+        web_ui=False,
+    ),
+    Option(
+        "--gateway-replicas",
+        "MESHLOAD_GATEWAY_REPLICAS",
+        1,
+        "embedded mesh: gateway replicas (Envoy pods) behind the gateway's address",
+        type=int,
+        web_ui=False,
+    ),
+    Option(
+        "--push-skew-ms",
+        "MESHLOAD_PUSH_SKEW_MS",
+        "",
+        "embedded mesh: push every change to replica I this many ms late, as I=MS,... (e.g. 1=800)",
+        web_ui=False,
+    ),
+    Option(
         "--broken-step-error-rate",
         "MESHLOAD_BROKEN_STEP_ERROR_RATE",
         DEFAULT_BROKEN_STEP_ERROR_RATE,
@@ -186,6 +226,11 @@ class Settings:
     gate_error_rate: float = 0.0
     gate_p99_ms: float = 0.0
     gate_window_s: float = 10.0
+    host_header: str = ""
+    no_stamp: bool = False
+    no_replica_stamp: bool = False
+    gateway_replicas: int = 1
+    push_skew_ms: str = ""
     broken_step_error_rate: float = DEFAULT_BROKEN_STEP_ERROR_RATE
     keep_going: bool = False
     record_buffer_mb: int = 256
@@ -231,6 +276,28 @@ class Settings:
             raise ConfigError(f"--gate-window-s {self.gate_window_s}: give a positive window")
         if not self.version_header.strip():
             raise ConfigError("--version-header is empty; name the header, e.g. x-version")
+        if self.gateway_replicas < 1:
+            raise ConfigError(f"--gateway-replicas {self.gateway_replicas}: give 1 or more")
+        self.push_skews()
+
+    def push_skews(self) -> dict[int, float]:
+        """--push-skew-ms as {replica index: ms}, checked against --gateway-replicas."""
+        if not self.push_skew_ms.strip():
+            return {}
+        # Only a run that sets a skew pays for importing the mesh's gateway module here.
+        from meshsim.gateway import check_replicas, parse_skews
+
+        try:
+            skews = parse_skews(self.push_skew_ms)
+        except ConfigError as e:
+            raise ConfigError(f"--push-skew-ms: {e}") from None
+        try:
+            check_replicas(self.gateway_replicas, skews, "request")
+        except ConfigError as e:
+            raise ConfigError(
+                f"--push-skew-ms with --gateway-replicas {self.gateway_replicas}: {e}"
+            ) from None
+        return skews
 
     def mesh_mode(self, host: str | None) -> str:
         """embedded unless a host is given or kubernetes is asked for."""

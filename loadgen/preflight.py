@@ -17,9 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.clusterread import SIDECAR, ClusterReader, has_sidecar, is_ready, selector_text
-from meshcore.kube.istio import resolve_host, route_destinations, service_name
+from meshcore.kube.istio import (
+    GROUP,
+    authority,
+    host_matches,
+    resolve_host,
+    route_destinations,
+    service_name,
+)
+from meshcore.stamps import CONFIG_HEADER, REPLICA_HEADER
 
 HttpGet = Callable[[str, float], tuple[int, bytes]]
+Probe = Callable[[str, Mapping[str, str], float], tuple[int, dict[str, str]]]
 APPLY_FIX = "kubectl apply -f scenarios/manifests/cluster/"
 
 
@@ -76,14 +85,6 @@ def check_namespace(reader: ClusterReader, namespace: str) -> Check:
     return failed("namespace", detail, inject_fix(namespace))
 
 
-def _host_matches(gateway_host: str, vs_host: str) -> bool:
-    g = gateway_host.split("/", 1)[-1].lower()  # "ns/host": the namespace part scopes, not names
-    v = vs_host.lower()
-    if "*" in (g, v) or g == v:
-        return True
-    return (g.startswith("*.") and v.endswith(g[1:])) or (v.startswith("*.") and g.endswith(v[1:]))
-
-
 def _ref(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "?")
@@ -114,7 +115,7 @@ def check_gateways(
             continue
         gw_spec = gw.get("spec") or {}
         served = [str(h) for s in gw_spec.get("servers") or [] for h in s.get("hosts") or []]
-        unserved = [h for h in hosts if not any(_host_matches(g, h) for g in served)]
+        unserved = [h for h in hosts if not any(host_matches(g, h) for g in served)]
         selector = {str(k): str(v) for k, v in (gw_spec.get("selector") or {}).items()}
         pods = [p for p in reader.pods(ingress_namespace, selector) if is_ready(p)]
         if unserved:
@@ -279,9 +280,70 @@ class Target:
     prometheus_url: str | None = None
     ingress_namespace: str = "istio-system"
     ingress_service: str = "istio-ingressgateway"
+    gateway_url: str | None = None  # the probe's target (default: the ingress address found)
+    host_header: str | None = None  # the probe's Host (default: derived from the route)
+    version_header: str = "x-version"
 
 
-def run_checks(reader: ClusterReader, target: Target, *, get: HttpGet = http_get) -> list[Check]:
+def _gateway_ref(vs: Mapping[str, Any], ref: str) -> tuple[str, str]:
+    ns, _, name = ref.rpartition("/")
+    return ns or _ref(vs)[0], name
+
+
+def check_access(reader: ClusterReader, vs: Mapping[str, Any]) -> Check:
+    """The credentials may update the VirtualService (a SelfSubjectAccessReview)."""
+    ns, name = _ref(vs)
+    ref = f"VirtualService {ns}/{name}"
+    allowed = reader.can("update", GROUP, "virtualservices", ns, name)
+    if allowed:
+        return passed("access", f"these credentials may update {ref}")
+    fix = "grant update on virtualservices, as scenarios/manifests/cluster/locust/rbac.yaml does"
+    return failed("access", f"these credentials may not update {ref}: no weight can move", fix)
+
+
+def http_probe(
+    url: str, headers: Mapping[str, str], timeout_s: float
+) -> tuple[int, dict[str, str]]:
+    """Status and response headers of a GET; an HTTP error status is returned, not raised."""
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310
+            return int(answer.status), {k.lower(): v for k, v in answer.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), {k.lower(): v for k, v in exc.headers.items()}
+
+
+def check_probe(
+    url: str, host: str | None, version_header: str, probe: Probe, timeout_s: float = 5.0
+) -> Check:
+    """One request through the gateway, as meshload will send them: status, version, stamps."""
+    target = url.rstrip("/") + "/"
+    sent = f" with Host {host}" if host else ""
+    try:
+        code, headers = probe(target, {"Host": host} if host else {}, timeout_s)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        fix = "start the gateway or `meshload port-forward`, and pass --gateway-url"
+        return failed("probe", f"gateway at {url} not reachable{sent} ({reason})", fix)
+    if code == 404:
+        fix = "pass --host-header with a host the VirtualService names (its `hosts`)"
+        return failed("probe", f"gateway at {url} answers 404{sent}: no route matches", fix)
+    if code >= 500:
+        return failed("probe", f"gateway at {url} answers {code}{sent}", "check the workloads")
+    version = headers.get(version_header.lower())
+    said = (
+        f"{version_header}: {version}"
+        if version
+        else f"no {version_header} header: meshload stamps one on its own requests during a run"
+    )
+    stamps = [h for h in (CONFIG_HEADER, REPLICA_HEADER) if h in headers]
+    seen = f"; stamps seen: {', '.join(stamps)}" if stamps else ""
+    return passed("probe", f"gateway at {url} answers {code}{sent}; {said}{seen}", url)
+
+
+def run_checks(
+    reader: ClusterReader, target: Target, *, get: HttpGet = http_get, probe: Probe = http_probe
+) -> list[Check]:
     """Every check in the order a user fixes them; BackendError when the API itself fails."""
     checks = [check_namespace(reader, target.namespace)]
     vs = reader.istio("VirtualService", target.namespace, target.virtual_service)
@@ -292,7 +354,18 @@ def run_checks(reader: ClusterReader, target: Target, *, get: HttpGet = http_get
     else:
         checks.extend(check_workloads(reader, vs))
         checks.extend(check_gateways(reader, vs, target.ingress_namespace))
-    checks.append(check_ingress(reader, target.ingress_namespace, target.ingress_service))
+    ingress = check_ingress(reader, target.ingress_namespace, target.ingress_service)
+    checks.append(ingress)
+    if vs is not None:
+        checks.append(check_access(reader, vs))
+        url = target.gateway_url or ingress.value
+        if url:
+            gateways = [
+                g for ref in (vs.get("spec") or {}).get("gateways") or [] if ref != "mesh"
+                if (g := reader.istio("Gateway", *_gateway_ref(vs, str(ref)))) is not None
+            ]  # fmt: skip
+            host = target.host_header or authority(vs, gateways)
+            checks.append(check_probe(url, host, target.version_header, probe))
     if target.jaeger_url:
         fix = "give Jaeger's query URL (port 16686); `meshload port-forward` prints one"
         checks.append(check_http("Jaeger", target.jaeger_url, ("/api/services",), get, fix=fix))

@@ -20,6 +20,7 @@ from loadgen.plan import Plan
 from loadgen.runinfo import versions
 from meshcore.errors import ConfigError
 from meshcore.kube.client import MeshClient, RouteWeights
+from meshcore.kube.istio import authority
 
 log = logging.getLogger("meshload")
 
@@ -68,11 +69,21 @@ def resolve_target(
             )
         check_writable(Path(settings.results_dir))  # before the mesh: a quick refusal
         log.info("starting the embedded mesh (%s)", manifests)
-        mesh = embedded.start_mesh(manifests, spec)
+        mesh = embedded.start_mesh(
+            manifests,
+            spec,
+            gateway_replicas=settings.gateway_replicas,
+            push_skew_ms=settings.push_skews(),
+        )
         host = str(mesh.gateway_url)
         log.info("embedded mesh gateway at %s", host)
     elif not host:
         raise ConfigError("--mesh kubernetes needs --host URL of the Istio ingress gateway")
+    elif settings.gateway_replicas != 1 or settings.push_skew_ms.strip():
+        raise ConfigError(
+            "--gateway-replicas and --push-skew-ms shape the embedded mesh; a cluster's gateway "
+            "has the replicas it has: drop them with --host (or --mesh kubernetes)"
+        )
     else:
         embedded.check_reachable(host)
     try:
@@ -82,6 +93,7 @@ def resolve_target(
             client = MeshClient.connect(settings.kubeconfig or None, settings.kube_context or None)
         setter = client.route(name, namespace, route)
         setter.check_subsets(plan.subsets(), plan.source)
+        host_header = settings.host_header or derived_authority(client, name, namespace)
         check_writable(Path(settings.results_dir))
         versions(mesh is not None)  # `envoy --version` now, not while users wait
     except BaseException:
@@ -89,4 +101,23 @@ def resolve_target(
             mesh.stop()
         raise
     info = {"virtual_service": name, "namespace": namespace, "route": route}
+    if host_header:
+        info["host_header"] = host_header
+        log.info("requests carry Host: %s", host_header)
     return Target(host=host, setter=setter, mesh=mesh, info=info)
+
+
+def derived_authority(client: MeshClient, name: str, namespace: str) -> str | None:
+    """--host-header's default: the VirtualService's first host its Gateways serve, when it
+    names no `*` host (Istio matches the request's authority against its hosts)."""
+    vs = client.get("VirtualService", namespace, name)
+    gateways = []
+    for ref in (vs.get("spec") or {}).get("gateways") or []:
+        if ref == "mesh":
+            continue
+        gw_ns, _, gw_name = str(ref).rpartition("/")
+        try:
+            gateways.append(client.get("Gateway", gw_ns or namespace, gw_name))
+        except ConfigError:  # a missing Gateway: preflight says so; no Host to derive from it
+            continue
+    return authority(vs, gateways)

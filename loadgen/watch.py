@@ -1,4 +1,5 @@
-"""The master's watch over a run: run.json's heartbeat, and the embedded mesh's processes.
+"""The master's watch over a run: run.json's heartbeat, the embedded mesh's processes, and
+the precision the steps will reach at the request rate of the first seconds.
 
 A child of the embedded mesh that exits is reported at once, in one line with the tail of its
 log and as a `mesh_child_exited` event. A child that carries traffic or weight changes (Envoy,
@@ -14,11 +15,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from meshcore.figures import DEFAULT_TOLERANCE_PP, precision_line
+
 if TYPE_CHECKING:
     from loadgen.conductor import Conductor
 
 HEARTBEAT_S = 5.0
 WATCH_S = 0.5
+PRECISION_AFTER_S = 5.0  # the request rate of the run's first seconds says what each step gets
 TELEMETRY_CHILDREN = ("tracestore", "scraper", "prometheus")
 
 
@@ -29,6 +33,8 @@ class Watch:
         self.conductor = conductor
         self.reported: set[str] = set()
         self.next_beat = 0.0
+        self.started = time.monotonic()
+        self.precision_said = False
 
     def tick(self) -> None:
         if self.mesh is not None:
@@ -36,10 +42,31 @@ class Watch:
                 if child.name not in self.reported and not child.alive():
                     self.reported.add(child.name)
                     self.exited(child)
+        if not self.precision_said and time.monotonic() - self.started >= PRECISION_AFTER_S:
+            self.precision_said = True
+            self.say_precision(time.monotonic() - self.started)
         if time.monotonic() >= self.next_beat:
             self.next_beat = time.monotonic() + HEARTBEAT_S
             self.conductor.info["updated_ns"] = time.time_ns()
             self.conductor.write_run()
+
+    def say_precision(self, elapsed_s: float) -> None:
+        """At the rate seen so far, how precise each step's split will be (one line each)."""
+        count = self.conductor.request_count
+        if count is None:
+            return
+        rate = count() / elapsed_s
+        if rate <= 0:
+            return
+        plan = self.conductor.plan
+        lines = [
+            precision_line(k, s.weights, s.hold_s, s.arrival_rate or rate, DEFAULT_TOLERANCE_PP)[0]
+            for k, s in enumerate(plan.steps)
+        ]
+        sys.stderr.write(
+            f"meshload: at {rate:.0f} req/s the steps' splits will be measured to:\n"
+            + "".join(f"meshload:   {line}\n" for line in lines)
+        )
 
     def exited(self, child: Any) -> None:
         run = self.conductor

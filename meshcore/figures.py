@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -212,3 +213,114 @@ def broken_steps(steps: ArrayLike, ok: ArrayLike, threshold: float) -> list[dict
         if errors / n > threshold:
             out.append({"step": int(k), "requests": n, "errors": errors, "error_rate": errors / n})
     return out
+
+
+# -- split precision -------------------------------------------------------------------------
+Z95 = 1.959963984540054  # the 97.5 % normal quantile: 95 % two-sided
+DEFAULT_TOLERANCE_PP = 2.0
+
+
+def half_width_pp(share: float, n: int, z: float = Z95) -> float:
+    """Half the width of a 95 % interval of a share estimated from n requests, in percentage
+    points (normal approximation, at the configured share)."""
+    if n <= 0:
+        return float("inf")
+    return 100.0 * z * math.sqrt(share * (1.0 - share) / n)
+
+
+def requests_needed(share: float, tolerance_pp: float, z: float = Z95) -> int:
+    """Requests after which the 95 % interval of a share is ±tolerance: a true split then
+    passes, and a share 2.5 tolerances off fails with about 84 % power."""
+    if tolerance_pp <= 0:
+        raise ValueError(f"tolerance_pp must be > 0, got {tolerance_pp}")
+    return max(1, math.ceil((z * 100.0) ** 2 * share * (1.0 - share) / tolerance_pp**2))
+
+
+def split_verdict(lo: float, hi: float, configured: float, tolerance_pp: float) -> str:
+    """pass: the 95 % interval [lo, hi] lies inside configured ± tolerance; fail: wholly
+    outside it; inconclusive: otherwise (more requests would decide)."""
+    t = tolerance_pp / 100.0
+    if configured - t - 1e-12 <= lo and hi <= configured + t + 1e-12:
+        return "pass"
+    if lo > configured + t + 1e-12 or hi < configured - t - 1e-12:
+        return "fail"
+    return "inconclusive"
+
+
+# -- split precision of a step (built on the three rules above) -------------------------------
+# What a step's verdict needs, said once for `meshload plan`, the start of a run and the report.
+# A step's verdict needs every version decided, so its precision is its widest interval. A share
+# of 0 or 100 % has no normal-approximation width (p(1 - p) = 0): its Wilson interval is
+# one-sided, z² / (n + z²) wide, and is the width used there.
+DETECT_TOLERANCES = 2.5  # an error this many tolerances wide (5 pp at 2 pp) must fail
+
+
+def _one_sided_pp(n: int, z: float = Z95) -> float:
+    return 100.0 * z * z / (n + z * z) if n > 0 else float("inf")
+
+
+def step_half_width_pp(shares: Sequence[float], n: int, z: float = Z95) -> float:
+    """The widest 95 % half-width, in pp, among a step's configured shares after n requests."""
+    widths = [
+        _one_sided_pp(n, z) if s <= 0.0 or s >= 1.0 else half_width_pp(s, n, z) for s in shares
+    ]
+    return max(widths, default=float("inf"))
+
+
+def _toward_half(share: float, by: float) -> float:
+    return min(share + by, 0.5) if share < 0.5 else max(share - by, 0.5)
+
+
+def step_requests_needed(shares: Sequence[float], tolerance_pp: float, z: float = Z95) -> int:
+    """Requests after which a step's shares are known to ±tolerance, such that a share 2.5
+    tolerances off (5 pp at 2 pp) fails with at least 80 % power whichever way it is off.
+
+    `requests_needed` at, for each version, the share within 2.5 tolerances of its configured
+    one nearest 50 % (the widest interval such an error can have: at 10 % configured, 15 %),
+    the most over the step's versions. At 50 % this is `requests_needed` itself."""
+    by = DETECT_TOLERANCES * tolerance_pp / 100.0
+    return max((requests_needed(_toward_half(s, by), tolerance_pp, z) for s in shares), default=1)
+
+
+def step_requests_to_pass(shares: Sequence[float], tolerance_pp: float, z: float = Z95) -> int:
+    """Requests after which a step whose split is exactly as configured passes with about 95 %
+    probability: its interval must lie inside configured ± tolerance, so it must be about half
+    as wide (`requests_needed` at tolerance / 2). A version at 0 or 100 % passes for sure once
+    its one-sided interval is inside the tolerance: n >= z² (1 - t) / t."""
+    if tolerance_pp <= 0:
+        raise ValueError(f"tolerance_pp must be > 0, got {tolerance_pp}")
+    t = min(tolerance_pp / 100.0, 1.0)
+    out = [
+        math.ceil(z * z * (1.0 - t) / t) if s <= 0.0 or s >= 1.0
+        else requests_needed(s, tolerance_pp / 2.0, z)
+        for s in shares
+    ]  # fmt: skip
+    return max(max(out, default=1), 1)
+
+
+def precision_line(
+    k: int, weights: Mapping[str, float], hold_s: float, rate: float, tolerance_pp: float
+) -> tuple[str, int]:
+    """Step k's precision at `rate` requests per second, as `meshload plan` and the start of a
+    run print it, e.g. "step 4 (v1 50 %, v2 50 %): ±3.5 pp at 40 req/s × 20 s (800 requests);
+    tolerance 2 pp needs 61 s, passes at 241 s: ...", and the step's requests. A step is as
+    precise as its widest interval (`step_half_width_pp`)."""
+    total = sum(weights.values())
+    shares = [w / total for w in weights.values()]
+    shown = ", ".join(f"{v} {w / total * 100:g} %" for v, w in weights.items() if w > 0)
+    n = math.floor(rate * hold_s)
+    precision = step_half_width_pp(shares, n)
+    needs_s = math.ceil(step_requests_needed(shares, tolerance_pp) / rate)
+    passes_s = math.ceil(step_requests_to_pass(shares, tolerance_pp) / rate)
+    if hold_s >= passes_s:
+        verdict = "long enough to pass"
+    elif hold_s >= needs_s:
+        verdict = "long enough to catch an error; a true split stays inconclusive"
+    else:
+        verdict = "too short: expect inconclusive"
+    width = f"±{precision:.1f} pp" if math.isfinite(precision) else "no requests"
+    return (
+        f"step {k} ({shown}): {width} at {rate:.3g} req/s × {hold_s:g} s ({n:,} requests); "
+        f"tolerance {tolerance_pp:g} pp needs {needs_s:,} s, passes at {passes_s:,} s: {verdict}",
+        n,
+    )

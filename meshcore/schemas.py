@@ -43,6 +43,8 @@ REQUEST_SCHEMA = pa.schema(
         _field("user_id", pa.int64()),  # the simulated user, unique within its worker
         _field("cohort", REPEATED),  # the user class's cohort (A/B scenarios)
         _field("response_length", pa.int64(), null=False),  # body bytes
+        _field("config_step", pa.int64()),  # the step of the config stamp that served it
+        _field("replica", REPEATED),  # the gateway replica that served it (a short hash)
     ]
 )
 

@@ -23,7 +23,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def add_kube_flags(parser: argparse.ArgumentParser) -> None:
-    """--kubeconfig and --context, as `meshcore.kube.client.connect` reads them."""
+    """--kubeconfig and --context, as `meshcore.kube.config.connect` reads them."""
     parser.add_argument(
         "--kubeconfig",
         help="kubeconfig file (default: $KUBECONFIG, the pod's service account inside a "
@@ -33,7 +33,7 @@ def add_kube_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meshload import cmd_mesh, cmd_portforward, cmd_preflight, cmd_report
+    from meshload import cmd_mesh, cmd_plan, cmd_portforward, cmd_preflight, cmd_report
 
     parser = argparse.ArgumentParser(
         prog="meshload",
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_preflight.register(sub)
     cmd_portforward.register(sub)
     cmd_report.register(sub)
+    cmd_plan.register(sub)
     return parser
 
 

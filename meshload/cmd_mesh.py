@@ -38,17 +38,54 @@ def register(sub: Any) -> None:
         default=0,
         help="port of the gateway on 127.0.0.1 (default: a free one)",
     )
+    up.add_argument(
+        "--gateway-replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="gateway replicas (Envoy pods) behind the gateway's address (default: 1)",
+    )
+    up.add_argument(
+        "--push-skew-ms",
+        type=skews,
+        default={},
+        metavar="I=MS,...",
+        help="push every change to replica I this many ms late, e.g. 1=800,2=50 (default: none)",
+    )
+    up.add_argument(
+        "--gateway-balance",
+        choices=("request", "connection"),
+        default="request",
+        help="with several replicas: round robin per request (default) or per connection",
+    )
     up.set_defaults(run=run_up)
     apply = verbs.add_parser("apply", help="send changed manifests to the running mesh")
     apply.add_argument("path", help="Istio YAML file or directory")
     apply.set_defaults(run=run_apply)
 
 
+def skews(text: str) -> dict[int, float]:
+    """`--push-skew-ms 1=800,2=50` as {replica index: ms}; argparse's type, so a bad value is
+    argparse's one line and exit code 2."""
+    from meshsim.gateway import parse_skews
+
+    try:
+        return parse_skews(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def run_up(args: argparse.Namespace) -> int:
     from meshsim.mesh import Mesh
 
     mesh = Mesh(
-        manifests=args.manifests, spec=args.spec, seed=args.seed, gateway_port=args.gateway_port
+        manifests=args.manifests,
+        spec=args.spec,
+        seed=args.seed,
+        gateway_port=args.gateway_port,
+        gateway_replicas=args.gateway_replicas,
+        push_skew_ms=args.push_skew_ms,
+        gateway_balance=args.gateway_balance,
     )
     state = state_file()
     try:

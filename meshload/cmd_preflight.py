@@ -19,8 +19,9 @@ def register(sub: Any) -> None:
             "Checks, one line each (✓ or ✗ with the fix): the namespace injects sidecars; every "
             "pod of the routed workloads has an istio-proxy container; every DestinationRule "
             "subset has a ready pod; the VirtualService is bound to an existing Gateway serving "
-            "its hosts; the ingress gateway has an address; Jaeger and Prometheus answer. Exit "
-            "code 0 only when all pass."
+            "its hosts; the ingress gateway has an address; the credentials may update the "
+            "VirtualService; one probe through the gateway answers (its status, version header "
+            "and stamps); Jaeger and Prometheus answer. Exit code 0 only when all pass."
         ),
     )
     add_kube_flags(p)
@@ -34,6 +35,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--jaeger-url", help="Jaeger query URL, e.g. http://127.0.0.1:16686")
     p.add_argument("--prometheus-url", help="Prometheus URL, e.g. http://127.0.0.1:9090")
+    p.add_argument(
+        "--gateway-url",
+        help="the gateway to send one probe through (default: the ingress address found), e.g. "
+        "http://127.0.0.1:8080 after `meshload port-forward`",
+    )
+    p.add_argument(
+        "--host-header",
+        help="Host of the probe (default: the VirtualService's first host its Gateway serves)",
+    )
+    p.add_argument("--version-header", default="x-version", help="default: x-version")
     p.set_defaults(run=run)
 
 
@@ -53,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         virtual_service=args.virtual_service,
         jaeger_url=_url("--jaeger-url", args.jaeger_url),
         prometheus_url=_url("--prometheus-url", args.prometheus_url),
+        gateway_url=_url("--gateway-url", args.gateway_url),
+        host_header=args.host_header or None,
+        version_header=args.version_header,
     )
     with Kube.connect(args.kubeconfig, args.context) as kube:
         checks = run_checks(KubeReader(kube), target)

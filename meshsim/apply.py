@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def apply_resources(kubeconfig: str | Path, resources: Sequence[Resource]) -> tu
             meta.pop("resourceVersion", None)
             meta["annotations"] = {**(meta.get("annotations") or {}), SOURCE_ANNOTATION: r.source}
             try:
-                rv, said = client.apply(body)
+                rv, said = apply_object(client, body)
             except ApiRefusal as exc:
                 raise _refusal(r, exc) from None
             except BackendError as exc:
@@ -45,6 +45,42 @@ def apply_resources(kubeconfig: str | Path, resources: Sequence[Resource]) -> tu
             warnings.extend(said)
             last_rv = max(last_rv, rv)
     return warnings, last_rv
+
+
+def apply_object(client: Any, obj: Mapping[str, Any]) -> tuple[int, tuple[str, ...]]:
+    """Create `obj`, or replace it when its spec, labels or annotations differ (an unchanged
+    object is not written, as `kubectl apply` does); retried on 409. Returns the
+    resourceVersion the object has and the API's warnings."""
+    from meshcore.kube.client import ApiRefusal, retry_on_conflict
+
+    kind, meta = obj["kind"], dict(obj["metadata"])
+    ns, name = str(meta.get("namespace") or "default"), str(meta["name"])
+
+    def write(attempt: int) -> tuple[int, tuple[str, ...]]:
+        try:
+            current = client.get(kind, ns, name)
+        except ApiRefusal as exc:
+            if exc.code != 404:
+                raise
+            fresh = {k: v for k, v in meta.items() if k != "resourceVersion"}
+            data, warnings = client.create({**obj, "metadata": fresh})
+        else:
+            rv = current["metadata"]["resourceVersion"]
+            if _same(current, obj):
+                return int(rv), ()
+            data, warnings = client.replace({**obj, "metadata": {**meta, "resourceVersion": rv}})
+        return int(data["metadata"]["resourceVersion"]), warnings
+
+    return retry_on_conflict(write, f"{kind} {ns}/{name}")
+
+
+def _same(current: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
+    mine, theirs = obj["metadata"], current.get("metadata") or {}
+    return bool(
+        current.get("spec") == obj.get("spec")
+        and (theirs.get("labels") or {}) == (mine.get("labels") or {})
+        and (theirs.get("annotations") or {}) == (mine.get("annotations") or {})
+    )
 
 
 def _refusal(r: Resource, exc: Any) -> ManifestError:
@@ -58,16 +94,32 @@ def _refusal(r: Resource, exc: Any) -> ManifestError:
 
 
 def wait_applied(applied_file: Path, resource_version: int, timeout_s: float = 5.0) -> None:
-    """Wait until the control plane has pushed a configuration at least this recent."""
+    """Wait until every gateway replica serves a configuration at least this recent (the
+    control plane's applied file, `meshsim.pusher`); the deadline grows by the largest push
+    skew, and a replica that refused the configuration raises at once."""
     deadline = time.monotonic() + timeout_s
+    skew_added = False
     while time.monotonic() < deadline:
         try:
-            if json.loads(applied_file.read_text())["resource_version"] >= resource_version:
+            state = json.loads(applied_file.read_text())
+            if int(state["resource_version"]) >= resource_version:
                 return
-        except (OSError, ValueError, KeyError):
-            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.001)
+            continue
+        replicas = state.get("replicas") or []
+        for r in replicas:
+            refused = r.get("refused") or {}
+            if int(refused.get("resource_version") or 0) >= resource_version:
+                raise BackendError(
+                    f"gateway replica {r.get('pod')} refused resourceVersion "
+                    f"{resource_version}: {refused.get('error')}"
+                )
+        if not skew_added:
+            skew_added = True
+            deadline += max((float(r.get("push_skew_ms") or 0) for r in replicas), default=0) / 1e3
         time.sleep(0.001)
     raise BackendError(
-        f"the control plane did not push resourceVersion {resource_version} to "
-        f"Envoy within {timeout_s:.0f} s; see the controlplane log"
+        f"the control plane did not push resourceVersion {resource_version} to every "
+        f"gateway replica within {timeout_s:.0f} s; see the controlplane log"
     )

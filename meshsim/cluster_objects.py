@@ -2,7 +2,8 @@
 
 What a cluster running Online Boutique with Istio holds: the namespace labelled for sidecar
 injection, one Ready pod per workload with an `istio-proxy` container, a Service and Endpoints
-per service, and the ingress gateway's Service with its address (127.0.0.1 here).
+per service, the ingress gateway's Ready pods (one per replica) and its Service with its address
+(127.0.0.1 here).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from meshsim.hosts import Endpoint
 
+PROXY_IMAGE = "docker.io/istio/proxyv2"
 READY = [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]
 
 
@@ -27,24 +29,30 @@ def _pod(name: str, namespace: str, labels: dict[str, str], image: str) -> dict[
         "spec": {
             "containers": [
                 {"name": "server", "image": image},
-                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2"},
+                {"name": "istio-proxy", "image": PROXY_IMAGE},
             ]
         },
         "status": {
             "phase": "Running",
             "podIP": "127.0.0.1",
             "conditions": READY,
+            # With the fields a V1ContainerStatus requires, so typed clients can read it.
             "containerStatuses": [
-                {"name": "server", "ready": True},
-                {"name": "istio-proxy", "ready": True},
+                {"name": name, "ready": True, "image": img, "imageID": "", "restartCount": 0}
+                for name, img in (("server", image), ("istio-proxy", PROXY_IMAGE))
             ],
         },
     }
 
 
 def core_objects(
-    endpoints: Sequence[Endpoint], *, gateway_port: int, namespace: str = "default"
+    endpoints: Sequence[Endpoint],
+    *,
+    gateway_port: int,
+    namespace: str = "default",
+    gateway_pods: Sequence[str] = ("istio-ingressgateway-0",),
 ) -> list[dict[str, Any]]:
+    """`gateway_pods`: the ingress gateway's replicas, named as their Envoys' `POD_NAME`."""
     objects: list[dict[str, Any]] = [
         {
             "kind": "Namespace",
@@ -89,9 +97,8 @@ def core_objects(
             }
         )
     gateway_labels = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
-    objects.append(
-        _pod("istio-ingressgateway-0", "istio-system", gateway_labels, "docker.io/istio/proxyv2")
-    )
+    for pod in gateway_pods:
+        objects.append(_pod(pod, "istio-system", gateway_labels, PROXY_IMAGE))
     objects.append(
         {
             "kind": "Service",

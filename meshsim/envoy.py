@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.error
@@ -15,6 +16,7 @@ from meshcore.errors import BackendError, ConfigError
 from meshcore.files import write_atomic
 from meshsim.procs import Child
 from meshsim.routes import FAULT_FILTER, FAULT_TYPE
+from meshsim.telemetry.istio import GATEWAY_NAMESPACE
 from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot
 
 HCM_TYPE = (
@@ -29,6 +31,15 @@ CONNECTIONS_TYPE = (
 )
 RDS_STAT = f"http.ingress.rds.{ROUTE_CONFIG_NAME}"
 CDS_STAT = "cluster_manager.cds"
+# A bound on open downstream connections, as Envoy asks every edge proxy to have.
+EDGE_OVERLOAD = {
+    "resource_monitors": [
+        {
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {"@type": CONNECTIONS_TYPE, "max_active_downstream_connections": 50000},
+        }
+    ]
+}
 XDS_STATS = (
     "^(http[.]ingress[.]rds[.]ingress|cluster_manager[.]cds)[.](update_rejected|version_text)$"
 )
@@ -50,6 +61,7 @@ def bootstrap(
     otlp_port: int | None = None,
     trace_sampling: float = 100.0,
     service_name: str = "istio-ingressgateway",
+    node_id: str | None = None,
 ) -> dict[str, Any]:
     """A bootstrap whose listener takes routes from a file and clusters from another."""
 
@@ -102,21 +114,10 @@ def bootstrap(
             "tracing.opentelemetry.flush_interval_ms": 1000,
         }
     return {
-        "node": {"id": f"{service_name}.istio-system", "cluster": service_name},
+        "node": {"id": node_id or f"{service_name}.{GATEWAY_NAMESPACE}", "cluster": service_name},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": runtime}]},
-        # A bound on open downstream connections, as Envoy asks every edge proxy to have.
-        "overload_manager": {
-            "resource_monitors": [
-                {
-                    "name": "envoy.resource_monitors.global_downstream_max_connections",
-                    "typed_config": {
-                        "@type": CONNECTIONS_TYPE,
-                        "max_active_downstream_connections": 50000,
-                    },
-                }
-            ]
-        },
+        "overload_manager": EDGE_OVERLOAD,
         "dynamic_resources": {"cds_config": file_source("cds")},
         "static_resources": {
             "listeners": [
@@ -259,35 +260,36 @@ def _get(url: str, timeout_s: float = 2.0) -> str:
         raise BackendError(f"envoy admin {url} failed: {exc}") from None
 
 
-class Envoy:
-    """The Envoy process, started on files that hold its first configuration."""
+class EnvoyProcess:
+    """An `envoy` process on a bootstrap of its own, in `workdir`: started by the constructor,
+    ready (admin `/ready` answers, its listener's port known) once `wait_ready()` returns, so
+    several can start at once."""
 
     def __init__(
         self,
+        name: str,
         workdir: Path,
-        snapshot: Snapshot,
+        boot: dict[str, Any],
         *,
-        port: int = 0,
-        otlp_port: int | None = None,
-        trace_sampling: float = 100.0,
         concurrency: int = 1,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
-        self.files = ConfigFiles(workdir)
-        self.files.write(snapshot)
+        workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "envoy-bootstrap.json"
-        boot = bootstrap(workdir, port=port, otlp_port=otlp_port, trace_sampling=trace_sampling)
         config.write_text(json.dumps(boot, indent=1))
-        admin_file = workdir / "envoy-admin-address"
-        admin_file.unlink(missing_ok=True)
+        self._admin_file = workdir / "envoy-admin-address"
+        self._admin_file.unlink(missing_ok=True)
+        self._admin: EnvoyAdmin | None = None
+        self.port = 0
         self.child = Child(
-            "envoy",
+            name,
             [
                 envoy_binary(),
                 "-c",
                 str(config),
                 "--admin-address-path",
-                str(admin_file),
+                str(self._admin_file),
                 "--concurrency",
                 str(concurrency),
                 "--disable-hot-restart",
@@ -297,17 +299,31 @@ class Envoy:
                 "[%Y-%m-%d %T.%e][%l] %v",
             ],
             workdir / "envoy.log",
+            env=None if env is None else {**os.environ, **env},
         )
+
+    def wait_ready(self) -> None:
+        """Wait for the admin API and the listener; a process that fails is stopped."""
         try:
-            self.admin = EnvoyAdmin(self._wait_admin(admin_file), self.child)
+            self._admin = EnvoyAdmin(self._wait_admin(self._admin_file), self.child)
             self.port = self._wait_listener()
         except BaseException:
             self.child.stop()
             raise
 
     @property
+    def admin(self) -> EnvoyAdmin:
+        if self._admin is None:
+            raise BackendError(f"{self.child.name} is not ready; call wait_ready() first")
+        return self._admin
+
+    @property
     def admin_url(self) -> str:
         return self.admin.url
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _wait_admin(self, path: Path, timeout_s: float = 20.0) -> str:
         deadline = time.monotonic() + timeout_s
@@ -324,7 +340,8 @@ class Envoy:
                     pass
             time.sleep(0.02)
         raise BackendError(
-            f"envoy was not ready within {timeout_s:.0f} s; last log lines: {self.child.tail()}"
+            f"{self.child.name} was not ready within {timeout_s:.0f} s; "
+            f"last log lines: {self.child.tail()}"
         )
 
     def _wait_listener(self) -> int:
@@ -333,10 +350,50 @@ class Envoy:
             port = listener["local_address"]["socket_address"].get("port_value")
             if port:
                 return int(port)
-        raise BackendError(f"envoy opened no listener; last log lines: {self.child.tail()}")
-
-    def apply(self, snapshot: Snapshot, timeout_s: float = 5.0) -> None:
-        self.files.apply(snapshot, self.admin, timeout_s)
+        raise BackendError(
+            f"{self.child.name} opened no listener; last log lines: {self.child.tail()}"
+        )
 
     def stop(self) -> None:
         self.child.stop()
+
+
+class Envoy(EnvoyProcess):
+    """A gateway replica: Envoy started on files that hold its first configuration, with the
+    environment of an Istio proxy's pod (`POD_NAME`, which `%ENVIRONMENT(POD_NAME)%` in a
+    header value expands to)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        snapshot: Snapshot,
+        *,
+        port: int = 0,
+        otlp_port: int | None = None,
+        trace_sampling: float = 100.0,
+        concurrency: int = 1,
+        pod_name: str = "istio-ingressgateway-0",
+        name: str = "envoy",
+        wait: bool = True,
+    ) -> None:
+        self.pod_name = pod_name
+        self.files = ConfigFiles(workdir)
+        self.files.write(snapshot)
+        boot = bootstrap(
+            workdir,
+            port=port,
+            otlp_port=otlp_port,
+            trace_sampling=trace_sampling,
+            node_id=f"{pod_name}.{GATEWAY_NAMESPACE}",
+        )
+        # As an Istio proxy's pod has them (from the downward API). `%ENVIRONMENT(POD_NAME)%`
+        # (meshcore.stamps.REPLICA_VALUE) expands to this replica's pod name; `%HOSTNAME%`
+        # would not tell replicas apart: Envoy expands it to the machine's host name, the same
+        # for every replica here (measured on Envoy 1.40; an unset variable expands to "-").
+        env = {"POD_NAME": pod_name, "POD_NAMESPACE": GATEWAY_NAMESPACE, "INSTANCE_IP": "127.0.0.1"}
+        super().__init__(name, workdir, boot, concurrency=concurrency, env=env)
+        if wait:
+            self.wait_ready()
+
+    def apply(self, snapshot: Snapshot, timeout_s: float = 5.0) -> None:
+        self.files.apply(snapshot, self.admin, timeout_s)

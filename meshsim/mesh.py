@@ -5,8 +5,11 @@
         mesh.kubeconfig                    # the embedded Kubernetes API serving Istio resources
         mesh.apply("scenarios/manifests")  # through that API, validated, pushed to Envoy
 
+    Mesh(gateway_replicas=3, push_skew_ms={1: 800})   # replica 1 gets every push 0.8 s late
+
 Each server runs in a child process of its own (asyncio never shares Locust's gevent loop),
-started in its own session and stopped by PID.
+started in its own session and stopped by PID. The gateway is `meshsim.gateway.Gateway`: one
+Envoy, or several replicas behind a balancer on the gateway's address.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,11 +28,12 @@ from meshcore.errors import BackendError, ConfigError
 from meshsim.apply import apply_resources, wait_applied
 from meshsim.boutique.hops import INGRESS
 from meshsim.cluster_objects import core_objects
-from meshsim.envoy import Envoy
+from meshsim.gateway import Gateway, check_replicas
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, wait_for_json
 from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
+from meshsim.pusher import Replica
 from meshsim.resources import Resource, load_manifests
 from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
 from meshsim.telemetry.scrape_files import wait_scraper_rounds, write_targets
@@ -51,6 +55,9 @@ class Mesh:
         spec: str | Path | None = None,
         seed: int | None = None,
         gateway_port: int = 0,
+        gateway_replicas: int = 1,
+        push_skew_ms: Mapping[int, float] | None = None,
+        gateway_balance: str = "request",
         workdir: str | Path | None = None,
         envoy_concurrency: int = 1,
         tracing: bool = True,
@@ -63,6 +70,12 @@ class Mesh:
         self.spec: MeshSpec = load_spec(spec)
         self.seed = self.spec.seed if seed is None else seed
         self.gateway_port = gateway_port
+        # Several replicas, each pushed to on its own, replica i `push_skew_ms[i]` late: the
+        # stale replica a rollout must find (meshsim.gateway, meshsim.pusher).
+        self.push_skew_ms = {int(k): float(v) for k, v in (push_skew_ms or {}).items()}
+        check_replicas(gateway_replicas, self.push_skew_ms, gateway_balance)
+        self.gateway_replicas = gateway_replicas
+        self.gateway_balance = gateway_balance
         self.envoy_concurrency = envoy_concurrency
         self.tracing = tracing
         self.trace_sampling = trace_sampling
@@ -82,7 +95,7 @@ class Mesh:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="meshload-"))
         self.children: list[Child] = []
-        self.envoy: Envoy | None = None
+        self.gateway: Gateway | None = None
         self.api_url: str | None = None
         self.warnings: list[str] = []
 
@@ -98,15 +111,17 @@ class Mesh:
             self.warnings = list(snapshot.warnings)
             for w in self.warnings:
                 log.warning("%s", w)
-            self.envoy = Envoy(
-                self.workdir / "envoy",
+            self.gateway = Gateway(
+                self.workdir,
                 snapshot,
+                replicas=self.gateway_replicas,
                 port=self.gateway_port,
+                balance=self.gateway_balance,
                 concurrency=self.envoy_concurrency,
                 otlp_port=otlp_port,
                 trace_sampling=self.trace_sampling,
             )
-            self.children.append(self.envoy.child)
+            self.children.extend(self.gateway.children)
             self._start_control(endpoints, resources)
             self._start_metrics()
         except BaseException:
@@ -179,9 +194,13 @@ class Mesh:
         Failing to start it is logged and leaves the mesh serving: telemetry never breaks
         traffic.
         """
-        assert self.envoy is not None
+        assert self.gateway is not None
+        replicas = self.gateway.replicas
         self.metrics_targets = mesh_targets(
-            envoy_admin=self.envoy.admin_url,
+            envoy_admin=replicas[0].admin_url if len(replicas) == 1 else None,
+            envoy_replicas={r.pod_name: r.admin_url for r in replicas}
+            if len(replicas) > 1
+            else None,
             workloads=[(w, self._workload_ports[w.name]) for w in self.spec.workloads],
             gateway_metrics_port=self.metrics_ports.get(INGRESS),
         )
@@ -259,7 +278,7 @@ class Mesh:
         return self.workdir / "scraper-status.json"
 
     def _start_control(self, endpoints: list[Endpoint], resources: list[Resource]) -> None:
-        assert self.envoy is not None
+        assert self.gateway is not None
         config = {
             "endpoints": [
                 {
@@ -273,10 +292,15 @@ class Mesh:
             ],
             "objects": [r.to_object() for r in resources],
             "core_objects": core_objects(
-                endpoints, gateway_port=self.envoy.port, namespace=self.spec.namespace
+                endpoints,
+                gateway_port=self.gateway.port,
+                namespace=self.spec.namespace,
+                gateway_pods=self.gateway.pods,
             ),
-            "envoy_workdir": str(self.envoy.workdir),
-            "envoy_admin": self.envoy.admin_url,
+            "gateway_replicas": [
+                Replica(r.pod_name, r.workdir, r.admin_url, self.push_skew_ms.get(i, 0.0)).to_json()
+                for i, r in enumerate(self.gateway.replicas)
+            ],
             "applied_file": str(self.applied_file),
         }
         config_file = self.workdir / "controlplane-config.json"
@@ -329,9 +353,9 @@ class Mesh:
     # -- use -------------------------------------------------------------------------------
     @property
     def gateway_url(self) -> str:
-        if self.envoy is None:
+        if self.gateway is None:
             raise BackendError("the mesh is not running; call start() or use `with Mesh()`")
-        return f"http://127.0.0.1:{self.envoy.port}"
+        return self.gateway.url
 
     @property
     def kubeconfig(self) -> Path:
@@ -343,8 +367,8 @@ class Mesh:
 
     def urls(self) -> dict[str, str]:
         """One line each in `meshload mesh up`'s output, in this order."""
-        assert self.envoy is not None and self.api_url is not None
-        urls = {"gateway": self.gateway_url, "envoy-admin": self.envoy.admin_url}
+        assert self.gateway is not None and self.api_url is not None
+        urls = {"gateway": self.gateway_url, **self.gateway.urls()}
         if self.jaeger_url:
             urls["jaeger"] = self.jaeger_url
         if self.prometheus_url:
@@ -367,7 +391,7 @@ class Mesh:
         """Create or replace resources through the Kubernetes API, as `kubectl apply` does.
 
         A refused set raises ManifestError and leaves the mesh as it was. With `wait`, returns
-        once Envoy serves the change.
+        once every gateway replica serves the change (a skewed one after its skew).
         """
         resources = (
             load_manifests(manifests, self.spec.namespace)

@@ -51,13 +51,19 @@ def mesh_targets(
     envoy_admin: str | None,
     workloads: Sequence[tuple[Workload, int]],
     gateway_metrics_port: int | None = None,
+    envoy_replicas: Mapping[str, str] | None = None,
 ) -> list[Target]:
     """What the mesh's Prometheus (or scraper) scrapes: Envoy, the gateway's Istio series and
-    every workload's `/metrics`, labelled as Kubernetes pod discovery would label them."""
+    every workload's `/metrics`, labelled as Kubernetes pod discovery would label them.
+    `envoy_replicas` ({pod: admin URL}) are the Envoys of a gateway of several replicas, each
+    labelled with its pod."""
     gateway = {"pod": INGRESS, "namespace": GATEWAY_NAMESPACE}
     targets = []
     if envoy_admin:
         targets.append(Target(f"{envoy_admin}/stats/prometheus?usedonly", "envoy", gateway))
+    for pod, admin in (envoy_replicas or {}).items():
+        replica = {**gateway, "pod": pod}
+        targets.append(Target(f"{admin}/stats/prometheus?usedonly", "envoy", replica))
     if gateway_metrics_port:
         targets.append(Target(f"http://127.0.0.1:{gateway_metrics_port}/metrics", INGRESS, gateway))
     for w, port in workloads:

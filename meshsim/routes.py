@@ -9,6 +9,7 @@ from typing import Any
 from meshcore.errors import ManifestError
 from meshcore.kube.istio import resolve_host
 from meshsim.clusters import Subsets
+from meshsim.envoy_format import problem as format_problem
 from meshsim.fields import duration_s, envoy_duration, fraction, percentage
 from meshsim.hosts import Endpoint, cluster_name, select
 from meshsim.resources import Resource
@@ -86,12 +87,15 @@ class RouteBuilder:
         clusters = []
         for k, (dest, weight) in enumerate(zip(dests, weights, strict=True)):
             name = self._cluster(vs, dest.get("destination"), at(f"route[{k}].destination"))
-            if weight == 0:
-                continue  # Envoy refuses a zero-weight entry in some versions; Istio drops it
             entry: dict[str, Any] = {"name": name, "weight": weight}
             h = dest.get("headers") or {}
-            entry.update(_header_ops(h.get("request"), "request", at(f"route[{k}].headers")))
-            entry.update(_header_ops(h.get("response"), "response", at(f"route[{k}].headers")))
+            for direction in ("request", "response"):
+                entry.update(
+                    _header_ops(h.get(direction), direction, at(f"route[{k}].headers.{direction}"))
+                )
+            # Checked all the same: the rollout's next step may give it weight.
+            if weight == 0:
+                continue  # Envoy refuses a zero-weight entry in some versions; Istio drops it
             clusters.append(entry)
         action: dict[str, Any] = {"weighted_clusters": {"clusters": clusters}}
         timeout = rule.get("timeout")
@@ -316,18 +320,19 @@ def _match(spec: Any, where: Where) -> dict[str, Any]:
 
 
 def _header_ops(spec: Any, direction: str, where: Where) -> dict[str, Any]:
-    """Istio's set/add/remove as Envoy header options (set overwrites, add appends)."""
+    """Istio's set/add/remove as Envoy header options (set overwrites, add appends). Values go
+    to Envoy as they are, so `%ENVIRONMENT(POD_NAME)%` (meshcore.stamps) names the replica that
+    answers; one Envoy would refuse (a stray `%`, an unknown command) is refused here first."""
     if not spec:
         return {}
     out: dict[str, Any] = {}
-    add = [
-        {"header": {"key": str(k), "value": str(v)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-        for k, v in (spec.get("set") or {}).items()
-    ]
-    add += [
-        {"header": {"key": str(k), "value": str(v)}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
-        for k, v in (spec.get("add") or {}).items()
-    ]
+    add = []
+    for op, action in (("set", "OVERWRITE_IF_EXISTS_OR_ADD"), ("add", "APPEND_IF_EXISTS_OR_ADD")):
+        for k, v in (spec.get(op) or {}).items():
+            why = format_problem(str(v))
+            if why is not None:
+                raise ManifestError(where[0], where[1], f"{where[2]}.{op}.{k}", why)
+            add.append({"header": {"key": str(k), "value": str(v)}, "append_action": action})
     if add:
         out[f"{direction}_headers_to_add"] = add
     remove = spec.get("remove") or []

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -52,3 +57,13 @@ def hammer(
 ) -> Tally:
     """Send exactly `n` GETs (bounded in count and time) and tally the answers."""
     return asyncio.run(_hammer(url, n, concurrency, header, headers))
+
+
+def canary_against(mesh: Any, plan: Path, results: Path, *args: str) -> list[str]:
+    """`locust -f scenarios/canary.py --headless` with a plan, driving a running embedded mesh
+    as a cluster (`--mesh kubernetes --host --kubeconfig`), as a user types it."""
+    return [
+        sys.executable, "-m", "locust", "-f", str(REPO / "scenarios" / "canary.py"), "--headless",
+        "--plan", str(plan), "--results-dir", str(results), "--mesh", "kubernetes",
+        "--host", mesh.gateway_url, "--kubeconfig", str(mesh.kubeconfig), *args,
+    ]  # fmt: skip

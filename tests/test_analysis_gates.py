@@ -39,8 +39,8 @@ def summary(**over: object) -> dict[str, object]:
                 "step": 2,
                 "configured": {"v1": 0.0, "v2": 1.0},
                 "observed": {"v1": 0.0, "v2": 1.0},
-                "n": 100,
-                "ci95": {"v1": [0.0, 0.037], "v2": [0.963, 1.0]},
+                "n": 400,
+                "ci95": {"v1": [0.0, 0.0095], "v2": [0.9905, 1.0]},
                 "error_pp": {"v1": 0.0, "v2": 0.0},
                 "passed": True,
             },
@@ -69,13 +69,18 @@ def gates_of(thresholds: dict[str, object], s: dict[str, object] | None = None):
     return {(g.group, g.name): g for g in result.gates}, result
 
 
-def test_split_gates_recompute_at_the_gate_tolerance() -> None:
+def test_split_gates_follow_the_verdict_at_the_gate_tolerance() -> None:
     gates, _ = gates_of({"split": {"tolerance_pp": 2}})
-    assert not gates[("split", "step 1")].passed
-    assert "v2 served 12.50 % vs 10.00 % configured (+2.50 pp" in gates[("split", "step 1")].message
+    # 12.5 % of 4,000: [11.5 %, 13.6 %] straddles 12 %: undecided, so the gate fails
+    step1 = gates[("split", "step 1")]
+    assert not step1.passed
+    assert step1.message.startswith("inconclusive: needs ")
+    assert "requests (has 4,000) at 2 pp" in step1.message
+    assert "v2 served 12.50 % vs 10.00 % configured (+2.50 pp" in step1.message
     assert gates[("split", "step 2")].passed
-    gates, _ = gates_of({"split": {"tolerance_pp": 3}})
-    assert gates[("split", "step 1")].passed
+    assert "within 2 pp of its weight (n=400)" in gates[("split", "step 2")].message
+    gates, _ = gates_of({"split": {"tolerance_pp": 4}})
+    assert gates[("split", "step 1")].passed  # both intervals inside their weight +- 4 pp
     gates, result = gates_of({"split": {"tolerance_pp": 3, "steps": [2, 7]}})
     assert set(gates) == {("run", "measured as planned"), ("split", "step 2"), ("split", "step 7")}
     assert not gates[("split", "step 7")].passed  # a step asked for but absent fails
@@ -83,6 +88,51 @@ def test_split_gates_recompute_at_the_gate_tolerance() -> None:
     leaked["split"][1]["observed"] = {"v1": 0.01, "v2": 0.99}  # type: ignore[index]
     gates, _ = gates_of({"split": {"tolerance_pp": 5}}, leaked)
     assert not gates[("split", "step 2")].passed  # weight 0 must serve nothing
+    assert "weight-0 version(s) served requests: v1" in gates[("split", "step 2")].message
+    off = summary()
+    off["split"][0].update(observed={"v1": 0.85, "v2": 0.15}, error_pp={"v1": -5.0, "v2": 5.0},
+                           ci95={"v1": [0.839, 0.861], "v2": [0.139, 0.161]})  # fmt: skip
+    gates, _ = gates_of({"split": {"tolerance_pp": 2}}, off)
+    assert gates[("split", "step 1")].message.startswith(
+        "share off by more than 2 pp (its whole 95 % interval): v1, v2; v1 served 85.00 %"
+    )
+    # versions a run could not see: inconclusive, whatever the tolerance
+    unseen = summary()
+    unseen["split"][0].update(
+        n=4000, n_unknown=2000, observed={"v1": 0.5, "unknown": 0.5}, error_pp={"v1": -40.0}
+    )
+    gates, _ = gates_of({"split": {"tolerance_pp": 2}}, unseen)
+    assert gates[("split", "step 1")].message.startswith(
+        "inconclusive: 50.0 % of responses carry no version (set --version-header or allow "
+        "stamping) at 2 pp"
+    )
+
+
+def test_propagation_gates_measured_or_estimated() -> None:
+    stamped = {
+        "step": 1,
+        "method": "stamped",
+        "delay_ms": 7.0,
+        "delay_range_ms": [-3.0, 7.0],
+        "by_replica": [
+            {"replica": "aa", "pod": "gw-0", "delay_ms": 7.0},
+            {"replica": "bb", "pod": "gw-1", "delay_ms": 1900.0},
+        ],
+    }
+    never = {**stamped, "step": 2, "by_replica": [{"replica": "cc", "delay_ms": None}]}
+    estimates = [
+        {"step": 3, "method": "estimate", "delay_ms": 90.0, "delay_range_ms": [20.0, 400.0]},
+        {"step": 4, "method": "estimate", "delay_ms": 900.0, "delay_range_ms": [300.0, 2000.0]},
+        {"step": 5, "method": "estimate", "delay_ms": 900.0, "delay_range_ms": [600.0, 2000.0]},
+    ]
+    gates, _ = gates_of({"propagation": {"max_delay_ms": 500}},
+                        summary(propagation=[stamped, never, *estimates]))  # fmt: skip
+    by = {name: g for (group, name), g in gates.items() if group == "propagation"}
+    assert not by["step 1"].passed and "every replica served it 1900.0 ms" in by["step 1"].message
+    assert not by["step 2"].passed and by["step 2"].message == "replica(s) cc never served it"
+    assert by["step 3"].passed and "between 20.0 and 400.0 ms" in by["step 3"].message
+    assert not by["step 4"].passed and by["step 4"].message.startswith("inconclusive: estimated")
+    assert not by["step 5"].passed and "past the limit 500 ms" in by["step 5"].message
 
 
 def test_every_section_gives_its_gates() -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from meshsim.gateway import pod_names
+
 pytestmark = pytest.mark.integration
 
 SPEC = Path(__file__).resolve().parent / "data" / "gateway-spec.yaml"
@@ -173,3 +175,70 @@ def test_children_do_not_outlive_a_killed_mesh_up(mesh_up: tuple) -> None:
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_up_with_gateway_replicas_prints_them_and_kubectl_lists_their_pods(tmp_path: Path) -> None:
+    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
+    argv = [sys.executable, "-m", "meshload.cli", "mesh", "up", "--spec", str(SPEC)]
+    argv += ["--gateway-replicas", "2", "--push-skew-ms", "1=50"]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        urls = {}
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+            name, _, url = line.strip().partition(" ")
+            urls[name] = url
+        assert list(urls)[:6] == [
+            "gateway", "gateway-0", "envoy-admin-0", "gateway-1", "envoy-admin-1", "balancer-admin"
+        ]  # fmt: skip
+        for i in (0, 1):
+            with urllib.request.urlopen(urls[f"gateway-{i}"] + "/_healthz", timeout=5) as resp:
+                assert resp.status == 200
+        listed = subprocess.run(
+            ["kubectl", "--kubeconfig", urls["kubeconfig"], "get", "pods", "-n", "istio-system"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        header, *rows = (line.split() for line in listed.stdout.splitlines())
+        assert header[:2] == ["NAME", "STATUS"]
+        assert {row[0]: row[1] for row in rows} == dict.fromkeys(pod_names(2), "Running")
+        state_pids = json.loads((tmp_path / "mesh.json").read_text())["pids"]
+        assert {"envoy-0", "envoy-1", "gateway-balancer"} <= set(state_pids)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert not any(pid_alive(p) for p in state_pids.values())
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
+def test_impossible_replica_settings_are_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
+    base = [sys.executable, "-m", "meshload.cli", "mesh", "up", "--spec", str(SPEC)]
+    skewed = subprocess.run(
+        [*base, "--gateway-replicas", "2", "--push-skew-ms", "2=100"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert skewed.returncode == 2
+    assert skewed.stderr.strip().count("\n") == 0, skewed.stderr
+    assert "push skew for replica 2: the gateway has replicas 0-1" in skewed.stderr
+    malformed = subprocess.run(
+        [*base, "--push-skew-ms", "1:800"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert malformed.returncode == 2
+    assert "'1:800' is not REPLICA=MS; give e.g. 1=800,2=50" in malformed.stderr

@@ -38,17 +38,22 @@ def one_error_line(err: str) -> None:
 
 
 def test_report_writes_the_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    synth = make_run(n_requests=1500, seed=101, with_spans=False)
+    # ~4,800 requests a step: a true split passes within 4 pp (it needs 2,401), not within 1
+    synth = make_run(n_requests=20_000, seed=101, with_spans=False)
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps(synth.run))
     synth.requests.to_parquet(folder / "requests.parquet")
-    assert main(["report", str(folder), "--tolerance-pp", "3"]) == 0
+    assert main(["report", str(folder), "--tolerance-pp", "4"]) == 0
     out = capsys.readouterr().out
     assert f"report: {folder / 'report.html'}" in out
     assert "split: 4 of 4 steps passed" in out
     assert "note: no spans" in out
-    assert json.loads((folder / "summary.json").read_text())["tolerance_pp"] == 3.0
+    assert json.loads((folder / "summary.json").read_text())["tolerance_pp"] == 4.0
+    assert main(["report", str(folder), "--tolerance-pp", "1"]) == 0
+    assert "split: 2 of 4 steps passed" in capsys.readouterr().out  # 100/0 steps only
+    split = json.loads((folder / "summary.json").read_text())["split"]
+    assert [s["verdict"] for s in split] == ["pass", "inconclusive", "inconclusive", "pass"]
 
 
 @pytest.mark.parametrize("make", ["absent", "empty", "bad-json"])

@@ -62,10 +62,11 @@ def test_errors_split_and_judge_regressions(before) -> None:
         (failing["errors"]["v2"]["rate"] - before["errors"]["v2"]["rate"]) * 100
     )
     broken = copy.deepcopy(before)
-    broken["split"][1]["passed"] = False
+    broken["split"][1].update(passed=False, verdict="fail")
     broken["split"][1]["reason"] = "share off by more than 2 pp: v2"
     broken["judge"]["verdict"] = "fail"
     good = copy.deepcopy(before)
+    good["split"][1].update(passed=True, verdict="pass")  # 1,000 requests alone cannot pass it
     good["judge"]["verdict"] = "pass"
     result = compare_runs(good, broken)
     assert (

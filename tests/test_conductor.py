@@ -30,7 +30,7 @@ class Setter:
     def subsets(self) -> list[str]:
         return ["v1", "v2"]
 
-    def set_weights(self, weights: Mapping[str, int]) -> WeightChange:
+    def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
         self.calls.append(dict(weights))
         return WeightChange(dict(weights), 10 * len(self.calls), 10 * len(self.calls) + 3, "1")
 
@@ -236,7 +236,7 @@ class RecordingSetter:
     def subsets(self) -> list[str]:
         return ["v1", "v2"]
 
-    def set_weights(self, weights: Mapping[str, int]) -> WeightChange:
+    def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
         self.calls.append((self.clock.now, dict(weights)))
         if self.fail_at is not None and len(self.calls) - 1 == self.fail_at:
             raise BackendError("API down")

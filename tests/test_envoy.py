@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import socket
 import threading
 import time
 import urllib.request
@@ -13,9 +14,14 @@ from typing import Any
 
 import pytest
 
-from meshcore.errors import ManifestError
+from meshcore.errors import BackendError, ManifestError
+from meshsim.envoy import Envoy
+from meshsim.envoy_format import COMMANDS
+from meshsim.envoy_format import problem as format_problem
 from meshsim.mesh import Mesh
 from meshsim.resources import Resource, load_manifests, parse_documents
+from meshsim.routes import ROUTE_CONFIG_TYPE
+from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot
 from tests.support import hammer
 
 pytestmark = pytest.mark.integration
@@ -136,6 +142,11 @@ BAD_CASES = [
         "spec.http[0].route[0].destination.host: no workload serves nowhere.default",
     ),
     (
+        "a stray % in a header value",
+        lambda: canary(100, 0, headers={"response": {"set": {"x-sale": "50% off"}}}),
+        "spec.http[0].headers.response.set.x-sale: '50% off': the % at position 2 starts no",
+    ),
+    (
         "unparsable YAML",
         lambda: parse_documents("spec: [oops\n", "bad.yaml"),
         "bad.yaml: document: line",
@@ -168,3 +179,73 @@ def test_invalid_resources_are_refused_while_traffic_flows(
     assert line in message and "\n" not in message
     assert tallies and tallies[0].statuses == {200: 1_500}
     assert tallies[0].header == {"v1": 1_500}
+
+
+# -- Envoy's header formatting, on an Envoy of its own ------------------------------------------
+# Valid parameters for the commands that check theirs (what problem() leaves to Envoy).
+PARAMS = {
+    "CEL": "request.path",
+    "COALESCE": '{"operators":["REQUEST_DURATION"]}',
+    "COMMON_DURATION": "DS_RX_BEG:DS_TX_END:ms",
+    "GRPC_STATUS": "NUMBER",
+    "METADATA": "ROUTE",
+    "PATH": "WQ",
+    "QUERY_PARAMS": "ORIG",
+    "REQUESTED_SERVER_NAME": "SNI_ONLY",
+    "START_TIME": "%s",
+}
+
+
+def answering(*values: str) -> Snapshot:
+    """Routes answering every request themselves, with `values` as response headers."""
+    headers = [
+        {"header": {"key": f"x-h{i}", "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for i, v in enumerate(values)
+    ]
+    route = {"match": {"prefix": "/"}, "direct_response": {"status": 200}}
+    route["response_headers_to_add"] = headers
+    vhost = {"name": "all", "domains": ["*"], "routes": [route]}
+    routes = {"@type": ROUTE_CONFIG_TYPE, "name": ROUTE_CONFIG_NAME, "virtual_hosts": [vhost]}
+    return Snapshot(routes=routes, clusters=[])
+
+
+@pytest.fixture(scope="module")
+def lone_envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
+    envoy = Envoy(tmp_path_factory.mktemp("envoy"), answering(), pod_name="gw-abc-7")
+    try:
+        yield envoy
+    finally:
+        envoy.stop()
+
+
+def envoy_takes(envoy: Envoy, value: str) -> bool:
+    try:
+        envoy.apply(answering(value))
+    except BackendError as e:
+        assert "envoy refused configuration version" in str(e)
+        return False
+    return True
+
+
+def test_header_values_expand_in_the_replica_environment(lone_envoy: Envoy) -> None:
+    values = ("%ENVIRONMENT(POD_NAME)%", "%HOSTNAME%", "%ENVIRONMENT(MESHLOAD_UNSET)%", "a%%b")
+    lone_envoy.apply(answering(*values))
+    with urllib.request.urlopen(lone_envoy.url + "/", timeout=5) as resp:
+        got = [resp.headers.get(f"x-h{i}") for i in range(len(values))]
+    # The pod's name; the machine's name (alike for every replica); "-" for an unset variable.
+    assert got == ["gw-abc-7", socket.gethostname(), "-", "a%b"]
+
+
+def test_the_translation_refuses_exactly_what_envoy_refuses(lone_envoy: Envoy) -> None:
+    values = ["100%", "50% off", "%foo", "%hostname%", "%%%", "%NOPE%", "%REQ(x)%%", "%%"]
+    values += ["%REQ(a?b?c)%", "%REQ(a b)%", "%REQ(:authority)%", "%HOSTNAME()%"]
+    for name in sorted(COMMANDS):
+        param = PARAMS.get(name, "a")
+        values += [f"%{name}%", f"%{name}({param})%", f"%{name}:3%", f"%{name}({param}):3%"]
+    disagree = [
+        (v, why)
+        for v in values
+        if ((why := format_problem(v)) is None) != envoy_takes(lone_envoy, v)
+    ]
+    assert disagree == []
+    assert envoy_takes(lone_envoy, "still serving")  # nothing refused broke it

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from meshcore.errors import BackendError, ConfigError
-from meshcore.kube.client import MeshClient, connect, warning_texts
+from meshcore.kube.client import MeshClient, warning_texts
+from meshcore.kube.config import connect
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
-from tests.canary_manifests import by_kind, manifests, weights_of
+from tests.canary_manifests import manifests, weights_of
 from tests.kubeapi_thread import ThreadedServer, serve_in_thread
 from tests.twins import InMemoryMeshClient
 
@@ -145,7 +146,7 @@ def test_kubeconfig_comes_from_the_flag_then_the_environment(
 # uses the in-cluster configuration, as a Locust master in a pod does.
 IN_CLUSTER = """
 import os, sys
-from meshcore.kube.client import connect
+from meshcore.kube.config import connect
 cfg = connect().configuration
 print(cfg.host, *cfg.api_key.values(), cfg.ssl_ca_cert)
 """
@@ -198,16 +199,3 @@ def test_a_route_is_the_weight_interface_of_a_rollout() -> None:
         route.check_subsets(["v1", "v3"], "p.yaml")
     with pytest.raises(ConfigError, match="--virtual-service"):
         client.route("nope", "default").subsets()
-
-
-def test_apply_creates_replaces_and_skips_what_is_unchanged() -> None:
-    client = InMemoryMeshClient(objects=[by_kind("DestinationRule")], conflicts_to_inject=1)
-    vs = by_kind("VirtualService")
-    rv, _ = client.apply(vs)
-    assert [w["kind"] for w in client.writes] == ["VirtualService"]
-    assert client.apply(vs)[0] == rv and len(client.writes) == 1, "unchanged: no write"
-    vs["spec"]["http"][0]["route"][0]["weight"] = 50
-    rv2, _ = client.apply(vs)  # the injected 409 is read again and retried
-    assert (
-        rv2 > rv and weights_of(client.writes[-1])["v1"] == 50 and client.conflicts_to_inject == 0
-    )

@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from meshcore.stamps import REPLICA_HEADER, REPLICA_VALUE
 from meshsim.mesh import Mesh
 from tests.support import hammer
 
@@ -132,3 +133,20 @@ def test_a_control_plane_without_its_config_is_one_line_and_exit_2(tmp_path: Pat
     (line,) = proc.stderr.decode().splitlines()
     assert line.startswith(f"{missing}: not a control-plane config (") and "Mesh" in line
     assert not (tmp_path / "controlplane.json").exists()
+
+
+def test_the_one_gateway_pod_listed_is_the_replica_that_stamps_responses(
+    mesh: Mesh, api: Any
+) -> None:
+    core = client.CoreV1Api(api.api_client)
+    (pod,) = core.list_namespaced_pod("istio-system", label_selector="istio=ingressgateway").items
+    assert pod.status.phase == "Running" and pod.status.container_statuses[1].ready
+    vs = api.get_namespaced_custom_object(*ARGS, "frontend")
+    http = vs["spec"]["http"]
+    http[0]["headers"] = {"response": {"set": {REPLICA_HEADER: REPLICA_VALUE}}}
+    api.patch_namespaced_custom_object(*ARGS, "frontend", {"spec": {"http": http}})
+    deadline = time.monotonic() + 5
+    stamps: set[str | None] = {None}
+    while None in stamps and time.monotonic() < deadline:
+        stamps = set(hammer(mesh.gateway_url + "/_healthz", 20, header=REPLICA_HEADER).header)
+    assert stamps == {pod.metadata.name}

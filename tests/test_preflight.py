@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import http.server
 import threading
@@ -54,10 +55,38 @@ def run_preflight(
     if mutate:
         mutate(core)
     istio = canary_objects() if objects is None else objects
-    with serve_in_thread(objects=istio, core_objects=core) as api:
+    with serve_in_thread(objects=istio, core_objects=core) as api, gateway_stub() as gateway:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
-        code = main(["preflight", "--kubeconfig", str(kubeconfig), *extra])
+        args = ["preflight", "--kubeconfig", str(kubeconfig), "--gateway-url", gateway, *extra]
+        code = main(args)
     return code, capsys.readouterr().out.splitlines()
+
+
+@contextlib.contextmanager
+def gateway_stub(status: int = 200, version: str | None = "v1") -> Iterator[str]:
+    """A gateway for the probe: answers every GET with `status` and the version header, and
+    keeps the Host it saw."""
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        hosts: list[str] = []
+
+        def do_GET(self) -> None:  # noqa: N802
+            Gateway.hosts.append(str(self.headers.get("Host")))
+            self.send_response(status)
+            if version:
+                self.send_header("x-version", version)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def failing(lines: list[str]) -> list[str]:
@@ -68,14 +97,18 @@ def failing(lines: list[str]) -> list[str]:
 def test_all_pass_on_the_seeded_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = run_preflight(tmp_path, capsys)
     checks = [line for line in lines if line[:1] in "✓✗"]
-    # namespace, sidecars of frontend, subsets v1 and v2, gateway binding, ingress address
-    assert len(checks) == 6
+    # namespace, sidecars of frontend, subsets v1 and v2, gateway binding, ingress address,
+    # access to update the VirtualService, the probe through the gateway
+    assert len(checks) == 8
     assert code == 0 and not failing(lines)
     assert (
         "✓ ingress gateway Service istio-system/istio-ingressgateway at http://127.0.0.1:8080"
         in (" ".join(lines))
     )
-    assert lines[-1] == "preflight: all 6 checks pass"
+    assert "✓ these credentials may update VirtualService default/frontend" in lines
+    assert any(line.startswith("✓ gateway at http://127.0.0.1:") and "x-version: v1" in line
+               for line in lines)  # fmt: skip
+    assert lines[-1] == "preflight: all 8 checks pass"
 
 
 @pytest.mark.integration
@@ -231,7 +264,9 @@ def test_http_probes_with_a_twin() -> None:
     assert not down.ok and "not reachable" in down.detail and down.line().endswith("give the URL")
     reader = StaticReader([])
     target = Target(jaeger_url="http://j", prometheus_url="http://x")
-    names = [(c.name, c.ok) for c in run_checks(reader, target, get=get)]
+    names = [
+        (c.name, c.ok) for c in run_checks(reader, target, get=get, probe=probe_answering(200))
+    ]
     assert names[-2:] == [("Jaeger", True), ("Prometheus", False)]
 
 
@@ -291,17 +326,67 @@ def test_static_reader_twin_answers_as_the_api_does(
     code, lines = run_preflight(tmp_path, capsys, unlabel_and_strip)
     core = default_core()
     unlabel_and_strip(core)
-    twin = [c.line() for c in run_checks(StaticReader(core + canary_objects()), Target())]
+    reader = StaticReader(core + canary_objects())
+    probe = probe_answering(200, {"x-version": "v1"})
+    twin = [c.line() for c in run_checks(reader, Target(), probe=probe)]
     assert code == 1 and len(failing(twin)) == 2
-    assert twin == lines[:-1]
+    real_url = next(line.split()[3] for line in lines if line.startswith("✓ gateway at"))
+    assert [line.replace(real_url, "http://127.0.0.1:8080") for line in lines[:-1]] == twin
 
 
 def test_a_virtual_service_without_http_routes_fails() -> None:
     objects = default_core() + canary_objects()
     vs = named(objects, "VirtualService", "frontend")
     vs["spec"]["tcp"] = [{"route": vs["spec"].pop("http")[0]["route"]}]
-    lines = [c.line() for c in run_checks(StaticReader(objects), Target())]
+    lines = [
+        c.line() for c in run_checks(StaticReader(objects), Target(), probe=probe_answering(200))
+    ]
     assert failing(lines) == [
         "✗ VirtualService default/frontend has no HTTP route destinations — fix: give it an "
         "http route, as in scenarios/manifests/cluster/"
     ]
+
+
+def probe_answering(status: int, headers: dict[str, str] | None = None) -> Any:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def probe(url: str, sent: Any, timeout_s: float) -> tuple[int, dict[str, str]]:
+        seen.append((url, dict(sent)))
+        return status, dict(headers or {})
+
+    probe.seen = seen  # type: ignore[attr-defined]
+    return probe
+
+
+def test_the_probe_says_what_the_gateway_answered() -> None:
+    host_bound = canary_objects()
+    vs = named(host_bound, "VirtualService", "frontend")
+    vs["spec"]["hosts"] = ["frontend.example.com"]
+    gw = named(host_bound, "Gateway", "frontend-gateway")
+    gw["spec"]["servers"][0]["hosts"] = ["*.example.com"]
+    reader = StaticReader(default_core() + host_bound)
+    target = Target(gateway_url="http://127.0.0.1:8080")
+    probe = probe_answering(200, {"x-version": "v2", "x-meshload-config": "abcd1234.3"})
+    [line] = [c.line() for c in run_checks(reader, target, probe=probe) if c.name == "probe"]
+    assert probe.seen == [("http://127.0.0.1:8080/", {"Host": "frontend.example.com"})]
+    assert line == (
+        "✓ gateway at http://127.0.0.1:8080 answers 200 with Host frontend.example.com; "
+        "x-version: v2; stamps seen: x-meshload-config"
+    )
+    [lost] = [
+        c for c in run_checks(reader, target, probe=probe_answering(404)) if c.name == "probe"
+    ]
+    assert not lost.ok and "--host-header" in lost.fix
+    bare = [c for c in run_checks(reader, target, probe=probe_answering(200)) if c.name == "probe"][
+        0
+    ]
+    assert "no x-version header: meshload stamps one" in bare.detail
+
+
+def test_credentials_that_cannot_update_the_route_fail() -> None:
+    reader = StaticReader(default_core() + canary_objects())
+    reader.forbidden = frozenset({("update", "virtualservices", "default", "frontend")})
+    [access] = [
+        c for c in run_checks(reader, Target(), probe=probe_answering(200)) if c.name == "access"
+    ]
+    assert not access.ok and "rbac.yaml" in access.fix

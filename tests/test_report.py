@@ -231,3 +231,34 @@ def test_mesh_latency_from_istio_buckets(tmp_path: Path) -> None:
     assert out["v2"]["p50_ms"] == pytest.approx(10 * 5 / 6)  # rank 5 of the 6 in (0, 10]
     out = mesh_latency(pd.DataFrame(rows + born), started_s=200.0)
     assert out is not None and out["v2"]["n"] == 6  # scraped before the run: only the increase
+
+
+def test_a_stamped_run_shows_each_replica_and_an_unstamped_one_an_estimate(tmp_path: Path) -> None:
+    synth = make_run(n_requests=4000, seed=75, rps=40.0, propagation_ms=7.0, stamped=True,
+                     replicas=2, replica_delay_ms=[0.0, 1200.0], with_spans=False)  # fmt: skip
+    rid = next(iter(synth.run["replica_pods"]))
+    meta = {**synth.run, "replica_pods": {**synth.run["replica_pods"], rid: EVIL}}
+    folder = write_run(tmp_path / "stamped", meta, synth.requests, pd.DataFrame())
+    result = build_report(folder, progress=False)
+    page = result.html_path.read_text(encoding="utf-8")
+    assert "Measured from the stamps" in page and "resolution (ms)" in page
+    assert "Estimated, not measured" not in page
+    assert f"{EVIL_ESCAPED} ({rid})" in page and EVIL not in page  # a pod name from outside
+    changes = result.summary["propagation"]
+    assert all(len(p["by_replica"]) == 2 for p in changes[1:])
+    assert result.summary["run"]["replica_pods"][rid] == EVIL
+    # a step of too few requests says what it needs, in the table and the verdict line
+    assert "inconclusive" in page and "needs" in page
+    first = next(s for s in result.summary["split"] if s["verdict"] == "inconclusive")
+    assert f"{first['needs_requests']:,}" in page
+
+    plain = {k: v for k, v in synth.run.items() if k not in ("stamps", "replica_pods")}
+    plain["stamps"], plain["stamping"] = None, "off (--no-stamp)"
+    bare = synth.requests.drop(columns=["config_step", "replica"])
+    folder = write_run(tmp_path / "plain", plain, bare, pd.DataFrame())
+    result = build_report(folder, progress=False)
+    page = result.html_path.read_text(encoding="utf-8")
+    assert "Estimated, not measured" in page and "estimated change point (ms)" in page
+    assert "Measured from the stamps" not in page
+    assert any(n.startswith("not stamped (off (--no-stamp))") for n in result.notes)
+    assert {p["method"] for p in result.summary["propagation"]} == {"estimate"}

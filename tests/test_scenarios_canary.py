@@ -38,7 +38,6 @@ steps:
   - {weights: {v1: 50, v2: 50}, hold_s: 4}
   - {weights: {v1: 0, v2: 100}, hold_s: 4}
 """
-SKIP_AFTER_ACCEPT_NS = 100_000_000  # requests in flight during the switch may see either version
 
 
 def locust(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -91,7 +90,8 @@ def wait_for_step(folder_parent: Path, step: int, timeout_s: float = 40) -> Path
 
 
 def check_split(folder: Path) -> None:
-    """Per step, the versions served after the change match the weights within 3 SE."""
+    """Per step, the versions served under the step's configuration (its stamp) match the
+    weights within 4 SE (a true split fails 1 step in 16,000)."""
     info = json.loads((folder / "run.json").read_text())
     table = records(folder).to_pydict()
     changes = [e for e in info["events"] if e["kind"] == "weights"]
@@ -99,17 +99,14 @@ def check_split(folder: Path) -> None:
     for e in changes:
         weights = e["weights"]
         share_v2 = weights["v2"] / sum(weights.values())
-        after = e["accepted_ns"] + SKIP_AFTER_ACCEPT_NS
         served = [
-            v
-            for v, s, t in zip(table["version"], table["step"], table["start_ns"], strict=True)
-            if s == e["step"] and t >= after
+            v for v, c in zip(table["version"], table["config_step"], strict=True) if c == e["step"]
         ]
         n = len(served)
         assert n >= 30, f"step {e['step']}: only {n} requests"
         observed = served.count("v2") / n
         se = math.sqrt(share_v2 * (1 - share_v2) / n)
-        assert abs(observed - share_v2) <= 3 * se, (e["step"], observed, share_v2, n)
+        assert abs(observed - share_v2) <= 4 * se, (e["step"], observed, share_v2, n)
 
 
 @pytest.fixture()

@@ -10,6 +10,8 @@ import pytest
 
 from meshcore.errors import ManifestError
 from meshcore.kube.istio import resolve_host
+from meshcore.stamps import REPLICA_VALUE
+from meshsim.envoy_format import problem as format_problem
 from meshsim.hosts import Endpoint, cluster_name
 from meshsim.resources import Resource, load_manifests, parse_documents
 from meshsim.translate import build_snapshot
@@ -302,3 +304,67 @@ def test_vs_without_gateway_warns_and_does_not_route_ingress() -> None:
     snap = build_snapshot(resources, ENDPOINTS)
     assert snap.routes["virtual_hosts"] == []
     assert any("binds no Gateway" in w for w in snap.warnings)
+
+
+def test_header_values_reach_envoy_untouched() -> None:
+    resources = canary(headers={"response": {"set": {"x-meshload-replica": REPLICA_VALUE}}})
+    dest = resources[-1].spec["http"][0]["route"][0]
+    dest["headers"]["response"]["set"]["x-host"] = "%HOSTNAME%"
+    dest["headers"]["request"] = {"add": {"x-off": "50%% off"}}
+    route = route_of(build_snapshot(resources, ENDPOINTS))
+    assert route["response_headers_to_add"][0]["header"] == {
+        "key": "x-meshload-replica",
+        "value": "%ENVIRONMENT(POD_NAME)%",
+    }
+    v1 = route["route"]["weighted_clusters"]["clusters"][0]
+    assert [h["header"]["value"] for h in v1["response_headers_to_add"]] == ["v1", "%HOSTNAME%"]
+    assert v1["request_headers_to_add"][0]["header"]["value"] == "50%% off"
+
+
+BAD_HEADER_VALUES = [
+    ("100%", "the % at position 3 starts no Envoy command; write %% for a literal %"),
+    ("50% off", "the % at position 2 starts no Envoy command"),
+    ("%hostname%", "the % at position 0 starts no Envoy command"),
+    ("%ENVIROMENT(POD_NAME)%", "%ENVIROMENT(POD_NAME)% is not an Envoy command"),
+    ("%ENVIRONMENT%", "%ENVIRONMENT% needs a parameter"),
+    ("%HOSTNAME(x)%", "%HOSTNAME(x)% takes no parameter or length"),
+    ("%START_TIME:3%", "takes no :LENGTH"),
+    ("%REQ(a?b?c)%", "names more than one alternative header"),
+    ("%REQ(a b)%", "names an invalid header"),
+    ("%REQ(x)%%", "the % at position 8 starts no Envoy command"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "words"), BAD_HEADER_VALUES, ids=[v for v, _ in BAD_HEADER_VALUES]
+)
+def test_header_values_envoy_refuses_are_one_line_naming_the_field(value: str, words: str) -> None:
+    route_level = canary(headers={"response": {"set": {"x-discount": value}}})
+    with pytest.raises(ManifestError) as info:
+        build_snapshot(route_level, ENDPOINTS)
+    message = str(info.value)
+    assert "spec.http[0].headers.response.set.x-discount: " in message
+    assert words in message and "\n" not in message
+    destination = canary()
+    destination[-1].spec["http"][0]["route"][1]["headers"]["request"] = {"add": {"x-d": value}}
+    with pytest.raises(
+        ManifestError, match=r"spec\.http\[0\]\.route\[1\]\.headers\.request\.add\.x-d"
+    ):
+        build_snapshot(destination, ENDPOINTS)
+
+
+def test_format_values_envoy_takes() -> None:
+    for value in (
+        "plain",
+        "%%",
+        "a%%b",
+        "%ENVIRONMENT(POD_NAME)%",
+        "%ENVIRONMENT(POD_NAME):5%",
+        "pod-%ENVIRONMENT(POD_NAME)%-%HOSTNAME%",
+        "%HOSTNAME()%",
+        "%START_TIME(%s)%",
+        "%REQ(:authority)%",
+        "%REQ(x-a?x-b):10%",
+        "%UPSTREAM_CLUSTER%",
+    ):
+        assert format_problem(value) is None, value

@@ -108,3 +108,8 @@ class StaticReader:
 
     def istio_list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         return self._of(kind, namespace)
+
+    def can(self, verb: str, group: str, resource: str, namespace: str, name: str) -> bool:
+        return (verb, resource, namespace, name) not in self.forbidden
+
+    forbidden: frozenset[tuple[str, str, str, str]] = frozenset()

@@ -1,7 +1,6 @@
 """The Kubernetes API for Istio resources, the one client stack of the project.
 
-`connect()` builds an `ApiClient` as kubectl would (an explicit kubeconfig, else $KUBECONFIG,
-else the pod's service account when running in a cluster, else ~/.kube/config). `Kube` makes
+`connect()` (`meshcore.kube.config`) builds an `ApiClient` as kubectl would. `Kube` makes
 every call with a timeout and turns every failure into one line: a ConfigError when the
 request cannot work as given (404, 400, 422: `ApiRefusal`, with the API's Status), a
 BackendError when the API is unreachable, refuses the credentials or fails; 409 Conflict is
@@ -9,8 +8,8 @@ BackendError when the API is unreachable, refuses the credentials or fails; 409 
 carry credentials.
 
 `MeshClient` reads and writes Istio objects (`get`, `list_of`, `replace`, `create`: the primitives
-an in-memory twin overrides in unit tests) and builds on them the writes meshload makes: the
-weights of one route (`set_weights`, `route`) and `kubectl apply` of a manifest (`apply`).
+an in-memory twin overrides in unit tests) and builds on them the write a rollout makes: the
+weights of one route (`set_weights`), with its stamps (`RouteWeights`, `meshcore.stamps`).
 """
 
 from __future__ import annotations
@@ -24,9 +23,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from kubernetes import client, config
+from kubernetes import client
 
 from meshcore.errors import BackendError, ConfigError, MeshloadError
+from meshcore.kube.config import connect
 from meshcore.kube.istio import (
     CLUSTER_DOMAIN,
     GROUP,
@@ -37,34 +37,13 @@ from meshcore.kube.istio import (
     route_destinations,
     route_index,
     route_subsets,
+    with_twin,
+    without_twin,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _WARNING_TEXT = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
-
-
-def connect(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None) -> Any:
-    """An ApiClient: `kubeconfig`, else $KUBECONFIG, else in-cluster, else ~/.kube/config."""
-    path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
-    if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        cfg = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException as exc:
-            raise ConfigError(
-                f"in a pod, but its service account cannot be read ({exc}); pass --kubeconfig PATH"
-            ) from None
-        return client.ApiClient(cfg)
-    where = path or "~/.kube/config"
-    if kubeconfig and not os.path.isfile(path or ""):
-        raise ConfigError(f"kubeconfig {where} does not exist; pass an existing --kubeconfig")
-    try:
-        return config.new_client_from_config(config_file=path, context=context)
-    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        ctx = f"context {context}" if context else "its current-context"
-        raise ConfigError(f"kubeconfig {where}: {first}; check the file and {ctx}") from None
 
 
 class Conflict(Exception):
@@ -272,14 +251,18 @@ class MeshClient:
         *,
         route: str | int = 0,
         host: str | None = None,
+        stamp: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
     ) -> WeightChange:
         """Replace the weights of one http route (`meshcore.kube.istio.apply_weights`),
-        carrying the resourceVersion read, re-read and retried on 409."""
+        carrying the resourceVersion read, re-read and retried on 409. A stamp twin of an
+        earlier write (or run) is dropped; `stamp(vs, index)` may add this write's."""
         clean = check_weights(weights)
 
         def write(attempt: int) -> WeightChange:
-            vs = self.get("VirtualService", namespace, name)
+            vs = without_twin(self.get("VirtualService", namespace, name))
             new = apply_weights(vs, self._rules_near(vs), clean, route=route, host=host)
+            if stamp is not None:
+                new = stamp(new, route_index(new, route))
             requested_ns = time.time_ns()
             written, warnings = self.replace(new)
             accepted_ns = time.time_ns()
@@ -308,40 +291,37 @@ class MeshClient:
                 log.info("DestinationRules of namespace %s not read: %s", ns, exc)
         return rules
 
-    # -- kubectl apply ---------------------------------------------------------------------
-    def apply(self, obj: Mapping[str, Any]) -> tuple[int, tuple[str, ...]]:
-        """Create `obj`, or replace it when its spec, labels or annotations differ (an
-        unchanged object is not written, as `kubectl apply` does); retried on 409. Returns
-        the resourceVersion the object has and the API's warnings."""
-        kind, meta = obj["kind"], dict(obj["metadata"])
-        ns, name = str(meta.get("namespace") or "default"), str(meta["name"])
 
-        def write(attempt: int) -> tuple[int, tuple[str, ...]]:
-            try:
-                current = self.get(kind, ns, name)
-            except ApiRefusal as exc:
-                if exc.code != 404:
-                    raise
-                data, warnings = self.create({**obj, "metadata": _without_rv(meta)})
-            else:
-                rv = current["metadata"]["resourceVersion"]
-                if _same(current, obj):
-                    return int(rv), ()
-                data, warnings = self.replace({**obj, "metadata": {**meta, "resourceVersion": rv}})
-            return int(data["metadata"]["resourceVersion"]), warnings
+@dataclass(frozen=True)
+class Stamping:
+    """What a rollout stamps into its route (`meshcore.stamps`)."""
 
-        return retry_on_conflict(write, f"{kind} {ns}/{name}")
+    token: str
+    version_header: str
+    replica: bool = True
 
 
 class RouteWeights:
-    """The weight interface of a rollout: one http route of one VirtualService."""
+    """The weight interface of a rollout: one http route of one VirtualService, stamped
+    (a twin route for meshload's requests, `meshcore.stamps`) when `stamping` is given."""
 
-    def __init__(self, client: MeshClient, name: str, namespace: str, route: str | int) -> None:
+    def __init__(
+        self,
+        client: MeshClient,
+        name: str,
+        namespace: str,
+        route: str | int,
+        stamping: Stamping | None = None,
+    ) -> None:
         self.client = client
         self.name = name
         self.namespace = namespace
         self.route = route
         self.target = f"VirtualService {namespace}/{name} route {route}"
+        self.stamping = stamping
+        self.refused: str | None = None  # why the API refused the stamps, if it did
+        self.stamped: list[str] = []  # subsets whose version header the twin adds
+        self.twin: str | None = None  # the twin route's name, once written
 
     def subsets(self) -> list[str]:
         """The subsets the route sends to; ConfigError naming the flag if it does not exist."""
@@ -365,8 +345,41 @@ class RouteWeights:
                 f"(known: {', '.join(known)}); fix the plan's weights"
             )
 
-    def set_weights(self, weights: Mapping[str, int]) -> WeightChange:
+    def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
+        """The step's weights, stamped with the step; if the API refuses the stamps, the
+        weights alone (and `refused` says why: the run is then measured unstamped)."""
+        s = self.stamping
+        if s is not None and self.refused is None:
+
+            def stamp(vs: dict[str, Any], index: int) -> dict[str, Any]:
+                new, self.stamped = with_twin(vs, index, token=s.token, step=step,
+                                              version_header=s.version_header,
+                                              replica=s.replica)  # fmt: skip
+                self.twin = new["spec"]["http"][index]["name"]
+                return new
+
+            try:
+                return self.client.set_weights(
+                    self.name, self.namespace, weights, route=self.route, stamp=stamp
+                )
+            except ApiRefusal as exc:
+                if exc.code not in (400, 422):
+                    raise
+                self.refused = str(exc)
+                log.error("the API refused meshload's stamps (%s); measuring unstamped", exc)
         return self.client.set_weights(self.name, self.namespace, weights, route=self.route)
+
+    def unstamp(self) -> None:
+        """Remove the stamp twin: the VirtualService as the user wrote it, with the weights
+        the rollout left (retried on 409; a BackendError when the API cannot be reached)."""
+
+        def write(attempt: int) -> None:
+            vs = self.client.get("VirtualService", self.namespace, self.name)
+            clean = without_twin(vs)
+            if clean != vs:
+                self.client.replace(clean)
+
+        retry_on_conflict(write, self.target)
 
 
 def _address(obj: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
@@ -378,17 +391,4 @@ def _address(obj: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
         str(meta.get("namespace") or "default"),
         PLURALS[obj["kind"]],
         meta["name"],
-    )
-
-
-def _without_rv(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k != "resourceVersion"}
-
-
-def _same(current: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
-    mine, theirs = obj["metadata"], current.get("metadata") or {}
-    return bool(
-        current.get("spec") == obj.get("spec")
-        and (theirs.get("labels") or {}) == (mine.get("labels") or {})
-        and (theirs.get("annotations") or {}) == (mine.get("annotations") or {})
     )

@@ -11,10 +11,19 @@ namespace of the resource that wrote it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from meshcore.errors import ConfigError
+from meshcore.stamps import (
+    CONFIG_HEADER,
+    REPLICA_HEADER,
+    REPLICA_VALUE,
+    RUN_HEADER,
+    TWIN_SUFFIX,
+    config_value,
+    twin_name,
+)
 
 GROUP = "networking.istio.io"
 # v1 first; Istio < 1.22 serves only v1beta1 (v1alpha3 is the oldest still served).
@@ -53,6 +62,29 @@ def resolve_host(host: str, namespace: str) -> str:
     return ".".join(parts)
 
 
+def host_matches(gateway_host: str, vs_host: str) -> bool:
+    """A Gateway server's host (`ns/host` or `host`, wildcards allowed) accepts a
+    VirtualService host, as Istio binds them."""
+    g = gateway_host.split("/", 1)[-1].lower()  # "ns/host": the namespace part scopes, not names
+    v = vs_host.lower()
+    if "*" in (g, v) or g == v:
+        return True
+    return (g.startswith("*.") and v.endswith(g[1:])) or (v.startswith("*.") and g.endswith(v[1:]))
+
+
+def authority(vs: Mapping[str, Any], gateways: Sequence[Mapping[str, Any]]) -> str | None:
+    """The Host a client must send to reach `vs` through its gateways: None when it names a
+    `*` host (any will do), else its first host a server of those gateways accepts."""
+    hosts = [str(h) for h in (vs.get("spec") or {}).get("hosts") or []]
+    if not hosts or "*" in hosts:
+        return None
+    served = [
+        str(h) for gw in gateways for s in (gw.get("spec") or {}).get("servers") or []
+        for h in s.get("hosts") or []
+    ]  # fmt: skip
+    return next((h for h in hosts if any(host_matches(g, h) for g in served)), None)
+
+
 def service_name(fqdn: str) -> tuple[str, str] | None:
     """(namespace, name) of a cluster-local host; None for hosts outside the cluster."""
     parts = fqdn.split(".")
@@ -63,14 +95,15 @@ def service_name(fqdn: str) -> tuple[str, str] | None:
 
 # -- routes --------------------------------------------------------------------------------
 def route_index(vs: Mapping[str, Any], route: str | int) -> int:
-    """Index of the http route named `route` (or the index itself); ConfigError naming the
-    routes there are."""
+    """Index of the http route named `route` (or the index among the user's routes: a stamp
+    twin does not count); ConfigError naming the routes there are."""
     http = (vs.get("spec") or {}).get("http") or []
-    names = [r.get("name") or f"#{i}" for i, r in enumerate(http)]
-    if isinstance(route, int) and not isinstance(route, bool) and 0 <= route < len(http):
-        return route
+    own = [i for i, r in enumerate(http) if not is_twin(r)]
+    names = [http[i].get("name") or f"#{n}" for n, i in enumerate(own)]
+    if isinstance(route, int) and not isinstance(route, bool) and 0 <= route < len(own):
+        return own[route]
     if isinstance(route, str) and route in names:
-        return names.index(route)
+        return own[names.index(route)]
     known = ", ".join(names) or "none"
     raise ConfigError(
         f"{ref(vs)} has no http route {route!r}; its routes: {known} (or an index); fix `route`"
@@ -168,3 +201,64 @@ def apply_weights(
     for sub, d in by_subset.items():
         d["weight"] = clean.get(sub, 0)
     return new
+
+
+# -- stamps (meshcore.stamps) ----------------------------------------------------------------
+def is_twin(route: Mapping[str, Any]) -> bool:
+    """A route meshload placed to stamp its own requests: named `...-meshload`, matching the
+    run header."""
+    if not str(route.get("name") or "").endswith(TWIN_SUFFIX):
+        return False
+    return any(RUN_HEADER in (m.get("headers") or {}) for m in route.get("match") or [])
+
+
+def without_twin(vs: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `vs` without any stamp twin: the routes exactly as the user wrote them."""
+    new = copy.deepcopy(dict(vs))
+    spec = new.get("spec") or {}
+    if spec.get("http"):
+        spec["http"] = [r for r in spec["http"] if not is_twin(r)]
+    return new
+
+
+def with_twin(
+    vs: Mapping[str, Any],
+    index: int,
+    *,
+    token: str,
+    step: int,
+    version_header: str,
+    replica: bool,
+) -> tuple[dict[str, Any], list[str]]:
+    """A copy of `vs` (without twins) whose route `index` gets a twin placed before it: the
+    same route, each match also requiring the run header, and the stamps as response headers.
+    Returns it and the subsets whose version header the twin adds (the user set none)."""
+    new = copy.deepcopy(dict(vs))
+    http = new["spec"]["http"]
+    route = copy.deepcopy(http[index])
+    twin: dict[str, Any] = {**route, "name": twin_name(route.get("name"), index)}
+    wanted = {RUN_HEADER: {"exact": token}}
+    twin["match"] = [{**m, "headers": {**(m.get("headers") or {}), **wanted}}
+                     for m in route.get("match") or [{}]]  # fmt: skip
+    stamped = []
+    own = _sets(route.get("headers"), version_header)
+    for d in twin.get("route") or []:
+        subset = (d.get("destination") or {}).get("subset")
+        if subset and not own and not _sets(d.get("headers"), version_header):
+            response = d.setdefault("headers", {}).setdefault("response", {})
+            response.setdefault("set", {})[version_header] = str(subset)
+            stamped.append(str(subset))
+    response = twin.setdefault("headers", {}).setdefault("response", {})
+    response["set"] = {**(response.get("set") or {}), CONFIG_HEADER: config_value(token, step)}
+    if replica:
+        response["set"][REPLICA_HEADER] = REPLICA_VALUE
+    http.insert(index, twin)
+    return new, stamped
+
+
+def _sets(headers: Any, name: str) -> bool:
+    """Response header operations that give `name` a value."""
+    response = (headers or {}).get("response") or {}
+    return any(
+        name.lower() == str(k).lower() for op in ("set", "add") for k in response.get(op) or {}
+    )

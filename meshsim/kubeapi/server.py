@@ -66,6 +66,9 @@ class KubeApp:
         app.router.add_get("/apis", self._apis)
         app.router.add_get("/openapi/v3", self._openapi_root)
         app.router.add_get("/openapi/v3/apis/{group}/{version}", self._openapi_gv)
+        app.router.add_post(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review
+        )
         app.router.add_route("*", "/apis/{tail:.+}", self._custom)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
@@ -91,6 +94,17 @@ class KubeApp:
         if doc is None:
             raise _no_route()
         return reply(doc)
+
+    async def _access_review(self, request: web.Request) -> web.Response:
+        """`kubectl auth can-i` and preflight ask what they may do: anything, here (the API
+        accepts any token on 127.0.0.1), for the resource types it serves."""
+        review = await request.json()
+        attrs = (review.get("spec") or {}).get("resourceAttributes") or {}
+        served = attrs.get("group") in {t.group for t in self.catalog.types} | {""}
+        status: dict[str, Any] = {"allowed": served}
+        if not served:
+            status["reason"] = f"the embedded API does not serve {attrs.get('group')}"
+        return reply({**review, "status": status}, 201)
 
     async def _unknown(self, request: web.Request) -> web.Response:
         raise _no_route()

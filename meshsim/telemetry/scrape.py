@@ -5,15 +5,17 @@ as a child of the mesh (never in Locust's gevent process, where parsing would st
 event loop) until SIGTERM, then scrapes once more, writes the last part and exits 0 (a child
 of `meshsim.serving` with no site and no ports file).
 
-A thread scrapes every target each `interval_s` into Arrow batches of
+A thread scrapes every target (all at once) each `interval_s` into Arrow batches of
 `meshcore.schemas.METRIC_SCHEMA`; every `part_every_s` they become one part of the run folder,
 `metrics/scraper-<pid>-<seq>.parquet` (by rename, so a reader never sees half a file), and are
 dropped: memory stays flat however long the run, and a crash loses at most the last
 `part_every_s`. The scraper's state (`metrics/_scraper-<pid>.json`: rows, parts, lost, done)
-is rewritten with every part. A target that fails is logged once and scraped again next time;
-a part that cannot be written is logged once and tried again with the next one (samples
-waiting beyond `max_pending_rounds` are dropped and counted as lost); the mesh's traffic never
-waits for either.
+is rewritten with every part. Between rounds it watches the folder's run.json and scrapes at
+once when a weight change is recorded there (`weight_watch`), so the per-step counts of the
+consistency table are taken at the step's boundaries, not up to half an interval off. A
+target that fails is logged once and scraped again next time; a part that cannot be written is
+logged once and tried again with the next one (samples waiting beyond `max_pending_rounds` are
+dropped and counted as lost); the mesh's traffic never waits for either.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,10 +41,12 @@ from meshsim.prometheus import Target
 from meshsim.serving import Served, run_child
 from meshsim.telemetry.exposition import ExpositionReader
 from meshsim.telemetry.scrape_files import read_targets, write_status
+from meshsim.telemetry.weight_watch import POLL_S, WeightChanges
 
 log = logging.getLogger(__name__)
 
 WRITER = "scraper"
+MAX_PARALLEL = 16  # targets fetched at once (the embedded mesh has about a dozen)
 
 
 class Scraper:
@@ -66,6 +71,7 @@ class Scraper:
         # Another process (the mesh) learns of finished rounds from this file.
         self.status_file = Path(status_file) if status_file is not None else None
         self.folder = RunFolder(out_dir) if out_dir is not None else None
+        self.weights = WeightChanges(out_dir) if out_dir is not None else None
         self.interval_s = interval_s
         self.part_every_s = part_every_s
         self.max_pending_rounds = max_pending_rounds
@@ -79,6 +85,8 @@ class Scraper:
         self._lock = threading.Lock()
         self._failed: set[str] = set()
         self._stop = threading.Event()
+        workers = min(MAX_PARALLEL, max(len(self.targets), 1))
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="metrics-fetch")
         self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
         self._thread.start()
 
@@ -90,19 +98,29 @@ class Scraper:
             if time.monotonic() >= next_part:
                 next_part = time.monotonic() + self.part_every_s
                 self.write_part()
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+            self._wait_until(started + self.interval_s)
+
+    def _wait_until(self, due: float) -> None:
+        """Until the next round is due, the scraper is closed, or the run's weights change."""
+        while (left := due - time.monotonic()) > 0:
+            if self._stop.wait(min(left, POLL_S)):
+                return
+            if self.weights is not None and self.weights.changed():
+                return
 
     def scrape_once(self) -> None:
         times: list[float] = []
         names: list[str] = []
         labels: list[str] = []
         values: list[float] = []
-        for target, reader in zip(self.targets, self.readers, strict=True):
-            t_s = time.time()
+        # Every target at once: each sample is taken within a fetch of the round's start (a
+        # round at a weight change samples the frontend then, not after Envoy's long stats).
+        fetched = self._pool.map(self._fetch, self.targets)
+        for target, reader, (t_s, body) in zip(self.targets, self.readers, fetched, strict=True):
             try:
-                with urllib.request.urlopen(target.url, timeout=self.timeout_s) as resp:
-                    text = resp.read().decode("utf-8", "replace")
-                n, lab, v = reader.read(text)
+                if isinstance(body, Exception):
+                    raise body
+                n, lab, v = reader.read(body)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 self.failures += 1
                 self._warn_once(
@@ -130,6 +148,15 @@ class Scraper:
             self._pending_rounds += 1
             self.scrapes += 1
         self._write_status()
+
+    def _fetch(self, target: Target) -> tuple[float, str | Exception]:
+        """When the scrape began (epoch s) and the body, or why it failed."""
+        t_s = time.time()
+        try:
+            with urllib.request.urlopen(target.url, timeout=self.timeout_s) as resp:
+                return t_s, resp.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            return t_s, e
 
     def _write_status(self) -> None:
         if self.status_file is not None:
@@ -205,6 +232,7 @@ class Scraper:
             self._batches = []
         self.state.done = True
         self._save_state()
+        self._pool.shutdown(wait=False)
 
 
 def _instance(url: str) -> str:
