@@ -1,9 +1,18 @@
-"""Istio resources as read from YAML manifests (one file or a directory, multi-document)."""
+"""Istio resources as read from manifests: one file or a folder, as `kubectl apply -f` reads them.
+
+A folder's `.json`, `.yaml` and `.yml` files are read in lexical order (subfolders are not
+read), each as a stream of documents; a text that starts with `{` is a JSON stream, as kubectl
+decides. kubectl applies every document in that order, so when one object (group, kind,
+namespace, name) appears again, in another file or the same one, the later copy wins and a line
+says it is `configured` (or `unchanged` when identical), naming both places.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +22,9 @@ from meshcore.kube.istio import GROUP, ROUTING_KINDS, VERSIONS
 from meshcore.yamldoc import load_yaml_documents
 
 log = logging.getLogger(__name__)
+
+# kubectl's choice of a folder's files; suffixes compare case-sensitively (`x.YAML` is skipped).
+MANIFEST_SUFFIXES = (".json", ".yaml", ".yml")
 
 # Kinds that a canary's manifests carry beside the routing ones; the embedded mesh keeps them
 # (the Kubernetes API serves them) but they do not change Envoy's configuration.
@@ -30,6 +42,18 @@ class Resource:
     api_version: str = f"{GROUP}/v1"
     source: str = "<api>"
     metadata: dict[str, Any] = field(default_factory=dict)
+    document: int = 0  # 1-based in its file (a `kind: List` counts as one); 0: not from a file
+
+    @property
+    def place(self) -> str:
+        """Where the resource was read: `dir/10-canary.yaml document 2`."""
+        return f"{self.source} document {self.document}" if self.document else self.source
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """What makes two manifests the same object for the API: group, kind, namespace, name
+        (`v1` and `v1beta1` copies are one object)."""
+        return (self.api_version.rpartition("/")[0], self.kind, self.namespace, self.name)
 
     @property
     def ref(self) -> str:
@@ -51,7 +75,9 @@ class Resource:
         }
 
 
-def from_object(obj: Any, source: str, default_namespace: str = "default") -> Resource | None:
+def from_object(
+    obj: Any, source: str, default_namespace: str = "default", document: int = 0
+) -> Resource | None:
     """Turn one parsed YAML document into a Resource; None for kinds the mesh does not route."""
     if obj is None:
         return None
@@ -100,42 +126,110 @@ def from_object(obj: Any, source: str, default_namespace: str = "default") -> Re
         api_version=api_version,
         source=source,
         metadata=dict(meta),
+        document=document,
     )
 
 
 def parse_documents(text: str, source: str, default_namespace: str = "default") -> list[Resource]:
-    """All routing resources of a multi-document YAML text (`kind: List` expanded)."""
-    try:
-        docs = load_yaml_documents(text, source)
-    except YamlError as exc:
-        problem = f"{exc.problem}; fix the YAML syntax"
-        raise ManifestError(source, "document", exc.where, problem) from None
-    return [r for r in _resources(docs, source, default_namespace) if r is not None]
+    """All routing resources of a multi-document text (`kind: List` expanded), in order; a text
+    that starts with `{` is read as a stream of JSON objects, as kubectl reads it."""
+    if text.lstrip().startswith("{"):
+        docs = _json_documents(text, source)
+    else:
+        try:
+            docs = load_yaml_documents(text, source)
+        except YamlError as exc:
+            problem = f"{exc.problem}; fix the YAML syntax"
+            raise ManifestError(source, "document", exc.where, problem) from None
+    return [
+        r
+        for n, doc in enumerate(docs, start=1)
+        for r in _resources([doc], source, default_namespace, n)
+        if r is not None
+    ]
 
 
-def _resources(docs: Iterable[Any], source: str, ns: str) -> Iterator[Resource | None]:
+def _json_documents(text: str, source: str) -> list[Any]:
+    decoder = json.JSONDecoder()
+    docs: list[Any] = []
+    pos = _skip_blank(text, 0)
+    while pos < len(text):
+        try:
+            doc, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno}"
+            problem = f"{exc.msg}; fix the JSON syntax (a file that starts with {{ is JSON)"
+            raise ManifestError(source, "document", where, problem) from None
+        docs.append(doc)
+        pos = _skip_blank(text, pos)
+    return docs
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _resources(
+    docs: Iterable[Any], source: str, ns: str, document: int
+) -> Iterator[Resource | None]:
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "List":
-            yield from _resources(doc.get("items") or [], source, ns)
+            yield from _resources(doc.get("items") or [], source, ns, document)
         else:
-            yield from_object(doc, source, ns)
+            yield from_object(doc, source, ns, document)
+
+
+def manifest_files(path: str | Path) -> list[Path]:
+    """The files `kubectl apply -f PATH` reads: PATH itself, or a folder's `.json`, `.yaml` and
+    `.yml` files (hidden ones too) in lexical order of their bytes, subfolders left out."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise ConfigError(f"{p}: no such file or directory; check the manifests path")
+    files = sorted(
+        (f for f in p.iterdir() if f.suffix in MANIFEST_SUFFIXES and f.is_file()),
+        key=lambda f: os.fsencode(f.name),
+    )
+    if not files:
+        raise ConfigError(
+            f"{p}: no .json, .yaml or .yml file in this folder (subfolders are not read); "
+            "give a manifest file or a folder that holds them"
+        )
+    return files
+
+
+def later_wins(resources: Sequence[Resource]) -> tuple[list[Resource], list[str]]:
+    """One resource per object, as kubectl leaves the API after applying them all in order:
+    the last copy's content, and a line for each repeat (`configured`, or `unchanged` when it
+    equals the copy before it)."""
+    kept: dict[tuple[str, str, str, str], Resource] = {}
+    said: list[str] = []
+    for r in resources:
+        before = kept.get(r.identity)
+        if before is not None:
+            if r.to_object() == before.to_object():
+                said.append(f"{r.ref} unchanged: {r.place} repeats {before.place}")
+            else:
+                said.append(
+                    f"{r.ref} configured: {r.place} replaces {before.place}; "
+                    "the later one wins, as kubectl applies both in order"
+                )
+        # The dict keeps the first copy's position: the object was created there, and the
+        # older of two VirtualServices claiming one host is the one that routes it.
+        kept[r.identity] = r
+    return list(kept.values()), said
 
 
 def load_manifests(path: str | Path, default_namespace: str = "default") -> list[Resource]:
-    """Read one YAML file or every *.yaml / *.yml file of a directory (sorted, not recursive)."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
-        if not files:
-            raise ConfigError(
-                f"{p}: no *.yaml files found; point --manifests at a YAML file "
-                "or a directory of them"
-            )
-    elif p.is_file():
-        files = [p]
-    else:
-        raise ConfigError(f"{p}: no such file or directory; check the --manifests path")
+    """Read a manifest file or folder as `kubectl apply -f` does (`manifest_files`), the later
+    copy of a repeated object winning (`later_wins`, each repeat logged)."""
     resources: list[Resource] = []
-    for f in files:
+    for f in manifest_files(path):
         resources.extend(parse_documents(f.read_text(encoding="utf-8"), str(f), default_namespace))
-    return resources
+    kept, said = later_wins(resources)
+    for line in said:
+        log.warning("%s", line)
+    return kept
