@@ -164,8 +164,8 @@ def _fetch_metrics(
             else:
                 frames.append(frame)
     except BackendError as exc:
-        return [f"metrics not fetched: {exc}"]
-    notes = []
+        return [*client.notes, f"metrics not fetched: {exc}"]
+    notes = list(client.notes)  # warnings, infos, native histograms left out
     if empty:
         notes.append(f"Prometheus has no samples of {', '.join(empty)} in the run window")
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

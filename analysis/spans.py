@@ -43,12 +43,13 @@ def load_spans(
     `start_ns`/`end_ns` (default: the last hour) and `limit` (traces per request; a full page
     splits its window) drive the search, and an unreachable backend raises `BackendError`.
     `progress` (True: stderr, False: silent, or a stream) gets one line per page fetched;
-    `notes` a line for every search that could not read some full page (no silent cap).
+    `notes` a line for every search that could not read some full page (no silent cap) and
+    one counting spans an answer held twice (kept once).
     For a file or an already decoded document, `service` and the window keep the traces that
     have a span of that service starting inside the window.
     """
     services = [service] if isinstance(service, str) else list(service) if service else None
-    rows = SpanRows()
+    rows = SpanRows(notes=notes)
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         # Pages decode to millions of small acyclic objects; the cycle collector would walk
         # them all again and again while they are built (a third of the decoding time).

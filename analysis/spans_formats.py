@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -30,15 +31,22 @@ _KIND_NUMBERS = {name: kind for kind, name in KIND_NAMES.items()}
 
 class SpanRows:
     """The spans of a read, moved into arrow every `_FLUSH_ROWS` rows: millions of spans
-    stay compact while fetching."""
+    stay compact while fetching. `notes` (if given) gets a line for spans a backend answered
+    twice."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, notes: list[str] | None = None) -> None:
         self._rows = SpanColumns()
         self._tables: list[pa.Table] = []
         self._flushed = 0
+        self._documents: list[int] = []  # the first row of each document read
+        self._notes = notes
 
     def __len__(self) -> int:
         return self._flushed + len(self._rows)
+
+    def begin_document(self) -> None:
+        """Mark where one backend answer (or file document) starts."""
+        self._documents.append(len(self))
 
     def _flush(self) -> None:
         if len(self._rows):
@@ -53,29 +61,59 @@ class SpanRows:
             self._flush()
 
     def frame(self) -> pd.DataFrame:
-        """The spans frame; a span reported twice (retried export, overlapping pages) once."""
+        """The spans frame; a span that came more than once with the same content, once.
+
+        As Jaeger's query service does (its span-hash dedupe adjuster): a span reported twice,
+        or a trace read on two overlapping pages, is one span; spans that share ids but differ
+        in content are all kept. Copies inside one document (a store or file that holds a span
+        twice) are counted in `notes`; a trace read again on another page is the search's own
+        doing and is not.
+        """
         self._flush()
         tables = self._tables or [SpanColumns().table()]
         frame = from_arrow(pa.concat_tables(tables), SPAN_COLUMNS)[0]
-        dup = frame.duplicated(subset=_DEDUP_KEYS)
-        if dup.any():
-            frame = frame.loc[~dup].reset_index(drop=True)
-        return frame
+        same_key = frame.duplicated(subset=_DEDUP_KEYS, keep=False).to_numpy()
+        if not same_key.any():  # the usual case, and cheap: no content compared
+            return frame
+        candidates = frame.loc[same_key]
+        repeat = np.zeros(len(frame), dtype=bool)
+        repeat[same_key] = candidates.duplicated().to_numpy()
+        if self._notes is not None:
+            self._note_repeats(candidates, np.flatnonzero(same_key))
+        return frame.loc[~repeat].reset_index(drop=True)
+
+    def _note_repeats(self, candidates: pd.DataFrame, rows: np.ndarray) -> None:
+        starts = np.asarray(self._documents or [0])
+        document = np.searchsorted(starts, rows, side="right") - 1
+        content = pd.util.hash_pandas_object(candidates, index=False).to_numpy()
+        per_document = pd.DataFrame({"content": content, "document": document})
+        copies = per_document.groupby(["content", "document"]).size()
+        twice = int((copies.groupby(level="content").max() - 1).sum())
+        if twice and self._notes is not None:
+            self._notes.append(
+                f"{twice} duplicate spans (same trace, span id and content as another span of "
+                "the same answer: reported twice) kept once, as Jaeger's query service does"
+            )
 
 
 def parse_document(doc: Any, rows: SpanRows) -> None:
     """Add every span of one decoded JSON document, whatever its format."""
+    rows.begin_document()
+    _parse(doc, rows)
+
+
+def _parse(doc: Any, rows: SpanRows) -> None:
     if isinstance(doc, dict):
         if "data" in doc:
             if doc["data"] is None and doc.get("errors"):
                 raise BackendError(f"trace backend answered an error: {_jaeger_error(doc)}")
-            parse_document(doc["data"] or [], rows)
+            _parse(doc["data"] or [], rows)
         elif "traceID" in doc and "spans" in doc:
             parse_jaeger_v1([doc], rows)
         elif "result" in doc:
-            parse_document(doc["result"], rows)
+            _parse(doc["result"], rows)
         elif "trace" in doc and isinstance(doc["trace"], dict):
-            parse_document(doc["trace"], rows)
+            _parse(doc["trace"], rows)
         elif any(k in doc for k in ("resourceSpans", "resource_spans", "batches")):
             resource_spans = doc.get("resourceSpans") or doc.get("resource_spans")
             parse_otlp(resource_spans or doc.get("batches") or [], rows)
