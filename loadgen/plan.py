@@ -12,6 +12,17 @@ Top-level keys beside `steps` (all optional): `description`, `virtual_service`, 
 `route` (name or index of the VirtualService's http route; default 0), `users`, `spawn_rate`,
 `canary` (the subset live gates watch; default: the one the plan moves traffic to). Every problem
 is one `ConfigError` line naming the file, the step, the field and the fix.
+
+`route` may instead name the route it moves, and its kind:
+
+    route: {kind: HTTPRoute, name: frontend, namespace: default, rule: 0}
+    steps:
+      - weights: {frontend-v1: 95, frontend-v2: 5}
+        hold_s: 20
+
+`kind` is VirtualService (the default) or HTTPRoute; `rule` is a route's (VirtualService) or
+rule's (HTTPRoute) name or index, default 0. An HTTPRoute plan's versions are the rule's
+backendRef Service names (one Service per version, as Gateway API canaries are written).
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ _TOP_KEYS = (
     "steps",
 )
 _STEP_KEYS = ("weights", "hold_s", "users", "arrival_rate")
+_ROUTE_KEYS = ("kind", "name", "namespace", "rule")
+ROUTE_KINDS = ("VirtualService", "HTTPRoute")
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class Plan:
     users: int | None = None
     spawn_rate: float | None = None
     canary: str | None = None
+    route_kind: str = "VirtualService"  # what `route:` moves: VirtualService or HTTPRoute
+    http_route: str | None = None  # the HTTPRoute's name (`route: {kind: HTTPRoute, name}`)
 
     @property
     def duration_s(self) -> float:
@@ -95,6 +110,13 @@ class Plan:
             value = getattr(self, key)
             if value not in (None, ""):
                 out[key] = value
+        if self.route_kind == "HTTPRoute":
+            given = {"name": self.http_route, "namespace": self.namespace, "rule": self.route}
+            out["route"] = {
+                "kind": self.route_kind,
+                **{k: v for k, v in given.items() if v is not None},
+            }
+            out.pop("namespace", None)
         return out
 
 
@@ -124,19 +146,50 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         )
     steps = tuple(_step(source, k, raw) for k, raw in enumerate(raw_steps))
     route = doc.get("route")
-    if route is not None and not isinstance(route, str | int):
-        _fail(source, "route", "must be a route name or a 0-based index")
+    where: dict[str, Any] = {
+        "virtual_service": _opt_str(source, doc, "virtual_service"),
+        "namespace": _opt_str(source, doc, "namespace"),
+    }
+    if isinstance(route, dict):
+        route, where = _route(source, route, where)
+    elif route is not None and (isinstance(route, bool) or not isinstance(route, str | int)):
+        _fail(source, "route", "must be a route name, a 0-based index or {kind, name, rule}")
     return Plan(
         steps=steps,
         source=source,
         description=str(doc.get("description") or ""),
-        virtual_service=_opt_str(source, doc, "virtual_service"),
-        namespace=_opt_str(source, doc, "namespace"),
+        **where,
         route=route,
         users=_opt_int(source, "users", doc.get("users")),
         spawn_rate=_opt_float(source, "spawn_rate", doc.get("spawn_rate"), positive=True),
         canary=_canary(source, doc.get("canary"), steps),
     )
+
+
+def _route(
+    source: str, raw: Mapping[str, Any], where: dict[str, Any]
+) -> tuple[str | int | None, dict[str, Any]]:
+    """The mapping form `route: {kind, name, namespace, rule}`: (the rule, the Plan's keys)."""
+    _no_unknown(source, "route", raw, _ROUTE_KEYS)
+    kind = raw.get("kind", "VirtualService")
+    if kind not in ROUTE_KINDS:
+        _fail(source, "route.kind", f"is {kind!r}; give {' or '.join(ROUTE_KINDS)}")
+    name = _opt_str(source, raw, "route.name", key="name")
+    namespace = _opt_str(source, raw, "route.namespace", key="namespace")
+    for key, value in (("virtual_service", name), ("namespace", namespace)):
+        if value is not None and where[key] not in (None, value):
+            _fail(source, f"route.{key.replace('virtual_service', 'name')}", f"is {value!r} "
+                  f"but `{key}` says {where[key]!r}; give it once, in `route`")  # fmt: skip
+    if kind == "HTTPRoute" and where["virtual_service"] is not None:
+        _fail(source, "virtual_service", "names a VirtualService, but route.kind is HTTPRoute; "
+              "drop it and give route.name")  # fmt: skip
+    rule = raw.get("rule")
+    if rule is not None and (isinstance(rule, bool) or not isinstance(rule, str | int)):
+        _fail(source, "route.rule", f"is {rule!r}; give a rule's name or a 0-based index")
+    out = {"namespace": namespace or where["namespace"], "route_kind": kind}
+    if kind == "HTTPRoute":
+        return rule, {**out, "virtual_service": None, "http_route": name}
+    return rule, {**out, "virtual_service": name or where["virtual_service"]}
 
 
 def _canary(source: str, value: Any, steps: tuple[Step, ...]) -> str | None:
@@ -177,12 +230,14 @@ def _step(source: str, k: int, raw: Any) -> Step:
     )
 
 
-def _opt_str(source: str, doc: Mapping[str, Any], key: str) -> str | None:
-    value = doc.get(key)
+def _opt_str(
+    source: str, doc: Mapping[str, Any], where: str, *, key: str | None = None
+) -> str | None:
+    value = doc.get(key or where)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        _fail(source, key, f"is {value!r}; give a name")
+        _fail(source, where, f"is {value!r}; give a name")
     return value
 
 

@@ -4,7 +4,8 @@ The checks are pure functions over what a `ClusterReader` returns (`loadgen.clus
 Kubernetes API through the official client, or a twin in memory for unit tests); Jaeger and
 Prometheus are probed through an injectable `HttpGet`. `run_checks` runs them all in the order
 a user fixes them: namespace injection, the routed workloads (Service, sidecars, ready pods per
-DestinationRule subset), the Gateway binding, the ingress address, the telemetry backends.
+DestinationRule subset), the Gateway binding, the ingress address, the telemetry backends. A
+Gateway API canary (`Target.http_route`) has its route's checks from `loadgen.preflight_gateway`.
 """
 
 from __future__ import annotations
@@ -283,6 +284,7 @@ class Target:
     gateway_url: str | None = None  # the probe's target (default: the ingress address found)
     host_header: str | None = None  # the probe's Host (default: derived from the route)
     version_header: str = "x-version"
+    http_route: str | None = None  # an HTTPRoute canary: check it instead of the VirtualService
 
 
 def _gateway_ref(vs: Mapping[str, Any], ref: str) -> tuple[str, str]:
@@ -346,6 +348,10 @@ def run_checks(
 ) -> list[Check]:
     """Every check in the order a user fixes them; BackendError when the API itself fails."""
     checks = [check_namespace(reader, target.namespace)]
+    if target.http_route:
+        from loadgen.preflight_gateway import route_checks  # it builds on this module
+
+        return checks + route_checks(reader, target, get=get, probe=probe)
     vs = reader.istio("VirtualService", target.namespace, target.virtual_service)
     if vs is None:
         ref = f"VirtualService {target.namespace}/{target.virtual_service}"
@@ -366,6 +372,11 @@ def run_checks(
             ]  # fmt: skip
             host = target.host_header or authority(vs, gateways)
             checks.append(check_probe(url, host, target.version_header, probe))
+    return checks + check_telemetry(target, get)
+
+
+def check_telemetry(target: Target, get: HttpGet) -> list[Check]:
+    checks = []
     if target.jaeger_url:
         fix = "give Jaeger's query URL (port 16686); `meshload port-forward` prints one"
         checks.append(check_http("Jaeger", target.jaeger_url, ("/api/services",), get, fix=fix))

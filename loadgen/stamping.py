@@ -59,7 +59,8 @@ def after_change(info: dict[str, Any], setter: Any) -> None:
 
 
 def switch_off(info: dict[str, Any], setter: Any) -> None:
-    """Remove the twin route: the VirtualService as the user wrote it (weights aside)."""
+    """Remove the twin route: the VirtualService or HTTPRoute as the user wrote it (weights
+    aside)."""
     if info.get("stamps") is None:
         return
     try:
@@ -68,7 +69,8 @@ def switch_off(info: dict[str, Any], setter: Any) -> None:
     except MeshloadError as e:
         what = f"the stamp route {info['stamps']['route']} is still in {setter.target}"
         info["stamping"] = f"not removed: {e}"
-        sys.stderr.write(f"meshload: {what} ({e}); remove it with `kubectl edit virtualservice`\n")
+        kind = str(getattr(setter, "kind", "VirtualService")).lower()
+        sys.stderr.write(f"meshload: {what} ({e}); remove it with `kubectl edit {kind}`\n")
 
 
 def replica_pods(kube: Any) -> Mapping[str, str]:

@@ -2,8 +2,9 @@
 
 `resolve_target` is the whole start-up check of the master: it starts the embedded mesh or
 checks that --host answers, connects to the Kubernetes API (the cluster's, or the embedded
-mesh's) and checks the VirtualService, the plan's subsets and the results directory, so bad
-input ends the run before any user starts.
+mesh's) and checks the route (a VirtualService's http route or an HTTPRoute's rule), the plan's
+versions (subsets, or backendRef Services that exist) and the results directory, so bad input
+ends the run before any user starts.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from loadgen.options import Settings
 from loadgen.plan import Plan
 from loadgen.runinfo import versions
 from meshcore.errors import ConfigError
-from meshcore.kube.client import MeshClient, RouteWeights
+from meshcore.kube import httproute
+from meshcore.kube.client import MeshClient
 from meshcore.kube.istio import authority
+from meshcore.kube.routes import RouteWeights
 
 log = logging.getLogger("meshload")
 
@@ -57,7 +60,13 @@ def resolve_target(
 ) -> Target:
     """Start or check the target; raises a one-line MeshloadError (the mesh then stopped)."""
     mode = settings.mesh_mode(host)
-    name = settings.virtual_service or plan.virtual_service or "frontend"
+    kind = plan.route_kind
+    if kind == "HTTPRoute" and settings.virtual_service:
+        raise ConfigError(
+            f"--virtual-service {settings.virtual_service}: {plan.source} moves an HTTPRoute; "
+            "drop the flag, or name the route in the plan's route.name"
+        )
+    name = settings.virtual_service or plan.virtual_service or plan.http_route or "frontend"
     namespace = settings.namespace or plan.namespace or "default"
     route = plan.route if plan.route is not None else 0
     mesh = None
@@ -91,25 +100,31 @@ def resolve_target(
             client = MeshClient.connect(mesh.kubeconfig)
         else:
             client = MeshClient.connect(settings.kubeconfig or None, settings.kube_context or None)
-        setter = client.route(name, namespace, route)
+        setter = client.route(name, namespace, route, kind=kind)
         setter.check_subsets(plan.subsets(), plan.source)
-        host_header = settings.host_header or derived_authority(client, name, namespace)
+        host_header = settings.host_header or derived_authority(client, name, namespace, kind)
         check_writable(Path(settings.results_dir))
         versions(mesh is not None)  # `envoy --version` now, not while users wait
     except BaseException:
         if mesh is not None:
             mesh.stop()
         raise
-    info = {"virtual_service": name, "namespace": namespace, "route": route}
+    key = "http_route" if kind == "HTTPRoute" else "virtual_service"
+    info = {"route_kind": kind, key: name, "namespace": namespace, "route": route}
     if host_header:
         info["host_header"] = host_header
         log.info("requests carry Host: %s", host_header)
     return Target(host=host, setter=setter, mesh=mesh, info=info)
 
 
-def derived_authority(client: MeshClient, name: str, namespace: str) -> str | None:
+def derived_authority(
+    client: MeshClient, name: str, namespace: str, kind: str = "VirtualService"
+) -> str | None:
     """--host-header's default: the VirtualService's first host its Gateways serve, when it
-    names no `*` host (Istio matches the request's authority against its hosts)."""
+    names no `*` host (Istio matches the request's authority against its hosts); an
+    HTTPRoute's first hostname without a wildcard."""
+    if kind == "HTTPRoute":
+        return httproute.authority(client.get(kind, namespace, name))
     vs = client.get("VirtualService", namespace, name)
     gateways = []
     for ref in (vs.get("spec") or {}).get("gateways") or []:

@@ -33,6 +33,12 @@ def register(sub: Any) -> None:
         default="frontend",
         help="VirtualService whose weights the rollout moves (default: frontend)",
     )
+    p.add_argument(
+        "--http-route",
+        metavar="NAME",
+        help="a Gateway API canary: check this HTTPRoute (Accepted by its Gateways of class "
+        "istio, every backendRef a Service with ready endpoints) instead of a VirtualService",
+    )
     p.add_argument("--jaeger-url", help="Jaeger query URL, e.g. http://127.0.0.1:16686")
     p.add_argument("--prometheus-url", help="Prometheus URL, e.g. http://127.0.0.1:9090")
     p.add_argument(
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         gateway_url=_url("--gateway-url", args.gateway_url),
         host_header=args.host_header or None,
         version_header=args.version_header,
+        http_route=args.http_route or None,
     )
     with Kube.connect(args.kubeconfig, args.context) as kube:
         checks = run_checks(KubeReader(kube), target)

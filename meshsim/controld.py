@@ -12,6 +12,7 @@ refused change never reaches Envoy.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -23,7 +24,9 @@ from meshsim.hosts import Endpoint
 from meshsim.kubeapi.server import serve
 from meshsim.kubeapi.store import Store
 from meshsim.pusher import Pusher, Replica, to_resources
+from meshsim.route_status import write_route_status
 from meshsim.serving import Served, run_child
+from meshsim.translate import Snapshot, build_snapshot
 
 __all__ = ["main", "start", "to_resources"]
 
@@ -48,7 +51,18 @@ async def start(config_file: Path) -> Served[Store]:
         on_change=pusher.on_change,
         core_objects=config["core_objects"],
     )
-    pusher.initial(served.state.all_objects())
+    store = served.state
+    pusher.initial(store.all_objects())
+    # Route status, as a controller writes it: now for the initial set, then for each accepted
+    # set once a replica serves it (on the API's loop: the store is not thread-safe).
+    initial = build_snapshot(to_resources(store.all_objects()), endpoints)
+    write_route_status(store, initial.route_status)
+    loop = asyncio.get_running_loop()
+
+    def report(snapshot: Snapshot) -> None:
+        loop.call_soon_threadsafe(write_route_status, store, snapshot.route_status)
+
+    pusher.report = report
     return served
 
 

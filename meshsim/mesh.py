@@ -322,8 +322,9 @@ class Mesh:
 
     def _endpoints(self, ports: dict[str, int]) -> list[Endpoint]:
         return [
-            Endpoint(w.name, w.service, w.namespace, dict(w.labels), int(ports[w.name]))
+            Endpoint(w.name, service, w.namespace, dict(w.labels), int(ports[w.name]))
             for w in self.spec.workloads
+            for service in self.spec.services_of(w)
         ]
 
     def stop(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,13 @@ class Change:
         self._endpoints = endpoints
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._reported = False
+
+    def claim_report(self) -> bool:
+        """True once: for the first replica that serves this set (`Pusher.report`)."""
+        with self._lock:
+            first, self._reported = not self._reported, True
+            return first
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -145,6 +152,7 @@ class ReplicaPusher:
         self._skew_s = replica.push_skew_ms / 1000.0
         self._due: list[tuple[float, Change]] = []  # in acceptance order, so in due order
         self._wake = threading.Condition()
+        self.on_served: Callable[[Change], None] | None = None
         threading.Thread(target=self._run, name=f"push-{replica.pod}", daemon=True).start()
 
     def offer(self, change: Change, accepted_s: float) -> None:
@@ -173,6 +181,8 @@ class ReplicaPusher:
                 self._applied.refused(self.index, change.resource_version, str(exc))
             else:
                 self._applied.served(self.index, change.resource_version, self.files.version)
+                if self.on_served is not None:
+                    self.on_served(change)
 
 
 class Pusher:
@@ -184,6 +194,15 @@ class Pusher:
         self.endpoints = endpoints
         self.applied = AppliedFile(applied_file, replicas)
         self.replicas = [ReplicaPusher(i, r, self.applied) for i, r in enumerate(replicas)]
+        # Told of each accepted set's translation once a replica serves it, as a controller
+        # writes status after programming the proxies (`meshsim.route_status`).
+        self.report: Callable[[Snapshot], None] | None = None
+        for r in self.replicas:
+            r.on_served = self._served
+
+    def _served(self, change: Change) -> None:
+        if change.claim_report() and self.report is not None:
+            self.report(change.snapshot())
 
     def validate(self, objects: list[dict[str, Any]]) -> list[str]:
         return build_snapshot(to_resources(objects), self.endpoints).warnings

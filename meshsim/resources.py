@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,51 @@ log = logging.getLogger(__name__)
 # kubectl's choice of a folder's files; suffixes compare case-sensitively (`x.YAML` is skipped).
 MANIFEST_SUFFIXES = (".json", ".yaml", ".yml")
 
-# Kinds that a canary's manifests carry beside the routing ones; the embedded mesh keeps them
-# (the Kubernetes API serves them) but they do not change Envoy's configuration.
-STORED_KINDS = {"telemetry.istio.io": ("Telemetry",)}
+# The Istio kinds the embedded API serves and stores (every kind of Istio's CRD file) that do
+# not change the embedded mesh's Envoy configuration, each with what of it is not simulated.
+NOT_SIMULATED: dict[tuple[str, str], str] = {
+    ("networking.istio.io", "ServiceEntry"): "hosts outside the mesh (no egress is simulated)",
+    ("networking.istio.io", "Sidecar"): "scoping of each workload's sidecar",
+    ("networking.istio.io", "EnvoyFilter"): "patches to the generated Envoy configuration",
+    ("networking.istio.io", "WorkloadEntry"): "workloads outside Kubernetes",
+    ("networking.istio.io", "WorkloadGroup"): "workloads outside Kubernetes",
+    ("networking.istio.io", "ProxyConfig"): "per-workload proxy settings",
+    ("security.istio.io", "PeerAuthentication"): "mutual TLS (mesh traffic is plain text)",
+    ("security.istio.io", "AuthorizationPolicy"): "access control (every request is allowed)",
+    ("security.istio.io", "RequestAuthentication"): "JWT checks (tokens are not verified)",
+    ("telemetry.istio.io", "Telemetry"): "telemetry settings (every request is traced)",
+    ("extensions.istio.io", "WasmPlugin"): "Wasm filters in the proxies",
+    ("extensions.istio.io", "TrafficExtension"): "Wasm and Lua filters in the proxies",
+}
+
+
+class _OncePerKind:
+    """Which not-simulated kinds were already named: a long-running mesh re-reads every stored
+    object on each change, and one line per kind says all there is to say."""
+
+    def __init__(self) -> None:
+        self._said: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def first(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            if key in self._said:
+                return False
+            self._said.add(key)
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._said.clear()
+
+
+NOT_SIMULATED_SAID = _OncePerKind()
+
+# The Gateway API kinds the embedded mesh routes (`meshsim.httproutes`), in the versions the
+# standard channel serves.
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_KINDS = ("Gateway", "HTTPRoute", "ReferenceGrant")
+GATEWAY_API_VERSIONS = ("v1", "v1beta1")
 
 
 @dataclass(frozen=True)
@@ -61,8 +104,13 @@ class Resource:
         return f"{self.kind} {self.namespace}/{self.name}"
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.name)
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Group, kind, namespace, name: an Istio Gateway and a Gateway API one differ."""
+        return (self.group, self.kind, self.namespace, self.name)
 
     def to_object(self) -> dict[str, Any]:
         """The resource as the Kubernetes API would hold it."""
@@ -94,18 +142,33 @@ def from_object(
     meta = obj.get("metadata") or {}
     name = meta.get("name") if isinstance(meta, dict) else None
     ref = f"{kind or '?'} {name or '?'}"
-    if kind in STORED_KINDS.get(group, ()):
+    ignored_part = NOT_SIMULATED.get((group, str(kind)))
+    if ignored_part is not None:
+        if NOT_SIMULATED_SAID.first((group, str(kind))):
+            log.warning(
+                "%s: %s: stored but not simulated: the embedded mesh ignores %s "
+                "(said once for every %s)",
+                source,
+                ref,
+                ignored_part,
+                kind,
+            )
         return None
-    if group != GROUP or kind not in ROUTING_KINDS:
+    gateway_api = group == GATEWAY_API_GROUP and kind in GATEWAY_API_KINDS
+    if gateway_api and version not in GATEWAY_API_VERSIONS:
+        raise ManifestError(
+            source, ref, "apiVersion", f"{api_version} is not served; use {group}/v1 or v1beta1"
+        )
+    if not gateway_api and (group != GROUP or kind not in ROUTING_KINDS):
         log.warning(
-            "%s: %s: apiVersion %s kind %s is not an Istio routing resource; ignored",
+            "%s: %s: apiVersion %s kind %s is not a routing resource; ignored",
             source,
             ref,
             api_version or "?",
             kind or "?",
         )
         return None
-    if version not in VERSIONS:
+    if not gateway_api and version not in VERSIONS:
         raise ManifestError(
             source,
             ref,
@@ -119,7 +182,7 @@ def from_object(
         raise ManifestError(source, f"{kind} {name}", "spec", "is missing or not a mapping")
     namespace = str(meta.get("namespace") or default_namespace)
     return Resource(
-        kind=kind,
+        kind=str(kind),
         name=name,
         namespace=namespace,
         spec=spec,

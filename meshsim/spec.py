@@ -23,7 +23,7 @@ DEFAULT_SPEC = Path(__file__).parent / "data" / "default-spec.yaml"
 # z of the 99th percentile of the standard normal: a lognormal's p99 is median * exp(Z99 * sigma).
 Z99 = 2.3263478740408408
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_TOP_FIELDS = ("seed", "namespace", "defaults", "workloads")
+_TOP_FIELDS = ("seed", "namespace", "defaults", "workloads", "services")
 _WORKLOAD_FIELDS = ("name", "service", "namespace", "labels", "profile")
 _PROFILE_FIELDS = (
     "latency_ms",
@@ -87,10 +87,30 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class SelectorService:
+    """A Service of its own over some workloads of other services (`frontend-v1` over the
+    frontend's v1 pods), as a Gateway API backendRef names one version."""
+
+    name: str
+    namespace: str
+    selector: Mapping[str, str]
+
+    def selects(self, w: Workload) -> bool:
+        return w.namespace == self.namespace and all(
+            w.labels.get(k) == v for k, v in self.selector.items()
+        )
+
+
+@dataclass(frozen=True)
 class MeshSpec:
     seed: int
     namespace: str
     workloads: tuple[Workload, ...]
+    selector_services: tuple[SelectorService, ...] = ()
+
+    def services_of(self, w: Workload) -> list[str]:
+        """Every Service a workload serves: its own first, then the selector Services."""
+        return [w.service] + [s.name for s in self.selector_services if s.selects(w)]
 
     def services(self) -> dict[str, list[Workload]]:
         """Workloads grouped by service, in spec order."""
@@ -140,7 +160,41 @@ def parse_spec(doc: Any, source: str = "<spec>") -> MeshSpec:
     _known_services(source, "defaults", defaults_doc, services)
     for i, item in enumerate(raw):
         _known_services(source, f"workloads[{i}].profile", item.get("profile") or {}, services)
-    return MeshSpec(seed=seed, namespace=namespace, workloads=tuple(workloads))
+    extra = _selector_services(source, doc.get("services") or [], namespace, workloads)
+    return MeshSpec(
+        seed=seed, namespace=namespace, workloads=tuple(workloads), selector_services=extra
+    )
+
+
+def _selector_services(
+    source: str, raw: Any, namespace: str, workloads: list[Workload]
+) -> tuple[SelectorService, ...]:
+    if not isinstance(raw, list):
+        _fail(source, "services", "must be a list of {name, selector} Services")
+    taken = {w.service for w in workloads}
+    out: list[SelectorService] = []
+    for i, doc in enumerate(raw):
+        at = f"services[{i}]"
+        if not isinstance(doc, dict):
+            _fail(source, at, "must be a mapping with name and selector")
+        _no_unknown(source, at, doc, ("name", "namespace", "selector"))
+        name = _name(source, f"{at}.name", doc.get("name"))
+        if name in taken:
+            _fail(source, f"{at}.name", f"{name!r} is already a Service; give a new name")
+        taken.add(name)
+        selector = doc.get("selector")
+        if (
+            not isinstance(selector, dict)
+            or not selector
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items())
+        ):
+            _fail(source, f"{at}.selector", "must map label names to string values")
+        ns = _name(source, f"{at}.namespace", doc.get("namespace", namespace))
+        svc = SelectorService(name, ns, MappingProxyType(dict(selector)))
+        if not any(svc.selects(w) for w in workloads):
+            _fail(source, f"{at}.selector", "selects no workload; match a workload's labels")
+        out.append(svc)
+    return tuple(out)
 
 
 def _known_services(source: str, at: str, profile_doc: dict[str, Any], services: list[str]) -> None:

@@ -1,4 +1,6 @@
-"""A set of Istio resources -> the Envoy configuration of the ingress gateway, or a refusal."""
+"""A set of Istio and Gateway API resources -> the Envoy configuration of the ingress gateway,
+or a refusal. HTTPRoutes (`meshsim.httproutes`) land in the same route configuration, after the
+VirtualServices; a domain a VirtualService routes stays its."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from meshcore.errors import ManifestError
 from meshsim.clusters import build_clusters, read_destination_rules
 from meshsim.fields import SUPPORTED, unsupported
 from meshsim.hosts import Endpoint
-from meshsim.resources import Resource
+from meshsim.httproutes import RouteStatus, route_virtual_hosts
+from meshsim.resources import GATEWAY_API_GROUP, Resource
 from meshsim.routes import ROUTE_CONFIG_TYPE, RouteBuilder
 
 ROUTE_CONFIG_NAME = "ingress"
@@ -24,13 +27,16 @@ class Snapshot:
     clusters: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)
+    route_status: list[RouteStatus] = field(default_factory=list)
 
 
 def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint]) -> Snapshot:
     """Validate the whole set and translate it; raises ManifestError on the first refusal."""
     warnings: list[str] = []
     _check_unique(resources)
-    for r in resources:
+    gateway_api = [r for r in resources if r.group == GATEWAY_API_GROUP]
+    istio = [r for r in resources if r.group != GATEWAY_API_GROUP]
+    for r in istio:
         warnings.extend(
             f"{r.source}: {r.ref}: {path} is not supported by the embedded mesh and is ignored"
             for path in unsupported(r.spec, SUPPORTED[r.kind])
@@ -40,7 +46,7 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
         "DestinationRule": [],
         "Gateway": [],
     }
-    for r in resources:
+    for r in istio:
         by_kind[r.kind].append(r)
     subsets = read_destination_rules(by_kind["DestinationRule"], endpoints, warnings)
     gateways = {(g.namespace, g.name): g for g in by_kind["Gateway"]}
@@ -65,6 +71,8 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
         if domains:
             vhost["domains"] = domains
             virtual_hosts.append(vhost)
+    http_routes = route_virtual_hosts(gateway_api, endpoints, taken, warnings)
+    virtual_hosts.extend(http_routes.virtual_hosts)
     if not virtual_hosts:
         warnings.append(
             "no VirtualService is bound to a Gateway: the gateway answers 404 "
@@ -76,11 +84,12 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
         clusters=build_clusters(endpoints, subsets),
         warnings=warnings,
         resources=list(resources),
+        route_status=http_routes.statuses,
     )
 
 
 def _check_unique(resources: Sequence[Resource]) -> None:
-    seen: dict[tuple[str, str, str], Resource] = {}
+    seen: dict[tuple[str, str, str, str], Resource] = {}
     for r in resources:
         if r.key in seen:
             raise ManifestError(

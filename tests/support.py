@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,3 +70,24 @@ def canary_against(mesh: Any, plan: Path, results: Path, *args: str) -> list[str
         "--plan", str(plan), "--results-dir", str(results), "--mesh", "kubernetes",
         "--host", mesh.gateway_url, "--kubeconfig", str(mesh.kubeconfig), *args,
     ]  # fmt: skip
+
+
+Kubectl = Callable[..., tuple[int, str]]
+
+
+def kubectl_runner(api_url: str, tmp: Path) -> Kubectl:
+    """The real kubectl (v1.32, on PATH: a test fails without it) aimed at `api_url`, with its
+    own kubeconfig and cache under `tmp`: `run(*args, stdin=...)` -> (exit code, output)."""
+    from meshsim.kubeapi.kubeconfig import write_kubeconfig
+
+    found = shutil.which("kubectl")
+    assert found is not None, "kubectl (v1.32) is not on PATH: these tests run the real one"
+    env = {**os.environ, "KUBECONFIG": str(write_kubeconfig(tmp / "config", api_url))}
+    base = [found, "--cache-dir", str(tmp / "cache"), "--request-timeout", "10s"]
+
+    def run(*args: str, stdin: str | None = None) -> tuple[int, str]:
+        done = subprocess.run([*base, *args], env=env, input=stdin, capture_output=True,
+                              text=True, timeout=60, check=False)  # fmt: skip
+        return done.returncode, done.stdout + done.stderr
+
+    return run

@@ -104,3 +104,54 @@ def test_canary_plan_is_the_issues_rollout() -> None:
         1.0,
     ]
     assert 100 <= plan.duration_s <= 140
+
+
+STEPS = "steps:\n  - weights: {frontend-v1: 95, frontend-v2: 5}\n    hold_s: 1\n"
+
+
+def test_the_route_mapping_names_an_httproute_rule() -> None:
+    plan = parse_plan(
+        "route: {kind: HTTPRoute, name: shop, namespace: web, rule: canary}\n" + STEPS, "p.yaml"
+    )
+    assert (plan.route_kind, plan.http_route, plan.namespace) == ("HTTPRoute", "shop", "web")
+    assert plan.route == "canary" and plan.virtual_service is None
+    assert plan.subsets() == ["frontend-v1", "frontend-v2"]
+    assert plan.to_json()["route"] == {
+        "kind": "HTTPRoute", "name": "shop", "namespace": "web", "rule": "canary"
+    }  # fmt: skip
+    assert "namespace" not in plan.to_json() and "virtual_service" not in plan.to_json()
+    by_index = parse_plan("route: {kind: HTTPRoute, rule: 1}\nnamespace: web\n" + STEPS)
+    assert (by_index.route, by_index.http_route, by_index.namespace) == (1, None, "web")
+
+
+def test_the_route_mapping_defaults_to_a_virtual_service_and_old_keys_still_work() -> None:
+    plan = parse_plan("route: {name: frontend, rule: primary}\n" + STEPS)
+    assert (plan.route_kind, plan.virtual_service, plan.route) == (
+        "VirtualService", "frontend", "primary"
+    )  # fmt: skip
+    old = parse_plan("virtual_service: frontend\nnamespace: shop\nroute: 1\n" + STEPS)
+    assert (old.route_kind, old.virtual_service, old.namespace, old.route) == (
+        "VirtualService", "frontend", "shop", 1
+    )  # fmt: skip
+    assert old.to_json()["route"] == 1 and old.http_route is None
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ("route: {kind: Ingress}", "p.yaml: route.kind: is 'Ingress'; give VirtualService or"),
+        ("route: {kind: HTTPRoute, host: x}", "p.yaml: route: unknown key 'host'; known keys:"),
+        ("route: {kind: HTTPRoute, rule: [0]}", "p.yaml: route.rule: is [0]; give a rule's name"),
+        ("route: {kind: HTTPRoute, name: 3}", "p.yaml: route.name: is 3; give a name"),
+        ("virtual_service: a\nroute: {kind: HTTPRoute, name: b}",
+         "p.yaml: route.name: is 'b' but `virtual_service` says 'a'; give it once, in `route`"),
+        ("virtual_service: a\nroute: {kind: HTTPRoute}",
+         "p.yaml: virtual_service: names a VirtualService, but route.kind is HTTPRoute"),
+        ("namespace: a\nroute: {namespace: b}", "p.yaml: route.namespace: is 'b' but `namespace`"),
+        ("route: true", "p.yaml: route: must be a route name, a 0-based index or {kind, name"),
+    ],
+)  # fmt: skip
+def test_bad_route_mappings_name_the_field_and_the_fix(head: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_plan(head + "\n" + STEPS, "p.yaml")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -1,8 +1,11 @@
 """In-memory twins of the outside systems, for unit tests only.
 
 `InMemoryMeshClient` is `meshcore.kube.client.MeshClient` over a list of objects: the same
-weight and apply logic, the same 409 retry loop, on dicts instead of HTTP. `StaticReader` is
-`loadgen.clusterread.ClusterReader` over a list of objects.
+weight and apply logic, the same 409 retry loop, on dicts instead of HTTP; core Services
+(`kind: Service`) among the objects answer `service()`. `StaticReader` is
+`loadgen.clusterread.ClusterReader` over a list of objects. Both name kinds as the client does
+(`meshcore.kube.httproute.kind_key`: `Gateway.gateway.networking.k8s.io` for a Gateway API
+Gateway); a cluster-scoped kind (GatewayClass) is found whatever the namespace asked.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshcore.kube.client import ApiRefusal, Conflict, MeshClient
+from meshcore.kube.httproute import GATEWAY_KINDS, kind_key
 from meshcore.kube.istio import namespace_of
+
+
+def _is(obj: Mapping[str, Any], kind: str, namespace: str | None) -> bool:
+    """`obj` is of `kind` (as the client names kinds) and, when namespaced, in `namespace`."""
+    cluster_scoped = kind in GATEWAY_KINDS and not GATEWAY_KINDS[kind][1]
+    in_ns = namespace is None or cluster_scoped or namespace_of(obj) == namespace
+    return kind_key(obj) == kind and in_ns
 
 
 class InMemoryMeshClient(MeshClient):
@@ -33,11 +44,7 @@ class InMemoryMeshClient(MeshClient):
 
     def _find(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         for obj in self.objects:
-            if (obj.get("kind"), namespace_of(obj), obj["metadata"].get("name")) == (
-                kind,
-                namespace,
-                name,
-            ):
+            if _is(obj, kind, namespace) and obj["metadata"].get("name") == name:
                 return obj
         raise ApiRefusal(f"{kind} {namespace}/{name} not found (404)", 404, {})
 
@@ -45,11 +52,16 @@ class InMemoryMeshClient(MeshClient):
         return copy.deepcopy(self._find(kind, namespace, name))
 
     def list_of(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        found = [o for o in self.objects if o.get("kind") == kind and namespace_of(o) == namespace]
-        return copy.deepcopy(found)
+        return copy.deepcopy([o for o in self.objects if _is(o, kind, namespace)])
+
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.get("Service", namespace, name)
+        except ApiRefusal:
+            return None
 
     def replace(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
-        current = self._find(obj["kind"], namespace_of(obj), obj["metadata"]["name"])
+        current = self._find(kind_key(obj), namespace_of(obj), obj["metadata"]["name"])
         if self.conflicts_to_inject > 0:
             self.conflicts_to_inject -= 1
             self._rv += 1
@@ -78,11 +90,7 @@ class StaticReader:
         self.objects = list(objects)
 
     def _of(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return [
-            o
-            for o in self.objects
-            if o.get("kind") == kind and (namespace is None or namespace_of(o) == namespace)
-        ]
+        return [o for o in self.objects if _is(o, kind, namespace)]
 
     def _named(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return next((o for o in self._of(kind, namespace) if o["metadata"]["name"] == name), None)

@@ -7,9 +7,11 @@ BackendError when the API is unreachable, refuses the credentials or fails; 409 
 `Conflict`, which writers retry through `retry_on_conflict` after reading again. Messages never
 carry credentials.
 
-`MeshClient` reads and writes Istio objects (`get`, `list_of`, `replace`, `create`: the primitives
-an in-memory twin overrides in unit tests) and builds on them the write a rollout makes: the
-weights of one route (`set_weights`), with its stamps (`RouteWeights`, `meshcore.stamps`).
+`MeshClient` reads and writes Istio and Gateway API objects (`get`, `list_of`, `replace`,
+`create`, `service`: the primitives an in-memory twin overrides in unit tests) and builds on them
+the write a rollout makes: the weights of one VirtualService http route or HTTPRoute rule
+(`set_weights`; `meshcore.kube.istio`, `meshcore.kube.httproute`); `route()` gives a
+rollout's weight interface over it, with its stamps (`meshcore.kube.routes.RouteWeights`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from kubernetes import client
 
 from meshcore.errors import BackendError, ConfigError, MeshloadError
+from meshcore.kube import httproute
 from meshcore.kube.config import connect
+from meshcore.kube.httproute import GATEWAY_GROUP, GATEWAY_KINDS, GATEWAY_VERSIONS, kind_key
 from meshcore.kube.istio import (
     CLUSTER_DOMAIN,
     GROUP,
@@ -40,6 +44,9 @@ from meshcore.kube.istio import (
     with_twin,
     without_twin,
 )
+
+if TYPE_CHECKING:
+    from meshcore.kube.routes import RouteWeights
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -197,30 +204,53 @@ class MeshClient:
 
     # -- the primitives --------------------------------------------------------------------
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        """The object, in the first Istio version the API serves it in; ApiRefusal 404."""
-        kube, what = self._kube(), f"{kind} {namespace}/{name}"
-        get = kube.custom.get_namespaced_custom_object
-        for version in VERSIONS:
+        """The object, in the first version the API serves it in; ApiRefusal 404. `kind` as
+        `meshcore.kube.httproute.kind_key` names it; a cluster-scoped kind ignores namespace."""
+        kube, (group, versions, plural, namespaced) = self._kube(), _api(kind)
+        custom = kube.custom
+        what = f"{kind} {namespace}/{name}" if namespaced else f"{kind} {name}"
+        fn: Callable[..., Any]
+        args: tuple[str, ...]
+        for version in versions:
             try:
-                return dict(
-                    kube.call(what, "get", get, GROUP, version, namespace, PLURALS[kind], name)
-                )
+                if namespaced:
+                    fn, args = custom.get_namespaced_custom_object, (namespace, plural, name)
+                else:
+                    fn, args = custom.get_cluster_custom_object, (plural, name)
+                return dict(kube.call(what, "get", fn, group, version, *args))
             except ApiRefusal as exc:
-                if exc.code != 404 or version == VERSIONS[-1]:
+                if exc.code != 404 or version == versions[-1]:
                     raise
         raise AssertionError("unreachable")
 
     def list_of(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         kube, what = self._kube(), f"{kind}s of namespace {namespace}"
+        group, versions, plural, _ = _api(kind)
         list_ = kube.custom.list_namespaced_custom_object
-        for version in VERSIONS:
+        for version in versions:
             try:
-                found = kube.call(what, "list", list_, GROUP, version, namespace, PLURALS[kind])
+                found = kube.call(what, "list", list_, group, version, namespace, plural)
                 return list(found.get("items") or [])
             except ApiRefusal as exc:
                 if exc.code != 404:
                     raise
         return []
+
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The core Service (GET, as kubectl get service reads it); None when there is none."""
+        kube = self._kube()
+        read = kube.core.read_namespaced_service
+        try:
+            found = kube.call(f"Service {namespace}/{name}", "get", read, name, namespace,
+                              _preload_content=False)  # fmt: skip
+        except ApiRefusal as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return dict(found)
+
+    def exists(self, namespace: str, service: str) -> bool:
+        return self.service(namespace, service) is not None
 
     def replace(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Write `obj` conditional on its resourceVersion; Conflict on 409."""
@@ -240,8 +270,12 @@ class MeshClient:
         return dict(data), _warnings(headers)
 
     # -- weights ---------------------------------------------------------------------------
-    def route(self, name: str, namespace: str, route: str | int = 0) -> RouteWeights:
-        return RouteWeights(self, name, namespace, route)
+    def route(
+        self, name: str, namespace: str, route: str | int = 0, *, kind: str = "VirtualService"
+    ) -> RouteWeights:
+        from meshcore.kube.routes import RouteWeights  # it builds on this module
+
+        return RouteWeights(self, name, namespace, route, kind=kind)
 
     def set_weights(
         self,
@@ -252,28 +286,31 @@ class MeshClient:
         route: str | int = 0,
         host: str | None = None,
         stamp: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+        kind: str = "VirtualService",
     ) -> WeightChange:
-        """Replace the weights of one http route (`meshcore.kube.istio.apply_weights`),
-        carrying the resourceVersion read, re-read and retried on 409. A stamp twin of an
-        earlier write (or run) is dropped; `stamp(vs, index)` may add this write's."""
-        clean = check_weights(weights)
+        """Replace the weights of one http route (`meshcore.kube.istio.apply_weights`) or
+        HTTPRoute rule (`meshcore.kube.httproute.apply_weights`, `route` its rule), carrying
+        the resourceVersion read, re-read and retried on 409. A stamp twin of an earlier write
+        (or run) is dropped; `stamp(obj, index)` may add this write's."""
+        clean, kinds = check_weights(weights), ROUTE_KINDS[kind]
 
         def write(attempt: int) -> WeightChange:
-            vs = without_twin(self.get("VirtualService", namespace, name))
-            new = apply_weights(vs, self._rules_near(vs), clean, route=route, host=host)
+            obj = kinds.without_twin(self.get(kind, namespace, name))
+            if kind == "HTTPRoute":
+                new = httproute.apply_weights(obj, clean, rule=route, service_exists=self.exists)
+            else:
+                new = apply_weights(obj, self._rules_near(obj), clean, route=route, host=host)
             if stamp is not None:
-                new = stamp(new, route_index(new, route))
+                new = stamp(new, kinds.find(new, route))
             requested_ns = time.time_ns()
             written, warnings = self.replace(new)
             accepted_ns = time.time_ns()
             for w in warnings:
-                log.warning(
-                    "Kubernetes API warning on VirtualService %s/%s: %s", namespace, name, w
-                )
+                log.warning("Kubernetes API warning on %s %s/%s: %s", kind, namespace, name, w)
             rv = str((written.get("metadata") or {}).get("resourceVersion") or "")
             return WeightChange(clean, requested_ns, accepted_ns, rv, attempt, warnings)
 
-        return retry_on_conflict(write, f"VirtualService {namespace}/{name}")
+        return retry_on_conflict(write, f"{kind} {namespace}/{name}")
 
     def _rules_near(self, vs: Mapping[str, Any]) -> list[dict[str, Any]]:
         """DestinationRules of the VirtualService's namespace and of its destinations' ones."""
@@ -301,94 +338,35 @@ class Stamping:
     replica: bool = True
 
 
-class RouteWeights:
-    """The weight interface of a rollout: one http route of one VirtualService, stamped
-    (a twin route for meshload's requests, `meshcore.stamps`) when `stamping` is given."""
+class RouteKind(NamedTuple):
+    """The pure functions of one kind of route (`meshcore.kube.istio`, `.httproute`)."""
 
-    def __init__(
-        self,
-        client: MeshClient,
-        name: str,
-        namespace: str,
-        route: str | int,
-        stamping: Stamping | None = None,
-    ) -> None:
-        self.client = client
-        self.name = name
-        self.namespace = namespace
-        self.route = route
-        self.target = f"VirtualService {namespace}/{name} route {route}"
-        self.stamping = stamping
-        self.refused: str | None = None  # why the API refused the stamps, if it did
-        self.stamped: list[str] = []  # subsets whose version header the twin adds
-        self.twin: str | None = None  # the twin route's name, once written
+    part: str  # what a route of it is made of: "route" (http routes) or "rule"
+    find: Callable[[Mapping[str, Any], str | int], int]  # the index of a route or rule
+    versions: Callable[[Mapping[str, Any], int], list[str]]
+    with_twin: Callable[..., tuple[dict[str, Any], list[str]]]
+    without_twin: Callable[[Mapping[str, Any]], dict[str, Any]]
+    twin: Callable[[Mapping[str, Any], int], str]
 
-    def subsets(self) -> list[str]:
-        """The subsets the route sends to; ConfigError naming the flag if it does not exist."""
-        try:
-            vs = self.client.get("VirtualService", self.namespace, self.name)
-        except ApiRefusal as exc:
-            if exc.code != 404:
-                raise
-            raise ConfigError(
-                f"VirtualService {self.namespace}/{self.name} not found; pass --virtual-service "
-                f"NAME of an existing one (kubectl get virtualservices -n {self.namespace})"
-            ) from None
-        return route_subsets(vs, route_index(vs, self.route))
 
-    def check_subsets(self, subsets: Iterable[str], plan_source: str) -> None:
-        known = self.subsets()
-        unknown = [s for s in subsets if s not in known]
-        if unknown:
-            raise ConfigError(
-                f"{plan_source}: subset {unknown[0]!r} is not a destination of {self.target} "
-                f"(known: {', '.join(known)}); fix the plan's weights"
-            )
+ROUTE_KINDS = {
+    "VirtualService": RouteKind("route", route_index, route_subsets, with_twin, without_twin,
+                                lambda vs, i: str(vs["spec"]["http"][i]["name"])),
+    "HTTPRoute": RouteKind("rule", httproute.rule_index, httproute.rule_backends,
+                           httproute.with_twin, httproute.without_twin, httproute.twin_label),
+}  # fmt: skip
 
-    def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
-        """The step's weights, stamped with the step; if the API refuses the stamps, the
-        weights alone (and `refused` says why: the run is then measured unstamped)."""
-        s = self.stamping
-        if s is not None and self.refused is None:
 
-            def stamp(vs: dict[str, Any], index: int) -> dict[str, Any]:
-                new, self.stamped = with_twin(vs, index, token=s.token, step=step,
-                                              version_header=s.version_header,
-                                              replica=s.replica)  # fmt: skip
-                self.twin = new["spec"]["http"][index]["name"]
-                return new
-
-            try:
-                return self.client.set_weights(
-                    self.name, self.namespace, weights, route=self.route, stamp=stamp
-                )
-            except ApiRefusal as exc:
-                if exc.code not in (400, 422):
-                    raise
-                self.refused = str(exc)
-                log.error("the API refused meshload's stamps (%s); measuring unstamped", exc)
-        return self.client.set_weights(self.name, self.namespace, weights, route=self.route)
-
-    def unstamp(self) -> None:
-        """Remove the stamp twin: the VirtualService as the user wrote it, with the weights
-        the rollout left (retried on 409; a BackendError when the API cannot be reached)."""
-
-        def write(attempt: int) -> None:
-            vs = self.client.get("VirtualService", self.namespace, self.name)
-            clean = without_twin(vs)
-            if clean != vs:
-                self.client.replace(clean)
-
-        retry_on_conflict(write, self.target)
+def _api(kind: str) -> tuple[str, tuple[str, ...], str, bool]:
+    """(group, versions, plural, namespaced) of a kind, as `httproute.kind_key` names it."""
+    if kind in GATEWAY_KINDS:
+        plural, namespaced = GATEWAY_KINDS[kind]
+        return GATEWAY_GROUP, GATEWAY_VERSIONS, plural, namespaced
+    return GROUP, VERSIONS, PLURALS[kind], True
 
 
 def _address(obj: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     group, _, version = str(obj["apiVersion"]).rpartition("/")
     meta = obj["metadata"]
-    return (
-        group,
-        version,
-        str(meta.get("namespace") or "default"),
-        PLURALS[obj["kind"]],
-        meta["name"],
-    )
+    ns, plural = str(meta.get("namespace") or "default"), _api(kind_key(obj))[2]
+    return group, version, ns, plural, meta["name"]

@@ -11,7 +11,7 @@ namespace of the resource that wrote it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from meshcore.errors import ConfigError
@@ -97,17 +97,27 @@ def service_name(fqdn: str) -> tuple[str, str] | None:
 def route_index(vs: Mapping[str, Any], route: str | int) -> int:
     """Index of the http route named `route` (or the index among the user's routes: a stamp
     twin does not count); ConfigError naming the routes there are."""
-    http = (vs.get("spec") or {}).get("http") or []
-    own = [i for i, r in enumerate(http) if not is_twin(r)]
-    names = [http[i].get("name") or f"#{n}" for n, i in enumerate(own)]
-    if isinstance(route, int) and not isinstance(route, bool) and 0 <= route < len(own):
-        return own[route]
-    if isinstance(route, str) and route in names:
-        return own[names.index(route)]
+    found, names = own_index((vs.get("spec") or {}).get("http") or [], route, is_twin)
+    if found is not None:
+        return found
     known = ", ".join(names) or "none"
     raise ConfigError(
         f"{ref(vs)} has no http route {route!r}; its routes: {known} (or an index); fix `route`"
     )
+
+
+def own_index(
+    items: Sequence[Mapping[str, Any]], wanted: str | int, twin: Callable[[Any], bool]
+) -> tuple[int | None, list[str]]:
+    """Where the item named `wanted` (or the `wanted`-th) of the user's own items is, stamp
+    twins skipped (None: no such item), and the names of the user's items (`#k` unnamed)."""
+    own = [i for i, r in enumerate(items) if not twin(r)]
+    names = [items[i].get("name") or f"#{n}" for n, i in enumerate(own)]
+    if isinstance(wanted, int) and not isinstance(wanted, bool) and 0 <= wanted < len(own):
+        return own[wanted], names
+    if isinstance(wanted, str) and wanted in names:
+        return own[names.index(wanted)], names
+    return None, names
 
 
 def route_subsets(vs: Mapping[str, Any], index: int) -> list[str]:

@@ -1,13 +1,20 @@
-"""The Istio resource types the embedded API serves, read from Istio's own CRD manifest.
+"""The resource types the embedded API serves, read from the projects' own CRD manifests.
 
-Names, versions, printer columns and schemas all come from `meshsim/data/istio-crd-all.gen.yaml`
-(a byte-for-byte copy of istio/istio's `crd-all.gen.yaml`), so the embedded API answers
-discovery and validates exactly as a cluster with those CRDs installed would.
+Every CustomResourceDefinition of `meshsim/data/istio-crd-all.gen.yaml` (a byte-for-byte copy of
+istio/istio's `crd-all.gen.yaml`) is served: networking, security, telemetry and extensions
+kinds alike; so are the Gateway API's Gateway, HTTPRoute and ReferenceGrant, from byte-for-byte
+copies of gateway-api v1.6.1's standard-channel CRDs (`meshsim/data/gateway-api-SOURCES.md`).
+Names, versions, printer columns and schemas all come from those files, so the embedded API
+answers discovery and validates exactly as a cluster with those CRDs installed would, including
+for the kinds the mesh stores without simulating them.
+
+A cluster-scoped CRD (GatewayClass) is not served: the API keys every object by namespace.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +23,31 @@ from typing import Any
 from meshcore.errors import ConfigError
 from meshcore.yamldoc import load_yaml_documents
 
-CRD_FILE = Path(__file__).resolve().parent.parent / "data" / "istio-crd-all.gen.yaml"
+_DATA = Path(__file__).resolve().parent.parent / "data"
+CRD_FILE = _DATA / "istio-crd-all.gen.yaml"
+GATEWAY_API_FILES: tuple[Path, ...] = tuple(
+    _DATA / f"gateway.networking.k8s.io_{plural}.yaml"
+    for plural in ("gateways", "httproutes", "referencegrants")
+)
 
-# The routing kinds the embedded mesh turns into Envoy config, plus Telemetry which canary
-# manifests carry and the API stores without acting on it.
-SERVED_KINDS: tuple[tuple[str, str], ...] = (
+# The routing kinds the embedded mesh turns into Envoy config: a CRD file without them is not
+# Istio's. Every other CRD of the file is served too.
+REQUIRED_KINDS: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
     ("networking.istio.io", "Gateway"),
-    ("telemetry.istio.io", "Telemetry"),
 )
+_KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Sort key of Kubernetes' version order: v2, v1, v1beta2, v1beta1, v1alpha1, then others
+    alphabetically (the API server prefers the first of a group's versions)."""
+    m = _KUBE_VERSION.match(version)
+    if m is None:
+        return (3, 0, 0, version)
+    stage = {None: 0, "beta": 1, "alpha": 2}[m.group(2)]
+    return (stage, -int(m.group(1)), -int(m.group(3) or 0), "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,13 +98,9 @@ class Catalog:
         return out
 
     def versions(self, group: str) -> list[str]:
-        """Served versions of a group, preferred (the storage version) first."""
-        types = self.groups().get(group, [])
-        if not types:
-            return []
-        preferred = types[0].storage_version
-        found = {v for t in types for v in t.versions}
-        return [preferred] + sorted(found - {preferred})
+        """Served versions of a group in Kubernetes' order, the preferred one first."""
+        found = {v for t in self.groups().get(group, []) for v in t.versions}
+        return sorted(found, key=version_priority)
 
 
 def _type_from_crd(crd: dict[str, Any]) -> ResourceType:
@@ -105,32 +123,41 @@ def _type_from_crd(crd: dict[str, Any]) -> ResourceType:
 
 
 def load_catalog(
-    path: str | Path = CRD_FILE, kinds: Iterable[tuple[str, str]] = SERVED_KINDS
+    path: str | Path = CRD_FILE,
+    required: Iterable[tuple[str, str]] = REQUIRED_KINDS,
+    extra: Iterable[str | Path] = GATEWAY_API_FILES,
 ) -> Catalog:
-    """The served types of `kinds` from a CRD manifest; ConfigError if one is missing."""
-    wanted = list(kinds)
-    return _load(str(path), tuple(wanted))
+    """Every namespaced type of a CRD manifest and of the `extra` ones, in file order;
+    ConfigError if one of `required` is missing from `path`."""
+    found: dict[tuple[str, str], ResourceType] = {}
+    for p in extra:
+        found.update(_load(str(p), ()))
+    return Catalog({**_load(str(path), tuple(required)), **found}.values())
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str, wanted: tuple[tuple[str, str], ...]) -> Catalog:
+@functools.lru_cache(maxsize=8)
+def _load(path: str, required: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], ResourceType]:
     try:
         with open(path, encoding="utf-8") as f:
             docs = load_yaml_documents(f.read(), path)
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read the Istio CRD manifest ({exc.strerror}); "
+            f"{path}: cannot read the CRD manifest ({exc.strerror}); "
             "reinstall meshload (it ships meshsim/data)"
         ) from None
     found: dict[tuple[str, str], ResourceType] = {}
     for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "CustomResourceDefinition"
+            and (doc.get("spec") or {}).get("scope", "Namespaced") == "Namespaced"
+        ):
             t = _type_from_crd(doc)
             found[(t.group, t.kind)] = t
-    missing = [f"{k}.{g}" for g, k in wanted if (g, k) not in found]
+    missing = [f"{k}.{g}" for g, k in required if (g, k) not in found]
     if missing:
         raise ConfigError(
             f"{path}: no CustomResourceDefinition for {', '.join(missing)}; "
             "use Istio's crd-all.gen.yaml"
         )
-    return Catalog(found[k] for k in wanted)
+    return found

@@ -1,6 +1,8 @@
-"""The custom-object verbs: list, watch, get, create, replace, patch, delete, deletecollection.
+"""The custom-object verbs: list, watch, get, create, replace, patch (server-side apply too),
+delete, deletecollection.
 
-Each write goes schema check -> store (semantic hook, commit, on_change) and answers what the
+Each write goes schema check -> managedFields (`apply_patch`) -> store (semantic hook, commit,
+on_change) and answers what the
 real API server answers, including `Warning: 299 - "..."` headers for the hook's warnings.
 """
 
@@ -18,12 +20,12 @@ from typing import Any
 from aiohttp import web
 
 from meshcore.errors import ConfigError, ManifestError
-from meshsim.kubeapi import patch, status
+from meshsim.kubeapi import apply_patch, patch, status
 from meshsim.kubeapi.core import CoreObjects
 from meshsim.kubeapi.crds import ResourceType
 from meshsim.kubeapi.schema import check_metadata, check_object, drop_nulls, prune_object
 from meshsim.kubeapi.selectors import Matcher, matcher
-from meshsim.kubeapi.store import Event, Store
+from meshsim.kubeapi.store import Event, Store, now_rfc3339
 from meshsim.kubeapi.tables import table, wants_table
 
 DEFAULT_WATCH_S = 1800.0  # the real server picks 30-60 min; every watch ends on its own
@@ -162,9 +164,17 @@ class ObjectHandlers:
         return obj
 
     def _write(
-        self, request: web.Request, t: Target, obj: dict[str, Any], create: bool, code: int
+        self,
+        request: web.Request,
+        t: Target,
+        obj: dict[str, Any],
+        create: bool,
+        code: int,
+        applied: bool = False,
     ) -> web.Response:
         warnings = self._admit(request, t, obj)
+        if not applied:  # an apply has set managedFields already
+            self._track(request, t, obj, create)
         dry_run = request.query.get("dryRun") == "All"
         try:
             if create:
@@ -174,6 +184,35 @@ class ObjectHandlers:
         except ConfigError as exc:
             raise _denied(t, obj, exc) from None
         return reply(as_version(result, t), code, warnings + hook_warnings)
+
+    def _track(self, request: web.Request, t: Target, obj: dict[str, Any], create: bool) -> None:
+        assert t.namespace is not None
+        name = obj["metadata"]["name"]
+        live = None if create else self.store.get(t.rtype.group, t.rtype.plural, t.namespace, name)
+        manager = apply_patch.manager_of(request.query, request.headers.get("User-Agent", ""))
+        fields = apply_patch.updated(
+            t.rtype, t.version, live, obj, manager=manager, now=now_rfc3339()
+        )
+        obj["metadata"]["managedFields"] = fields
+
+    def _apply(self, request: web.Request, t: Target, raw: bytes) -> web.Response:
+        assert t.namespace is not None and t.name is not None
+        config, manager, force = apply_patch.parse(raw, request.query, t.name)
+        config = self._check_identity(t, config)
+        live = self.store.get(t.rtype.group, t.rtype.plural, t.namespace, t.name)
+        if live is None and not self.core.has_namespace(t.namespace):
+            raise status.namespace_not_found(t.namespace)
+        obj = apply_patch.apply(
+            t.rtype,
+            t.version,
+            None if live is None else as_version(live, t),
+            config,
+            manager=manager,
+            force=force,
+            now=now_rfc3339(),
+        )
+        code = 201 if live is None else 200
+        return self._write(request, t, obj, create=live is None, code=code, applied=True)
 
     def _create(self, request: web.Request, t: Target, body: Any) -> web.Response:
         obj = self._check_identity(t, body)
@@ -198,6 +237,8 @@ class ObjectHandlers:
     def _patch(self, request: web.Request, t: Target, raw: bytes) -> web.Response:
         assert t.namespace is not None and t.name is not None
         ctype = request.content_type
+        if ctype == patch.APPLY:
+            return self._apply(request, t, raw)
         if ctype not in (patch.MERGE, patch.JSON_PATCH):
             raise status.unsupported_patch(ctype)
         current = self.store.get(t.rtype.group, t.rtype.plural, t.namespace, t.name)

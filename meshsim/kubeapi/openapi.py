@@ -5,6 +5,11 @@ whether PATCH takes the `fieldValidation` query parameter (then it leaves schema
 the server instead of downloading the v2 schema), and whether PATCH accepts strategic merge
 patch (custom resources do not, so `kubectl apply` sends a JSON merge patch). The documents
 carry just enough for that, plus each kind's CRD schema for `kubectl explain`.
+
+For a kind that no v3 document lists (a Gateway API GRPCRoute, say) kubectl downloads
+`/openapi/v2` as protobuf instead. That document declares no definitions, so kubectl skips
+client-side validation and reports `no matches for kind`, as against a cluster without that
+CRD; the served kinds are all validated from v3 and by the server.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+
+from aiohttp import web
 
 from meshsim.kubeapi.crds import Catalog, ResourceType
 
@@ -90,3 +97,39 @@ def root_doc(catalog: Catalog) -> dict[str, Any]:
                 "serverRelativeURL": f"/openapi/v3/{key}?hash={_hash(catalog, group, version)}"
             }
     return {"paths": paths}
+
+
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+# The API server answers with a dot for the `@`, which Go's media type parser refuses.
+_V2_PROTOBUF_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_V2_INFO = {"title": "Kubernetes", "version": "v1.32.0"}
+
+
+def v2_doc() -> dict[str, Any]:
+    """`/openapi/v2` as JSON."""
+    return {"swagger": "2.0", "info": dict(_V2_INFO), "paths": {}, "definitions": {}}
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    out = bytearray([number << 3 | 2])
+    n = len(payload)
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + payload
+
+
+def v2_protobuf() -> bytes:
+    """`v2_doc()` as the gnostic `openapi_v2.Document` message kubectl unmarshals: swagger (1),
+    info (2: title 1, version 2) and empty paths (8), numbered as gnostic's OpenAPIv2.proto."""
+    info = _field(1, _V2_INFO["title"].encode()) + _field(2, _V2_INFO["version"].encode())
+    return _field(1, b"2.0") + _field(2, info) + _field(8, b"")
+
+
+async def serve_v2(request: web.Request) -> web.Response:
+    """`GET /openapi/v2`: protobuf when asked for (kubectl does), JSON otherwise."""
+    if V2_PROTOBUF in request.headers.get("Accept", ""):
+        return web.Response(body=v2_protobuf(), content_type=_V2_PROTOBUF_TYPE)
+    return web.json_response(v2_doc())

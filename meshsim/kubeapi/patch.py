@@ -1,7 +1,8 @@
 """JSON merge patch (RFC 7386) and JSON patch (RFC 6902), the two patch types CRDs accept.
 
 Strategic merge patch needs Go struct tags that custom resources do not have, so the real API
-server answers it with 415 for custom objects; the server module does the same.
+server answers it with 415 for custom objects; the server module does the same. The third type
+CRDs accept, server-side apply (`APPLY`), is `apply_patch`'s.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ class KubeApp:
         app.router.add_get("/apis", self._apis)
         app.router.add_get("/openapi/v3", self._openapi_root)
         app.router.add_get("/openapi/v3/apis/{group}/{version}", self._openapi_gv)
+        app.router.add_get("/openapi/v2", openapi.serve_v2)
         app.router.add_post(
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review
         )

@@ -27,7 +27,9 @@ Validate = Callable[[list[dict[str, Any]]], "list[str] | None"]
 OnChange = Callable[[list[dict[str, Any]]], None]
 Key = tuple[str, str, str, str]  # group, plural, namespace, name
 _SYSTEM_META = ("uid", "creationTimestamp", "generation", "resourceVersion")
-_DROPPED_META = ("managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
+_DROPPED_META = ("selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
+# The server's handlers compute managedFields (see apply_patch); initial objects start without.
+_LOADED_META = ("managedFields",)
 WATCH_QUEUE_LIMIT = 10_000
 
 
@@ -157,6 +159,8 @@ class Store:
             new["metadata"].pop(name, None)
         for name in _SYSTEM_META:
             new["metadata"][name] = old["metadata"][name]
+        if "managedFields" not in new["metadata"] and "managedFields" in old["metadata"]:
+            new["metadata"]["managedFields"] = copy.deepcopy(old["metadata"]["managedFields"])
         # The status subresource owns status: a write to the main resource leaves it alone.
         new.pop("status", None)
         if "status" in old:
@@ -166,6 +170,22 @@ class Store:
         if _spec_part(new) != _spec_part(old):
             new["metadata"]["generation"] = int(old["metadata"]["generation"]) + 1
         return self._commit(key, new, old, dry_run)
+
+    def set_status(self, key: Key, new_status: dict[str, Any]) -> bool:
+        """The status subresource as a controller writes it: the object's status replaced, a
+        new resourceVersion and a MODIFIED event; spec, generation and the on_change hook left
+        alone (a status never changes what the mesh serves). False when the object is gone or
+        its status is already that."""
+        old = self._objects.get(key)
+        if old is None or old.get("status") == new_status:
+            return False
+        new = copy.deepcopy(old)
+        new["status"] = copy.deepcopy(new_status)
+        self._rv += 1
+        new["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects[key] = new
+        self._publish(Event(self._rv, "MODIFIED", key, copy.deepcopy(new), old))
+        return True
 
     def delete(
         self,
@@ -208,7 +228,7 @@ class Store:
             meta = obj["metadata"]
             new = copy.deepcopy(obj)
             new["apiVersion"] = rtype.api_version()
-            for name in _SYSTEM_META + _DROPPED_META:
+            for name in _SYSTEM_META + _DROPPED_META + _LOADED_META:
                 new["metadata"].pop(name, None)
             self._rv += 1
             new["metadata"].update(

@@ -1,0 +1,130 @@
+"""The weight interface of a rollout: one route of one VirtualService or HTTPRoute.
+
+`RouteWeights` reads the route's versions (a VirtualService http route's subsets, an HTTPRoute
+rule's backendRef Services), checks a plan's against them, writes each step's weights through
+`MeshClient.set_weights` (optimistic concurrency, 409 retries) with the run's stamps (a twin
+route or rule, `meshcore.stamps`), falls back to unstamped writes when the API refuses the
+stamps, and removes the twin at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meshcore.errors import ConfigError
+from meshcore.kube import httproute
+from meshcore.kube.client import (
+    ROUTE_KINDS,
+    ApiRefusal,
+    MeshClient,
+    Stamping,
+    WeightChange,
+    retry_on_conflict,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RouteWeights:
+    """The weight interface of a rollout: one http route of a VirtualService, or one rule of
+    an HTTPRoute (its versions the rule's backendRef Services), stamped (a twin route for
+    meshload's requests, `meshcore.stamps`) when `stamping` is given."""
+
+    def __init__(
+        self,
+        client: MeshClient,
+        name: str,
+        namespace: str,
+        route: str | int,
+        stamping: Stamping | None = None,
+        *,
+        kind: str = "VirtualService",
+    ) -> None:
+        if kind not in ROUTE_KINDS:
+            raise ConfigError(f"route kind {kind!r}; give VirtualService or HTTPRoute")
+        self.client = client
+        self.name = name
+        self.namespace = namespace
+        self.route = route
+        self.kind, self.kinds = kind, ROUTE_KINDS[kind]
+        self.target = f"{kind} {namespace}/{name} {self.kinds.part} {route}"
+        self.stamping = stamping
+        self.refused: str | None = None  # why the API refused the stamps, if it did
+        self.stamped: list[str] = []  # versions whose version header the twin adds
+        self.twin: str | None = None  # the twin route's name, once written
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return self.client.get(self.kind, self.namespace, self.name)
+        except ApiRefusal as exc:
+            if exc.code != 404:
+                raise
+            ns, plural = self.namespace, f"{self.kind.lower()}s"
+            fix = "pass --virtual-service NAME of an existing one"
+            if self.kind == "HTTPRoute":
+                fix = "fix the plan's route.name"
+            raise ConfigError(
+                f"{self.kind} {ns}/{self.name} not found; {fix} (kubectl get {plural} -n {ns})"
+            ) from None
+
+    def subsets(self) -> list[str]:
+        """The versions the route sends to (subsets, or an HTTPRoute rule's Services);
+        ConfigError naming the fix if it does not exist."""
+        obj = self._read()
+        return self.kinds.versions(obj, self.kinds.find(obj, self.route))
+
+    def check_subsets(self, subsets: Iterable[str], plan_source: str) -> None:
+        """The plan's versions are the route's; an HTTPRoute rule's Services all exist."""
+        obj = self._read()
+        index = self.kinds.find(obj, self.route)
+        known = self.kinds.versions(obj, index)
+        unknown = [s for s in subsets if s not in known]
+        if unknown and self.kind == "HTTPRoute":
+            raise ConfigError(
+                f"{plan_source}: weights: {unknown[0]!r} is not a backendRef of {self.target} "
+                f"(its Services: {', '.join(known)}); fix the plan's weights"
+            )
+        if unknown:
+            raise ConfigError(
+                f"{plan_source}: subset {unknown[0]!r} is not a destination of {self.target} "
+                f"(known: {', '.join(known)}); fix the plan's weights"
+            )
+        if self.kind == "HTTPRoute":  # every backendRef names a Service that exists
+            exists = self.client.exists
+            httproute.apply_weights(obj, {known[0]: 1}, rule=self.route, service_exists=exists)
+
+    def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
+        """The step's weights, stamped with the step; if the API refuses the stamps, the
+        weights alone (and `refused` says why: the run is then measured unstamped)."""
+        s, args = self.stamping, (self.name, self.namespace, weights)
+        if s is not None and self.refused is None:
+
+            def stamp(obj: dict[str, Any], index: int) -> dict[str, Any]:
+                new, self.stamped = self.kinds.with_twin(obj, index, token=s.token, step=step,
+                                                         version_header=s.version_header,
+                                                         replica=s.replica)  # fmt: skip
+                self.twin = self.kinds.twin(new, index)
+                return new
+
+            try:
+                return self.client.set_weights(*args, route=self.route, stamp=stamp, kind=self.kind)
+            except ApiRefusal as exc:
+                if exc.code not in (400, 422):
+                    raise
+                self.refused = str(exc)
+                log.error("the API refused meshload's stamps (%s); measuring unstamped", exc)
+        return self.client.set_weights(*args, route=self.route, kind=self.kind)
+
+    def unstamp(self) -> None:
+        """Remove the stamp twin: the route as the user wrote it, with the weights the rollout
+        left (retried on 409; a BackendError when the API cannot be reached)."""
+
+        def write(attempt: int) -> None:
+            obj = self.client.get(self.kind, self.namespace, self.name)
+            clean = self.kinds.without_twin(obj)
+            if clean != obj:
+                self.client.replace(clean)
+
+        retry_on_conflict(write, self.target)

@@ -1,0 +1,384 @@
+"""The Gateway API through the embedded API and the running mesh, with the real kubectl.
+
+kubectl (v1.32) must be on PATH: a test that cannot find it fails. Weighted shares are checked
+as the Gateway API conformance suite's weight test does: every backend within 3 binomial
+standard errors of its share over >= 10,000 requests, and none for a 0-weight backend.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from meshsim.apply import wait_applied
+from meshsim.mesh import Mesh
+from meshsim.resources import load_manifests, parse_documents
+from tests.kubeapi_thread import ThreadedServer, serve_in_thread
+from tests.support import REPO, Kubectl, hammer, kubectl_runner
+
+pytestmark = pytest.mark.integration
+
+GROUP = "gateway.networking.k8s.io"
+CANARY = REPO / "scenarios" / "manifests" / "gateway-api.yaml"
+
+
+def httproute(name: str, rules: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "shop"}], "rules": rules, **spec},
+    }
+
+
+# -- the embedded API alone ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def api() -> Iterator[ThreadedServer]:
+    with serve_in_thread() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def kubectl(api: ThreadedServer, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return kubectl_runner(api.url, tmp_path_factory.mktemp("kubectl"))
+
+
+def test_kubectl_applies_gets_and_patches_an_httproute(kubectl: Kubectl) -> None:
+    route = httproute(
+        "frontend",
+        [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {"name": "frontend-v1", "port": 80, "weight": 100},
+                    {"name": "frontend-v2", "port": 80, "weight": 0},
+                ],
+            }
+        ],
+        hostnames=["shop.example.com"],
+    )
+    code, out = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(route))
+    assert code == 0, out
+    assert f"httproute.{GROUP}/frontend created" in out
+    code, out = kubectl("get", "httproutes")
+    assert code == 0, out
+    assert out.split("\n")[0].split() == ["NAME", "HOSTNAMES", "AGE"]
+    assert out.split("\n")[1].split()[:2] == ["frontend", '["shop.example.com"]']
+    code, out = kubectl("get", "httproutes", "-o", "yaml")
+    assert code == 0, out
+    [got] = yaml.safe_load(out)["items"]
+    assert got["apiVersion"] == f"{GROUP}/v1" and got["spec"]["hostnames"] == ["shop.example.com"]
+    moved = [
+        {"name": "frontend-v1", "port": 80, "weight": 30},
+        {"name": "frontend-v2", "port": 80, "weight": 70},
+    ]
+    patch = {"spec": {"rules": [{"backendRefs": moved}]}}
+    code, out = kubectl(
+        "patch", "httproute", "frontend", "--type", "merge", "-p", json.dumps(patch)
+    )
+    assert code == 0 and f"httproute.{GROUP}/frontend patched" in out, out
+    code, out = kubectl(
+        "get", "httproute.v1beta1.gateway.networking.k8s.io", "frontend", "-o", "json"
+    )
+    assert code == 0, out
+    got = json.loads(out)
+    assert got["apiVersion"] == f"{GROUP}/v1beta1"
+    assert [b["weight"] for b in got["spec"]["rules"][0]["backendRefs"]] == [30, 70]
+    assert got["metadata"]["generation"] == 2
+
+
+def test_kubectl_gets_the_crds_refusal_of_a_bad_httproute(kubectl: Kubectl) -> None:
+    bad = httproute("bad", [{"matches": [{"path": {"type": "Glob", "value": "/x"}}]}])
+    code, out = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad))
+    assert code == 1
+    assert "spec.rules[0].matches[0].path.type" in out and 'Unsupported value: "Glob"' in out
+
+
+def test_gateway_and_referencegrant_are_served_gatewayclass_is_not(kubectl: Kubectl) -> None:
+    code, out = kubectl("api-resources", "--api-group", GROUP)
+    assert code == 0, out
+    names = sorted(line.split()[0] for line in out.splitlines()[1:])
+    assert names == ["gateways", "httproutes", "referencegrants"]
+    # GatewayClass is cluster-scoped, which the embedded API does not serve: a cluster's answer
+    # when its CRD is not installed.
+    gateway_class = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": "istio"},
+        "spec": {"controllerName": "istio.io/gateway-controller"},
+    }
+    code, out = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(gateway_class))
+    assert code == 1 and f'no matches for kind "GatewayClass" in version "{GROUP}/v1"' in out
+    gateway = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
+    code, out = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(gateway))
+    assert code == 0 and f"gateway.{GROUP}/shop created" in out, out
+    code, out = kubectl("get", "gateways.gateway.networking.k8s.io", "shop")
+    assert code == 0 and out.split("\n")[0].split()[:3] == ["NAME", "CLASS", "ADDRESS"], out
+
+
+# -- the running mesh, with the real Envoy -----------------------------------------------------
+ROUTES = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matches}
+spec:
+  parentRefs: [{name: frontend-gateway}]
+  hostnames: [match.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: frontend-v1, port: 80}]
+  - matches: [{path: {type: Exact, value: /_healthz}, headers: [{name: x-canary, value: "yes"}]}]
+    backendRefs: [{name: frontend-v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /}, queryParams: [{name: v, value: "2"}]}]
+    backendRefs: [{name: frontend-v2, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters}
+spec:
+  parentRefs: [{name: frontend-gateway}]
+  hostnames: [filters.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /logout}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: Cookie, value: gw=1}]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-filtered, value: "yes"}]}
+    backendRefs: [{name: frontend-v1, port: 80}]
+  - matches: [{path: {type: Exact, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        hostname: shop.test
+        statusCode: 301
+        path: {type: ReplaceFullPath, replaceFullPath: /new}
+  - matches: [{path: {type: PathPrefix, value: /renamed}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /_healthz}}
+    backendRefs: [{name: frontend-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /mirrored}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /_healthz}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: frontend-v2, port: 80}}
+    backendRefs: [{name: frontend-v1, port: 80}]
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Mesh]:
+    manifests = load_manifests(CANARY) + parse_documents(ROUTES, "routes.yaml")
+    with Mesh(manifests=manifests, prometheus=False, tracing=False) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def mesh_kubectl(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return kubectl_runner(mesh.api_url, tmp_path_factory.mktemp("mesh-kubectl"))
+
+
+def ask(
+    mesh: Mesh, path: str, host: str, headers: dict[str, str] | None = None
+) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection(mesh.gateway_url.removeprefix("http://"), timeout=10)
+    conn.request("GET", path, headers={"Host": host, **(headers or {})})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp
+
+
+def workload_of(mesh: Mesh, path: str, host: str, **headers: str) -> str | None:
+    return ask(mesh, path, host, headers).getheader("x-workload")
+
+
+def patch_weights(kubectl: Kubectl, mesh: Mesh, refs: list[dict[str, Any]]) -> None:
+    """`kubectl patch --type merge`, then wait until the gateway serves that resourceVersion
+    (the control plane answers first and pushes right after)."""
+    patch = {"spec": {"rules": [{"name": "primary", "backendRefs": refs}]}}
+    code, out = kubectl(
+        "patch", "httproute", "frontend", "--type", "merge", "-p", json.dumps(patch), "-o", "json"
+    )
+    assert code == 0, out
+    wait_applied(mesh.applied_file, int(json.loads(out)["metadata"]["resourceVersion"]))
+
+
+def within_3_se(count: int, n: int, share: float) -> bool:
+    return abs(count / n - share) <= 3 * math.sqrt(share * (1 - share) / n)
+
+
+def test_the_canary_manifest_serves_frontend_v1_alone(mesh: Mesh) -> None:
+    tally = hammer(mesh.gateway_url + "/_healthz", 500, header="x-workload")
+    assert tally.statuses == {200: 500} and tally.header == {"frontend-v1": 500}
+    assert ask(mesh, "/_healthz", "shop.example").getheader("x-version") == "frontend-v1"
+
+
+def test_weights_70_30_0_hold_within_3_standard_errors_and_patch_moves_them(
+    mesh: Mesh, mesh_kubectl: Kubectl
+) -> None:
+    refs = [
+        {"name": "frontend-v1", "port": 80, "weight": 70},
+        {"name": "frontend-v2", "port": 80, "weight": 30},
+        {"name": "currencyservice", "port": 80, "weight": 0},
+    ]
+    patch_weights(mesh_kubectl, mesh, refs)
+    n = 10_000
+    tally = hammer(mesh.gateway_url + "/_healthz", n, header="x-workload")
+    assert tally.statuses == {200: n}
+    assert within_3_se(tally.header["frontend-v1"], n, 0.7), tally.header
+    assert within_3_se(tally.header["frontend-v2"], n, 0.3), tally.header
+    assert tally.header["currencyservice-v1"] == 0, tally.header
+    print(f"70/30/0 over {n}: {dict(tally.header)}")
+    for r, w in zip(refs, (0, 0, 100), strict=True):
+        r["weight"] = w
+    patch_weights(mesh_kubectl, mesh, refs)
+    tally = hammer(mesh.gateway_url + "/_healthz", 1000, header="x-workload")
+    assert tally.header == {"currencyservice-v1": 1000}, tally.header
+    refs[0]["weight"], refs[2]["weight"] = 100, 0
+    patch_weights(mesh_kubectl, mesh, refs)
+
+
+def test_matches_follow_the_gateway_api_precedence(mesh: Mesh, mesh_kubectl: Kubectl) -> None:
+    assert workload_of(mesh, "/_healthz", "match.test") == "frontend-v1"
+    assert workload_of(mesh, "/_healthz", "match.test", **{"x-canary": "yes"}) == "frontend-v2"
+    assert workload_of(mesh, "/_healthz?v=2", "match.test") == "frontend-v2"
+    assert workload_of(mesh, "/robots.txt", "match.test", **{"x-canary": "yes"}) == "frontend-v1"
+    # An equal match of a newer route loses to the older route's, whatever its name.
+    time.sleep(1.1)  # creationTimestamp counts seconds
+    newer = httproute(
+        "a-newer",
+        [
+            {
+                "matches": [
+                    {
+                        "path": {"type": "Exact", "value": "/_healthz"},
+                        "headers": [{"name": "x-canary", "value": "yes"}],
+                    }
+                ],
+                "backendRefs": [{"name": "currencyservice", "port": 80}],
+            },
+            {
+                "matches": [{"path": {"type": "Exact", "value": "/robots.txt"}}],
+                "backendRefs": [{"name": "currencyservice", "port": 80}],
+            },
+        ],
+        hostnames=["match.test"],
+    )
+    newer["spec"]["parentRefs"] = [{"name": "frontend-gateway"}]
+    code, out = mesh_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(newer))
+    assert code == 0, out
+    until = time.monotonic() + 10
+    while workload_of(mesh, "/robots.txt", "match.test") != "currencyservice-v1":
+        assert time.monotonic() < until, "the newer route never took effect"
+        time.sleep(0.05)
+    assert workload_of(mesh, "/_healthz", "match.test", **{"x-canary": "yes"}) == "frontend-v2"
+    mesh_kubectl("delete", "httproute", "a-newer")
+
+
+def test_each_filter_acts_in_envoy(mesh: Mesh) -> None:
+    resp = ask(mesh, "/logout", "filters.test")
+    assert resp.status == 302 and resp.getheader("x-filtered") == "yes"
+    # The frontend expires every cookie it was sent: the one the filter set.
+    assert "gw=1; Expires=" in resp.getheader("Set-Cookie", "")
+    resp = ask(mesh, "/old", "filters.test")
+    assert (resp.status, resp.getheader("Location")) == (301, "http://shop.test/new")
+    resp = ask(mesh, "/renamed/anything", "filters.test")
+    assert resp.status == 200 and resp.getheader("x-workload") == "frontend-v1"
+    admin = mesh.gateway.replicas[0].admin_url if mesh.gateway else ""
+
+    def mirrored() -> int:
+        url = f"{admin}/stats?filter=^cluster.frontend-v2.upstream_rq_total$"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return int(text.split(":")[1]) if ":" in text else 0
+
+    before = mirrored()
+    for _ in range(20):
+        resp = ask(mesh, "/mirrored", "filters.test")
+        assert resp.status == 200 and resp.getheader("x-workload") == "frontend-v1"
+    until = time.monotonic() + 5
+    while mirrored() - before < 20 and time.monotonic() < until:
+        time.sleep(0.05)
+    assert mirrored() - before == 20
+
+
+def test_a_missing_backend_answers_500_for_its_share_and_the_status_says_why(
+    mesh: Mesh, mesh_kubectl: Kubectl
+) -> None:
+    broken = httproute(
+        "broken",
+        [
+            {
+                "backendRefs": [
+                    {"name": "frontend-v1", "port": 80, "weight": 50},
+                    {"name": "frontend-v9", "port": 80, "weight": 50},
+                ]
+            }
+        ],
+        hostnames=["broken.test"],
+    )
+    broken["spec"]["parentRefs"] = [{"name": "frontend-gateway"}]
+    code, out = mesh_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(broken))
+    assert code == 0, out
+    n = 2000
+    until = time.monotonic() + 10
+    while ask(mesh, "/_healthz", "broken.test").status == 404:
+        assert time.monotonic() < until
+        time.sleep(0.05)
+    tally = hammer(mesh.gateway_url + "/_healthz", n, headers={"Host": "broken.test"})
+    assert set(tally.statuses) == {200, 500}
+    assert within_3_se(tally.statuses[500], n, 0.5), tally.statuses
+    print(f"50/50 with a missing backend over {n}: {dict(tally.statuses)}")
+    # The controller wrote why: the route is Accepted, its refs are not resolved.
+    until = time.monotonic() + 10
+    while True:
+        code, out = mesh_kubectl("get", "httproute", "broken", "-o", "json")
+        assert code == 0, out
+        parents = (json.loads(out).get("status") or {}).get("parents") or []
+        if parents or time.monotonic() > until:
+            break
+        time.sleep(0.1)
+    (parent,) = parents
+    assert parent["controllerName"] == "istio.io/gateway-controller"
+    assert parent["parentRef"]["name"] == "frontend-gateway"
+    conditions = {c["type"]: c for c in parent["conditions"]}
+    assert conditions["Accepted"]["status"] == "True"
+    refs = conditions["ResolvedRefs"]
+    assert (refs["status"], refs["reason"]) == ("False", "BackendNotFound"), refs
+    assert "frontend-v9" in refs["message"] and refs["observedGeneration"] == 1
+    assert refs["lastTransitionTime"].endswith("Z")
+    # Fixed, the route's refs resolve; Accepted keeps its transition time.
+    broken["spec"]["rules"][0]["backendRefs"][1]["name"] = "frontend-v2"
+    code, out = mesh_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(broken))
+    assert code == 0, out
+    until = time.monotonic() + 10
+    while True:
+        code, out = mesh_kubectl("get", "httproute", "broken", "-o", "json")
+        fixed = {c["type"]: c for c in json.loads(out)["status"]["parents"][0]["conditions"]}
+        if fixed["ResolvedRefs"]["status"] == "True" or time.monotonic() > until:
+            break
+        time.sleep(0.1)
+    assert (
+        fixed["ResolvedRefs"]["status"] == "True"
+        and fixed["ResolvedRefs"]["observedGeneration"] == 2
+    )
+    assert fixed["Accepted"]["lastTransitionTime"] == conditions["Accepted"]["lastTransitionTime"]
