@@ -237,3 +237,16 @@ def test_a_kind_not_served_gets_a_clusters_no_matches_not_an_openapi_failure(
     assert "failed to download openapi" not in out and "error validating" not in out
     assert 'no matches for kind "GRPCRoute" in version "gateway.networking.k8s.io/v1"' in out
     assert "ensure CRDs are installed first" in out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("manifests", ["istio-manifests", "release/istio-manifests.yaml"])
+def test_the_embedded_mesh_starts_on_online_boutiques_manifests_unchanged(manifests: str) -> None:
+    from meshsim.mesh import Mesh
+    from tests.support import hammer
+
+    with Mesh(manifests=BOUTIQUE / manifests) as mesh:
+        tally = hammer(mesh.gateway_url + "/", 20, header="x-workload")
+    # frontend-ingress routes "*" through frontend-gateway to the frontend Service (no subsets).
+    assert tally.statuses == {200: 20}, tally.statuses
+    assert tally.header and all(str(w).startswith("frontend") for w in tally.header), tally.header
