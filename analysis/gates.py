@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.split import FAIL, PASS, record_verdict
+from analysis.verdicts import FAIL, PASS, record_verdict
 from meshcore.errors import ConfigError
 from meshcore.yamldoc import load_yaml
 

@@ -1,6 +1,6 @@
 """report.html's sections of the rollout itself: split accuracy per step and propagation.
 
-A step's verdict is pass, fail or inconclusive (`analysis.split`); a propagation delay is
+A step's verdict is pass, fail or inconclusive (`analysis.verdicts`); a propagation delay is
 measured from the stamps, per gateway replica, or, for an unstamped run, an estimate labelled
 so, with its support interval (`analysis.stamped`).
 """

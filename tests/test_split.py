@@ -8,16 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.split import (
-    chi2_gof_p,
-    mark_steps,
-    record_verdict,
-    split_accuracy,
-    split_records,
-    step_verdict,
-    wilson_interval,
-)
+from analysis.split import chi2_gof_p, mark_steps, split_accuracy, split_records
 from analysis.synthetic import make_run
+from analysis.verdicts import record_verdict, step_verdict, wilson_interval
 from meshcore.figures import step_requests_to_pass
 from tests import split_by_hand as by_hand
 

@@ -2,7 +2,7 @@
 5 pp error at the requests it says it needs.
 
 Each simulated step draws its requests from a binomial at the true share of v2 and is judged
-by `analysis.split.step_verdict` at 2 pp. The measured rates print with `pytest -s`; the
+by `analysis.verdicts.step_verdict` at 2 pp. The measured rates print with `pytest -s`; the
 exact rates (binomial sums over every count, no simulation) back them per configured share.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.split import step_verdict
+from analysis.verdicts import step_verdict
 from meshcore.figures import step_requests_needed, step_requests_to_pass
 from tests import split_by_hand as by_hand
 
