@@ -123,7 +123,8 @@ def unsupported_patch(content_type: str) -> ApiError:
         415,
         "UnsupportedMediaType",
         "the body of the request was in an unknown format - accepted media types include: "
-        f"application/json-patch+json, application/merge-patch+json (not {content_type})",
+        "application/json-patch+json, application/merge-patch+json, "
+        f"application/apply-patch+yaml (not {content_type})",
     )
 
 
