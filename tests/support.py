@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -91,3 +92,21 @@ def kubectl_runner(api_url: str, tmp: Path) -> Kubectl:
         return done.returncode, done.stdout + done.stderr
 
     return run
+
+
+def start_in_session(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`cmd` run from the repository in a session of its own (so it and whatever it starts are
+    stopped as one group), its output into `log_path`."""
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+
+def finish_in_session(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """Its exit code; past `timeout_s` the whole session is SIGKILLed and TimeoutExpired raised."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise

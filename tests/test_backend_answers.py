@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +27,7 @@ from analysis.prometheus import PrometheusClient, parse_response
 from analysis.runfolder import load_run
 from analysis.spans import load_spans
 from analysis.spans_formats import SpanRows, parse_document
+from meshsim.prometheus import Prometheus, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROM = FIXTURES / "prometheus"
@@ -267,59 +262,17 @@ def test_spans_sharing_ids_but_not_content_are_all_kept() -> None:
     assert len(frame) == len(spans) and notes == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus binary")
 def test_a_live_prometheus_warning_keeps_the_data(tmp_path: Path) -> None:
     """The recorded warning again, from the binary itself (remote read to a closed port)."""
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "remote_read:\n"
-        f"  - url: http://127.0.0.1:{_free_port()}/api/v1/read\n"
-        "    read_recent: true\n"
-    )
-    port = _free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    closed = free_port()
+    remote = {"url": f"http://127.0.0.1:{closed}/api/v1/read", "read_recent": True}
+    prometheus = Prometheus(tmp_path, {"remote_read": [remote]}, ready_timeout_s=15.0)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()}"
-                )
-            time.sleep(0.2)
-        client = PrometheusClient(url, timeout_s=10)
+        client = PrometheusClient(prometheus.url, timeout_s=10)
         frame = client.query("absent(no_such_metric)")  # reads storage: remote read fails
         assert frame["value"].tolist() == [1.0]
         assert len(client.notes) == 1 and client.notes[0].startswith(WARNED + "remote_read: ")
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        prometheus.stop()

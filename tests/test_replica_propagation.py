@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,6 +38,7 @@ import pytest
 from analysis.markup import ms1
 from meshload.cli import main
 from meshsim.gateway import pod_names
+from tests.support import finish_in_session, start_in_session
 
 pytestmark = pytest.mark.integration
 
@@ -71,14 +70,9 @@ def locust(tmp: Path, *args: str, timeout_s: float = 90) -> tuple[int, str]:
         *args,
     ]  # fmt: skip
     log_path = tmp / "locust.log"
-    with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
     try:
-        code = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: Locust and what it started
-        proc.wait()
+        code = finish_in_session(start_in_session(cmd, log_path), timeout_s)
+    except subprocess.TimeoutExpired:  # its whole session is killed by then
         raise AssertionError(
             f"locust ran past {timeout_s} s: {log_path.read_text()[-2000:]}"
         ) from None

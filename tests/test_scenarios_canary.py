@@ -24,6 +24,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from meshsim.mesh import Mesh
+from tests.support import finish_in_session, start_in_session
 
 pytestmark = pytest.mark.integration
 
@@ -50,18 +51,11 @@ def locust(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
         "--json-file", str(tmp / "stats"), "--run-time", "60", "--exit-code-on-error", "0",
         *args,
     ]  # fmt: skip
-    with open(tmp / "locust.log", "wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+    return start_in_session(cmd, tmp / "locust.log")
 
 
 def finish(proc: subprocess.Popen[bytes], timeout_s: float = 75) -> int:
-    try:
-        return proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
+    return finish_in_session(proc, timeout_s)
 
 
 def run_folder(tmp: Path) -> Path:

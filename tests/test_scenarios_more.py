@@ -7,7 +7,6 @@ routing differs applies its own manifests to that mesh first, as a user would wi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from meshsim.mesh import Mesh
+from tests.support import finish_in_session, start_in_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,15 +42,7 @@ def run(tmp: Path, mesh: Mesh, scenario: str, plan: str, *args: str) -> tuple[in
         "--mesh", "kubernetes", "--host", mesh.gateway_url, "--kubeconfig", str(mesh.kubeconfig),
         *args,
     ]  # fmt: skip
-    with open(tmp / "locust.log", "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    try:
-        code = proc.wait(timeout=75)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
+    code = finish_in_session(start_in_session(cmd, tmp / "locust.log"), 75)
     folders = sorted((tmp / "results").iterdir())
     assert len(folders) == 1, (tmp / "locust.log").read_text()[-2000:]
     return code, folders[0]

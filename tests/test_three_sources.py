@@ -19,9 +19,6 @@ between rows of 400 and more (80 for v2 at 10 %) keep that rare.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -33,6 +30,7 @@ import pytest
 import yaml
 
 from meshload.cli import main
+from tests.support import finish_in_session, start_in_session
 
 pytestmark = pytest.mark.integration
 
@@ -61,15 +59,7 @@ def run_canary(tmp: Path, timeout_s: float = 150) -> Path:
         "--plan", str(short_default_plan(tmp / "plan.yaml")),
         "--results-dir", str(tmp / "results"), "--run-time", "90",
     ]  # fmt: skip
-    with open(tmp / "locust.log", "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    try:
-        code = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
+    code = finish_in_session(start_in_session(cmd, tmp / "locust.log"), timeout_s)
     assert code == 0, (tmp / "locust.log").read_text(errors="replace")[-3000:]
     (folder,) = (tmp / "results").iterdir()
     return folder
