@@ -119,6 +119,7 @@ class Conductor:
         self.write_run()
         log.info("run folder %s", self.folder.path)
         self.rollout.begin()
+        stamping.wait_first_stamp(self.info, self.info["target"], self.sleep)
         self.greenlets.append(self.spawn(self.rollout.run))
         if self.gates is not None:
             self.greenlets.append(self.spawn(self.gates.run, self.sleep))

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshcore.errors import MeshloadError
 from meshcore.kube.client import Stamping
-from meshcore.stamps import replica_id, run_token
+from meshcore.stamps import CONFIG_HEADER, RUN_HEADER, config_value, replica_id, run_token
 
 log = logging.getLogger("meshload")
 
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_SELECTOR = "istio=ingressgateway"
+FIRST_STAMP_WAIT_S = 5.0  # how long users wait for the gateway to serve step 0's stamps
+FIRST_STAMP_IN_A_ROW = 8  # answers in a row that carry it: every replica behind a balancer
 
 
 def switch_on(setter: Any, settings: Any, run_id: str) -> dict[str, Any]:
@@ -91,3 +94,39 @@ def replica_pods(kube: Any) -> Mapping[str, str]:
         return {}
     names = [str((p.get("metadata") or {}).get("name")) for p in (found or {}).get("items") or []]
     return {rid: name for name in names if (rid := replica_id(name)) is not None}
+
+
+def wait_first_stamp(
+    info: Mapping[str, Any], target: str, sleep: Callable[[float], Any]
+) -> float | None:
+    """Before any user starts: probe the gateway, as meshload's requests reach it, until it
+    serves step 0's configuration stamp, FIRST_STAMP_IN_A_ROW answers in a row (one probe per
+    connection reaches every replica behind a balancer), so the first requests are stamped too
+    (the API accepts a change before the gateway serves it). Milliseconds waited; None when
+    not stamped, or not served within FIRST_STAMP_WAIT_S (logged: those requests then count
+    as unknown)."""
+    from loadgen.preflight import http_probe
+
+    stamps = info.get("stamps")
+    if not stamps:
+        return None
+    headers = {RUN_HEADER: str(stamps["token"])}
+    if info.get("host_header"):
+        headers["Host"] = str(info["host_header"])
+    wanted = config_value(str(stamps["token"]), 0)
+    started, in_a_row = time.monotonic(), 0
+    while time.monotonic() - started < FIRST_STAMP_WAIT_S:
+        try:
+            _, answer = http_probe(target.rstrip("/") + "/", headers, 1.0)
+        except (OSError, ValueError):
+            answer = {}
+        in_a_row = in_a_row + 1 if answer.get(CONFIG_HEADER) == wanted else 0
+        if in_a_row >= FIRST_STAMP_IN_A_ROW:
+            return (time.monotonic() - started) * 1000.0
+        sleep(0.005 if in_a_row == 0 else 0)
+    log.warning(
+        "the gateway did not serve step 0's stamps within %.0f s; the first requests may "
+        "carry no version",
+        FIRST_STAMP_WAIT_S,
+    )
+    return None
