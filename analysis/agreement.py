@@ -34,12 +34,16 @@ def consistency_rows(
     metrics: pd.DataFrame | None = None,
     traces: pd.DataFrame | None = None,
     windows: pd.DataFrame | None = None,
+    probes: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """summary.json's `consistency.counts`: the table, each row with the client's count
     between the same scrapes as Prometheus (`client_between_scrapes`), its sampled requests
-    (`client_sampled`, when recorded) and `flags`: each source more than 1 % off the client's,
-    with its likely cause."""
+    (`client_sampled`, when recorded), `probes` (meshload's own unsampled requests that are not
+    records: run.json `first_stamp.by_version`, sent before step 0's users start) and `flags`:
+    each source more than 1 % off what the client sent (Prometheus: its records and probes;
+    traces: its records), with its likely cause."""
     table = consistency_table(client_counts(requests), metrics, traces)
+    first_step = int(table["step"].min()) if len(table) else None
     labels = version_labels(requests["version"])
     start = requests["start_ns"].to_numpy()
     by_version = {v: np.sort(start[labels == v]) for v in np.unique(labels)}
@@ -73,11 +77,16 @@ def consistency_rows(
             int(np.searchsorted(times, edge[1]) - np.searchsorted(times, edge[0])) if edge else None
         )
         row["client_sampled"] = sampled.get((row["step"], row["version"])) if sampled else None
+        row["probes"] = (
+            int((probes or {}).get(row["version"], 0)) if row["step"] == first_step else 0
+        )
+        sent = row["client"] + row["probes"]
         flags = []
-        if row["metrics"] is not None and _off(row["metrics"], row["client"]):
+        if row["metrics"] is not None and _off(row["metrics"], sent):
             silent = no_response.get(row["step"], 0)
             why = _metrics_cause(row, edge, bounds.get(row["step"]), redirects_recorded, silent)
-            flags.append(f"Prometheus {_diff(row['metrics'], row['client'])}: likely {why}")
+            against = _diff(row["metrics"], row["client"], row["probes"])
+            flags.append(f"Prometheus {against}: likely {why}")
         if row["traces"] is not None and _off(row["traces"], row["client"]):
             flags.append(
                 f"traces {_diff(row['traces'], row['client'])}: likely {_trace_cause(row)}"
@@ -91,9 +100,11 @@ def _off(count: int, client: int) -> bool:
     return abs(count - client) > max(AGREE_SHARE * client, 1)
 
 
-def _diff(count: int, client: int) -> str:
-    share = f" ({(count - client) / client * 100:+.1f} %)" if client else ""
-    return f"{count - client:+,}{share} against the client's {client:,}"
+def _diff(count: int, client: int, probes: int = 0) -> str:
+    sent = client + probes
+    share = f" ({(count - sent) / sent * 100:+.1f} %)" if sent else ""
+    mine = f" records and {probes:,} probes" if probes else ""
+    return f"{count - sent:+,}{share} against the client's {client:,}{mine}"
 
 
 def _metrics_cause(
@@ -104,7 +115,9 @@ def _metrics_cause(
     no_response: int,
 ) -> str:
     between = row["client_between_scrapes"]
-    metrics, client = row["metrics"], row["client"]
+    if between is not None:
+        between += row["probes"]
+    metrics, client = row["metrics"], row["client"] + row["probes"]
     if between is not None and not _off(metrics, between):
         offsets = ""
         if edge and window:

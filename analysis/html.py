@@ -195,6 +195,19 @@ def _graph(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
     return section("graph", "Service graph", chart, table(headers, rows, text_cols=3))
 
 
+def _probes_told(counts: list[Mapping[str, Any]]) -> list[Raw]:
+    probes = sum(int(r.get("probes") or 0) for r in counts)
+    if not probes:
+        return []
+    return [
+        para(
+            f"Prometheus also counts meshload's {probes:,} unsampled probes of step 0 (sent "
+            "until the gateway served step 0's stamps, before any user started; they are not "
+            "records): they are added to the client's count it is compared with."
+        )
+    ]
+
+
 def _consistency(s: Mapping[str, Any]) -> Raw:
     c = s.get("consistency") or {}
     counts = c.get("counts") or []
@@ -209,6 +222,7 @@ def _consistency(s: Mapping[str, Any]) -> Raw:
             if how
             else "No Prometheus counts. Traces: spans entering the frontend."
         ),
+        *_probes_told(counts),
         table(
             ["step", "version", "client", "Prometheus", "traces", "disagreement"], rows, text_cols=2
         ),  # fmt: skip

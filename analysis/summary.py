@@ -144,7 +144,13 @@ def build_summary(
         "hops": hops,
         "graph": graph,
         "consistency": {
-            "counts": consistency_rows(requests, metrics_counts, traced, windows),
+            "counts": consistency_rows(
+                requests,
+                metrics_counts,
+                traced,
+                windows,
+                (run.get("first_stamp") or {}).get("by_version"),
+            ),
             "metrics_counted": METRICS_RULE if metrics_counts is not None else None,
             "trace_coverage": coverage,
         },

@@ -119,7 +119,10 @@ class Conductor:
         self.write_run()
         log.info("run folder %s", self.folder.path)
         self.rollout.begin()
-        stamping.wait_first_stamp(self.info, self.info["target"], self.sleep)
+        first = stamping.wait_first_stamp(self.info, self.info["target"], self.sleep)
+        if first is not None:
+            self.info["first_stamp"] = first
+            self.write_run()
         self.greenlets.append(self.spawn(self.rollout.run))
         if self.gates is not None:
             self.greenlets.append(self.spawn(self.gates.run, self.sleep))

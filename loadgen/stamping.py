@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshcore.errors import MeshloadError
 from meshcore.kube.client import Stamping
 from meshcore.stamps import CONFIG_HEADER, RUN_HEADER, config_value, replica_id, run_token
+from meshcore.traceparent import HEADER as TRACEPARENT
+from meshcore.traceparent import new_trace
 
 log = logging.getLogger("meshload")
 
@@ -98,13 +101,16 @@ def replica_pods(kube: Any) -> Mapping[str, str]:
 
 def wait_first_stamp(
     info: Mapping[str, Any], target: str, sleep: Callable[[float], Any]
-) -> float | None:
+) -> dict[str, Any] | None:
     """Before any user starts: probe the gateway, as meshload's requests reach it, until it
     serves step 0's configuration stamp, FIRST_STAMP_IN_A_ROW answers in a row (one probe per
     connection reaches every replica behind a balancer), so the first requests are stamped too
-    (the API accepts a change before the gateway serves it). Milliseconds waited; None when
-    not stamped, or not served within FIRST_STAMP_WAIT_S (logged: those requests then count
-    as unknown)."""
+    (the API accepts a change before the gateway serves it). None when not stamped; else
+    run.json's `first_stamp`: `waited_ms` (None when not served within FIRST_STAMP_WAIT_S,
+    logged: the first requests then count as unknown), `probes` (how many were answered) and
+    `by_version` (answers per served version, "unknown" without one). The probes reach the
+    frontend, so Prometheus counts them in step 0 (the consistency table adds them to the
+    client's count); they are sent unsampled, so no trace records them."""
     from loadgen.preflight import http_probe
 
     stamps = info.get("stamps")
@@ -114,19 +120,27 @@ def wait_first_stamp(
     if info.get("host_header"):
         headers["Host"] = str(info["host_header"])
     wanted = config_value(str(stamps["token"]), 0)
+    version_header = str(stamps.get("version_header") or "").lower()
+    by_version: Counter[str] = Counter()
     started, in_a_row = time.monotonic(), 0
     while time.monotonic() - started < FIRST_STAMP_WAIT_S:
+        headers[TRACEPARENT] = new_trace(sampling=0.0).header
         try:
             _, answer = http_probe(target.rstrip("/") + "/", headers, 1.0)
+            by_version[answer.get(version_header) or "unknown"] += 1
         except (OSError, ValueError):
             answer = {}
         in_a_row = in_a_row + 1 if answer.get(CONFIG_HEADER) == wanted else 0
         if in_a_row >= FIRST_STAMP_IN_A_ROW:
-            return (time.monotonic() - started) * 1000.0
+            waited_ms = (time.monotonic() - started) * 1000.0
+            break
         sleep(0.005 if in_a_row == 0 else 0)
-    log.warning(
-        "the gateway did not serve step 0's stamps within %.0f s; the first requests may "
-        "carry no version",
-        FIRST_STAMP_WAIT_S,
-    )
-    return None
+    else:
+        waited_ms = None
+        log.warning(
+            "the gateway did not serve step 0's stamps within %.0f s; the first requests may "
+            "carry no version",
+            FIRST_STAMP_WAIT_S,
+        )
+    answered = dict(sorted(by_version.items()))
+    return {"waited_ms": waited_ms, "probes": sum(answered.values()), "by_version": answered}

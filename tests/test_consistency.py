@@ -236,6 +236,45 @@ def test_disagreements_are_flagged_with_their_likely_cause(run) -> None:
     assert "missing traces" in rows[(1, "v1")]["flags"][-1]
 
 
+def test_meshloads_own_probes_count_in_prometheus_not_in_records(run) -> None:
+    """Step 0's first-stamp probes reach the frontend: Prometheus counts them, the records do
+    not; the table adds them to the client's count of the first step only."""
+    from analysis.agreement import consistency_rows
+
+    client = client_counts(run.requests)
+    known = client[client["version"] != "unknown"]
+    first = int(known["step"].min())
+    v1 = int(known[(known["step"] == first) & (known["version"] == "v1")]["requests"].iloc[0])
+    probes = max(10, v1 // 20)  # well beyond the 1 % the table forgives
+    metrics = known.assign(
+        requests=np.where(
+            (known["step"] == first) & (known["version"] == "v1"),
+            known["requests"] + probes,
+            known["requests"],
+        )
+    )
+    unaware = {(r["step"], r["version"]): r for r in consistency_rows(run.requests, metrics)}
+    assert unaware[(first, "v1")]["flags"], "the probes are more than the table forgives"
+    rows = {
+        (r["step"], r["version"]): r
+        for r in consistency_rows(run.requests, metrics, probes={"v1": probes})
+    }
+    assert rows[(first, "v1")]["probes"] == probes and not rows[(first, "v1")]["flags"]
+    later = [r for (step, version), r in rows.items() if step != first and version == "v1"]
+    assert later and all(r["probes"] == 0 and not r["flags"] for r in later)
+    # probes told of step 0 do not explain a count that lacks them there and has them later
+    moved = known.copy()
+    last = moved.index[-1]
+    moved.loc[last, "requests"] += probes
+    rows = {
+        (r["step"], r["version"]): r
+        for r in consistency_rows(run.requests, moved, probes={"v1": probes})
+    }
+    said = rows[(first, "v1")]["flags"]
+    assert said and f"-{probes} " in said[0] and f"{v1:,} records and {probes} probes" in said[0]
+    assert rows[(int(moved.loc[last, "step"]), str(moved.loc[last, "version"]))]["flags"]
+
+
 def test_table_joins_all_sources(run) -> None:
     windows = step_windows(run.run)
     client = client_counts(run.requests)

@@ -4,9 +4,10 @@
 default plan's steps (0, 10, 50 and 100 % to v2, its users) held 15 s each (its own session,
 stopped by PID if it overruns), then `meshload report` on the run folder. Per version over the
 run, the requests Prometheus counted (whole requests from `istio_requests_total`) and the
-traces entering the frontend are within 0.5 % of the client's records, redirect follow-ups
-included (journeys record each as a request of its own); per step, the consistency table flags
-no source.
+traces entering the frontend are within 0.5 % of what the client sent: its records, redirect
+follow-ups included (journeys record each as a request of its own), and for Prometheus also the
+unsampled probes that waited for step 0's stamps (run.json `first_stamp`); per step, the
+consistency table flags no source.
 
 Why these steps: at a step boundary up to about three requests of a version fall on the other
 side in Prometheus (it counts a request when it ends, the client when it starts, and the
@@ -40,7 +41,7 @@ DEFAULT_PLAN = REPO / "scenarios" / "plans" / "canary.yaml"
 STEPS = (0, 2, 4, 5)  # 0, 10, 50 and 100 % to v2
 HOLD_S = 15
 AGREE_SHARE = 0.005
-SOURCES = ("client", "metrics", "traces")
+SOURCES = ("client", "metrics", "traces", "probes")
 
 
 def short_default_plan(path: Path) -> Path:
@@ -90,10 +91,18 @@ def test_client_prometheus_and_traces_agree_per_version(tmp_path: Path) -> None:
     assert pc.sum(pc.equal(records["status"], 302)).as_py() > 0
     assert sum(t["client"] for t in totals.values()) == records.num_rows
     assert set(totals) == {"v1", "v2"}
+    # the probes that waited for step 0's stamps: Prometheus counts them, no trace has them
+    run = json.loads((folder / "run.json").read_text())
+    first = run["first_stamp"]
+    assert first["waited_ms"] is not None and first["probes"] >= 8, first
+    assert sum(t["probes"] for t in totals.values()) == first["probes"] - first["by_version"].get(
+        "unknown", 0
+    )
     for version, t in totals.items():
         assert t["client"] > 100, (version, t)
-        for source in ("metrics", "traces"):
-            off = abs(t[source] - t["client"])
+        sent = {"metrics": t["client"] + t["probes"], "traces": t["client"]}
+        for source, expected in sent.items():
+            off = abs(t[source] - expected)
             assert off <= AGREE_SHARE * t["client"], (version, source, t)
     flagged = [(r["step"], r["version"], r["flags"]) for r in rows if r["flags"]]
     assert not flagged, flagged
