@@ -1,4 +1,5 @@
-"""`kubectl apply` for Istio resources, through the shared Kubernetes client stack.
+"""`kubectl apply` for Istio and Gateway API resources, through the shared Kubernetes client
+stack.
 
 Both `meshload mesh apply` and `Mesh.apply` go this way, so changing the embedded mesh takes
 the same path as changing a cluster: the API validates, answers, and the control plane pushes.
@@ -15,8 +16,10 @@ from typing import Any
 from meshcore.errors import BackendError, ManifestError
 from meshsim.resources import Resource
 
-# Subsets before the routes that name them, gateways before the routes bound to them.
-ORDER = {"Gateway": 0, "DestinationRule": 1, "VirtualService": 2}
+# Classes before their gateways, subsets before the routes that name them, gateways and grants
+# before the routes bound to them.
+ORDER = {"GatewayClass": 0, "Gateway": 1, "ReferenceGrant": 1, "DestinationRule": 2}
+ROUTES = 3  # VirtualService, HTTPRoute
 SOURCE_ANNOTATION = "meshload.io/source"
 
 
@@ -30,7 +33,7 @@ def apply_resources(kubeconfig: str | Path, resources: Sequence[Resource]) -> tu
     warnings: list[str] = []
     last_rv = 0
     with MeshClient.connect(kubeconfig) as client:
-        for r in sorted(resources, key=lambda r: ORDER[r.kind]):
+        for r in sorted(resources, key=lambda r: ORDER.get(r.kind, ROUTES)):
             body = r.to_object()
             meta = body["metadata"]
             meta.pop("resourceVersion", None)
@@ -52,8 +55,9 @@ def apply_object(client: Any, obj: Mapping[str, Any]) -> tuple[int, tuple[str, .
     object is not written, as `kubectl apply` does); retried on 409. Returns the
     resourceVersion the object has and the API's warnings."""
     from meshcore.kube.client import ApiRefusal, retry_on_conflict
+    from meshcore.kube.httproute import kind_key
 
-    kind, meta = obj["kind"], dict(obj["metadata"])
+    kind, meta = kind_key(obj), dict(obj["metadata"])
     ns, name = str(meta.get("namespace") or "default"), str(meta["name"])
 
     def write(attempt: int) -> tuple[int, tuple[str, ...]]:
@@ -71,7 +75,7 @@ def apply_object(client: Any, obj: Mapping[str, Any]) -> tuple[int, tuple[str, .
             data, warnings = client.replace({**obj, "metadata": {**meta, "resourceVersion": rv}})
         return int(data["metadata"]["resourceVersion"]), warnings
 
-    return retry_on_conflict(write, f"{kind} {ns}/{name}")
+    return retry_on_conflict(write, f"{obj['kind']} {ns}/{name}")
 
 
 def _same(current: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:

@@ -1,5 +1,9 @@
-"""Gateway API HTTPRoutes bound to Gateways of class `istio` -> Envoy virtual hosts, and the
+"""Gateway API HTTPRoutes bound to Gateways of Istio's classes -> Envoy virtual hosts, and the
 status a controller writes back for each route.
+
+Istio's classes are `istio` (which Istio creates itself: `istio_gateway_class`) and every
+GatewayClass whose `controllerName` is Istio's; a Gateway of another class is another
+controller's, and a route attached to it only is not served.
 
 A route attaches to a listener of each Gateway its parentRefs name (sectionName and port narrow
 the listeners; `allowedRoutes.namespaces` Same or All decides whether a route of another
@@ -54,13 +58,45 @@ def _host_meet(listener: str | None, route: str) -> str | None:
     return None
 
 
+def istio_gateway_class() -> dict[str, Any]:
+    """The GatewayClass Istio creates for its own Gateways, as a cluster with Istio holds it."""
+    return {
+        "apiVersion": f"{GATEWAY_API_GROUP}/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": GATEWAY_CLASS},
+        "spec": {
+            "controllerName": CONTROLLER_NAME,
+            "description": "The default Istio GatewayClass",
+        },
+    }
+
+
+def with_istio_class(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects, with Istio's own GatewayClass first unless they define one named `istio`."""
+    mine = any(
+        o.get("kind") == "GatewayClass" and (o.get("metadata") or {}).get("name") == GATEWAY_CLASS
+        for o in objects
+    )
+    return objects if mine else [istio_gateway_class(), *objects]
+
+
+def istio_classes(resources: Sequence[Resource]) -> set[str]:
+    """The GatewayClasses Istio's controller runs: `istio`, and every class naming it."""
+    return {GATEWAY_CLASS} | {
+        r.name
+        for r in resources
+        if r.kind == "GatewayClass" and r.spec.get("controllerName") == CONTROLLER_NAME
+    }
+
+
 class _Binder:
     def __init__(self, resources: Sequence[Resource], endpoints: Sequence[Endpoint]) -> None:
         self.endpoints = endpoints
+        self.classes = istio_classes(resources)
         self.gateways = {
             (r.namespace, r.name): r
             for r in resources
-            if r.kind == "Gateway" and r.spec.get("gatewayClassName") == GATEWAY_CLASS
+            if r.kind == "Gateway" and r.spec.get("gatewayClassName") in self.classes
         }
         self.grants = [r for r in resources if r.kind == "ReferenceGrant"]
 
@@ -70,7 +106,8 @@ class _Binder:
         ns = str(ref.get("namespace", route.namespace))
         gw = self.gateways.get((ns, str(ref.get("name")))) if kind[1] == "Gateway" else None
         if kind[0] != GATEWAY_API_GROUP or gw is None:
-            why = f"no Gateway {ns}/{ref.get('name')} of gatewayClassName {GATEWAY_CLASS}"
+            classes = ", ".join(sorted(self.classes))
+            why = f"no Gateway {ns}/{ref.get('name')} of a class Istio runs ({classes})"
             return [], _condition("Accepted", False, "NoMatchingParent", why)
         listeners = [
             lst

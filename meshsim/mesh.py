@@ -30,6 +30,7 @@ from meshsim.boutique.hops import INGRESS
 from meshsim.cluster_objects import core_objects
 from meshsim.gateway import Gateway, check_replicas
 from meshsim.hosts import Endpoint
+from meshsim.httproutes import with_istio_class
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, wait_for_json
 from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
@@ -290,7 +291,7 @@ class Mesh:
                 }
                 for e in endpoints
             ],
-            "objects": [r.to_object() for r in resources],
+            "objects": with_istio_class([r.to_object() for r in resources]),
             "core_objects": core_objects(
                 endpoints,
                 gateway_port=self.gateway.port,

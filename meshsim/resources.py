@@ -70,7 +70,8 @@ NOT_SIMULATED_SAID = _OncePerKind()
 # The Gateway API kinds the embedded mesh routes (`meshsim.httproutes`), in the versions the
 # standard channel serves.
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
-GATEWAY_API_KINDS = ("Gateway", "HTTPRoute", "ReferenceGrant")
+GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant")
+CLUSTER_SCOPED = frozenset({(GATEWAY_API_GROUP, "GatewayClass")})  # namespace "" in a Resource
 GATEWAY_API_VERSIONS = ("v1", "v1beta1")
 
 
@@ -100,8 +101,13 @@ class Resource:
 
     @property
     def ref(self) -> str:
-        """How messages name the resource: `VirtualService default/frontend`."""
-        return f"{self.kind} {self.namespace}/{self.name}"
+        """How messages name the resource: `VirtualService default/frontend`, `GatewayClass
+        istio` (cluster-scoped)."""
+        return (
+            f"{self.kind} {self.namespace}/{self.name}"
+            if self.namespace
+            else f"{self.kind} {self.name}"
+        )
 
     @property
     def group(self) -> str:
@@ -115,6 +121,8 @@ class Resource:
     def to_object(self) -> dict[str, Any]:
         """The resource as the Kubernetes API would hold it."""
         meta = {**self.metadata, "name": self.name, "namespace": self.namespace}
+        if not self.namespace:
+            del meta["namespace"]
         return {
             "apiVersion": self.api_version,
             "kind": self.kind,
@@ -180,7 +188,9 @@ def from_object(
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise ManifestError(source, f"{kind} {name}", "spec", "is missing or not a mapping")
-    namespace = str(meta.get("namespace") or default_namespace)
+    namespace = (
+        "" if (group, kind) in CLUSTER_SCOPED else str(meta.get("namespace") or default_namespace)
+    )
     return Resource(
         kind=str(kind),
         name=name,

@@ -1,4 +1,5 @@
-"""The status a Gateway API controller writes back: each HTTPRoute's `status.parents`.
+"""The status a Gateway API controller writes back: each HTTPRoute's `status.parents`, and
+`status.conditions` (Accepted) of each GatewayClass Istio's controller runs.
 
 The control plane computes it with every translation (`meshsim.httproutes`: Accepted and
 ResolvedRefs per parent, with reason, message and observedGeneration) and writes it through
@@ -14,17 +15,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from meshsim.httproutes import RouteStatus
+from meshsim.httproutes import CONTROLLER_NAME, RouteStatus
 from meshsim.kubeapi.store import Store, now_rfc3339
 from meshsim.resources import GATEWAY_API_GROUP
 
 PLURAL = "httproutes"
+CLASS_ACCEPTED = {"type": "Accepted", "status": "True", "reason": "Accepted"}
 
 
 def write_route_status(store: Store, statuses: Iterable[RouteStatus]) -> int:
-    """Write every route's status that changed; how many were written."""
-    written = 0
+    """Write every route's and Istio's classes' status that changed; how many were written."""
     now = now_rfc3339()
+    written = _write_class_status(store, now)
     for st in statuses:
         key = (GATEWAY_API_GROUP, PLURAL, st.route.namespace, st.route.name)
         live = store.get(*key)
@@ -33,6 +35,26 @@ def write_route_status(store: Store, statuses: Iterable[RouteStatus]) -> int:
         old = {_parent_key(p): p for p in (live.get("status") or {}).get("parents") or []}
         parents = [_timed(p, old.get(_parent_key(p)), now) for p in st.parents]
         written += store.set_status(key, {"parents": parents})
+    return written
+
+
+def _write_class_status(store: Store, now: str) -> int:
+    """Accepted, as Istio's controller says of each GatewayClass naming it (another
+    controller's classes are left to it)."""
+    written = 0
+    for live in store.list_objects(GATEWAY_API_GROUP, "gatewayclasses", ""):
+        if (live.get("spec") or {}).get("controllerName") != CONTROLLER_NAME:
+            continue
+        meta = live["metadata"]
+        accepted = {
+            **CLASS_ACCEPTED,
+            "message": "Handled by Istio controller",
+            "observedGeneration": int(meta.get("generation") or 1),
+        }
+        before = {"conditions": (live.get("status") or {}).get("conditions") or []}
+        conditions = _timed({"conditions": [accepted]}, before, now)["conditions"]
+        key = (GATEWAY_API_GROUP, "gatewayclasses", "", meta["name"])
+        written += store.set_status(key, {**(live.get("status") or {}), "conditions": conditions})
     return written
 
 

@@ -102,21 +102,41 @@ def test_kubectl_gets_the_crds_refusal_of_a_bad_httproute(kubectl: Kubectl) -> N
     assert "spec.rules[0].matches[0].path.type" in out and 'Unsupported value: "Glob"' in out
 
 
-def test_gateway_and_referencegrant_are_served_gatewayclass_is_not(kubectl: Kubectl) -> None:
+def test_gatewayclass_is_served_cluster_scoped_beside_the_namespaced_kinds(
+    kubectl: Kubectl,
+) -> None:
     code, out = kubectl("api-resources", "--api-group", GROUP)
     assert code == 0, out
-    names = sorted(line.split()[0] for line in out.splitlines()[1:])
-    assert names == ["gateways", "httproutes", "referencegrants"]
-    # GatewayClass is cluster-scoped, which the embedded API does not serve: a cluster's answer
-    # when its CRD is not installed.
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert sorted(rows) == ["gatewayclasses", "gateways", "httproutes", "referencegrants"]
+    assert rows["gatewayclasses"][-3:] == [f"{GROUP}/v1", "false", "GatewayClass"], rows
+    assert rows["httproutes"][-3:] == [f"{GROUP}/v1", "true", "HTTPRoute"], rows
     gateway_class = {
         "apiVersion": f"{GROUP}/v1",
         "kind": "GatewayClass",
-        "metadata": {"name": "istio"},
-        "spec": {"controllerName": "istio.io/gateway-controller"},
+        "metadata": {"name": "other", "namespace": "default"},  # dropped, as a cluster does
+        "spec": {"controllerName": "example.com/gateway-controller"},
     }
     code, out = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(gateway_class))
-    assert code == 1 and f'no matches for kind "GatewayClass" in version "{GROUP}/v1"' in out
+    assert code == 0 and f"gatewayclass.{GROUP}/other created" in out, out
+    code, out = kubectl("get", "gatewayclass", "other", "-o", "json")
+    assert code == 0, out
+    got = json.loads(out)
+    assert "namespace" not in got["metadata"] and got["metadata"]["generation"] == 1
+    code, out = kubectl("get", "gatewayclasses")
+    assert code == 0 and out.split("\n")[0].split()[:3] == ["NAME", "CONTROLLER", "ACCEPTED"]
+    assert out.split("\n")[1].split()[:2] == ["other", "example.com/gateway-controller"], out
+    # a GatewayClass is not found under a namespace, and its schema is the CRD's
+    code, out = kubectl("get", "--raw", f"/apis/{GROUP}/v1/namespaces/default/gatewayclasses")
+    assert code == 1 and "NotFound" in out, out
+    bad = {**gateway_class, "metadata": {"name": "bad"}, "spec": {"controllerName": "no-slash"}}
+    code, out = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad))
+    assert code == 1 and "spec.controllerName" in out, out
+    code, out = kubectl("patch", "gatewayclass", "other", "--type", "merge",
+                        "-p", json.dumps({"spec": {"description": "not Istio's"}}))  # fmt: skip
+    assert code == 0 and "patched" in out, out
+    code, out = kubectl("delete", "gatewayclass", "other")
+    assert code == 0 and "deleted" in out, out
     gateway = {
         "apiVersion": f"{GROUP}/v1",
         "kind": "Gateway",
@@ -382,3 +402,74 @@ def test_a_missing_backend_answers_500_for_its_share_and_the_status_says_why(
         and fixed["ResolvedRefs"]["observedGeneration"] == 2
     )
     assert fixed["Accepted"]["lastTransitionTime"] == conditions["Accepted"]["lastTransitionTime"]
+
+
+def wait_for(check: Any, timeout_s: float = 10.0) -> Any:
+    """check() until it answers something true; the last answer."""
+    until = time.monotonic() + timeout_s
+    while not (found := check()) and time.monotonic() < until:
+        time.sleep(0.05)
+    return found
+
+
+def test_istio_runs_its_own_gatewayclass_and_no_other_controllers(
+    mesh: Mesh, mesh_kubectl: Kubectl
+) -> None:
+    def accepted(name: str) -> dict[str, Any] | None:
+        code, out = mesh_kubectl("get", "gatewayclass", name, "-o", "json")
+        assert code == 0, out
+        conditions = (json.loads(out).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Accepted"), None)
+
+    istio = wait_for(lambda: accepted("istio"))
+    assert istio and (istio["status"], istio["reason"]) == ("True", "Accepted"), istio
+    assert istio["message"] == "Handled by Istio controller" and istio["observedGeneration"] == 1
+    code, out = mesh_kubectl("get", "gatewayclasses")
+    assert code == 0 and out.splitlines()[1].split()[:3] == [
+        "istio", "istio.io/gateway-controller", "True"
+    ], out  # fmt: skip
+    # a Gateway of another controller's class is not Istio's: its routes are not served
+    foreign = f"""
+apiVersion: {GROUP}/v1
+kind: GatewayClass
+metadata: {{name: elsewhere}}
+spec: {{controllerName: example.com/gateway-controller}}
+---
+apiVersion: {GROUP}/v1
+kind: Gateway
+metadata: {{name: foreign}}
+spec:
+  gatewayClassName: elsewhere
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: {GROUP}/v1
+kind: HTTPRoute
+metadata: {{name: foreign}}
+spec:
+  parentRefs: [{{name: foreign}}]
+  hostnames: [foreign.test]
+  rules: [{{backendRefs: [{{name: frontend-v2, port: 80}}]}}]
+"""
+    code, out = mesh_kubectl("apply", "-f", "-", stdin=foreign)
+    assert code == 0, out
+
+    def parent_accepted() -> dict[str, Any] | None:
+        code, out = mesh_kubectl("get", "httproute", "foreign", "-o", "json")
+        parents = (json.loads(out).get("status") or {}).get("parents") or []
+        return next((c for p in parents for c in p["conditions"] if c["type"] == "Accepted"), None)
+
+    said = wait_for(parent_accepted)
+    assert said and (said["status"], said["reason"]) == ("False", "NoMatchingParent"), said
+    # foreign.test falls to the canary route, which serves every host: frontend-v1
+    assert workload_of(mesh, "/_healthz", "foreign.test") == "frontend-v1"
+    assert accepted("elsewhere") is None  # another controller's to accept
+    # a class of Istio's controller under another name is Istio's: the route is served
+    # (applied the way `meshload mesh apply` applies, which names a Gateway API Gateway apart
+    # from Istio's and writes a GatewayClass at its cluster-scoped path)
+    mine = foreign.replace("example.com/gateway-controller", "istio.io/gateway-controller")
+    mesh.apply(parse_documents(mine, "mine.yaml"))
+    assert wait_for(lambda: workload_of(mesh, "/_healthz", "foreign.test") == "frontend-v2")
+    assert (wait_for(lambda: accepted("elsewhere")) or {}).get("status") == "True"
+    mesh_kubectl("delete", "httproute", "foreign")
+    mesh_kubectl("delete", "gateways.gateway.networking.k8s.io", "foreign")
+    mesh_kubectl("delete", "gatewayclass", "elsewhere")

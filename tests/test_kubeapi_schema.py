@@ -303,3 +303,36 @@ def test_field_paths_and_ages() -> None:
     assert human_age("2026-01-02T02:59:00Z", now) == "5m5s"
     assert human_age("2026-01-02T00:04:05Z", now) == "3h"
     assert human_age("2025-12-29T03:04:05Z", now) == "4d"
+
+
+def test_printer_columns_take_the_first_result_of_their_json_path() -> None:
+    """The JSONPath subset the served CRDs' printer columns use, each read from the CRDs."""
+    from meshsim.kubeapi.tables import table
+
+    gateway_class = CATALOG.by_plural("gateway.networking.k8s.io", "gatewayclasses")
+    gateway = CATALOG.by_plural("gateway.networking.k8s.io", "gateways")
+    assert gateway_class is not None and not gateway_class.namespaced
+    assert gateway is not None and gateway.namespaced
+    obj = {
+        "metadata": {"name": "shop", "creationTimestamp": "2026-01-02T03:04:05Z"},
+        "spec": {"gatewayClassName": "istio", "controllerName": "istio.io/gateway-controller"},
+        "status": {
+            "addresses": [{"value": "10.0.0.1"}, {"value": "10.0.0.2"}],
+            "conditions": [
+                {"type": "Accepted", "status": "True"},
+                {"type": "Programmed", "status": "False"},
+            ],
+        },
+    }
+
+    def cells(columns: list[dict[str, Any]]) -> dict[str, Any]:
+        found = table([obj], columns, "1", "")
+        names = [c["name"] for c in found["columnDefinitions"]]
+        return dict(zip(names, found["rows"][0]["cells"], strict=True))
+
+    got = cells(gateway.printer_columns["v1"])
+    assert (got["Class"], got["Address"], got["Programmed"]) == ("istio", "10.0.0.1", "False")
+    got = cells(gateway_class.printer_columns["v1"])
+    assert (got["Controller"], got["Accepted"]) == ("istio.io/gateway-controller", "True")
+    del obj["status"]
+    assert cells(gateway_class.printer_columns["v1"])["Accepted"] is None

@@ -254,19 +254,24 @@ class MeshClient:
 
     def replace(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Write `obj` conditional on its resourceVersion; Conflict on 409."""
-        kube, (group, version, ns, plural, name) = self._kube(), _address(obj)
-        fn = kube.custom.replace_namespaced_custom_object_with_http_info
-        data, _, headers = kube.call(
-            f"{obj['kind']} {ns}/{name}", "update", fn, group, version, ns, plural, name, obj
-        )
-        return dict(data), _warnings(headers)
+        return self._write(obj, "update", "replace")
 
     def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return self._write(obj, "create", "create")
+
+    def _write(
+        self, obj: Mapping[str, Any], verb: str, call: str
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
         kube, (group, version, ns, plural, name) = self._kube(), _address(obj)
-        fn = kube.custom.create_namespaced_custom_object_with_http_info
-        data, _, headers = kube.call(
-            f"{obj['kind']} {ns}/{name}", "create", fn, group, version, ns, plural, obj
-        )
+        named = (name,) if call == "replace" else ()
+        fn: Callable[..., Any]
+        if ns:
+            fn = getattr(kube.custom, f"{call}_namespaced_custom_object_with_http_info")
+            what, args = f"{obj['kind']} {ns}/{name}", (group, version, ns, plural, *named, obj)
+        else:
+            fn = getattr(kube.custom, f"{call}_cluster_custom_object_with_http_info")
+            what, args = f"{obj['kind']} {name}", (group, version, plural, *named, obj)
+        data, _, headers = kube.call(what, verb, fn, *args)
         return dict(data), _warnings(headers)
 
     # -- weights ---------------------------------------------------------------------------
@@ -366,7 +371,9 @@ def _api(kind: str) -> tuple[str, tuple[str, ...], str, bool]:
 
 
 def _address(obj: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+    """group, version, namespace ("" when cluster-scoped), plural and name of an object."""
     group, _, version = str(obj["apiVersion"]).rpartition("/")
     meta = obj["metadata"]
-    ns, plural = str(meta.get("namespace") or "default"), _api(kind_key(obj))[2]
+    _, _, plural, namespaced = _api(kind_key(obj))
+    ns = str(meta.get("namespace") or "default") if namespaced else ""
     return group, version, ns, plural, meta["name"]

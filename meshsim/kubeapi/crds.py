@@ -2,13 +2,15 @@
 
 Every CustomResourceDefinition of `meshsim/data/istio-crd-all.gen.yaml` (a byte-for-byte copy of
 istio/istio's `crd-all.gen.yaml`) is served: networking, security, telemetry and extensions
-kinds alike; so are the Gateway API's Gateway, HTTPRoute and ReferenceGrant, from byte-for-byte
-copies of gateway-api v1.6.1's standard-channel CRDs (`meshsim/data/gateway-api-SOURCES.md`).
+kinds alike; so are the Gateway API's GatewayClass, Gateway, HTTPRoute and ReferenceGrant, from
+byte-for-byte copies of gateway-api v1.6.1's standard-channel CRDs
+(`meshsim/data/gateway-api-SOURCES.md`).
 Names, versions, printer columns and schemas all come from those files, so the embedded API
 answers discovery and validates exactly as a cluster with those CRDs installed would, including
 for the kinds the mesh stores without simulating them.
 
-A cluster-scoped CRD (GatewayClass) is not served: the API keys every object by namespace.
+A cluster-scoped type (GatewayClass) is served at `/apis/GROUP/VERSION/PLURAL[/NAME]`; its
+objects have no `metadata.namespace` and the store keys them under the namespace "".
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _DATA = Path(__file__).resolve().parent.parent / "data"
 CRD_FILE = _DATA / "istio-crd-all.gen.yaml"
 GATEWAY_API_FILES: tuple[Path, ...] = tuple(
     _DATA / f"gateway.networking.k8s.io_{plural}.yaml"
-    for plural in ("gateways", "httproutes", "referencegrants")
+    for plural in ("gatewayclasses", "gateways", "httproutes", "referencegrants")
 )
 
 # The routing kinds the embedded mesh turns into Envoy config: a CRD file without them is not
@@ -67,6 +69,7 @@ class ResourceType:
     storage_version: str
     schemas: dict[str, dict[str, Any]]
     printer_columns: dict[str, list[dict[str, Any]]]
+    namespaced: bool = True
 
     @property
     def resource(self) -> str:
@@ -119,6 +122,7 @@ def _type_from_crd(crd: dict[str, Any]) -> ResourceType:
         storage_version=storage,
         schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in served},
         printer_columns={v["name"]: list(v.get("additionalPrinterColumns") or []) for v in served},
+        namespaced=spec.get("scope", "Namespaced") == "Namespaced",
     )
 
 
@@ -127,7 +131,7 @@ def load_catalog(
     required: Iterable[tuple[str, str]] = REQUIRED_KINDS,
     extra: Iterable[str | Path] = GATEWAY_API_FILES,
 ) -> Catalog:
-    """Every namespaced type of a CRD manifest and of the `extra` ones, in file order;
+    """Every type of a CRD manifest and of the `extra` ones, in file order;
     ConfigError if one of `required` is missing from `path`."""
     found: dict[tuple[str, str], ResourceType] = {}
     for p in extra:
@@ -147,11 +151,7 @@ def _load(path: str, required: tuple[tuple[str, str], ...]) -> dict[tuple[str, s
         ) from None
     found: dict[tuple[str, str], ResourceType] = {}
     for doc in docs:
-        if (
-            isinstance(doc, dict)
-            and doc.get("kind") == "CustomResourceDefinition"
-            and (doc.get("spec") or {}).get("scope", "Namespaced") == "Namespaced"
-        ):
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
             t = _type_from_crd(doc)
             found[(t.group, t.kind)] = t
     missing = [f"{k}.{g}" for g, k in required if (g, k) not in found]

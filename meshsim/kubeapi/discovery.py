@@ -93,7 +93,7 @@ def group_version_resources(catalog: Catalog, group: str, version: str) -> dict[
             {
                 "name": t.plural,
                 "singularName": t.singular,
-                "namespaced": True,
+                "namespaced": t.namespaced,
                 "kind": t.kind,
                 "verbs": CRD_VERBS,
                 "shortNames": list(t.short_names),

@@ -155,6 +155,9 @@ class ObjectHandlers:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise status.bad_request("metadata must be an object")
+        if not t.rtype.namespaced:  # as the API server does: a cluster-scoped object has none
+            meta.pop("namespace", None)
+            return obj
         if meta.get("namespace") and meta["namespace"] != t.namespace:
             raise status.bad_request(
                 "the namespace of the provided object does not match the "
@@ -200,7 +203,7 @@ class ObjectHandlers:
         config, manager, force = apply_patch.parse(raw, request.query, t.name)
         config = self._check_identity(t, config)
         live = self.store.get(t.rtype.group, t.rtype.plural, t.namespace, t.name)
-        if live is None and not self.core.has_namespace(t.namespace):
+        if live is None and t.rtype.namespaced and not self.core.has_namespace(t.namespace):
             raise status.namespace_not_found(t.namespace)
         obj = apply_patch.apply(
             t.rtype,
@@ -217,7 +220,7 @@ class ObjectHandlers:
     def _create(self, request: web.Request, t: Target, body: Any) -> web.Response:
         obj = self._check_identity(t, body)
         assert t.namespace is not None
-        if not self.core.has_namespace(t.namespace):
+        if t.rtype.namespaced and not self.core.has_namespace(t.namespace):
             raise status.namespace_not_found(t.namespace)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):

@@ -60,7 +60,8 @@ def group_version_doc(catalog: Catalog, group: str, version: str) -> dict[str, A
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for t in types:
-        base = f"/apis/{group}/{version}/namespaces/{{namespace}}/{t.plural}"
+        scope = "/namespaces/{namespace}" if t.namespaced else ""
+        base = f"/apis/{group}/{version}{scope}/{t.plural}"
         paths[base] = {
             "get": _operation(t, version, "list", ()),
             "post": _operation(t, version, "post", ("application/json",)),

@@ -173,6 +173,10 @@ class KubeApp:
         rtype = self.catalog.by_plural(group, rest[0])
         if rtype is None or version not in rtype.versions or len(rest) > 2:
             raise _no_route()
+        if not rtype.namespaced:
+            if namespace is not None:
+                raise _no_route()
+            namespace = ""  # the store's namespace of a cluster-scoped object
         if len(rest) == 2:
             if namespace is None:
                 raise _no_route()
@@ -200,7 +204,8 @@ def _initial(
                     f"{t.api_version(v)} {t.kind}" for t in catalog.types for v in t.versions[:1]
                 ),
             )
-        item = dict(obj, metadata={**meta, "namespace": meta.get("namespace") or "default"})
+        scoped = {"namespace": meta.get("namespace") or "default"} if rtype.namespaced else {}
+        item = dict(obj, metadata={**{k: v for k, v in meta.items() if k != "namespace"}, **scoped})
         for field, problem in check_metadata(item) + check_object(rtype, version, item):
             raise ManifestError("<kubeapi>", ref, field, problem)
         out.append((rtype, item))
@@ -223,7 +228,8 @@ async def serve(
     """
     catalog = load_catalog(crd_file)
     initial = _initial(catalog, objects)
-    core = CoreObjects(core_objects, namespaces={o["metadata"]["namespace"] for _, o in initial})
+    namespaces = {o["metadata"]["namespace"] for t, o in initial if t.namespaced}
+    core = CoreObjects(core_objects, namespaces=namespaces)
     store = Store(validate=validate, on_change=on_change, first_rv=core.resource_version)
     for warning in store.load(initial):
         log.warning("kubeapi: initial objects: %s", warning)

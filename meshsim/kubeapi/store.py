@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 Validate = Callable[[list[dict[str, Any]]], "list[str] | None"]
 OnChange = Callable[[list[dict[str, Any]]], None]
-Key = tuple[str, str, str, str]  # group, plural, namespace, name
+Key = tuple[str, str, str, str]  # group, plural, namespace ("" when cluster-scoped), name
 _SYSTEM_META = ("uid", "creationTimestamp", "generation", "resourceVersion")
 _DROPPED_META = ("selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
 # The server's handlers compute managedFields (see apply_patch); initial objects start without.
@@ -117,7 +117,7 @@ class Store:
         self, rtype: ResourceType, obj: dict[str, Any], *, dry_run: bool = False
     ) -> tuple[dict[str, Any], list[str]]:
         meta = obj["metadata"]
-        key = (rtype.group, rtype.plural, meta["namespace"], meta["name"])
+        key = (rtype.group, rtype.plural, meta.get("namespace", ""), meta["name"])
         if key in self._objects:
             raise status.already_exists(rtype.plural, rtype.group, meta["name"])
         new = copy.deepcopy(obj)
@@ -133,7 +133,7 @@ class Store:
     ) -> tuple[dict[str, Any], list[str]]:
         """A replace (PUT) with optimistic concurrency on metadata.resourceVersion."""
         meta = obj["metadata"]
-        key = (rtype.group, rtype.plural, meta["namespace"], meta["name"])
+        key = (rtype.group, rtype.plural, meta.get("namespace", ""), meta["name"])
         old = self._objects.get(key)
         if old is None:
             raise status.not_found(rtype.plural, rtype.group, meta["name"])
@@ -237,7 +237,7 @@ class Store:
                 generation=1,
                 resourceVersion=str(self._rv),
             )
-            staged[(rtype.group, rtype.plural, meta["namespace"], meta["name"])] = new
+            staged[(rtype.group, rtype.plural, meta.get("namespace", ""), meta["name"])] = new
         warnings = self._validate(copy.deepcopy(list(staged.values()))) or []
         self._objects.update(staged)
         self._floor_rv = self._rv

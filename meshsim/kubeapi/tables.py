@@ -7,6 +7,7 @@ evaluated from their simple JSONPath, dates shown as ages, as the API server doe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -55,15 +56,33 @@ def human_age(timestamp: str, now: datetime | None = None) -> str:
     return f"{days}d{hours % 24}h" if days < 8 and hours % 24 else f"{days}d"
 
 
+_STEP = re.compile(r"\.([^.\[]+)|\[(\*|\d+)\]|\[\?\(@\.([^=!\s]+)\s*==\s*[\"']([^\"']*)[\"']\)\]")
+
+
 def _json_path(obj: Any, path: str) -> Any:
-    node = obj
-    for part in path.strip().lstrip(".").split("."):
-        if not part:
-            continue
-        if not isinstance(node, dict) or part not in node:
+    """The first value a printer column's JSONPath finds, as the API server prints it (it takes
+    the first result): fields, `[N]`, `[*]` and `[?(@.field=="value")]` filters. None when
+    nothing matches or the path has other syntax."""
+    text = path.strip()
+    nodes, at = [obj], 0
+    while at < len(text):
+        m = _STEP.match(text, at)
+        if m is None:
             return None
-        node = node[part]
-    return node
+        at = m.end()
+        field, index, key, wanted = m.groups()
+        if field is not None:
+            nodes = [n[field] for n in nodes if isinstance(n, dict) and field in n]
+        elif index == "*":
+            nodes = [x for n in nodes if isinstance(n, list) for x in n]
+        elif index is not None:
+            nodes = [n[int(index)] for n in nodes if isinstance(n, list) and int(index) < len(n)]
+        else:
+            lists = (n for n in nodes if isinstance(n, list))
+            nodes = [
+                x for n in lists for x in n if isinstance(x, dict) and str(x.get(key)) == wanted
+            ]
+    return nodes[0] if nodes else None
 
 
 def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:
