@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.backends import by_backend
 from analysis.changepoint import label_codes
 from analysis.charts import CHART_NAMES, render_charts
 from analysis.consistency import metrics_counts_from_istio, step_windows
@@ -90,9 +91,9 @@ def build_report(
     fetch_notes: list[str] = []
     if jaeger_url or prometheus_url:
         fetch_notes = _fetch(folder, jaeger_url, prometheus_url, progress)
-    run = load_run(folder)
+    run, named = by_backend(load_run(folder))
     meta = run.meta
-    notes = [*run.notes, *fetch_notes]
+    notes = [*run.notes, *fetch_notes, *named]
     if not (jaeger_url or prometheus_url):
         # Recorded telemetry is never suggested for a fetch: its backend may be gone.
         no_spans = run.spans.empty and not run.recorded(SPANS_DIR)

@@ -102,6 +102,7 @@ def resolve_target(
             client = MeshClient.connect(settings.kubeconfig or None, settings.kube_context or None)
         setter = client.route(name, namespace, route, kind=kind)
         setter.check_subsets(plan.subsets(), plan.source)
+        backends = setter.workload_versions()  # the pods' version label of each backend
         host_header = settings.host_header or derived_authority(client, name, namespace, kind)
         check_writable(Path(settings.results_dir))
         versions(mesh is not None)  # `envoy --version` now, not while users wait
@@ -110,7 +111,9 @@ def resolve_target(
             mesh.stop()
         raise
     key = "http_route" if kind == "HTTPRoute" else "virtual_service"
-    info = {"route_kind": kind, key: name, "namespace": namespace, "route": route}
+    info: dict[str, Any] = {"route_kind": kind, key: name, "namespace": namespace, "route": route}
+    if backends:
+        info["backend_versions"] = backends
     if host_header:
         info["host_header"] = host_header
         log.info("requests carry Host: %s", host_header)

@@ -8,7 +8,7 @@ per service, the ingress gateway's Ready pods (one per replica) and its Service 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meshsim.hosts import Endpoint
@@ -51,8 +51,11 @@ def core_objects(
     gateway_port: int,
     namespace: str = "default",
     gateway_pods: Sequence[str] = ("istio-ingressgateway-0",),
+    selectors: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """`gateway_pods`: the ingress gateway's replicas, named as their Envoys' `POD_NAME`."""
+    """`gateway_pods`: the ingress gateway's replicas, named as their Envoys' `POD_NAME`;
+    `selectors`: the selector of each Service that is not `{app: <its name>}` (a Service per
+    version, `frontend-v1` over `{app: frontend, version: v1}`)."""
     objects: list[dict[str, Any]] = [
         {
             "kind": "Namespace",
@@ -67,13 +70,14 @@ def core_objects(
             _pod(f"{e.workload}-0", e.namespace, dict(e.labels), f"meshload/simulated-{e.service}")
         )
     for (service, ns), members in services.items():
+        selector = dict((selectors or {}).get(service) or {"app": service})
         objects.append(
             {
                 "kind": "Service",
                 "metadata": {"name": service, "namespace": ns, "labels": {"app": service}},
                 "spec": {
                     "type": "ClusterIP",
-                    "selector": {"app": service},
+                    "selector": selector,
                     "ports": [{"name": "http", "port": 80, "targetPort": members[0].port}],
                 },
             }

@@ -297,6 +297,7 @@ class Mesh:
                 gateway_port=self.gateway.port,
                 namespace=self.spec.namespace,
                 gateway_pods=self.gateway.pods,
+                selectors={s.name: s.selector for s in self.spec.selector_services},
             ),
             "gateway_replicas": [
                 Replica(r.pod_name, r.workdir, r.admin_url, self.push_skew_ms.get(i, 0.0)).to_json()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,20 +32,49 @@ steps:
 TOLERANCE_PP = 12.0
 
 
-def test_an_httproute_canary_on_the_embedded_mesh_splits_exactly(tmp_path: Path) -> None:
+BACKENDS = {"frontend-v1", "frontend-v2"}
+
+
+def run_scenario(tmp_path: Path, *options: str) -> Path:
+    """One headless run of the scenario with PLAN; its run folder."""
     (tmp_path / "plan.yaml").write_text(PLAN)
     cmd = [
         sys.executable, "-m", "locust", "-f", str(SCENARIO), "--headless",
         "--plan", str(tmp_path / "plan.yaml"), "--results-dir", str(tmp_path / "results"),
-        "--run-time", "60",
+        "--run-time", "60", *options,
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     (folder,) = (tmp_path / "results").iterdir()
+    return folder
+
+
+def assert_named_by_backend(summary: dict[str, Any]) -> None:
+    """Traces and Prometheus name the pods' versions (v1, v2); the report names them as the
+    plan does, by backend Service, in every table."""
+    versions = {r["version"] for r in summary["consistency"]["counts"]}
+    assert versions == BACKENDS, summary["consistency"]["counts"]
+    for version in BACKENDS:
+        rows = [r for r in summary["consistency"]["counts"] if r["version"] == version]
+        client = sum(r["client"] for r in rows)
+        sent = {"metrics": client + sum(r["probes"] for r in rows), "traces": client}
+        for source, expected in sent.items():
+            counted = sum(r[source] or 0 for r in rows)
+            assert abs(counted - expected) <= max(3, 0.01 * client), (version, source, rows)
+    assert set(summary["mesh_latency"]) == BACKENDS, summary["mesh_latency"]
+    hops = summary["hops"]
+    assert (hops["baseline"], hops["canary"]) == ("frontend-v1", "frontend-v2")
+    assert hops["table"], "the hop table compares the backends' spans"
+
+
+def test_an_httproute_canary_on_the_embedded_mesh_splits_exactly(tmp_path: Path) -> None:
+    folder = run_scenario(tmp_path)
     info = json.loads((folder / "run.json").read_text())
     assert info["route_kind"] == "HTTPRoute" and info["http_route"] == "frontend"
     assert info["stamps"]["removed"] is True
+    assert info["backend_versions"] == {"frontend-v1": "v1", "frontend-v2": "v2"}
     summary = build_report(folder, tolerance_pp=TOLERANCE_PP, progress=False).summary
+    assert_named_by_backend(summary)
     steps = summary["split"]
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     for s in steps:
@@ -55,6 +85,23 @@ def test_an_httproute_canary_on_the_embedded_mesh_splits_exactly(tmp_path: Path)
     assert steps[3]["counts"].get("frontend-v1", 0) == 0
     changes = [p for p in summary["propagation"] if p["step"] > 0]
     assert len(changes) == 3 and all(p["method"] == "stamped" and p["detected"] for p in changes)
+
+
+def test_an_unstamped_httproute_canary_takes_its_versions_from_traces_by_backend(
+    tmp_path: Path,
+) -> None:
+    """No stamps and a version header no response carries: every version comes from the
+    trace (v1, v2) and is named by its backend, so the split is measured, not 'unknown'."""
+    folder = run_scenario(tmp_path, "--no-stamp", "--version-header", "x-not-sent")
+    summary = build_report(folder, tolerance_pp=TOLERANCE_PP, progress=False).summary
+    assert any("took their trace's" in n for n in summary["notes"]), summary["notes"]
+    assert any("v1 as frontend-v1" in n for n in summary["notes"]), summary["notes"]
+    steps = summary["split"]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    for s in steps:
+        assert s["n_unknown"] == 0 and set(s["counts"]) <= BACKENDS, s
+        assert s["verdict"] == "pass", s
+    assert_named_by_backend(summary)
 
 
 MISSING_BACKEND = """apiVersion: gateway.networking.k8s.io/v1

@@ -95,6 +95,23 @@ class RouteWeights:
             exists = self.client.exists
             httproute.apply_weights(obj, {known[0]: 1}, rule=self.route, service_exists=exists)
 
+    def workload_versions(self) -> dict[str, str]:
+        """{backend: the `version` label of its pods} for an HTTPRoute rule whose backendRef
+        Services select one version each (`frontend-v1` over `{app: frontend, version: v1}`),
+        so the traces' and Prometheus's versions (the pods' label) can be named as the plan
+        names them; {} for a VirtualService (its subsets are the versions) or a Service that
+        selects no version."""
+        if self.kind != "HTTPRoute":
+            return {}
+        obj = self._read()
+        out = {}
+        for _, ns, name in httproute.backend_services(obj, self.kinds.find(obj, self.route)):
+            svc = self.client.service(ns, name) or {}
+            version = ((svc.get("spec") or {}).get("selector") or {}).get("version")
+            if version:
+                out[name] = str(version)
+        return out
+
     def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
         """The step's weights, stamped with the step; if the API refuses the stamps, the
         weights alone (and `refused` says why: the run is then measured unstamped)."""
