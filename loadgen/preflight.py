@@ -328,7 +328,10 @@ def check_probe(
         fix = "start the gateway or `meshload port-forward`, and pass --gateway-url"
         return failed("probe", f"gateway at {url} not reachable{sent} ({reason})", fix)
     if code == 404:
-        fix = "pass --host-header with a host the VirtualService names (its `hosts`)"
+        fix = (
+            "pass --host-header with a host the route serves (a VirtualService's hosts, "
+            "an HTTPRoute's hostnames)"
+        )
         return failed("probe", f"gateway at {url} answers 404{sent}: no route matches", fix)
     if code >= 500:
         return failed("probe", f"gateway at {url} answers {code}{sent}", "check the workloads")

@@ -315,6 +315,45 @@ def test_all_pass_on_the_embedded_mesh(
 
 
 @pytest.mark.integration
+def test_an_httproute_canary_passes_on_the_embedded_mesh_and_a_foreign_class_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--http-route` against the embedded API (its GatewayClass, the HTTPRoute's status, the
+    backend Services' endpoints), then with the Gateway moved to another controller's class."""
+    from meshsim.mesh import Mesh
+    from meshsim.resources import parse_documents
+
+    manifests = REPO / "scenarios" / "manifests" / "gateway-api.yaml"
+    with Mesh(manifests=manifests, prometheus=False, tracing=False) as mesh:
+        argv = ["preflight", "--kubeconfig", str(mesh.kubeconfig), "--http-route", "frontend"]
+        good = main(argv)
+        said = capsys.readouterr().out.splitlines()
+        foreign = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: elsewhere}
+spec: {controllerName: example.com/gateway-controller}
+"""
+        mesh.apply(parse_documents(foreign, "class.yaml"))
+        gateway = next(
+            r for r in parse_documents(manifests.read_text(), str(manifests))
+            if r.kind == "Gateway" and r.group == "gateway.networking.k8s.io"
+        )  # fmt: skip
+        gateway.spec["gatewayClassName"] = "elsewhere"
+        mesh.apply([gateway])
+        bad = main(argv)
+        refused = capsys.readouterr().out.splitlines()
+    assert good == 0, said
+    assert "✓ HTTPRoute default/frontend is Accepted by Gateway default/frontend-gateway" in said
+    assert "✓ Gateway default/frontend-gateway is of class istio" in said
+    assert any(line.startswith("✓ Service default/frontend-v2 (app=frontend,version=v2)")
+               for line in said), said  # fmt: skip
+    assert bad == 1, refused
+    wrong = [line for line in refused if line.startswith("✗")]
+    assert any("frontend-gateway" in line and "elsewhere" in line for line in wrong), wrong
+
+
+@pytest.mark.integration
 def test_static_reader_twin_answers_as_the_api_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
