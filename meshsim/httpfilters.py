@@ -8,6 +8,7 @@ weights are all 0 (or that has no backendRefs) answers 500 itself, as the Gatewa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -85,11 +86,18 @@ def precedence(match: dict[str, Any]) -> tuple[int, int, int, int, int]:
 
 
 class RuleTranslator:
-    """The Envoy route of one rule's match, with every filter of the rule."""
+    """The Envoy route of one rule's match, with every filter of the rule.
+
+    A CORS filter is not simulated (no CORS headers are added): `notes` says so. An ExtensionRef
+    filter names a filter the embedded mesh does not have; as the Gateway API requires of a
+    filter that cannot be resolved, its rule answers 500 rather than skip it, and `unresolved`
+    gives the ResolvedRefs reason and message."""
 
     def __init__(self, route: Resource, resolve: Resolve) -> None:
         self.route = route
         self.resolve = resolve
+        self.notes: list[str] = []
+        self.unresolved: tuple[str, str] | None = None
 
     def envoy_route(self, rule: dict[str, Any], i: int, match: dict[str, Any]) -> dict[str, Any]:
         at = f"spec.rules[{i}]"
@@ -98,21 +106,35 @@ class RuleTranslator:
         redirect: dict[str, Any] | None = None
         rewrite: dict[str, Any] = {}
         mirrors: list[dict[str, Any]] = []
+        broken = False
         for k, f in enumerate(rule.get("filters") or []):
             kind = f.get("type")
             where = f"{at}.filters[{k}]"
+            if kind == "ExtensionRef":
+                broken = True
+                ext = f.get("extensionRef") or {}
+                named = f"{ext.get('group')}/{ext.get('kind')} {ext.get('name')}"
+                why = f"{where}: ExtensionRef {named} is not a filter the embedded mesh has"
+                self.unresolved = ("InvalidKind", why)
+            elif kind == "CORS":
+                said = f"{self.route.ref}: {where}: CORS is not simulated (no CORS headers)"
+                if said not in self.notes:
+                    self.notes.append(said)
             if kind == "RequestHeaderModifier":
                 out.update(self._headers(f.get("requestHeaderModifier"), "request", where))
             elif kind == "ResponseHeaderModifier":
                 out.update(self._headers(f.get("responseHeaderModifier"), "response", where))
             elif kind == "RequestRedirect":
-                redirect = _redirect(f.get("requestRedirect") or {})
+                redirect = _redirect(f.get("requestRedirect") or {}, match)
             elif kind == "URLRewrite":
-                rewrite = _rewrite(f.get("urlRewrite") or {})
+                rewrite = _rewrite(f.get("urlRewrite") or {}, match)
             elif kind == "RequestMirror":
                 mirror = self._mirror(f.get("requestMirror") or {})
                 if mirror is not None:
                     mirrors.append(mirror)
+        if broken:
+            out["direct_response"] = {"status": 500}
+            return out
         if redirect is not None:
             out["redirect"] = redirect
             return out
@@ -198,7 +220,22 @@ class RuleTranslator:
         return out
 
 
-def _redirect(spec: dict[str, Any]) -> dict[str, Any]:
+def _prefix_replaced(match: dict[str, Any], replacement: str) -> dict[str, Any]:
+    """ReplacePrefixMatch as the Gateway API defines it: the matched prefix, by path element,
+    replaced, with one `/` between the replacement and the rest (`/foo` -> `/` makes
+    `/foo/bar` `/bar`; Envoy's prefix_rewrite alone would give `//bar`)."""
+    prefix = str((match.get("path") or {}).get("value", "/")).rstrip("/")
+    if not replacement.endswith("/"):
+        return {"prefix_rewrite": replacement}
+    return {
+        "regex_rewrite": {
+            "pattern": {"regex": f"^{re.escape(prefix)}/*"},
+            "substitution": replacement,
+        }
+    }
+
+
+def _redirect(spec: dict[str, Any], match: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"response_code": _REDIRECT_CODES[int(spec.get("statusCode", 302))]}
     if "scheme" in spec:
         out["scheme_redirect"] = str(spec["scheme"])
@@ -210,11 +247,11 @@ def _redirect(spec: dict[str, Any]) -> dict[str, Any]:
     if path.get("type") == "ReplaceFullPath":
         out["path_redirect"] = str(path["replaceFullPath"])
     elif path.get("type") == "ReplacePrefixMatch":
-        out["prefix_rewrite"] = str(path["replacePrefixMatch"])
+        out.update(_prefix_replaced(match, str(path["replacePrefixMatch"])))
     return out
 
 
-def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
+def _rewrite(spec: dict[str, Any], match: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "hostname" in spec:
         out["host_rewrite_literal"] = str(spec["hostname"])
@@ -225,5 +262,5 @@ def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
             "substitution": str(path["replaceFullPath"]),
         }
     elif path.get("type") == "ReplacePrefixMatch":
-        out["prefix_rewrite"] = str(path["replacePrefixMatch"])
+        out.update(_prefix_replaced(match, str(path["replacePrefixMatch"])))
     return out

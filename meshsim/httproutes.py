@@ -213,6 +213,9 @@ def route_virtual_hosts(
             for j, match in enumerate(rule.get("matches") or [{}]):
                 key = (*precedence(match), order, i, j)
                 envoy_routes.append((key, translator.envoy_route(rule, i, match)))
+        warnings.extend(n for n in translator.notes if n not in warnings)
+        if translator.unresolved is not None and refs_reason[0] == "ResolvedRefs":
+            refs_reason = translator.unresolved
         parents = []
         generation = int(route.metadata.get("generation") or 1)
         for ref in route.spec.get("parentRefs") or []:

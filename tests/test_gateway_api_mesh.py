@@ -194,6 +194,11 @@ spec:
     - type: URLRewrite
       urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /_healthz}}
     backendRefs: [{name: frontend-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /strip}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: frontend-v1, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /mirrored}}]
     filters:
     - type: URLRewrite
@@ -323,6 +328,10 @@ def test_each_filter_acts_in_envoy(mesh: Mesh) -> None:
     assert (resp.status, resp.getheader("Location")) == (301, "http://shop.test/new")
     resp = ask(mesh, "/renamed/anything", "filters.test")
     assert resp.status == 200 and resp.getheader("x-workload") == "frontend-v1"
+    # the prefix replaced by `/`: /strip/_healthz reaches /_healthz (not //_healthz)
+    assert ask(mesh, "/strip/_healthz", "filters.test").status == 200
+    assert ask(mesh, "/strip//_healthz", "filters.test").status == 200
+    assert ask(mesh, "/_healthz/strip", "filters.test").status == 404
     admin = mesh.gateway.replicas[0].admin_url if mesh.gateway else ""
 
     def mirrored() -> int:
@@ -473,3 +482,42 @@ spec:
     mesh_kubectl("delete", "httproute", "foreign")
     mesh_kubectl("delete", "gateways.gateway.networking.k8s.io", "foreign")
     mesh_kubectl("delete", "gatewayclass", "elsewhere")
+
+
+def test_an_extension_filter_answers_500_and_cors_is_named_as_not_simulated(
+    mesh: Mesh, mesh_kubectl: Kubectl
+) -> None:
+    route = httproute(
+        "extended",
+        [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "filters": [
+                    {"type": "CORS", "cors": {"allowOrigins": ["https://shop.test"]}},
+                    {
+                        "type": "ExtensionRef",
+                        "extensionRef": {"group": "example.com", "kind": "Auth", "name": "jwt"},
+                    },
+                ],
+                "backendRefs": [{"name": "frontend-v1", "port": 80}],
+            }
+        ],
+        hostnames=["extended.test"],
+    )
+    route["spec"]["parentRefs"] = [{"name": "frontend-gateway"}]
+    code, out = mesh_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(route))
+    assert code == 0, out
+    assert "CORS is not simulated" in out and "HTTPRoute default/extended" in out, out
+    # a filter that cannot be resolved is not skipped: its requests get an error
+    assert wait_for(lambda: ask(mesh, "/_healthz", "extended.test").status == 500)
+
+    def refs() -> dict[str, Any] | None:
+        code, out = mesh_kubectl("get", "httproute", "extended", "-o", "json")
+        parents = (json.loads(out).get("status") or {}).get("parents") or []
+        found = [c for p in parents for c in p["conditions"] if c["type"] == "ResolvedRefs"]
+        return found[0] if found and found[0]["status"] == "False" else None
+
+    said = wait_for(refs)
+    assert said and said["reason"] == "InvalidKind", said
+    assert "example.com/Auth jwt" in said["message"], said
+    mesh_kubectl("delete", "httproute", "extended")
