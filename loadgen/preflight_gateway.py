@@ -36,7 +36,11 @@ def route_checks(
     """`loadgen.preflight.run_checks` after the namespace, for `target.http_route`."""
     assert target.http_route is not None
     route, checks = check_http_route(reader, target.namespace, target.http_route)
-    ingress = check_ingress(reader, target.ingress_namespace, target.ingress_service)
+    ingress_ns, ingress_name = target.ingress_namespace, target.ingress_service
+    deployed = deployed_service(reader, route) if route is not None else None
+    if deployed is not None:  # Istio deployed the Gateway's own proxies: its Service
+        ingress_ns, ingress_name = deployed
+    ingress = check_ingress(reader, ingress_ns, ingress_name)
     checks.append(ingress)
     url = target.gateway_url or ingress.value
     if route is not None:
@@ -45,6 +49,19 @@ def route_checks(
             host = target.host_header or authority(route)
             checks.append(check_probe(url, host, target.version_header, probe))
     return checks + check_telemetry(target, get)
+
+
+def deployed_service(reader: ClusterReader, route: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the Service Istio creates for the route's first parent Gateway
+    when it deploys that Gateway's proxies itself (`<gateway>-istio` in the Gateway's
+    namespace); None when there is none (a Gateway served by istio-ingressgateway)."""
+    for parent in (route.get("spec") or {}).get("parentRefs") or []:
+        if parent.get("kind", "Gateway") != "Gateway":
+            continue
+        ns = str(parent.get("namespace") or namespace_of(route))
+        name = f"{parent.get('name')}-istio"
+        return (ns, name) if reader.service(ns, name) is not None else None
+    return None
 
 
 def check_http_route(

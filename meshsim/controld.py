@@ -56,11 +56,13 @@ async def start(config_file: Path) -> Served[Store]:
     # Route status, as a controller writes it: now for the initial set, then for each accepted
     # set once a replica serves it (on the API's loop: the store is not thread-safe).
     initial = build_snapshot(to_resources(store.all_objects()), endpoints)
-    write_route_status(store, initial.route_status)
+    write_route_status(store, initial.route_status, initial.gateway_status)
     loop = asyncio.get_running_loop()
 
     def report(snapshot: Snapshot) -> None:
-        loop.call_soon_threadsafe(write_route_status, store, snapshot.route_status)
+        loop.call_soon_threadsafe(
+            write_route_status, store, snapshot.route_status, snapshot.gateway_status
+        )
 
     pusher.report = report
     return served

@@ -38,9 +38,19 @@ class RouteStatus:
 
 
 @dataclass
+class GatewayStatus:
+    """What the controller says of one Gateway of Istio's classes: the routes attached to each
+    of its listeners (by listener name)."""
+
+    gateway: Resource
+    attached: dict[str, int]
+
+
+@dataclass
 class HttpRoutes:
     virtual_hosts: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[RouteStatus] = field(default_factory=list)
+    gateways: list[GatewayStatus] = field(default_factory=list)
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -99,6 +109,10 @@ class _Binder:
             if r.kind == "Gateway" and r.spec.get("gatewayClassName") in self.classes
         }
         self.grants = [r for r in resources if r.kind == "ReferenceGrant"]
+        self.attached = {
+            key: {str(lst.get("name")): 0 for lst in gw.spec.get("listeners") or []}
+            for key, gw in self.gateways.items()
+        }
 
     def hostnames(self, route: Resource, ref: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         """The hostnames the route serves through one parentRef, and its Accepted condition."""
@@ -125,10 +139,14 @@ class _Binder:
             return [], _condition("Accepted", False, "NotAllowedByListeners", why)
         hosts: list[str] = []
         for lst in allowed:
+            met_here = False
             for h in route.spec.get("hostnames") or [lst.get("hostname") or "*"]:
                 met = _host_meet(lst.get("hostname"), str(h))
+                met_here |= met is not None
                 if met is not None and met not in hosts:
                     hosts.append(met)
+            if met_here:
+                self.attached[(ns, gw.name)][str(lst.get("name"))] += 1
         if not hosts:
             why = "no hostname of the route matches a listener hostname"
             return [], _condition("Accepted", False, "NoMatchingListenerHostname", why)
@@ -235,6 +253,7 @@ def route_virtual_hosts(
                 }
             )
         out.statuses.append(RouteStatus(route, parents))
+    out.gateways = [GatewayStatus(gw, binder.attached[key]) for key, gw in binder.gateways.items()]
     for host, entries in per_host.items():
         domains = [host] if host == "*" else [host, f"{host}:*"]
         owned = [d for d in domains if d in taken]

@@ -1,5 +1,7 @@
-"""The status a Gateway API controller writes back: each HTTPRoute's `status.parents`, and
-`status.conditions` (Accepted) of each GatewayClass Istio's controller runs.
+"""The status a Gateway API controller writes back: each HTTPRoute's `status.parents`,
+`status.conditions` (Accepted) of each GatewayClass Istio's controller runs, and each of its
+Gateways' `addresses`, conditions (Accepted, Programmed) and `listeners` (attachedRoutes), so
+`kubectl get gateways` shows ADDRESS and PROGRAMMED as on a cluster.
 
 The control plane computes it with every translation (`meshsim.httproutes`: Accepted and
 ResolvedRefs per parent, with reason, message and observedGeneration) and writes it through
@@ -15,18 +17,28 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from meshsim.httproutes import CONTROLLER_NAME, RouteStatus
+from meshsim.httproutes import CONTROLLER_NAME, GatewayStatus, RouteStatus
 from meshsim.kubeapi.store import Store, now_rfc3339
 from meshsim.resources import GATEWAY_API_GROUP
 
 PLURAL = "httproutes"
 CLASS_ACCEPTED = {"type": "Accepted", "status": "True", "reason": "Accepted"}
+# The embedded gateway: every Gateway of Istio's classes is served by the one ingress gateway
+# (`meshsim.cluster_objects`), at its address.
+INGRESS_ADDRESS = "127.0.0.1"
+INGRESS_SERVICE = "istio-ingressgateway.istio-system.svc.cluster.local"
+HTTP_PROTOCOLS = ("HTTP", "HTTPS")
 
 
-def write_route_status(store: Store, statuses: Iterable[RouteStatus]) -> int:
-    """Write every route's and Istio's classes' status that changed; how many were written."""
+def write_route_status(
+    store: Store, statuses: Iterable[RouteStatus], gateways: Iterable[GatewayStatus] = ()
+) -> int:
+    """Write every route's, Istio's classes' and their Gateways' status that changed; how
+    many were written."""
     now = now_rfc3339()
     written = _write_class_status(store, now)
+    for gw in gateways:
+        written += _write_gateway_status(store, gw, now)
     for st in statuses:
         key = (GATEWAY_API_GROUP, PLURAL, st.route.namespace, st.route.name)
         live = store.get(*key)
@@ -56,6 +68,53 @@ def _write_class_status(store: Store, now: str) -> int:
         key = (GATEWAY_API_GROUP, "gatewayclasses", "", meta["name"])
         written += store.set_status(key, {**(live.get("status") or {}), "conditions": conditions})
     return written
+
+
+def _write_gateway_status(store: Store, st: GatewayStatus, now: str) -> int:
+    gw = st.gateway
+    key = (GATEWAY_API_GROUP, "gateways", gw.namespace, gw.name)
+    live = store.get(*key)
+    if live is None:
+        return 0
+    generation = int((live.get("metadata") or {}).get("generation") or 1)
+    before = live.get("status") or {}
+
+    def conditions(*given: tuple[str, bool, str, str], was: Any = None) -> list[dict[str, Any]]:
+        new = [
+            {"type": t, "status": "True" if ok else "False", "reason": reason, "message": message,
+             "observedGeneration": generation}
+            for t, ok, reason, message in given
+        ]  # fmt: skip
+        return _timed({"conditions": new}, was, now)["conditions"]
+
+    old_listeners = {str(lst.get("name")): lst for lst in before.get("listeners") or []}
+    listeners = []
+    for lst in gw.spec.get("listeners") or []:
+        name = str(lst.get("name"))
+        http = lst.get("protocol") in HTTP_PROTOCOLS
+        why = "No errors found" if http else "the embedded mesh serves HTTP listeners only"
+        listeners.append({
+            "name": name,
+            "attachedRoutes": st.attached.get(name, 0),
+            "supportedKinds": [{"group": GATEWAY_API_GROUP, "kind": "HTTPRoute"}] if http else [],
+            "conditions": conditions(
+                ("Accepted", http, "Accepted" if http else "UnsupportedProtocol", why),
+                ("Programmed", http, "Programmed" if http else "Invalid", why),
+                ("ResolvedRefs", True, "ResolvedRefs", "No errors found"),
+                was=old_listeners.get(name),
+            ),
+        })  # fmt: skip
+    programmed = f"Resource programmed, assigned to service(s) {INGRESS_SERVICE}:80"
+    status = {
+        "addresses": [{"type": "IPAddress", "value": INGRESS_ADDRESS}],
+        "conditions": conditions(
+            ("Accepted", True, "Accepted", "Resource accepted"),
+            ("Programmed", True, "Programmed", programmed),
+            was=before,
+        ),
+        "listeners": listeners,
+    }
+    return int(store.set_status(key, status))
 
 
 def _current(st: RouteStatus, live: Mapping[str, Any]) -> bool:

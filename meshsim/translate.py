@@ -12,7 +12,7 @@ from meshcore.errors import ManifestError
 from meshsim.clusters import build_clusters, read_destination_rules
 from meshsim.fields import SUPPORTED, unsupported
 from meshsim.hosts import Endpoint
-from meshsim.httproutes import RouteStatus, route_virtual_hosts
+from meshsim.httproutes import GatewayStatus, RouteStatus, route_virtual_hosts
 from meshsim.resources import GATEWAY_API_GROUP, Resource
 from meshsim.routes import ROUTE_CONFIG_TYPE, RouteBuilder
 
@@ -28,6 +28,7 @@ class Snapshot:
     warnings: list[str] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)
     route_status: list[RouteStatus] = field(default_factory=list)
+    gateway_status: list[GatewayStatus] = field(default_factory=list)
 
 
 def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint]) -> Snapshot:
@@ -85,6 +86,7 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
         warnings=warnings,
         resources=list(resources),
         route_status=http_routes.statuses,
+        gateway_status=http_routes.gateways,
     )
 
 

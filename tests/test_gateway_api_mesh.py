@@ -479,6 +479,23 @@ spec:
     mesh.apply(parse_documents(mine, "mine.yaml"))
     assert wait_for(lambda: workload_of(mesh, "/_healthz", "foreign.test") == "frontend-v2")
     assert (wait_for(lambda: accepted("elsewhere")) or {}).get("status") == "True"
+
+    def gateway_status() -> dict[str, Any] | None:
+        code, out = mesh_kubectl("get", f"gateways.{GROUP}", "foreign", "-o", "json")
+        return (json.loads(out).get("status") or {}).get("listeners") and json.loads(out)
+
+    got = wait_for(gateway_status)
+    assert got, "the controller writes the Gateway's status"
+    status = got["status"]
+    assert status["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Accepted": "True", "Programmed": "True"}, status
+    [listener] = status["listeners"]
+    assert (listener["name"], listener["attachedRoutes"]) == ("http", 1), listener
+    code, out = mesh_kubectl("get", f"gateways.{GROUP}", "foreign")
+    assert code == 0 and out.splitlines()[1].split()[:4] == [
+        "foreign", "elsewhere", "127.0.0.1", "True"
+    ], out  # fmt: skip
     mesh_kubectl("delete", "httproute", "foreign")
     mesh_kubectl("delete", "gateways.gateway.networking.k8s.io", "foreign")
     mesh_kubectl("delete", "gatewayclass", "elsewhere")

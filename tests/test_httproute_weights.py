@@ -386,3 +386,30 @@ def test_preflight_checks_acceptance_class_and_ready_endpoints() -> None:
     )
     gone = verdicts([o for o in gateway_objects() if o["kind"] != "HTTPRoute"])
     assert gone["httproute"][0].startswith("✗ HTTPRoute default/frontend not found")
+
+
+def test_preflight_finds_the_service_istio_deploys_for_the_gateway() -> None:
+    """Istio's automated deployment serves a Gateway from `<gateway>-istio` in its namespace:
+    preflight probes that Service's address; without it, istio-ingressgateway's."""
+    from loadgen.preflight import Target, run_checks
+    from tests.twins import StaticReader
+
+    deployed = {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "frontend-gateway-istio", "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}  # fmt: skip
+    target = Target(http_route="frontend", gateway_url=None)
+    probed: list[str] = []
+
+    def probe(url: str, headers: Any, timeout_s: float) -> tuple[int, dict[str, str]]:
+        probed.append(url)
+        return 200, {}
+
+    checks = run_checks(StaticReader([*gateway_objects(), deployed]), target, probe=probe)
+    [ingress] = [c.line() for c in checks if c.name == "ingress"]
+    assert ingress.startswith("✓ ingress gateway Service default/frontend-gateway-istio at "
+                              "http://203.0.113.7"), ingress  # fmt: skip
+    assert probed == ["http://203.0.113.7:80/"], probed
+    checks = run_checks(StaticReader(gateway_objects()), target, probe=probe)
+    [ingress] = [c.line() for c in checks if c.name == "ingress"]
+    assert "istio-system/istio-ingressgateway" in ingress, ingress
