@@ -40,6 +40,12 @@ def run_health(meta: Mapping[str, Any], *, now_ns: int | None = None) -> dict[st
     disk, counted = requests.get("rows"), requests.get("locust")
     if isinstance(disk, int) and isinstance(counted, int) and disk != counted:
         reasons.append(f"{disk:,} request records on disk, Locust counted {counted:,}")
+        reasons += [
+            f"{w}: {r['on_disk']:,} on disk, Locust counted {r['locust']:,}"
+            for w, r in sorted((requests.get("by_worker") or {}).items())
+            if isinstance(r, Mapping) and isinstance(r.get("locust"), int)
+            and r.get("on_disk") != r["locust"]
+        ]  # fmt: skip
     ok = status in ("completed", "rolled back") and not meta.get("failure")
     if status == "unknown":  # a folder written by another tool: nothing to say against it
         ok = True

@@ -51,6 +51,7 @@ def _header(s: Mapping[str, Any]) -> Raw:
         ("Started", utc(started)),
         ("Ended", utc(ended)),
         ("Duration", f"{duration:,.1f} s" if duration is not None else None),
+        ("Records", _records(s)),
         (
             "Tools",
             ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -61,6 +62,29 @@ def _header(s: Mapping[str, Any]) -> Raw:
     cells = "".join(f"<tr><th class=t>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     title = f"meshload report: {s.get('run_id') or run.get('run_id') or 'run'}"
     return Raw(f"<h1>{esc(title)}</h1><table class=meta>{cells}</table>")
+
+
+def _records(s: Mapping[str, Any]) -> str | None:
+    """The request records on disk against Locust's count, per process that sent load."""
+    requests = (s.get("run_health") or {}).get("requests") or {}
+    by_worker = requests.get("by_worker") or {}
+    if not isinstance(requests.get("rows"), int):
+        return None
+
+    def told(on_disk: Any, counted: Any) -> str:
+        if not isinstance(counted, int):
+            return f"{on_disk:,}"
+        return (
+            f"{on_disk:,} = Locust's"
+            if on_disk == counted
+            else f"{on_disk:,} of Locust's {counted:,}"
+        )
+
+    parts = [
+        f"{w} {told(r.get('on_disk') or 0, r.get('locust'))}" for w, r in sorted(by_worker.items())
+    ]
+    total = told(requests["rows"], requests.get("locust"))
+    return total + (f" ({'; '.join(parts)})" if len(parts) > 1 else "")
 
 
 def _verdict(s: Mapping[str, Any]) -> Raw:

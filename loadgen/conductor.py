@@ -191,6 +191,7 @@ class Conductor:
         *,
         report: bool,
         locust_counts: Mapping[str, int] | None = None,
+        sent_reported: Mapping[str, int] | None = None,
     ) -> None:
         """Wait for every capture to close, reconcile the records with Locust's count, decide
         how the run ended, write run.json for good, check, report."""
@@ -202,7 +203,7 @@ class Conductor:
             self.sleep(0.1)
         self.info["ended_ns"] = self.info.get("ended_ns") or time.time_ns()
         requests, failures = reconcile(
-            self.folder, self.folder.done_markers(), locust_counts, expected_captures
+            self.folder, self.folder.done_markers(), locust_counts, expected_captures, sent_reported
         )
         self.info["requests"] = requests
         for failure in failures:

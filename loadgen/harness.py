@@ -6,8 +6,8 @@ A locustfile calls `install(...)` once at import; the harness then listens to Lo
                  host, check the VirtualService and the plan's subsets; any problem ends the
                  run here with one line and exit code 2
     test_start   master/local: a Conductor (run folder, run.json, step 0's weights, rollout);
-                 workers/local: open the request capture into that folder (its path reaches
-                 workers inside the master's spawn message, before their first user starts)
+                 workers/local: open the request capture (`loadgen.senders`: local writes the
+                 folder, a worker sends its parts to the master, which writes them)
     test_stop    capture flushed and marked done; rollout stopped; run.json updated
     quitting     master/local: users stopped, workers' captures awaited, records reconciled
                  with Locust's count, run.json final (status, failures, exit code), checks,
@@ -34,16 +34,14 @@ import gevent
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadgen import openmodel, options, steps
-from loadgen.capture import RequestCapture
 from loadgen.checks import Check
 from loadgen.conductor import Conductor, WeightSetter
-from loadgen.journeys import TracedSession
 from loadgen.outcome import last_line
 from loadgen.plan import Plan, load_plan
+from loadgen.senders import Senders
 from loadgen.target import resolve_target
 from meshcore.errors import ConfigError, MeshloadError
 from meshcore.exitcodes import ExitCode
-from meshcore.runfolder import RunFolder
 
 log = logging.getLogger("meshload")
 
@@ -106,7 +104,7 @@ class Harness:
         self.checks = list(checks)
         self.settings = options.Settings()
         self.clock = steps.StepClock()
-        self.capture: RequestCapture | None = None
+        self.senders = Senders(self.clock)
         self.plan: Plan | None = None
         self.mesh: Any = None
         self.setter: WeightSetter | None = None
@@ -115,11 +113,9 @@ class Harness:
         self.expected_captures = 1
         self.target_info: dict[str, Any] = {}
         self._rate: tuple[float, int] = (0.0, 1)
-        self._flusher: Any = None
         self._cli_users: int | None = None
         self._cli_spawn_rate: float | None = None
         self._signals = 0
-        self.locust_counts: dict[str, int] = {}  # Locust's request count per worker
         self.last_info: dict[str, Any] | None = None  # run.json of the last finished run
 
     def attach(self, events: Any) -> None:
@@ -129,9 +125,9 @@ class Harness:
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
         events.quit.add_listener(self.on_quit)
-        events.request.add_listener(self.on_request)
-        events.report_to_master.add_listener(self.on_report_to_master)
-        events.worker_report.add_listener(self.on_worker_report)
+        events.request.add_listener(self.senders.on_request)
+        events.report_to_master.add_listener(self.senders.on_report_to_master)
+        events.worker_report.add_listener(self.senders.on_worker_report)
 
     # -- what the shape and the users ask -------------------------------------------------
     @property
@@ -187,6 +183,7 @@ class Harness:
             self._fail_at_start(environment, e)
         if not isinstance(runner, MasterRunner):
             runner.register_message(steps.MESSAGE, self._on_steps_message)
+        self.senders.on_init(environment, runner)
         if _is_master_or_local(runner) and self._headless(environment):
             # Ctrl-C and SIGTERM end the run in order: the plan stops, the users stop, the
             # records are flushed and counted, run.json says "interrupted", exit code 130.
@@ -223,7 +220,11 @@ class Harness:
         if _is_master_or_local(runner):
             self._start_run(environment)
         if not isinstance(runner, MasterRunner):
-            self._start_capture(environment)
+            try:
+                self.settings = options.Settings.from_options(environment.parsed_options)
+            except ConfigError as e:
+                log.error("%s; keeping the previous settings", e)
+            self.senders.start_capture(environment, self.settings)
 
     def _start_run(self, environment: Any) -> None:
         assert self.plan is not None and self.setter is not None
@@ -262,34 +263,8 @@ class Harness:
         opts.meshload_stamp = stamps["token"] if stamps else ""
         opts.meshload_authority = self.target_info.get("host_header") or ""
         self.expected_captures = runner.worker_count if isinstance(runner, MasterRunner) else 1
+        self.senders.start_run(self.run.folder)
         self.run.start()
-
-    def _start_capture(self, environment: Any) -> None:
-        opts = environment.parsed_options
-        run_dir = getattr(opts, "meshload_run_dir", None)
-        if not run_dir:
-            log.error("no run folder from the master (is it a meshload scenario?); not recording")
-            return
-        self.settings = options.Settings.from_options(opts)
-        TracedSession.sampling = self.settings.trace_sampling
-        token = getattr(opts, "meshload_stamp", "") or None
-        TracedSession.stamp = token
-        TracedSession.authority = getattr(opts, "meshload_authority", "") or None
-        runner = environment.runner
-        worker = f"worker{runner.worker_index}" if isinstance(runner, WorkerRunner) else "local"
-        self.capture = RequestCapture(
-            clock=self.clock,
-            version_header=self.settings.version_header,
-            open_model=bool(getattr(opts, "meshload_open_model", False)),
-            buffer_bytes=self.settings.record_buffer_mb * 2**20,
-            token=token,
-        )
-        self.capture.open(RunFolder(run_dir), worker)
-        self._flusher = gevent.spawn(self.capture.flusher(gevent.sleep))
-
-    def on_request(self, **kwargs: Any) -> None:
-        if self.capture is not None:
-            self.capture.on_request(**kwargs)
 
     def on_signal(self, name: str) -> None:
         if self._signals:
@@ -302,25 +277,6 @@ class Harness:
         elif self.environment is not None:  # no run yet: nothing to keep
             self.environment.process_exit_code = ExitCode.INTERRUPTED
             self.environment.runner.quit()
-
-    # -- Locust's own count of the requests, per process that sends load ------------------
-    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
-        """Worker side: name this worker's records in its stats reports."""
-        if self.capture is not None:
-            data["meshload_worker"] = self.capture.worker
-
-    def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
-        """Master side: each report carries the requests since the last one."""
-        count = int((data.get("stats_total") or {}).get("num_requests") or 0)
-        if count or data.get("meshload_worker"):  # reports before a worker's capture: nothing
-            worker = str(data.get("meshload_worker") or client_id)
-            self.locust_counts[worker] = self.locust_counts.get(worker, 0) + count
-
-    def _locust_counts(self, environment: Any) -> dict[str, int] | None:
-        if isinstance(environment.runner, MasterRunner):
-            return dict(self.locust_counts)
-        stats = getattr(environment, "stats", None)
-        return {"local": int(stats.total.num_requests)} if stats is not None else None
 
     # -- during the run --------------------------------------------------------------------
     def _broadcast(self) -> None:
@@ -355,10 +311,7 @@ class Harness:
             runner.stop()
 
     def on_test_stop(self, environment: Any, **_: Any) -> None:
-        if self.capture is not None:
-            self.capture.close()
-        if self._flusher is not None and self._flusher is not gevent.getcurrent():
-            self._flusher.kill(block=False)
+        self.senders.close_capture()
         runner = environment.runner
         if isinstance(runner, WorkerRunner):
             try:  # Locust reports only every 3 s; the master may quit before the next report
@@ -380,7 +333,10 @@ class Harness:
         if run is None:
             return
         run.finish(
-            self.expected_captures, report=report, locust_counts=self._locust_counts(environment)
+            self.expected_captures,
+            report=report,
+            locust_counts=self.senders.counts(environment),
+            sent_reported=self.senders.sent_reported,
         )
         self.last_info = run.info
         if run.exit_code is not None:
@@ -389,8 +345,7 @@ class Harness:
     def on_quitting(self, environment: Any, **_: Any) -> None:
         runner = environment.runner
         if not _is_master_or_local(runner):
-            if self.capture is not None:
-                self.capture.close()
+            self.senders.close_capture()
             return
         try:  # SIGTERM comes here with users still running: stop them before counting
             runner.quit() if isinstance(runner, MasterRunner) else runner.stop()
@@ -414,6 +369,5 @@ class Harness:
                 log.error("stopping the embedded mesh: %s", e)
 
     def _at_exit(self) -> None:
-        if self.capture is not None:
-            self.capture.close()
+        self.senders.close_capture()
         self._stop_mesh()

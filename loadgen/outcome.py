@@ -76,21 +76,30 @@ def reconcile(
     markers: Sequence[Mapping[str, Any]],
     locust: Mapping[str, int] | None,
     expected: int,
+    sent_reported: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """run.json's `requests`: what is on disk per worker against what each capture wrote and
-    lost and what Locust counted; and the failures they show (lost records, lost workers)."""
+    """run.json's `requests`: what is on disk per worker against what each capture wrote
+    (or sent to the master) and lost and what Locust counted; and the failures they show
+    (lost records, lost workers). A worker that never closed its capture counts as sent
+    what it last reported (at least what landed), and as missing what Locust counted of it
+    beyond what landed."""
     disk = on_disk(folder)
     closed = {str(m.get("worker")): m for m in markers}
     names = sorted(set(disk) | set(closed) | set(locust or {}))
-    by_worker = {}
+    by_worker: dict[str, dict[str, Any]] = {}
     for w in names:
         m = closed.get(w, {})
+        counted = (locust or {}).get(w)
+        landed = disk.get(w, 0)
+        short = max((counted or 0) - landed, 0) if w not in closed else 0
         by_worker[w] = {
-            "on_disk": disk.get(w, 0),
+            "on_disk": landed,
             "written": m.get("rows"),
+            "sent": m["sent"] if "sent" in m else _at_least((sent_reported or {}).get(w), landed),
             "lost": int(m.get("lost") or 0),
-            "locust": (locust or {}).get(w),
+            "locust": counted,
             "closed": w in closed,
+            "missing": short,
         }
     lost = sum(int(r["lost"] or 0) for r in by_worker.values())
     failures = []
@@ -100,7 +109,11 @@ def reconcile(
     if len(markers) < expected:
         gone = ", ".join(missing) or f"{expected - len(markers)} of {expected}"
         held = sum(int(by_worker[w]["on_disk"] or 0) for w in missing)
-        failures.append(f"worker(s) lost: {gone}; {held:,} of their records reached the folder")
+        unseen = sum(int(by_worker[w]["missing"] or 0) for w in missing)
+        never = f", {unseen:,} that Locust counted did not" if unseen else ""
+        failures.append(
+            f"worker(s) lost: {gone}; {held:,} of their records reached the folder{never}"
+        )
     total_locust = sum(locust.values()) if locust else None
     requests = {
         "rows": sum(disk.values()),
@@ -111,6 +124,12 @@ def reconcile(
         "by_worker": by_worker,
     }
     return requests, failures
+
+
+def _at_least(reported: int | None, landed: int) -> int | None:
+    """What a worker that never closed sent: what it last reported (every 3 s), and at least
+    what landed."""
+    return None if reported is None else max(reported, landed)
 
 
 def broken_steps(table: pa.Table, threshold: float) -> list[dict[str, Any]]:

@@ -153,13 +153,17 @@ class RunFolder:
         *,
         lost: int = 0,
         seen: int | None = None,
+        sent: int | None = None,
     ) -> None:
-        """Tell the master this capture is complete: `rows` written in `parts`, `lost` that
-        could not be written, of the `seen` request events."""
+        """This capture is complete: `rows` written in `parts`, `lost` that could not be
+        written, of the `seen` request events (a worker's, written by the master: `sent` to
+        it, of which `rows` landed)."""
         marker = self.requests_dir / f"_{safe_name(worker)}-{pid}.done.json"
         body = {"worker": worker, "pid": pid, "rows": rows, "parts": parts, "lost": lost}
         if seen is not None:
             body["seen"] = seen
+        if sent is not None:
+            body["sent"] = sent
         write_atomic(marker, json.dumps(body))
 
     def done_markers(self) -> list[dict[str, Any]]:

@@ -94,11 +94,21 @@ def kubectl_runner(api_url: str, tmp: Path) -> Kubectl:
     return run
 
 
-def start_in_session(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`cmd` run from the repository in a session of its own (so it and whatever it starts are
-    stopped as one group), its output into `log_path`."""
+def local_processes(n: int) -> tuple[str, ...]:
+    """Locust's `--processes n`, its master bound to the loopback on a free port of its own
+    (Locust binds every address's port 5557 by default, which two runs at once share)."""
+    from meshsim.prometheus import free_port
+
+    port = str(free_port())
+    return ("--processes", str(n), "--master-bind-host", "127.0.0.1",
+            "--master-bind-port", port, "--master-port", port)  # fmt: skip
+
+
+def start_in_session(cmd: list[str], log_path: Path, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    """`cmd` run from `cwd` (the repository) in a session of its own (so it and whatever it
+    starts are stopped as one group), its output into `log_path`."""
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from analysis.report import build_report
+from tests.support import local_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -197,7 +198,7 @@ def test_a_killed_locust_leaves_a_run_the_report_calls_cut_short(tmp_path: Path)
 
 
 def test_a_lost_worker_is_counted_and_fails_the_run(tmp_path: Path) -> None:
-    run = Run(tmp_path, "--processes", "2")
+    run = Run(tmp_path, *local_processes(2))
     run.in_step(1)
     workers = _children(run.proc.pid, "locust")
     assert len(workers) == 2, workers

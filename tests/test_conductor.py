@@ -102,8 +102,8 @@ def test_finish_reconciles_the_records_with_locust_per_worker(tmp_path: Path) ->
     req = info["requests"]
     assert (req["rows"], req["parts"], req["locust"], req["lost"]) == (12, 2, 12, 0)
     assert req["workers"] == ["worker0", "worker1"]
-    assert req["by_worker"]["worker1"] == {"on_disk": 5, "written": 5, "lost": 0, "locust": 5,
-                                           "closed": True}  # fmt: skip
+    assert req["by_worker"]["worker1"] == {"on_disk": 5, "written": 5, "sent": None, "lost": 0,
+                                           "locust": 5, "closed": True, "missing": 0}  # fmt: skip
     assert info["status"] == "completed" and info["failure"] is None and c.exit_code is None
     assert info["ended_ns"] >= info["started_ns"] and info["exit_code"] == 0
 
@@ -116,14 +116,19 @@ def test_a_lost_worker_and_lost_records_are_failures(tmp_path: Path) -> None:
     part(c, "worker0", 7, 7)
     part(c, "worker1", 9, 3)  # worker1 wrote a part, then died: no marker
     c.folder.mark_done("worker0", 7, 7, 1, lost=2, seen=9)
-    c.finish(2, report=False, locust_counts={"worker0": 9, "worker1": 2})
+    # Locust counted 5 of worker1's; it last reported sending 1 (reports lag): 3 landed
+    c.finish(
+        2, report=False, locust_counts={"worker0": 9, "worker1": 5}, sent_reported={"worker1": 1}
+    )
     info = json.loads(c.folder.run_json.read_text())
     assert info["status"] == "failed" and c.exit_code == ExitCode.NOT_MEASURED
     assert info["failure"] == [
         "2 request records could not be written to the run folder",
-        "worker(s) lost: worker1; 3 of their records reached the folder",
+        "worker(s) lost: worker1; 3 of their records reached the folder, 2 that Locust counted "
+        "did not",
     ]
-    assert info["requests"]["by_worker"]["worker1"]["closed"] is False
+    gone = info["requests"]["by_worker"]["worker1"]
+    assert (gone["closed"], gone["on_disk"], gone["sent"], gone["missing"]) == (False, 3, 3, 2)
 
 
 def test_a_plan_stopped_early_is_failed_and_an_interrupted_one_is_130(tmp_path: Path) -> None:

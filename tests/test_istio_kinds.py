@@ -247,6 +247,8 @@ def test_the_embedded_mesh_starts_on_online_boutiques_manifests_unchanged(manife
 
     with Mesh(manifests=BOUTIQUE / manifests) as mesh:
         tally = hammer(mesh.gateway_url + "/", 20, header="x-workload")
-    # frontend-ingress routes "*" through frontend-gateway to the frontend Service (no subsets).
-    assert tally.statuses == {200: 20}, tally.statuses
+    # frontend-ingress routes "*" through frontend-gateway to the frontend Service (no subsets):
+    # no 404; frontend-v2 answers 0.5 % with a 500 (the default spec), so at most 2 of 20
+    # (a third: under 1 run in 5,000).
+    assert set(tally.statuses) <= {200, 500} and tally.statuses[500] <= 2, tally.statuses
     assert tally.header and all(str(w).startswith("frontend") for w in tally.header), tally.header

@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from meshsim.mesh import Mesh
-from tests.support import finish_in_session, start_in_session
+from tests.support import finish_in_session, local_processes, start_in_session
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +138,17 @@ def test_headless_run_writes_a_complete_folder(tmp: Path) -> None:
 def test_ctrl_c_mid_run_leaves_a_loadable_folder(
     tmp: Path, cluster: tuple[str, ...], processes: int
 ) -> None:
-    extra = ("--processes", str(processes)) if processes else ()
+    extra = local_processes(processes) if processes else ()
     proc = locust(tmp, *cluster, *extra)
-    folder = wait_for_step(tmp / "results", 1)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
-    finish(proc, 30)
+    try:
+        folder = wait_for_step(tmp / "results", 1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+        finish(proc, 30)
+    finally:  # a run that never reached step 1 is stopped too
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "interrupted" and info["mesh"] == "kubernetes"
     assert info["ended_ns"] is not None
@@ -154,7 +159,7 @@ def test_ctrl_c_mid_run_leaves_a_loadable_folder(
 
 
 def test_two_processes_record_every_request_once(tmp: Path, cluster: tuple[str, ...]) -> None:
-    proc = locust(tmp, *cluster, "--processes", "2")
+    proc = locust(tmp, *cluster, *local_processes(2))
     assert finish(proc) == 0, (tmp / "locust.log").read_text()[-3000:]
     folder = run_folder(tmp)
     info = json.loads((folder / "run.json").read_text())
