@@ -172,12 +172,14 @@ def test_locust_manifests_fit_together() -> None:
     assert m["image"] == w["image"]
     assert w["args"][w["args"].index("--master-host") + 1] == service["metadata"]["name"]
     claim = by_kind("PersistentVolumeClaim")
-    for pod, container in ((master_pod, m), (worker_pod, w)):
-        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-        mounts = {v["name"]: v["mountPath"] for v in container["volumeMounts"]}
-        assert volumes["results"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-        assert mounts["results"] == "/results" and mounts["scenarios"] == "/scenarios"
-        assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    # the master alone holds the run folder: workers send it their records
+    volumes = {v["name"]: v for v in master_pod["spec"]["volumes"]}
+    mounts = {v["name"]: v["mountPath"] for v in m["volumeMounts"]}
+    assert volumes["results"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert mounts["results"] == "/results" and mounts["scenarios"] == "/scenarios"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert [v["mountPath"] for v in w["volumeMounts"]] == ["/scenarios"]
+    for pod in (master_pod, worker_pod):
         assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     assert master_pod["spec"]["serviceAccountName"] == by_kind("ServiceAccount")["metadata"]["name"]
     # the pod's in-cluster configuration, not a kubeconfig holding (or pointing at) a token
@@ -185,6 +187,54 @@ def test_locust_manifests_fit_together() -> None:
         d["kind"] == "ConfigMap" and "kubeconfig" in d.get("data", {}) for _, d in all_docs()
     )
     assert "--kubeconfig" not in " ".join(m["args"])
+
+
+# Every call the master makes to the Kubernetes API: (group, resource, verb, namespace; "" for a
+# cluster-scoped one). The rollout (VirtualService or HTTPRoute), its checks at start (subsets,
+# backend Services), preflight, and the gateway replicas' pods.
+MASTER_CALLS = [
+    ("networking.istio.io", "virtualservices", "get", "default"),
+    ("networking.istio.io", "virtualservices", "update", "default"),
+    ("networking.istio.io", "destinationrules", "list", "default"),
+    ("networking.istio.io", "gateways", "get", "default"),
+    ("gateway.networking.k8s.io", "httproutes", "get", "default"),
+    ("gateway.networking.k8s.io", "httproutes", "update", "default"),
+    ("gateway.networking.k8s.io", "gateways", "get", "default"),
+    ("gateway.networking.k8s.io", "gatewayclasses", "get", ""),
+    ("", "services", "get", "default"),
+    ("", "pods", "list", "default"),
+    ("", "namespaces", "get", ""),
+    ("", "pods", "list", "istio-system"),
+    ("", "services", "get", "istio-system"),
+]
+
+
+def test_the_masters_service_account_may_make_every_call_it_makes() -> None:
+    account = by_kind("ServiceAccount", "meshload-locust")["metadata"]
+    grants: dict[str, list[dict[str, Any]]] = {}  # namespace ("" cluster-wide) -> rules
+    roles = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d
+             for _, d in all_docs() if d["kind"] in ("Role", "ClusterRole")}  # fmt: skip
+    for _, b in all_docs():
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if {"kind": "ServiceAccount", **account} not in b["subjects"]:
+            continue
+        ref = b["roleRef"]
+        ns = b["metadata"].get("namespace", "") if b["kind"] == "RoleBinding" else ""
+        role = roles[(ref["kind"], ns if ref["kind"] == "Role" else "", ref["name"])]
+        grants.setdefault(ns, []).extend(role["rules"])
+
+    def allowed(group: str, resource: str, verb: str, ns: str) -> bool:
+        # a cluster-scoped resource ("" namespace) only through a ClusterRoleBinding
+        rules = grants.get(ns, []) + (grants.get("", []) if ns else [])
+        return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+                   for r in rules)  # fmt: skip
+
+    missing = [call for call in MASTER_CALLS if not allowed(*call)]
+    assert not missing, missing
+    # and not more than it needs: it never deletes or creates a route
+    assert not allowed("networking.istio.io", "virtualservices", "delete", "default")
+    assert not allowed("gateway.networking.k8s.io", "httproutes", "create", "default")
 
 
 # Locust monkey-patches the standard library on import: its parser runs in a child process.
