@@ -1,6 +1,6 @@
-"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 SOAK]`: run the benchmarks (names in any case),
-print each figure with its goal, and write them all to results/bench/<timestamp>.json. SOAK
-alone takes over ten minutes."""
+"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 P5-intake P5-throughput SOAK]`: run the
+benchmarks (names in any case), print each figure with its goal, and write them all to
+results/bench/<timestamp>.json. SOAK alone takes over ten minutes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, str] = {
     "P3": "benchmarks.propagation:run",
     "P3-stamped": "benchmarks.stamped_propagation:run",
     "P4": "benchmarks.analysis_scale:run",
+    "P5-intake": "benchmarks.distributed:run_intake_bench",
+    "P5-throughput": "benchmarks.distributed:run_throughput_bench",
     "SOAK": "benchmarks.soak:run",
 }
 

@@ -70,6 +70,7 @@ class MasterLink:
     runner: Any
     limit_bytes: int
     ledger: Path | None = None
+    run_id: str = ""  # the run folder's name: records of another run are not written into it
     path: str = "the master's run folder"
     acked_rows: int = 0
     acked_parts: int = 0
@@ -89,7 +90,7 @@ class MasterLink:
             held = f"{len(self._unacked)} parts, {self.unacked_bytes / 2**20:.1f} MB"
             raise OSError(f"the master has not acknowledged {held} of records")
         sent = _Sent(seq, table.num_rows, encode(table), time.monotonic())
-        self._head = {"worker": worker, "pid": pid}
+        self._head = {"worker": worker, "pid": pid, "run": self.run_id}
         self._send(sent)
         self._unacked[(pid, seq)] = sent
 
@@ -145,7 +146,7 @@ class MasterLink:
         if seen is not None:
             data["seen"] = seen
         try:
-            self.runner.send_message(DONE, data)
+            self.runner.send_message(DONE, {**data, "run": self.run_id})
         except Exception as e:
             raise OSError(f"cannot tell the master the records are complete: {e}") from None
         log.info(
@@ -186,10 +187,21 @@ class RecordIntake:
             out[worker] = out.get(worker, 0) + got.rows
         return out
 
-    def on_records(self, environment: Any = None, msg: Any = None, **_: Any) -> None:
-        data: Mapping[str, Any] = getattr(msg, "data", None) or {}
+    def _ours(self, data: Mapping[str, Any]) -> bool:
+        """The records are this run's (a late batch of an earlier run is not written here)."""
         if self.folder is None:
             log.error("request records from %s before any run: dropped", data.get("worker"))
+            return False
+        run = data.get("run")
+        if run and run != self.folder.path.name:
+            log.error("request records of run %s from %s after it ended: dropped",
+                      run, data.get("worker"))  # fmt: skip
+            return False
+        return True
+
+    def on_records(self, environment: Any = None, msg: Any = None, **_: Any) -> None:
+        data: Mapping[str, Any] = getattr(msg, "data", None) or {}
+        if not self._ours(data) or self.folder is None:
             return
         worker, pid, seq = str(data.get("worker")), int(data.get("pid", 0)), int(data["seq"])
         got = self._landed.setdefault((worker, pid), _Landed())
@@ -213,6 +225,8 @@ class RecordIntake:
 
     def on_done(self, environment: Any = None, msg: Any = None, **_: Any) -> None:
         data: Mapping[str, Any] = getattr(msg, "data", None) or {}
+        if not self._ours(data):
+            return
         worker, pid = str(data.get("worker")), int(data.get("pid", 0))
         got = self._landed.setdefault((worker, pid), _Landed())
         got.done = dict(data)

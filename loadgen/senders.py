@@ -87,7 +87,9 @@ class Senders:
         folder: Any = RunFolder(run_dir)
         if isinstance(runner, WorkerRunner):
             ledger = self._ledger(Path(run_dir).name, worker)
-            self.link = records_link.MasterLink(runner, buffer_bytes // 2, ledger=ledger)
+            self.link = records_link.MasterLink(
+                runner, buffer_bytes // 2, ledger=ledger, run_id=Path(run_dir).name
+            )
             folder = self.link
         self.capture.open(folder, worker)
         self._flusher = gevent.spawn(self.capture.flusher(gevent.sleep))

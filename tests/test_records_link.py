@@ -116,3 +116,14 @@ def test_records_before_any_run_are_dropped_loudly(caplog: pytest.LogCaptureFixt
     payload = encode(pa.table({"x": [1]}))
     intake.on_records(msg=message({"worker": "w", "pid": 1, "seq": 0, "ipc": payload}))
     assert "before any run" in caplog.text
+
+
+def test_a_late_batch_of_an_earlier_run_is_not_written_into_the_next(tmp_path: Path) -> None:
+    master, worker = Wire(), Wire()
+    intake = RecordIntake(master)
+    intake.start(RunFolder(tmp_path / "run-2"))
+    link = MasterLink(worker, limit_bytes=2**20, run_id="run-1")
+    link.write_part(request_table(3, start_ns=range(3)), "worker0", 7, 0)
+    intake.on_records(msg=message(worker.sent[0][1]))
+    assert intake.landed() == {} and master.sent == []
+    assert not (tmp_path / "run-2" / "requests").exists()

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
@@ -158,17 +159,31 @@ def test_ctrl_c_mid_run_leaves_a_loadable_folder(
     assert not list((folder / "requests").glob(".*.tmp"))
 
 
-def test_two_processes_record_every_request_once(tmp: Path, cluster: tuple[str, ...]) -> None:
-    proc = locust(tmp, *cluster, *local_processes(2))
+def test_four_processes_record_every_request_once(tmp: Path, cluster: tuple[str, ...]) -> None:
+    """Four workers send their records to the master: the records equal Locust's count, in
+    total and per worker, in run.json and in the report."""
+    proc = locust(tmp, *cluster, *local_processes(4))
     assert finish(proc) == 0, (tmp / "locust.log").read_text()[-3000:]
     folder = run_folder(tmp)
     info = json.loads((folder / "run.json").read_text())
     table = records(folder)
     assert table.num_rows == locust_count(tmp) == info["requests"]["rows"]
-    assert sorted(set(table["worker"].to_pylist())) == ["worker0", "worker1"]
+    workers = [f"worker{i}" for i in range(4)]
+    assert sorted(set(table["worker"].to_pylist())) == workers
+    by_worker = info["requests"]["by_worker"]
+    assert sorted(by_worker) == workers
+    for w, r in by_worker.items():
+        mine = table.filter(pc.equal(table["worker"], w)).num_rows
+        assert r["closed"] and r["on_disk"] == r["sent"] == r["locust"] == mine > 0, (w, r)
     trace_ids = table["trace_id"].to_pylist()
     assert len(set(trace_ids)) == len(trace_ids)
     check_split(folder)
+    html = (folder / "report.html").read_text()
+    for w, r in by_worker.items():
+        assert (
+            f"{w} {r['on_disk']:,} = Locust&#x27;s" in html
+            or f"{w} {r['on_disk']:,} = Locust's" in html
+        )
 
 
 BAD_PLANS = {
