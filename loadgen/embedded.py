@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcore.errors import BackendError, ConfigError
+from meshcore.tools import find_tool
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def check_reachable(host: str, timeout_s: float = 5.0) -> None:
 
 def envoy_version() -> str | None:
     """`envoy --version` as a short string, for run.json; None when there is no envoy."""
-    exe = shutil.which("envoy")
+    exe = find_tool("envoy")
     if exe is None:
         return None
     try:

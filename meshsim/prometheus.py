@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from meshcore.errors import BackendError
+from meshcore.tools import find_tool
 from meshsim.boutique.hops import INGRESS
 from meshsim.procs import Child
 from meshsim.spec import Workload
@@ -33,7 +34,7 @@ SCRAPE_INTERVAL = "1s"
 
 
 def prometheus_binary() -> str | None:
-    return shutil.which("prometheus")
+    return find_tool("prometheus")
 
 
 @dataclass(frozen=True)
