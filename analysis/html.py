@@ -186,12 +186,18 @@ def _judge(s: Mapping[str, Any]) -> Raw:
     )
 
 
+def _told(failure: list[Any]) -> str:
+    """One kind of failure: `LocustBadStatusCode: 500 on GET /product/[id] ×3 (e.g.
+    /product/L9ECAV7KIM)`."""
+    label, count, *example = failure
+    seen = f" (e.g. {example[0]})" if example and example[0] else ""
+    return f"{label} ×{count:,}{seen}"
+
+
 def _errors(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
     recs = [{"version": v, **e} for v, e in (s.get("errors") or {}).items()]
     top = "; ".join
-    rows = rows_of(
-        recs, "version n errors rate top", rate=pct, top=lambda t: top(f"{x} ×{k:,}" for x, k in t)
-    )
+    rows = rows_of(recs, "version n errors rate top", rate=pct, top=lambda t: top(map(_told, t)))
     headers = ["version", "requests", "failed", "rate", "commonest errors"]
     return section(
         "errors",

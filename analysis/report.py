@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -194,32 +195,55 @@ def _seconds(ns: Any) -> float | None:
     return ns / 1e9 if isinstance(ns, int | float) and not isinstance(ns, bool) else None
 
 
+_KIND = re.compile(r"^([A-Za-z_][\w.]*):\s")
+_URL = re.compile(r"https?://[^/\s]+(/[^\s:,]*)?")
+
+
 def error_counts(requests: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """{version: {n, errors, rate, top}}; top lists the commonest error texts with counts."""
+    """{version: {n, errors, rate, top}}; top lists the commonest kinds of failure, each
+    [label, count, example]: the label names the exception kind, the status and the grouped
+    endpoint (`LocustBadStatusCode: 500 on GET /product/[id]`, the same for every product and
+    every run), the example one URL path it happened on (no host or port)."""
     if requests.empty:
         return {}
     codes, names = label_codes(requests["version"])
     failed = ~requests["ok"].to_numpy(dtype=bool)
     n = np.bincount(codes, minlength=len(names))
     errors = np.bincount(codes[failed], minlength=len(names))
-    texts = requests["error"].astype("str").to_numpy(dtype=object)
-    status = requests["status"].to_numpy()
     out: dict[str, dict[str, Any]] = {}
     for i in np.argsort(names):
-        mine = failed & (codes == i)
-        reasons = pd.Series(
-            np.where(
-                pd.isna(texts[mine]), np.char.add("HTTP ", status[mine].astype(str)), texts[mine]
-            )
-        )
-        top = reasons.value_counts().head(TOP_ERRORS)
+        mine = requests[failed & (codes == i)]
+        groups: dict[str, list[Any]] = {}
+        for text, status, method, name in zip(
+            mine["error"].astype(object), mine["status"], mine["method"].astype(str),
+            mine["name"].astype(str), strict=True,
+        ):  # fmt: skip
+            label, example = _failure(text, int(status), method, name)
+            got = groups.setdefault(label, [label, 0, example])
+            got[1] += 1
+            got[2] = got[2] or example
+        top = sorted(groups.values(), key=lambda g: (-g[1], g[0]))[:TOP_ERRORS]
         out[str(names[i])] = {
             "n": int(n[i]),
             "errors": int(errors[i]),
             "rate": float(errors[i] / n[i]) if n[i] else None,
-            "top": [[str(k), int(v)] for k, v in top.items()],
+            "top": top,
         }
     return out
+
+
+def _failure(text: Any, status: int, method: str, name: str) -> tuple[str, str | None]:
+    """A failed request's label (kind, status, grouped endpoint) and example URL path."""
+    text = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+    kind = (
+        m.group(1) if (m := _KIND.match(text)) else _URL.sub(lambda u: u.group(1) or "/", text)[:80]
+    )
+    where = f"{status}" if status else "no response"
+    if kind == f"HTTP {status}":  # the text says no more than the status
+        kind = ""
+    label = f"{kind + ': ' if kind else ''}{where} on {method} {name}"
+    url = _URL.search(text)
+    return label, (url.group(1) or "/") if url else None
 
 
 def mesh_latency(

@@ -103,9 +103,36 @@ def test_error_counts_match_a_plain_count(built) -> None:
         assert rec["n"] == int(mine.sum())
         assert rec["errors"] == int((mine & ~ok).sum())
         assert rec["rate"] == pytest.approx((mine & ~ok).sum() / mine.sum())
-    top = dict(result.summary["errors"]["v2"]["top"])
-    assert top[EVIL] == 3 and sum(top.values()) == result.summary["errors"]["v2"]["errors"]
+    v2 = result.summary["errors"]["v2"]
+    counts = [count for _, count, _ in v2["top"]]
+    assert counts == sorted(counts, reverse=True) and sum(counts) <= v2["errors"], v2["top"]
+    evil = error_counts(requests[requests["error"].astype(object) == EVIL])
+    assert sum(c for label, c, _ in evil["v2"]["top"] if label.startswith(EVIL)) == 3, evil
     assert error_counts(requests.iloc[:0]) == {}
+
+
+def test_failures_are_grouped_by_kind_status_and_endpoint_with_a_portless_example() -> None:
+    """The same failure on every product and every run's port is one line."""
+    from tests.records import request_table
+
+    errors = [
+        "LocustBadStatusCode: URL http://127.0.0.1:42789/product/L9ECAV7KIM: code=500",
+        "LocustBadStatusCode: URL http://127.0.0.1:42789/product/OLJCESPC7Z: code=500",
+        "LocustBadStatusCode: URL http://127.0.0.1:39001/product/66VCHSJNUP: code=500",
+        "ConnectionRefusedError: [Errno 111] Connection refused",
+        None,
+    ]
+    table = request_table(
+        5, version=["v2"] * 5, ok=[False] * 5, status=[500, 500, 500, 0, 503],
+        name=["/product/[id]"] * 3 + ["/", "/cart"], method=["GET"] * 5, error=errors,
+    )  # fmt: skip
+    [(version, rec)] = error_counts(table.to_pandas()).items()
+    assert version == "v2" and rec["errors"] == 5
+    assert rec["top"] == [
+        ["LocustBadStatusCode: 500 on GET /product/[id]", 3, "/product/L9ECAV7KIM"],
+        ["503 on GET /cart", 1, None],
+        ["ConnectionRefusedError: no response on GET /", 1, None],
+    ]
 
 
 def test_pngs_are_valid_and_sensible(built) -> None:
