@@ -184,6 +184,11 @@ class Harness:
         if not isinstance(runner, MasterRunner):
             runner.register_message(steps.MESSAGE, self._on_steps_message)
         self.senders.on_init(environment, runner)
+        web_ui = getattr(environment, "web_ui", None)
+        if web_ui is not None and _is_master_or_local(runner):
+            from loadgen import webtab
+
+            webtab.install(web_ui, self)
         if _is_master_or_local(runner) and self._headless(environment):
             # Ctrl-C and SIGTERM end the run in order: the plan stops, the users stop, the
             # records are flushed and counted, run.json says "interrupted", exit code 130.
