@@ -1,7 +1,8 @@
 """P1 and P2: throughput ratios, each pair measured against one embedded mesh in one run.
 
-P1: the canary scenario (capture, traceparent, rollout, run folder) against a plain FastHttpUser
-    locustfile doing the same journeys, both hitting the same gateway (goal >= 0.9).
+P1: the canary scenario (capture, traceparent, client spans exported over OTLP, rollout, run
+    folder) against a plain FastHttpUser locustfile doing the same journeys, both hitting the
+    same gateway (goal >= 0.9).
 P2: the embedded mesh end to end (simulated Boutique, 100 % trace sampling) against Locust ->
     the same Envoy -> a trivial upstream (goal >= 0.5).
 """
@@ -33,12 +34,15 @@ ECHO = """
 """
 
 
-def locust_rps(locustfile: str, host: str, workdir: Path, *extra: str) -> float:
+def locust_rps(
+    locustfile: str, host: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> float:
     """Requests per second of a headless Locust run, from its own stats CSV."""
     prefix = workdir / Path(locustfile).stem
     plan = workdir / "plan.yaml"
     plan.write_text(f"steps:\n  - {{weights: {{v1: 50, v2: 50}}, hold_s: {SECONDS}}}\n")
-    env = {**os.environ, "MESHLOAD_PLAN": str(plan), "MESHLOAD_RESULTS_DIR": str(workdir)}
+    env = {**os.environ, "MESHLOAD_PLAN": str(plan), "MESHLOAD_RESULTS_DIR": str(workdir),
+           **(env or {})}  # fmt: skip
     subprocess.run(
         [
             "locust",
@@ -110,12 +114,14 @@ def run_pair() -> dict[str, dict[str, Any]]:
         with Mesh(spec=_bench_spec(work), prometheus=False, trace_sampling=100.0) as mesh:
             gateway = mesh.gateway_url
             kube = kubernetes_options(mesh)
+            # the canary makes its client spans too, exported to the mesh's trace store
+            spans = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(mesh.jaeger_url)}
             # Interleaved twice, both at the same 50/50 split, so warm-up and drift hit both.
             plains, canaries = [], []
             for _ in range(2):
                 _route(mesh)
                 plains.append(locust_rps("plain.py", gateway, work))
-                canaries.append(locust_rps("meshload_canary.py", gateway, work, *kube))
+                canaries.append(locust_rps("meshload_canary.py", gateway, work, *kube, env=spans))
             plain, canary = sum(plains) / 2, sum(canaries) / 2
             _route(mesh, [{"route": [{"destination": {"host": "echo"}}]}])
             trivial = locust_rps("trivial.py", gateway, work)

@@ -267,6 +267,9 @@ class Harness:
         stamps = self.run.info.get("stamps")
         opts.meshload_stamp = stamps["token"] if stamps else ""
         opts.meshload_authority = self.target_info.get("host_header") or ""
+        # client spans go to the embedded mesh's trace store unless OTEL_* says otherwise
+        jaeger = getattr(self.mesh, "jaeger_url", None) if self.mesh is not None else None
+        opts.meshload_otlp = f"{jaeger}/v1/traces" if jaeger else ""
         self.expected_captures = runner.worker_count if isinstance(runner, MasterRunner) else 1
         self.senders.start_run(self.run.folder)
         self.run.start()

@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime
 import itertools
 import random
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
-from loadgen import openmodel
-from meshcore.stamps import RUN_HEADER
-from meshcore.traceparent import new_trace, parse_traceparent
+from loadgen import client_spans, openmodel
+from meshcore.stamps import CONFIG_HEADER, RUN_HEADER, config_step
+from meshcore.traceparent import TraceContext, new_trace, parse_traceparent
 
 PRODUCTS = (
     "0PUK6V6EV0",
@@ -67,6 +68,9 @@ class TracedSession(FastHttpSession):
     sampling: float = 1.0
     stamp: str | None = None
     authority: str | None = None
+    tracer: Any = None  # client spans (`loadgen.client_spans`); None: none made
+    clock: Any = None  # the rollout's StepClock, for the client span's step
+    version_header: str = "x-version"
 
     def request(  # type: ignore[override]
         self,
@@ -80,7 +84,15 @@ class TracedSession(FastHttpSession):
         given = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
         # A task that sends its own traceparent keeps it; its trace id is recorded all the same.
         parsed = parse_traceparent(given) if given else None
-        trace = parsed or new_trace(self.sampling)
+        span = None
+        if parsed is None and self.tracer is not None:  # the client span roots the trace
+            path = urlsplit(url).path or "/"
+            span = client_spans.start(
+                self.tracer, str(kwargs.get("name") or endpoint_name(path)), method, path
+            )
+            trace = TraceContext(*client_spans.trace_ids(span))
+        else:
+            trace = parsed or new_trace(self.sampling)
         if parsed is None:  # none given, or one that is not W3C: send ours
             headers = {k: v for k, v in headers.items() if k.lower() != "traceparent"}
             headers["traceparent"] = trace.header
@@ -91,10 +103,13 @@ class TracedSession(FastHttpSession):
         mine = {**(context or {}), "trace_id": trace.trace_id, "sampled": trace.sampled}
         wanted = kwargs.pop("allow_redirects", True)
         follow = wanted and not kwargs.get("catch_response")  # a caller's context manager: Locust's
+        started_ns = time.time_ns()
         response = super().request(
             method, url, headers=headers, context=mine, allow_redirects=wanted and not follow,
             **kwargs,
         )  # fmt: skip
+        if span is not None:
+            client_spans.end(span, response, self._span_facts(response, mine, started_ns))
         # A redirect is followed as a request of its own, recorded with its own version, trace
         # and time, as the gateway, its metrics and the traces count it.
         for _ in range(MAX_REDIRECTS if follow else 0):
@@ -108,6 +123,26 @@ class TracedSession(FastHttpSession):
                 allow_redirects=False,
             )  # fmt: skip
         return response
+
+    def _user_context(self) -> dict[str, Any]:
+        """The user's own context (Locust adds it to the request's after this session)."""
+        user = getattr(self, "user", None)
+        try:
+            return dict(user.context()) if user is not None else {}
+        except Exception:
+            return {}
+
+    def _span_facts(
+        self, response: Any, context: dict[str, Any], started_ns: int
+    ) -> dict[str, Any]:
+        headers = getattr(response, "headers", None) or {}
+        config = config_step(headers.get(CONFIG_HEADER), self.stamp) if self.stamp else None
+        return {
+            "step": self.clock.step_at(started_ns) if self.clock is not None else None,
+            "user_id": context.get("user_id", self._user_context().get("user_id")),
+            "version": headers.get(self.version_header),
+            "config_step": config,
+        }
 
 
 class BoutiqueUser(FastHttpUser):

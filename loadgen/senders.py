@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadgen import options, records_link
+from loadgen import client_spans, options, records_link
 from loadgen.capture import RequestCapture
 from loadgen.journeys import TracedSession
 from loadgen.steps import StepClock
@@ -74,6 +74,9 @@ class Senders:
         token = getattr(opts, "meshload_stamp", "") or None
         TracedSession.stamp = token
         TracedSession.authority = getattr(opts, "meshload_authority", "") or None
+        TracedSession.clock, TracedSession.version_header = self.clock, settings.version_header
+        embedded = getattr(opts, "meshload_otlp", "") or None
+        TracedSession.tracer = client_spans.tracer_for(embedded, settings.trace_sampling)
         runner = environment.runner
         worker = f"worker{runner.worker_index}" if isinstance(runner, WorkerRunner) else "local"
         buffer_bytes = settings.record_buffer_mb * 2**20
@@ -116,9 +119,11 @@ class Senders:
             self.capture.on_request(**kwargs)
 
     def close_capture(self) -> None:
-        """Flush and mark the capture done (a worker's parts go to the master); repeatable."""
+        """Flush and mark the capture done (a worker's parts go to the master), and export the
+        client spans still buffered; repeatable."""
         if self.capture is not None:
             self.capture.close()
+        client_spans.flush()
         if self._flusher is not None and self._flusher is not gevent.getcurrent():
             self._flusher.kill(block=False)
 
