@@ -119,8 +119,7 @@ class Conductor:
         self.write_run()
         log.info("run folder %s", self.folder.path)
         self.rollout.begin()
-        first = stamping.wait_first_stamp(self.info, self.info["target"], self.sleep)
-        if first is not None:
+        if first := stamping.wait_first_stamp(self.info, self.info["target"], self.sleep):
             self.info["first_stamp"] = first
             self.write_run()
         self.greenlets.append(self.spawn(self.rollout.run))
