@@ -413,3 +413,29 @@ def test_preflight_finds_the_service_istio_deploys_for_the_gateway() -> None:
     checks = run_checks(StaticReader(gateway_objects()), target, probe=probe)
     [ingress] = [c.line() for c in checks if c.name == "ingress"]
     assert "istio-system/istio-ingressgateway" in ingress, ingress
+
+
+def test_workload_versions_name_the_plans_versions_by_their_pods_labels() -> None:
+    """An HTTPRoute's backends by their Services' selectors; a VirtualService's subsets by
+    their DestinationRule's labels (Argo-style `stable`/`canary` over v1/v2)."""
+    client = InMemoryMeshClient(objects())
+    assert client.route("frontend", "default", "primary", kind="HTTPRoute").workload_versions() == {
+        "frontend-v1": "v1", "frontend-v2": "v2"
+    }  # fmt: skip
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+          "metadata": {"name": "frontend", "namespace": "default"},
+          "spec": {"hosts": ["frontend"], "http": [{"name": "primary", "route": [
+              {"destination": {"host": "frontend", "subset": "stable"}, "weight": 100},
+              {"destination": {"host": "frontend.default.svc.cluster.local", "subset": "canary"},
+               "weight": 0}]}]}}  # fmt: skip
+    dr = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+          "metadata": {"name": "frontend", "namespace": "default"},
+          "spec": {"host": "frontend.default.svc.cluster.local", "subsets": [
+              {"name": "stable", "labels": {"version": "v1"}},
+              {"name": "canary", "labels": {"version": "v2"}},
+              {"name": "unused", "labels": {"version": "v9"}}]}}  # fmt: skip
+    other = {**dr, "metadata": {"name": "cart", "namespace": "default"},
+             "spec": {"host": "cartservice", "subsets": [{"name": "stable", "labels": {"version": "x"}}]}}  # fmt: skip  # noqa: E501
+    client = InMemoryMeshClient([vs, dr, other])
+    found = client.route("frontend", "default", "primary").workload_versions()
+    assert found == {"stable": "v1", "canary": "v2"}, found

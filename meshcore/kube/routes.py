@@ -23,6 +23,7 @@ from meshcore.kube.client import (
     WeightChange,
     retry_on_conflict,
 )
+from meshcore.kube.istio import resolve_host
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +97,38 @@ class RouteWeights:
             httproute.apply_weights(obj, {known[0]: 1}, rule=self.route, service_exists=exists)
 
     def workload_versions(self) -> dict[str, str]:
-        """{backend: the `version` label of its pods} for an HTTPRoute rule whose backendRef
-        Services select one version each (`frontend-v1` over `{app: frontend, version: v1}`),
-        so the traces' and Prometheus's versions (the pods' label) can be named as the plan
-        names them; {} for a VirtualService (its subsets are the versions) or a Service that
-        selects no version."""
-        if self.kind != "HTTPRoute":
-            return {}
+        """{version as the plan names it: the `version` label of its pods}, so the traces' and
+        Prometheus's versions (the pods' label) can be named as the plan names them: an
+        HTTPRoute rule's backendRef Services by their selectors (`frontend-v1` over `{app:
+        frontend, version: v1}`), a VirtualService route's subsets by their DestinationRule's
+        labels (`stable` over `{version: v1}`). Versions without a `version` label are left out."""
         obj = self._read()
+        index = self.kinds.find(obj, self.route)
+        if self.kind == "VirtualService":
+            return self._subset_versions(obj, index)
         out = {}
-        for _, ns, name in httproute.backend_services(obj, self.kinds.find(obj, self.route)):
+        for _, ns, name in httproute.backend_services(obj, index):
             svc = self.client.service(ns, name) or {}
             version = ((svc.get("spec") or {}).get("selector") or {}).get("version")
             if version:
                 out[name] = str(version)
         return out
+
+    def _subset_versions(self, vs: Mapping[str, Any], index: int) -> dict[str, str]:
+        """{subset: its DestinationRule's `version` label} of the route's destinations."""
+        dests = vs["spec"]["http"][index].get("route") or []
+        hosts = {resolve_host(str((d.get("destination") or {}).get("host")), self.namespace)
+                 for d in dests}  # fmt: skip
+        out = {}
+        for dr in self.client.list_of("DestinationRule", self.namespace):
+            if resolve_host(str((dr.get("spec") or {}).get("host")), self.namespace) not in hosts:
+                continue
+            for subset in (dr.get("spec") or {}).get("subsets") or []:
+                version = (subset.get("labels") or {}).get("version")
+                if version:
+                    out[str(subset.get("name"))] = str(version)
+        wanted = set(self.kinds.versions(vs, index))
+        return {k: v for k, v in out.items() if k in wanted}
 
     def set_weights(self, weights: Mapping[str, int], step: int = 0) -> WeightChange:
         """The step's weights, stamped with the step; if the API refuses the stamps, the
