@@ -29,9 +29,9 @@ pytestmark = pytest.mark.integration
 SCENARIO = REPO / "scenarios" / "canary.py"
 PLAN = """users: 20
 steps:
-  - {weights: {v1: 100, v2: 0}, hold_s: 8}
-  - {weights: {v1: 90, v2: 10}, hold_s: 8}
-  - {weights: {v1: 50, v2: 50}, hold_s: 8}
+  - {weights: {v1: 100, v2: 0}, hold_s: 6}
+  - {weights: {v1: 90, v2: 10}, hold_s: 6}
+  - {weights: {v1: 50, v2: 50}, hold_s: 6}
 """
 
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 PLAN = """users: 20
 steps:
   - {weights: {v1: 100, v2: 0}, hold_s: 6}
-  - {weights: {v1: 50, v2: 50}, hold_s: 14}
+  - {weights: {v1: 50, v2: 50}, hold_s: 11}
 """
 SHOT = os.environ.get("MESHLOAD_WEBUI_SCREENSHOT")  # docs/: where the screenshot is kept
 
