@@ -33,9 +33,11 @@ steps:
   - {weights: {v1: 50, v2: 50}, hold_s: 8}
   - {weights: {v1: 0, v2: 100}, hold_s: 8}
 """
-# ≈ 500 requests a step: a 50 % share is known to about ±4.4 pp, so a true split passes at a
-# 10 pp tolerance with a chance of failing below 1 in 10,000 (its interval must lie inside it).
-TOLERANCE_PP = 10.0
+# ≈ 400-500 requests a step: a 50 % share is known to about ±4.4-4.9 pp. A step passes when its
+# whole interval lies inside the tolerance, so a true split passes at 15 pp unless it is off by
+# more than about 10 pp: z > 3.7 at 350 requests, under 1 run in 4,000. (At 10 pp it missed 1
+# run in 25: a CI run had v1 216 of 390, interval 50.4-60.2 %.)
+TOLERANCE_PP = 15.0
 
 
 @pytest.fixture(scope="module")
