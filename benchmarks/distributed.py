@@ -42,6 +42,7 @@ INTAKE_GOAL = 20_000.0
 
 
 def processes_args(n: int) -> tuple[str, ...]:
+    """`--processes n` with its master on 127.0.0.1 and a free port (not Locust's *:5557)."""
     port = str(free_port())
     return ("--processes", str(n), "--master-bind-host", "127.0.0.1",
             "--master-bind-port", port, "--master-port", port)  # fmt: skip

@@ -96,12 +96,11 @@ def kubectl_runner(api_url: str, tmp: Path) -> Kubectl:
 
 def local_processes(n: int) -> tuple[str, ...]:
     """Locust's `--processes n`, its master bound to the loopback on a free port of its own
-    (Locust binds every address's port 5557 by default, which two runs at once share)."""
-    from meshsim.prometheus import free_port
+    (Locust binds every address's port 5557 by default, which two runs at once share): the
+    benchmarks' own (`benchmarks.distributed.processes_args`)."""
+    from benchmarks.distributed import processes_args
 
-    port = str(free_port())
-    return ("--processes", str(n), "--master-bind-host", "127.0.0.1",
-            "--master-bind-port", port, "--master-port", port)  # fmt: skip
+    return processes_args(n)
 
 
 def start_in_session(cmd: list[str], log_path: Path, cwd: Path = REPO) -> subprocess.Popen[bytes]:
