@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import socket
 import threading
 import time
@@ -22,7 +21,7 @@ from meshsim.mesh import Mesh
 from meshsim.resources import Resource, load_manifests, parse_documents
 from meshsim.routes import ROUTE_CONFIG_TYPE
 from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot
-from tests.support import hammer
+from tests.support import hammer, within_se
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +50,6 @@ def mesh() -> Iterator[Mesh]:
         yield m
 
 
-def within_3_se(count: int, n: int, share: float) -> bool:
-    return abs(count / n - share) <= 3 * math.sqrt(share * (1 - share) / n)
-
-
 def get_version(url: str) -> str | None:
     with urllib.request.urlopen(url, timeout=5) as resp:
         resp.read()
@@ -67,7 +62,7 @@ def test_ninety_ten_split_over_20000_requests(mesh: Mesh) -> None:
     tally = hammer(mesh.gateway_url + "/_healthz", 20_000)
     assert tally.statuses == {200: 20_000}
     assert set(tally.header) == {"v1", "v2"}
-    assert within_3_se(tally.header["v2"], 20_000, 0.10), tally.header
+    assert within_se(tally.header["v2"], 20_000, 0.10), tally.header
 
 
 def test_weight_change_visible_within_100ms(mesh: Mesh) -> None:
@@ -111,7 +106,7 @@ def test_fault_abort_percentage_within_binomial_error(mesh: Mesh) -> None:
     mesh.apply(canary(100, 0, fault={"abort": {"httpStatus": 418, "percentage": {"value": 20.0}}}))
     tally = hammer(mesh.gateway_url + "/_healthz", 5_000)
     assert set(tally.statuses) == {200, 418}
-    assert within_3_se(tally.statuses[418], 5_000, 0.20), tally.statuses
+    assert within_se(tally.statuses[418], 5_000, 0.20), tally.statuses
 
 
 def test_retries_turn_a_flaky_upstream_into_successes(mesh: Mesh) -> None:
@@ -124,7 +119,7 @@ def test_retries_turn_a_flaky_upstream_into_successes(mesh: Mesh) -> None:
     mesh.apply(flaky({"attempts": 5, "retryOn": "5xx"}))
     with_retries = hammer(mesh.gateway_url + "/anything", 2_000)
     # Half the tries fail: alone, ~50 % succeed; with 5 retries, 1 - 0.5**6 = 98.4 %.
-    assert within_3_se(without.statuses[200], 2_000, 0.5), without.statuses
+    assert within_se(without.statuses[200], 2_000, 0.5), without.statuses
     assert with_retries.statuses[200] / 2_000 > 0.96, with_retries.statuses
 
 

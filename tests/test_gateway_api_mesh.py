@@ -8,7 +8,6 @@ standard errors of its share over >= 10,000 requests, and none for a 0-weight ba
 from __future__ import annotations
 
 import json
-import math
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from meshsim.apply import wait_applied
 from meshsim.mesh import Mesh
 from meshsim.resources import load_manifests, parse_documents
 from tests.gateway_api import CANARY, GROUP, ask, httproute, wait_for, workload_of
-from tests.support import Kubectl, hammer, kubectl_runner
+from tests.support import Kubectl, hammer, kubectl_runner, within_se
 
 pytestmark = pytest.mark.integration
 
@@ -105,10 +104,6 @@ def patch_weights(kubectl: Kubectl, mesh: Mesh, refs: list[dict[str, Any]]) -> N
     wait_applied(mesh.applied_file, int(json.loads(out)["metadata"]["resourceVersion"]))
 
 
-def within_3_se(count: int, n: int, share: float) -> bool:
-    return abs(count / n - share) <= 3 * math.sqrt(share * (1 - share) / n)
-
-
 def test_the_canary_manifest_serves_frontend_v1_alone(mesh: Mesh) -> None:
     tally = hammer(mesh.gateway_url + "/_healthz", 500, header="x-workload")
     assert tally.statuses == {200: 500} and tally.header == {"frontend-v1": 500}
@@ -127,8 +122,8 @@ def test_weights_70_30_0_hold_within_3_standard_errors_and_patch_moves_them(
     n = 10_000
     tally = hammer(mesh.gateway_url + "/_healthz", n, header="x-workload")
     assert tally.statuses == {200: n}
-    assert within_3_se(tally.header["frontend-v1"], n, 0.7), tally.header
-    assert within_3_se(tally.header["frontend-v2"], n, 0.3), tally.header
+    assert within_se(tally.header["frontend-v1"], n, 0.7), tally.header
+    assert within_se(tally.header["frontend-v2"], n, 0.3), tally.header
     assert tally.header["currencyservice-v1"] == 0, tally.header
     print(f"70/30/0 over {n}: {dict(tally.header)}")
     for r, w in zip(refs, (0, 0, 100), strict=True):
@@ -233,7 +228,7 @@ def test_a_missing_backend_answers_500_for_its_share_and_the_status_says_why(
         time.sleep(0.05)
     tally = hammer(mesh.gateway_url + "/_healthz", n, headers={"Host": "broken.test"})
     assert set(tally.statuses) == {200, 500}
-    assert within_3_se(tally.statuses[500], n, 0.5), tally.statuses
+    assert within_se(tally.statuses[500], n, 0.5), tally.statuses
     print(f"50/50 with a missing backend over {n}: {dict(tally.statuses)}")
     # The controller wrote why: the route is Accepted, its refs are not resolved.
     until = time.monotonic() + 10

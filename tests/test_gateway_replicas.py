@@ -246,7 +246,7 @@ def test_a_skewed_replica_serves_the_old_weights_for_its_skew(mesh: Mesh) -> Non
                 delays[pod].append((first - change.accepted_ns) / 1e6)
             # The skewed replica kept serving the old weights until then; the other did not.
             last_old = {p: (t - change.accepted_ns) / 1e6 for t, p, v in after if v == old}
-            assert last_old.get(pods[0], 0.0) < 50, last_old
+            assert last_old.get(pods[0], 0.0) < 100, last_old  # each within 100 ms (docstring)
             stale_ms.append(last_old[pods[1]])
     finally:
         prober.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from meshcore.stamps import REPLICA_HEADER, REPLICA_VALUE
 from meshsim.mesh import Mesh
-from tests.support import hammer
+from tests.support import hammer, within_se
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +53,7 @@ def test_merge_patch_moves_the_served_split(mesh: Mesh, api: Any) -> None:
     time.sleep(0.5)  # the control plane answers first and pushes right after
     tally = hammer(mesh.gateway_url + "/_healthz", 10_000)
     assert tally.statuses == {200: 10_000}
-    share = tally.header["v2"] / 10_000
-    assert abs(share - 0.30) <= 3 * math.sqrt(0.3 * 0.7 / 10_000), tally.header
+    assert within_se(tally.header["v2"], 10_000, 0.30), tally.header
 
 
 def test_json_patch_stale_replace_and_watch(mesh: Mesh, api: Any) -> None:

@@ -71,7 +71,9 @@ def test_abtest_keeps_v2_to_the_beta_cohort(tmp_path: Path, mesh: Mesh) -> None:
 def test_sticky_users_stay_on_their_first_version(tmp_path: Path, mesh: Mesh) -> None:
     mesh.apply(SCENARIOS / "manifests" / "sticky.yaml")
     try:
-        code, folder = run(tmp_path, mesh, "sticky", ONE_STEP % (50, 50, 6))
+        # 24 users at 50/50: all on one version once in 8 million (12 users: once in 2,048)
+        plan = ONE_STEP.replace("users: 12", "users: 24") % (50, 50, 6)
+        code, folder = run(tmp_path, mesh, "sticky", plan)
     finally:
         mesh.apply(SCENARIOS / "manifests" / "canary.yaml")
     assert code == 0
@@ -79,8 +81,8 @@ def test_sticky_users_stay_on_their_first_version(tmp_path: Path, mesh: Mesh) ->
     seen: dict[int, set[str]] = {}
     for r in rows:
         seen.setdefault(r["user_id"], set()).add(r["version"])
-    assert len(seen) == 12 and all(len(v) == 1 for v in seen.values())
-    assert {next(iter(v)) for v in seen.values()} == {"v1", "v2"}  # 12 users at 50/50
+    assert len(seen) == 24 and all(len(v) == 1 for v in seen.values())
+    assert {next(iter(v)) for v in seen.values()} == {"v1", "v2"}
     (check,) = events(folder, "check")
     assert check["passed"] is True and check["users_switched"] == 0
 
