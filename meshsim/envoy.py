@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from meshcore.tools import find_tool
 from meshsim.procs import Child
 from meshsim.routes import FAULT_FILTER, FAULT_TYPE
 from meshsim.telemetry.istio import GATEWAY_NAMESPACE
+from meshsim.tls import LISTENER_NAME as HTTPS_LISTENER
+from meshsim.tls import Chain, https_listener
 from meshsim.translate import ROUTE_CONFIG_NAME, Snapshot
 
 HCM_TYPE = (
@@ -63,8 +66,10 @@ def bootstrap(
     trace_sampling: float = 100.0,
     service_name: str = "istio-ingressgateway",
     node_id: str | None = None,
+    tls_chains: Sequence[Chain] = (),
 ) -> dict[str, Any]:
-    """A bootstrap whose listener takes routes from a file and clusters from another."""
+    """A bootstrap whose listener takes routes from a file and clusters from another; with
+    `tls_chains`, a second listener serves the same routes over TLS (`meshsim.tls`)."""
 
     def file_source(name: str) -> dict[str, Any]:
         folder = workdir / name
@@ -114,55 +119,33 @@ def bootstrap(
             "tracing.opentelemetry.min_flush_spans": 500,
             "tracing.opentelemetry.flush_interval_ms": 1000,
         }
+    plain = {
+        "name": "ingress",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                          "typed_config": hcm}]}
+        ],
+    }  # fmt: skip
+    listeners = [plain, https_listener(hcm, tls_chains)] if tls_chains else [plain]
     return {
         "node": {"id": node_id or f"{service_name}.{GATEWAY_NAMESPACE}", "cluster": service_name},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "layered_runtime": {"layers": [{"name": "static", "static_layer": runtime}]},
         "overload_manager": EDGE_OVERLOAD,
         "dynamic_resources": {"cds_config": file_source("cds")},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "ingress",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": clusters,
-        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 
 
 def _static_cluster(name: str, port: int) -> dict[str, Any]:
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    endpoints = [{"lb_endpoints": [{"endpoint": {"address": address}}]}]
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
     }
 
 
@@ -283,6 +266,7 @@ class EnvoyProcess:
         self._admin_file.unlink(missing_ok=True)
         self._admin: EnvoyAdmin | None = None
         self.port = 0
+        self.https_port: int | None = None
         self.child = Child(
             name,
             [
@@ -307,7 +291,9 @@ class EnvoyProcess:
         """Wait for the admin API and the listener; a process that fails is stopped."""
         try:
             self._admin = EnvoyAdmin(self._wait_admin(self._admin_file), self.child)
-            self.port = self._wait_listener()
+            ports = self._listener_ports()
+            self.port = next(iter(ports.values()))
+            self.https_port = ports.get(HTTPS_LISTENER)
         except BaseException:
             self.child.stop()
             raise
@@ -345,12 +331,16 @@ class EnvoyProcess:
             f"last log lines: {self.child.tail()}"
         )
 
-    def _wait_listener(self) -> int:
+    def _listener_ports(self) -> dict[str, int]:
+        """The bound port of each listener, by name, in the bootstrap's order."""
         status = json.loads(self.admin.get("/listeners?format=json"))
+        ports = {}
         for listener in status.get("listener_statuses", []):
             port = listener["local_address"]["socket_address"].get("port_value")
             if port:
-                return int(port)
+                ports[str(listener.get("name"))] = int(port)
+        if ports:
+            return ports
         raise BackendError(
             f"{self.child.name} opened no listener; last log lines: {self.child.tail()}"
         )
@@ -376,6 +366,7 @@ class Envoy(EnvoyProcess):
         pod_name: str = "istio-ingressgateway-0",
         name: str = "envoy",
         wait: bool = True,
+        tls_chains: Sequence[Chain] = (),
     ) -> None:
         self.pod_name = pod_name
         self.files = ConfigFiles(workdir)
@@ -386,6 +377,7 @@ class Envoy(EnvoyProcess):
             otlp_port=otlp_port,
             trace_sampling=trace_sampling,
             node_id=f"{pod_name}.{GATEWAY_NAMESPACE}",
+            tls_chains=tls_chains,
         )
         # As an Istio proxy's pod has them (from the downward API). `%ENVIRONMENT(POD_NAME)%`
         # (meshcore.stamps.REPLICA_VALUE) expands to this replica's pod name; `%HOSTNAME%`

@@ -96,7 +96,20 @@ DESTINATION_RULE = {
 GATEWAY = {
     "selector": True,
     "servers": [
-        {"port": {"number": True, "name": True, "protocol": True}, "hosts": True, "name": True}
+        {
+            "port": {"number": True, "name": True, "protocol": True},
+            "hosts": True,
+            "name": True,
+            # SIMPLE termination (meshsim.tls); the other modes are warned there
+            "tls": {
+                "mode": True,
+                "credentialName": True,
+                "httpsRedirect": True,
+                "minProtocolVersion": True,
+                "maxProtocolVersion": True,
+                "cipherSuites": True,
+            },
+        }  # fmt: skip
     ],
 }
 

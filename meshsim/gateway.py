@@ -35,6 +35,8 @@ from meshcore.errors import ConfigError
 from meshsim.envoy import EDGE_OVERLOAD, HCM_TYPE, ROUTER_TYPE, Envoy, EnvoyProcess
 from meshsim.procs import Child
 from meshsim.telemetry.istio import GATEWAY_NAMESPACE
+from meshsim.tls import LISTENER_NAME as HTTPS_LISTENER
+from meshsim.tls import Certificates, listener_stats
 from meshsim.translate import Snapshot
 
 DEPLOYMENT = "istio-ingressgateway"
@@ -91,8 +93,12 @@ def check_replicas(replicas: int, push_skew_ms: dict[int, float], balance: str) 
         raise ConfigError(f"gateway balance {balance!r}: choose one of {', '.join(BALANCE_MODES)}")
 
 
-def balancer_bootstrap(ports: list[int], *, port: int, balance: str) -> dict[str, Any]:
-    """An Envoy on 127.0.0.1:`port` sending to the replicas' `ports`, round robin."""
+def balancer_bootstrap(
+    ports: list[int], *, port: int, balance: str, https_ports: list[int] | None = None
+) -> dict[str, Any]:
+    """An Envoy on 127.0.0.1:`port` sending to the replicas' `ports`, round robin; with
+    `https_ports`, a second listener passes TLS connections through to the replicas' HTTPS
+    listeners, round robin per connection (TLS ends at a replica, as behind a cloud balancer)."""
     if balance == "connection":
         proxy = {
             "name": "envoy.filters.network.tcp_proxy",
@@ -134,36 +140,48 @@ def balancer_bootstrap(ports: list[int], *, port: int, balance: str) -> dict[str
                 ],
             },
         }
+    listeners = [_listener("balancer", proxy)]
+    clusters = [_replicas_cluster("replicas", ports)]
+    if https_ports:
+        tcp = {
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": TCP_PROXY_TYPE,
+                "stat_prefix": "balancer_https",
+                "cluster": "replicas_https",
+            },
+        }
+        listeners.append(_listener(HTTPS_LISTENER, tcp))
+        clusters.append(_replicas_cluster("replicas_https", https_ports))
+    listeners[0]["address"]["socket_address"]["port_value"] = port
+    return {
+        "node": {"id": f"{DEPLOYMENT}-balancer.{GATEWAY_NAMESPACE}", "cluster": DEPLOYMENT},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "overload_manager": EDGE_OVERLOAD,
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def _listener(name: str, proxy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [proxy]}],
+    }
+
+
+def _replicas_cluster(name: str, ports: list[int]) -> dict[str, Any]:
     endpoints = [
         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
         for p in ports
     ]
     return {
-        "node": {"id": f"{DEPLOYMENT}-balancer.{GATEWAY_NAMESPACE}", "cluster": DEPLOYMENT},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "overload_manager": EDGE_OVERLOAD,
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "balancer",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [{"filters": [proxy]}],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "replicas",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "lb_policy": "ROUND_ROBIN",
-                    "circuit_breakers": _UNBOUNDED,
-                    "load_assignment": {
-                        "cluster_name": "replicas",
-                        "endpoints": [{"lb_endpoints": endpoints}],
-                    },
-                }
-            ],
-        },
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": _UNBOUNDED,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
 
 
@@ -189,6 +207,9 @@ class Gateway:
         self.replicas: list[Envoy] = []
         self.balancer: EnvoyProcess | None = None
         single = replicas == 1
+        # TLS servers get the mesh's own certificates (meshsim.tls), made before any replica
+        self.certificates = Certificates(workdir / "tls") if snapshot.tls_servers else None
+        chains = self.certificates.chains(snapshot.tls_servers) if self.certificates else []
         try:
             # All start before any is waited for: N replicas take about as long as one.
             for i, pod in enumerate(self.pods):
@@ -203,13 +224,15 @@ class Gateway:
                         pod_name=pod,
                         name="envoy" if single else f"envoy-{i}",
                         wait=False,
+                        tls_chains=chains,
                     )
                 )
             for replica in self.replicas:
                 replica.wait_ready()
             if not single:
+                https = [r.https_port for r in self.replicas if r.https_port]
                 boot = balancer_bootstrap(
-                    [r.port for r in self.replicas], port=port, balance=balance
+                    [r.port for r in self.replicas], port=port, balance=balance, https_ports=https
                 )
                 self.balancer = EnvoyProcess(
                     "gateway-balancer", workdir / "balancer", boot, concurrency=concurrency
@@ -228,6 +251,26 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def https_url(self) -> str | None:
+        """The HTTPS address when a Gateway server terminates TLS (None when none does)."""
+        port = self.balancer.https_port if self.balancer else self.replicas[0].https_port
+        return f"https://127.0.0.1:{port}" if port else None
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The certificate authority that signed the gateway's certificates."""
+        return self.certificates.ca_file if self.certificates else None
+
+    def tls_stats(self) -> list[dict[str, Any]]:
+        """Per replica, Envoy's own count of TLS handshakes by version and cipher."""
+        if self.https_url is None:
+            return []
+        return [
+            {"replica": pod, **listener_stats(r.admin.stats("listener.https.ssl."))}
+            for pod, r in zip(self.pods, self.replicas, strict=True)
+        ]
+
+    @property
     def children(self) -> Iterator[Child]:
         """Every process of the gateway, replicas first."""
         yield from (r.child for r in self.replicas)
@@ -236,9 +279,11 @@ class Gateway:
 
     def urls(self) -> dict[str, str]:
         """The gateway's lines in `meshload mesh up`'s output (after `gateway`)."""
-        if self.balancer is None:
-            return {"envoy-admin": self.replicas[0].admin_url}
         urls = {}
+        if self.https_url is not None:
+            urls.update({"gateway-https": self.https_url, "ca-bundle": str(self.ca_file)})
+        if self.balancer is None:
+            return {**urls, "envoy-admin": self.replicas[0].admin_url}
         for i, r in enumerate(self.replicas):
             urls[f"gateway-{i}"] = r.url
             urls[f"envoy-admin-{i}"] = r.admin_url

@@ -15,6 +15,7 @@ from meshsim.hosts import Endpoint
 from meshsim.httproutes import GatewayStatus, RouteStatus, route_virtual_hosts
 from meshsim.resources import GATEWAY_API_GROUP, Resource
 from meshsim.routes import ROUTE_CONFIG_TYPE, RouteBuilder
+from meshsim.tls import TlsServer, tls_servers
 
 ROUTE_CONFIG_NAME = "ingress"
 
@@ -29,6 +30,7 @@ class Snapshot:
     resources: list[Resource] = field(default_factory=list)
     route_status: list[RouteStatus] = field(default_factory=list)
     gateway_status: list[GatewayStatus] = field(default_factory=list)
+    tls_servers: list[TlsServer] = field(default_factory=list)  # served from the start only
 
 
 def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint]) -> Snapshot:
@@ -87,6 +89,7 @@ def build_snapshot(resources: Sequence[Resource], endpoints: Sequence[Endpoint])
         resources=list(resources),
         route_status=http_routes.statuses,
         gateway_status=http_routes.gateways,
+        tls_servers=tls_servers(resources, warnings),
     )
 
 
