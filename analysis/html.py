@@ -265,6 +265,85 @@ def _consistency(s: Mapping[str, Any]) -> Raw:
     return section("consistency", "Consistency: client vs Prometheus vs traces", *parts)
 
 
+_VERIFIED = {
+    "ca-bundle": "checked against the CA bundle {}",
+    "system": "checked against the system's CAs",
+    "insecure": "NOT checked (insecure)",
+}
+
+
+def _tally(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items())
+
+
+def _client_tls(c: Mapping[str, Any]) -> list[Raw]:
+    """The client -> gateway hop: plain HTTP, or its TLS handshakes beside the gateway's."""
+    hop = f"Client → gateway ({c.get('url')})"
+    if c.get("scheme") != "https":
+        return [para(f"{hop}: plain HTTP, no TLS.")]
+    if c.get("handshakes") is None:
+        return [para(f"{hop}: TLS; run.json records no handshakes.")]
+    verify = str(c.get("verify"))
+    checked = _VERIFIED.get(verify, f"checked ({verify})").format(c.get("ca_bundle"))
+    sni = c.get("server_name") or "none sent"
+    shakes = rows_of(c["handshakes"], "version cipher bits count")
+    parts = [
+        para(f"{hop}: TLS, SNI {sni}; the gateway's certificate {checked}."),
+        table(["version", "cipher", "bits", "handshakes"], shakes, text_cols=2)
+        if shakes
+        else para("No TLS handshake succeeded."),
+        table(["failed handshake", "count"], rows_of(c["failures"], "error count"))
+        if c["failures"]
+        else para("No failed handshakes."),
+    ]
+    if c.get("gateway") is None:
+        return parts
+    a = c.get("agreement") or {}
+    tallies = [a.get(k) or {} for k in ("versions", "ciphers")]
+    same = all(set(d.get("client") or {}) == set(d.get("gateway") or {}) for d in tallies)
+    n, m = a.get("client"), a.get("gateway")
+    told = f"the client counted {fmt(n)}, the gateway's listeners {fmt(m)}: "
+    told += "they agree" if n == m else "they DIFFER"
+    told += f"; {'the same' if same else 'other'} versions and ciphers"
+    keys = "replica handshakes versions ciphers"
+    listed = rows_of(c["gateway"], keys, versions=_tally, ciphers=_tally)
+    return [
+        *parts,
+        para(f"Handshakes counted by the gateway's Envoys too: {told}."),
+        table(["replica", "handshakes", "versions", "ciphers"], listed),
+    ]
+
+
+def _transport(s: Mapping[str, Any]) -> Raw:
+    t = s.get("transport") or {}
+    c = t.get("client")
+    unknown = "run.json names no target: how the client reached the gateway is unknown."
+    parts = _client_tls(c) if c else [para(unknown)]
+    if not t.get("source_of_hops"):
+        parts.append(
+            para(
+                "Inside the mesh: no istio_requests_total reported by the destination in this "
+                "run's metrics (none recorded or fetched): the hops' security is unknown."
+            )
+        )
+        return section("transport", "Transport security", *parts)
+    hops = t.get("hops") or []
+    policies = sorted(
+        {p for h in hops for p in h["requests"]}, key=lambda p: (p != "mutual_tls", p)
+    )
+    rows = [
+        [h["source"], h["destination"], *(h["requests"].get(p, 0) for p in policies)] for h in hops
+    ]
+    parts += [
+        para(
+            f"Inside the mesh: requests per hop and connection_security_policy over the run, "
+            f"from {t['source_of_hops']}: only the server side knows the policy."
+        ),
+        table(["source", "destination", *policies], rows, text_cols=2),
+    ]
+    return section("transport", "Transport security", *parts)
+
+
 _NAV = (
     ("verdict", "Verdict"),
     ("notes", "Notes"),
@@ -276,6 +355,7 @@ _NAV = (
     ("hops", "Hops"),
     ("graph", "Graph"),
     ("consistency", "Consistency"),
+    ("transport", "Transport"),
 )
 
 
@@ -295,6 +375,7 @@ def render_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         _hops(summary, charts),
         _graph(summary, charts),
         _consistency(summary),
+        _transport(summary),
         para(f"summary.json schema version {summary.get('schema_version')}."),
     ]
     title = esc(f"meshload report {summary.get('run_id') or ''}".strip())

@@ -8,7 +8,8 @@ the top of the HTML; only a folder without a usable run.json raises (RunFolderEr
 Beside the figures of `analysis.summary`, summary.json carries what the report and the gates
 need from the run itself: `run` (scenario, mesh, target, times, versions, plan, roles),
 `tolerance_pp`, `errors` per version, `mesh_latency` (quantiles from Istio's histograms, when
-recorded) and `charts` (the PNG file names).
+recorded), `transport` (`analysis.transport`: TLS to the gateway, mTLS per hop) and `charts`
+(the PNG file names).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
 from analysis.promql import bucket_quantile, label_table
 from analysis.runfolder import load_run
 from analysis.summary import build_summary, json_safe
+from analysis.transport import transport_security
 from analysis.versions import fill_versions
 from meshcore.errors import MeshloadError, RunFolderError
 from meshcore.files import write_atomic, write_json
@@ -133,14 +135,16 @@ def build_report(
 
     charts, chart_notes = render_charts(meta, requests, summary)
     log.debug("charts drawn in %.1f s", time.perf_counter() - started)
+    transport, transport_notes = transport_security(meta, run.metrics)
     extras = {
         "run": {k: meta.get(k) for k in RUN_KEYS},
         "tolerance_pp": tolerance_pp,
         "errors": error_counts(requests),
         "mesh_latency": mesh_latency(run.metrics, started_s=_seconds(meta.get("started_ns"))),
+        "transport": transport,
         "charts": [f"{name}.png" for name in charts],
     }
-    notes += [*summary.pop("notes", []), *chart_notes]
+    notes += [*summary.pop("notes", []), *chart_notes, *transport_notes]
     summary = json_safe({**summary, **extras, "notes": list(dict.fromkeys(notes))})
 
     summary_path = write_json(folder / SUMMARY_FILE, summary)

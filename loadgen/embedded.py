@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loadgen.client_tls import ClientTls, make_context
 from meshcore.errors import BackendError, ConfigError
 from meshcore.tools import find_tool
 
@@ -49,17 +51,35 @@ def mesh_urls(mesh: Any) -> dict[str, str]:
         return {}
 
 
-def check_reachable(host: str, timeout_s: float = 5.0) -> None:
-    """Any HTTP answer from `host` will do; no answer at all ends the run at start."""
-    if not re.match(r"^https?://", host):
+def gateway_target(mesh: Any) -> str:
+    """The embedded gateway's address meshload drives: HTTPS when a Gateway server
+    terminates TLS (the plain listener still serves), else HTTP."""
+    return str(mesh.gateway.https_url or mesh.gateway_url)
+
+
+def is_url(host: str) -> bool:
+    return re.match(r"^https?://", host) is not None
+
+
+def check_reachable(host: str, tls: ClientTls | None = None, timeout_s: float = 5.0) -> None:
+    """Any HTTP answer from `host` will do; no answer at all ends the run at start. An
+    `https://` host is checked as meshload's users connect (`tls`)."""
+    if not is_url(host):
         raise ConfigError(f"--host {host}: not a URL; give http://HOST:PORT of the gateway")
+    context = make_context(tls or ClientTls()) if host.startswith("https://") else None
     try:
-        with urllib.request.urlopen(host.rstrip("/") + "/", timeout=timeout_s) as resp:
-            resp.read(1)
+        with urllib.request.urlopen(host.rstrip("/") + "/", timeout=timeout_s, context=context):
+            pass
     except urllib.error.HTTPError:
         return  # the gateway answered; an error page still proves it is there
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLError):
+            raise BackendError(
+                f"--host {host}: TLS failed ({getattr(reason, 'verify_message', '') or reason});"
+                " pass --ca-bundle with the CA that signed the gateway's certificate, or "
+                "--insecure"
+            ) from None
         raise BackendError(
             f"--host {host} is unreachable ({reason}); start the gateway (or port-forward it) "
             "or drop --host to use the embedded mesh"

@@ -33,7 +33,7 @@ from typing import Any
 import gevent
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadgen import openmodel, options, steps
+from loadgen import client_tls, embedded, openmodel, options, steps
 from loadgen.checks import Check
 from loadgen.conductor import Conductor, WeightSetter
 from loadgen.outcome import last_line
@@ -112,6 +112,7 @@ class Harness:
         self.environment: Any = None
         self.expected_captures = 1
         self.target_info: dict[str, Any] = {}
+        self.tls: client_tls.RunTls | None = None  # an https:// target's TLS
         self._rate: tuple[float, int] = (0.0, 1)
         self._cli_users: int | None = None
         self._cli_spawn_rate: float | None = None
@@ -240,7 +241,7 @@ class Harness:
             log.error("%s; keeping the previous settings", e)
         if self.mesh is not None and not environment.host:
             # The web UI's start form sends its host field even when left empty.
-            environment.host = self.mesh.gateway_url
+            environment.host = embedded.gateway_target(self.mesh)
         self.clock.reset()
         self.run = Conductor(
             scenario=self.scenario,
@@ -267,6 +268,10 @@ class Harness:
         stamps = self.run.info.get("stamps")
         opts.meshload_stamp = stamps["token"] if stamps else ""
         opts.meshload_authority = self.target_info.get("host_header") or ""
+        self.tls = client_tls.RunTls.of(
+            str(environment.host), self.settings, self.mesh, opts.meshload_authority or None
+        )
+        opts.meshload_ca_pem = self.tls.ca_pem() if self.tls else ""  # workers verify with it
         # client spans go to the embedded mesh's trace store unless OTEL_* says otherwise
         jaeger = getattr(self.mesh, "jaeger_url", None) if self.mesh is not None else None
         opts.meshload_otlp = f"{jaeger}/v1/traces" if jaeger else ""
@@ -340,6 +345,10 @@ class Harness:
         run, self.run = self.run, None
         if run is None:
             return
+        if self.tls is not None:
+            run.info["tls"] = tls = self.tls.entry(self.senders.tls_counts(environment))
+            if why := client_tls.failed(tls):
+                run.outcome.fail(why)
         run.finish(
             self.expected_captures,
             report=report,

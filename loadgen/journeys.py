@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
-from loadgen import client_spans, openmodel
+from loadgen import client_spans, client_tls, openmodel
 from meshcore.stamps import CONFIG_HEADER, RUN_HEADER, config_step
 from meshcore.traceparent import TraceContext, new_trace, parse_traceparent
 
@@ -153,6 +153,8 @@ class BoutiqueUser(FastHttpUser):
     cohort: str | None = None
 
     def __init__(self, environment: Any) -> None:
+        # an https:// gateway is verified and named as the run says (`loadgen.client_tls`)
+        self.insecure, self.ssl_context_factory = client_tls.for_users()
         super().__init__(environment)
         # Same session, one extra behaviour: a traceparent per request (TracedSession has no
         # state of its own, so re-classing the session Locust built is safe).

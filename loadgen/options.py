@@ -10,6 +10,7 @@ others are read again at each start, so the web UI's values apply to the next ru
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,22 @@ OPTIONS: tuple[Option, ...] = (
         web_ui=False,
     ),
     Option(
+        "--ca-bundle",
+        "MESHLOAD_CA_BUNDLE",
+        "",
+        "PEM file of the CA that signed an https:// gateway's certificate (default: the "
+        "embedded mesh's own CA, else the system's trust store)",
+        web_ui=False,
+    ),
+    Option(
+        "--insecure",
+        "MESHLOAD_INSECURE",
+        False,
+        "do not verify an https:// gateway's certificate (the report says so)",
+        type=bool,
+        web_ui=False,
+    ),
+    Option(
         "--no-stamp",
         "MESHLOAD_NO_STAMP",
         False,
@@ -227,6 +244,8 @@ class Settings:
     gate_p99_ms: float = 0.0
     gate_window_s: float = 10.0
     host_header: str = ""
+    ca_bundle: str = ""
+    insecure: bool = False
     no_stamp: bool = False
     no_replica_stamp: bool = False
     gateway_replicas: int = 1
@@ -278,6 +297,13 @@ class Settings:
             raise ConfigError("--version-header is empty; name the header, e.g. x-version")
         if self.gateway_replicas < 1:
             raise ConfigError(f"--gateway-replicas {self.gateway_replicas}: give 1 or more")
+        if self.ca_bundle and self.insecure:
+            raise ConfigError("--ca-bundle and --insecure: give one (verify with it, or not)")
+        if self.ca_bundle and not os.path.isfile(self.ca_bundle):
+            raise ConfigError(
+                f"--ca-bundle {self.ca_bundle}: no such file; give the PEM file of the CA "
+                "that signed the gateway's certificate"
+            )
         self.push_skews()
 
     def push_skews(self) -> dict[int, float]:

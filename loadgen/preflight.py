@@ -11,12 +11,14 @@ Gateway API canary (`Target.http_route`) has its route's checks from `loadgen.pr
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen import client_tls
 from loadgen.clusterread import SIDECAR, ClusterReader, has_sidecar, is_ready, selector_text
 from meshcore.kube.istio import (
     GROUP,
@@ -309,7 +311,9 @@ def http_probe(
     """Status and response headers of a GET; an HTTP error status is returned, not raised."""
     request = urllib.request.Request(url, headers=dict(headers))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310
+        host = next((v for k, v in headers.items() if k.lower() == "host"), None)
+        context = client_tls.probe_context(host) if url.startswith("https://") else None
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as answer:
             return int(answer.status), {k.lower(): v for k, v in answer.headers.items()}
     except urllib.error.HTTPError as exc:
         return int(exc.code), {k.lower(): v for k, v in exc.headers.items()}
@@ -326,6 +330,8 @@ def check_probe(
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         fix = "start the gateway or `meshload port-forward`, and pass --gateway-url"
+        if isinstance(reason, ssl.SSLError):
+            fix = "pass --ca-bundle (the CA that signed the gateway's certificate) or --insecure"
         return failed("probe", f"gateway at {url} not reachable{sent} ({reason})", fix)
     if code == 404:
         fix = (

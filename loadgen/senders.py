@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadgen import client_spans, options, records_link
+from loadgen import client_spans, client_tls, options, records_link
 from loadgen.capture import RequestCapture
 from loadgen.journeys import TracedSession
 from loadgen.steps import StepClock
@@ -42,6 +42,7 @@ class Senders:
         self.intake: records_link.RecordIntake | None = None
         self.locust_counts: dict[str, int] = {}  # Locust's request count per worker
         self.sent_reported: dict[str, int] = {}  # records each worker said it had sent
+        self.tls_reported: dict[str, dict[str, Any]] = {}  # each worker's TLS handshakes
         self.own_results_dir: str | None = None  # a worker's own --results-dir
         self._flusher: Any = None
 
@@ -61,7 +62,7 @@ class Senders:
         """Master: a new run's folder receives the workers' records from now on."""
         if self.intake is not None:
             self.intake.start(folder)
-        self.locust_counts, self.sent_reported = {}, {}
+        self.locust_counts, self.sent_reported, self.tls_reported = {}, {}, {}
 
     # -- the capture of this process ---------------------------------------------------------
     def start_capture(self, environment: Any, settings: options.Settings) -> None:
@@ -75,6 +76,12 @@ class Senders:
         TracedSession.stamp = token
         TracedSession.authority = getattr(opts, "meshload_authority", "") or None
         TracedSession.clock, TracedSession.version_header = self.clock, settings.version_header
+        if not isinstance(environment.runner, LocalRunner):  # a local one has the master's
+            pem = getattr(opts, "meshload_ca_pem", "") or None
+            client_tls.configure(
+                client_tls.ClientTls(None, settings.insecure, TracedSession.authority, pem)
+            )
+            client_tls.reset()
         embedded = getattr(opts, "meshload_otlp", "") or None
         TracedSession.tracer = client_spans.tracer_for(embedded, settings.trace_sampling)
         runner = environment.runner
@@ -133,6 +140,7 @@ class Senders:
         if self.capture is not None:
             data["meshload_worker"] = self.capture.worker
             data["meshload_sent"] = self.capture.rows_written
+            data["meshload_tls"] = client_tls.counts()
 
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         """Master side: each report carries the requests since the last one."""
@@ -142,6 +150,14 @@ class Senders:
             self.locust_counts[worker] = self.locust_counts.get(worker, 0) + count
             if data.get("meshload_sent") is not None:
                 self.sent_reported[worker] = int(data["meshload_sent"])
+            if data.get("meshload_tls") is not None:
+                self.tls_reported[worker] = data["meshload_tls"]
+
+    def tls_counts(self, environment: Any) -> list[dict[str, Any]]:
+        """The TLS handshakes of every process that spoke to the gateway: this one (its
+        users, or a master's probes) and each worker's last report."""
+        own = [client_tls.counts()]
+        return own + list(self.tls_reported.values()) if self.intake is not None else own
 
     def counts(self, environment: Any) -> dict[str, int] | None:
         """Locust's request count per process that sent load."""

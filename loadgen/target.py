@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import embedded
+from loadgen.client_tls import ClientTls
 from loadgen.options import Settings
 from loadgen.plan import Plan
 from loadgen.runinfo import versions
@@ -84,8 +85,9 @@ def resolve_target(
             gateway_replicas=settings.gateway_replicas,
             push_skew_ms=settings.push_skews(),
         )
-        host = str(mesh.gateway_url)
-        log.info("embedded mesh gateway at %s", host)
+        host = embedded.gateway_target(mesh)
+        ca = mesh.gateway.ca_file if host.startswith("https://") else None
+        log.info("embedded mesh gateway at %s%s", host, f" (its CA: {ca})" if ca else "")
     elif not host:
         raise ConfigError("--mesh kubernetes needs --host URL of the Istio ingress gateway")
     elif settings.gateway_replicas != 1 or settings.push_skew_ms.strip():
@@ -93,8 +95,8 @@ def resolve_target(
             "--gateway-replicas and --push-skew-ms shape the embedded mesh; a cluster's gateway "
             "has the replicas it has: drop them with --host (or --mesh kubernetes)"
         )
-    else:
-        embedded.check_reachable(host)
+    elif not embedded.is_url(host):
+        raise ConfigError(f"--host {host}: not a URL; give http://HOST:PORT of the gateway")
     try:
         if mesh is not None:  # the embedded mesh's own Kubernetes API, as a cluster's
             client = MeshClient.connect(mesh.kubeconfig)
@@ -104,6 +106,9 @@ def resolve_target(
         setter.check_subsets(plan.subsets(), plan.source)
         backends = setter.workload_versions()  # the pods' version label of each backend
         host_header = settings.host_header or derived_authority(client, name, namespace, kind)
+        if mesh is None:  # as the users will connect: TLS named by the Host they send
+            tls = ClientTls(settings.ca_bundle or None, settings.insecure, host_header or None)
+            embedded.check_reachable(host, tls)
         check_writable(Path(settings.results_dir))
         versions(mesh is not None)  # `envoy --version` now, not while users wait
     except BaseException:

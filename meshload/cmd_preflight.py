@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -51,6 +52,14 @@ def register(sub: Any) -> None:
         help="Host of the probe (default: the VirtualService's first host its Gateway serves)",
     )
     p.add_argument("--version-header", default="x-version", help="default: x-version")
+    p.add_argument(
+        "--ca-bundle",
+        help="PEM file of the CA that signed an https:// gateway's certificate (default: the "
+        "system's trust store)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="do not verify an https:// gateway's certificate"
+    )
     p.set_defaults(run=run)
 
 
@@ -61,6 +70,7 @@ def _url(flag: str, value: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from loadgen import client_tls
     from loadgen.clusterread import KubeReader
     from loadgen.preflight import Target, run_checks
     from meshcore.kube.client import Kube
@@ -75,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         version_header=args.version_header,
         http_route=args.http_route or None,
     )
+    if args.ca_bundle and args.insecure:
+        raise ConfigError("--ca-bundle and --insecure: give one (verify with it, or not)")
+    if args.ca_bundle and not Path(args.ca_bundle).is_file():
+        raise ConfigError(f"--ca-bundle {args.ca_bundle}: no such file; give the CA's PEM file")
+    client_tls.configure(client_tls.ClientTls(args.ca_bundle or None, args.insecure))
     with Kube.connect(args.kubeconfig, args.context) as kube:
         checks = run_checks(KubeReader(kube), target)
     for check in checks:
