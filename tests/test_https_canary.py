@@ -6,6 +6,7 @@ from the route's host. What the clients negotiated is checked against the gatewa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from meshcore.exitcodes import ExitCode
 from meshsim.mesh import Mesh
 from meshsim.tls import Certificates
-from tests.support import REPO, canary_against
+from tests.support import REPO, canary_against, local_processes
 
 pytestmark = pytest.mark.integration
 
@@ -164,3 +165,56 @@ def test_a_host_bound_https_gateway_is_reached_by_its_sni_with_ca_bundle(tmp_pat
         context = ssl.create_default_context(cafile=ca)
         with pytest.raises(OSError):
             urllib.request.urlopen(mesh.gateway.https_url + "/", context=context, timeout=5)
+
+
+def test_workers_handshakes_are_merged_and_agree_with_the_gateway(tmp_path: Path) -> None:
+    """--processes 2: each worker counts its own connections and reports them to the master,
+    which adds its probes'; the sum is what the gateway's Envoy counted."""
+    code, err, folder = run(tmp_path, *local_processes(2))
+    assert code == ExitCode.OK, err[-3000:]
+    tls = tls_of(folder)
+    (gateway,) = tls["gateway"]
+    assert handshakes(tls) == gateway["handshakes"] >= 10, tls
+
+
+def test_mesh_up_prints_the_https_address_and_its_ca_and_preflight_probes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meshload.cli import main
+
+    manifests = REPO / "scenarios" / "manifests" / "canary-https.yaml"
+    cmd = [sys.executable, "-m", "meshload", "mesh", "up", "--manifests", str(manifests)]
+    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    urls: dict[str, str] = {}
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+            name, _, url = line.strip().partition(" ")
+            urls[name] = url
+        assert list(urls)[:3] == ["gateway", "gateway-https", "ca-bundle"], urls
+        import ssl
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=urls["ca-bundle"])
+        with urllib.request.urlopen(urls["gateway-https"] + "/", context=context) as answer:
+            assert answer.status == 200
+        argv = ["preflight", "--kubeconfig", urls["kubeconfig"],
+                "--gateway-url", urls["gateway-https"]]  # fmt: skip
+        trusted = main([*argv, "--ca-bundle", urls["ca-bundle"]])
+        said = capsys.readouterr().out.splitlines()
+        untrusted = main(argv)
+        refused = capsys.readouterr().out.splitlines()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert trusted == 0, said
+    assert any(
+        line.startswith(f"✓ gateway at {urls['gateway-https']} answers 200") for line in said
+    )
+    assert untrusted == 1, refused
+    (probe,) = [line for line in refused if line.startswith("✗ gateway at")]
+    assert "CERTIFICATE_VERIFY_FAILED" in probe and "fix: pass --ca-bundle" in probe, probe
