@@ -30,9 +30,7 @@ steps:
 # ≈ 290 requests a step (6 s at ≈ 50 requests/s): a 50 % share's 95 % interval is ±5.8 pp and
 # its standard error 2.9 pp. A step passes when its whole interval lies inside the tolerance, so
 # at 18 pp a true split misses only when its share is 4.2 standard errors off: 1 step in 33,000.
-# (At 12 pp it missed 1 step in 30: a CI run's unstamped 50/50 step had 124 of 294 on v1. The
-# unstamped run also cuts each step at a change point found in the same requests, which leans
-# the share toward the new weights; the margin covers that.)
+# (At 12 pp it missed 1 step in 30: a CI run's unstamped 50/50 step had 124 of 294 on v1.)
 TOLERANCE_PP = 18.0
 
 
