@@ -1,6 +1,7 @@
-"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 P5-intake P5-throughput SOAK]`: run the
+"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 P5-intake P5-throughput SOAK INTAKE]`: run the
 benchmarks (names in any case), print each figure with its goal, and write them all to
-results/bench/<timestamp>.json. SOAK alone takes over ten minutes."""
+results/bench/<timestamp>.json. SOAK alone takes over ten minutes, INTAKE five
+(MESHLOAD_INTAKE_S=30 for a short run)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "P5-intake": "benchmarks.distributed:run_intake_bench",
     "P5-throughput": "benchmarks.distributed:run_throughput_bench",
     "SOAK": "benchmarks.soak:run",
+    "INTAKE": "benchmarks.intake:run",
 }
 
 

@@ -5,7 +5,8 @@ the embedded mesh serves both on one port so there is one process and one ports 
 `/_meshload/recording` is the mesh's own: `PUT {"dir": RUN_FOLDER}` starts recording every
 span received into that run folder, `DELETE` (once no span arrived for `quiet_s`, 1.5 s by
 default: the exporters flush every second) writes the rest and answers the recording's
-counts `{"rows", "parts", "lost"}`.
+counts `{"rows", "parts", "lost"}`. `GET /_meshload/stats` answers the store's own counts
+`{"received_spans", "memory_spans", "segments"}` (what a benchmark checks its sender against).
 Error bodies are written as Jaeger's Go handlers write them (`http.Error`: text/plain, a
 trailing newline), so a client tested here copes with the real thing.
 """
@@ -250,6 +251,17 @@ async def stop_recording(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(ended.close))
 
 
+async def stats(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    return _json(
+        {
+            "received_spans": store.received,
+            "memory_spans": store.memory_count,
+            "segments": store.segment_count,
+        }
+    )
+
+
 def make_app(store: SpanStore) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[STORE_KEY] = store
@@ -265,6 +277,7 @@ def make_app(store: SpanStore) -> web.Application:
     app.router.add_get("/api/v3/traces/{trace_id}", v3_get_trace)
     app.router.add_put("/_meshload/recording", start_recording)
     app.router.add_delete("/_meshload/recording", stop_recording)
+    app.router.add_get("/_meshload/stats", stats)
     return app
 
 

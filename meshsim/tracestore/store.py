@@ -197,15 +197,7 @@ class SpanStore:
         memory = [row for row in self._rows if _row_matches(row, query)]
         limit = query.limit if query.limit > 0 else self.received
         if tags is None:
-            latest: dict[bytes, int] = {}
-            for segment in segments:
-                for start, trace_id in self._reader.latest_per_trace(segment, query, limit):
-                    if latest.get(trace_id, -1) < start:
-                        latest[trace_id] = start
-            for row in memory:
-                if latest.get(row[TRACE_ID], -1) < row[START_NS]:
-                    latest[row[TRACE_ID]] = row[START_NS]
-            return heapq.nlargest(limit, latest, key=latest.__getitem__)
+            return self._latest_traces(query, memory, segments, limit)
         # Newest spans first: a trace's first match is its latest, and once `limit` traces are
         # found no older span can rank above them, so the costly per-span check stops early.
         memory.sort(key=itemgetter(START_NS), reverse=True)
@@ -216,6 +208,40 @@ class SpanStore:
                 if len(found) >= limit:
                     break
         return list(found)
+
+    def _latest_traces(
+        self, query: TraceQuery, memory: list[Row], segments: list[Segment], limit: int
+    ) -> list[bytes]:
+        """The `limit` traces with the latest matching spans, reading only the segments that
+        can hold one of them.
+
+        Segments are read newest first; once `limit` traces are known whose latest span
+        starts after everything a segment holds, neither it nor any older one can change the
+        answer (a span there can only lower a trace's rank), so a search on a long run reads
+        a segment or two instead of every one. The answer is merged in the store's order
+        (segments as spilled, then memory), as if every segment had been read."""
+        latest: dict[bytes, int] = {}
+        for row in memory:
+            if latest.get(row[TRACE_ID], -1) < row[START_NS]:
+                latest[row[TRACE_ID]] = row[START_NS]
+        best = dict(latest)  # each trace's latest start known so far
+        read: dict[int, list[tuple[int, bytes]]] = {}
+        for at in sorted(range(len(segments)), key=lambda i: -segments[i].start_max_ns):
+            if len(best) >= limit and segments[at].start_max_ns < _kth(best, limit):
+                break
+            found = read[at] = self._reader.latest_per_trace(segments[at], query, limit)
+            for start, trace_id in found:
+                if best.get(trace_id, -1) < start:
+                    best[trace_id] = start
+        merged: dict[bytes, int] = {}
+        for at in sorted(read):
+            for start, trace_id in read[at]:
+                if merged.get(trace_id, -1) < start:
+                    merged[trace_id] = start
+        for trace_id, start in latest.items():
+            if merged.get(trace_id, -1) < start:
+                merged[trace_id] = start
+        return heapq.nlargest(limit, merged, key=merged.__getitem__)
 
     def _newest_first(
         self, query: TraceQuery, memory: list[Row], segments: list[Segment], tags: TagSearch
@@ -271,6 +297,11 @@ class SpanStore:
         self._reader.forget()
         if self._own_dir:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+def _kth(latest: dict[bytes, int], k: int) -> int:
+    """The k-th highest of the traces' latest starts (k <= len(latest))."""
+    return heapq.nlargest(k, latest.values())[-1]
 
 
 def _may_match(segment: Segment, q: TraceQuery) -> bool:
