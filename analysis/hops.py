@@ -27,6 +27,19 @@ from analysis.latency import group_codes
 from meshcore.figures import grouped_percentiles
 
 _JUMP_ROUNDS = 12  # 2**12 levels; anything deeper is a parent-id cycle and gets cut
+CHUNK_SPANS = 1_000_000
+# what a span's figures are computed from (the rest of the frame is only carried along)
+_TREE_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "service",
+    "version",
+    "start_ns",
+    "duration_ms",
+)
+_TIMED = {"parent_row": np.int64, "root_row": np.int64, "depth": np.int64,
+          "self_ms": np.float64, "critical_ms": np.float64}  # fmt: skip
 
 
 def _hex64(series: pd.Series) -> np.ndarray | None:
@@ -137,8 +150,63 @@ def _by_group_then(
     return np.lexsort(keys)
 
 
-def hop_times(spans: pd.DataFrame, *, frontend: str = "frontend") -> pd.DataFrame:
-    """`spans` plus parent_row, root_row, depth, self_ms, critical_ms, root_version."""
+def hop_times(
+    spans: pd.DataFrame, *, frontend: str = "frontend", chunk_spans: int = CHUNK_SPANS
+) -> pd.DataFrame:
+    """`spans` plus parent_row, root_row, depth, self_ms, critical_ms, root_version.
+
+    Every figure of a span depends on its own trace only, so a large frame is done in chunks
+    of whole traces of about `chunk_spans` spans each: the working arrays (about 20 of the
+    frame's length) then exist for one chunk at a time, and the rows are put back where they
+    were (5 M spans: the report's peak memory 2.48 -> 1.9 GB)."""
+    n = len(spans)
+    if n <= chunk_spans:
+        return _hop_times(spans, frontend)
+    codes = _trace_codes(spans["trace_id"])
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    cuts = [0]
+    while cuts[-1] + chunk_spans < n:  # each chunk ends where a trace does
+        trace = sorted_codes[cuts[-1] + chunk_spans]
+        end = int(np.searchsorted(sorted_codes, trace, side="left"))
+        if end <= cuts[-1]:  # one trace longer than a chunk: it is a chunk of its own
+            end = int(np.searchsorted(sorted_codes, trace, side="right"))
+        cuts.append(end)
+    if cuts[-1] < n:
+        cuts.append(n)
+    out = {c: np.empty(n, dtype=t) for c, t in _TIMED.items()}
+    version_codes = np.empty(n, dtype=np.int64)
+    names_all = list(dict.fromkeys(label_codes(spans["version"])[1]))
+    categories = {name: i for i, name in enumerate(names_all)}
+    needed = spans[[c for c in _TREE_COLUMNS if c in spans.columns]]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = order[lo:hi]
+        part = _hop_times(needed.iloc[rows].reset_index(drop=True), frontend)
+        for c in ("parent_row", "root_row"):
+            local = part[c].to_numpy()
+            out[c][rows] = np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+        for c in ("depth", "self_ms", "critical_ms"):
+            out[c][rows] = part[c].to_numpy()
+        cat = part["root_version"].array
+        to_all = np.array([categories[str(v)] for v in cat.categories] + [-1], dtype=np.int64)
+        version_codes[rows] = to_all[cat.codes]  # code -1 (none) takes the last: -1
+        del part
+        pa.default_memory_pool().release_unused()  # the chunk's Arrow strings, taken and gone
+    return spans.assign(
+        **out, root_version=pd.Categorical.from_codes(version_codes, categories=names_all)
+    )
+
+
+def _trace_codes(trace_id: pd.Series) -> np.ndarray:
+    """A code per trace, in Arrow: pandas would make a Python string of every id first."""
+    arr = pa.array(trace_id, from_pandas=True)
+    encoded = pc.dictionary_encode(
+        arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    )
+    return np.asarray(pc.fill_null(encoded.indices, -1))
+
+
+def _hop_times(spans: pd.DataFrame, frontend: str) -> pd.DataFrame:
     tree = span_tree(spans)
     parent, depth = tree["parent_row"].to_numpy(), tree["depth"].to_numpy()
     n = len(spans)

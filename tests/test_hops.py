@@ -125,3 +125,16 @@ def test_hop_table_attributes_the_canary_slowdown() -> None:
     assert table.loc["frontend", "delta_self_ms"] > 3.0
     others = table.drop(index="frontend")
     assert (others["delta_critical_ms"].abs() < 0.5).all()
+
+
+def test_chunks_of_whole_traces_give_the_whole_frames_figures() -> None:
+    """A frame done in chunks of whole traces (here about 700 spans, shuffled so a trace's
+    spans are scattered) gives every span the figures of the frame done at once."""
+    spans = make_run(n_requests=800, seed=34, slowdown={"v2": 1.2}).spans
+    spans = spans.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    whole = hop_times(spans)
+    chunked = hop_times(spans, chunk_spans=700)
+    assert len(spans) > 3 * 700  # several chunks
+    pd.testing.assert_frame_equal(chunked, whole)
+    big = spans.assign(trace_id="one-trace")  # a trace longer than a chunk stays whole
+    pd.testing.assert_frame_equal(hop_times(big, chunk_spans=700), hop_times(big))
