@@ -145,7 +145,7 @@ async def v1_search_traces(request: web.Request) -> web.Response:
     except QueryError as exc:
         return _v1_error(400, str(exc))
     ids = store.find_trace_ids(query, tag_search(query.tags))
-    return _json_text(traces_envelope_text(trace_text(store.trace(t)) for t in ids))
+    return _json_text(traces_envelope_text(trace_text(rows) for rows in store.traces(ids)))
 
 
 def _v1_traces_by_id(store: SpanStore, ids_text: list[str]) -> web.Response:
@@ -202,7 +202,7 @@ async def v3_find_traces(request: web.Request) -> web.Response:
     ids = store.find_trace_ids(query, tag_search(query.tags))
     if not ids:
         return _v3_error(404, jaeger_v2.NO_TRACES_FOUND)
-    return _v3_json(jaeger_v2.traces_body(store.trace(t) for t in ids))
+    return _v3_json(jaeger_v2.traces_body(store.traces(ids)))
 
 
 async def v3_get_trace(request: web.Request) -> web.Response:

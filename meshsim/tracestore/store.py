@@ -20,7 +20,8 @@ import heapq
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 
@@ -28,12 +29,14 @@ from meshcore.runfolder import RunFolder
 from meshsim.tracestore.query import TraceQuery
 from meshsim.tracestore.receiver import END_NS, KIND, NAME, SERVICE, START_NS, TRACE_ID, Row
 from meshsim.tracestore.recording import DEFAULT_FLUSH_S, Recording
-from meshsim.tracestore.segments import Segment, SegmentReader, write_segment
+from meshsim.tracestore.segments import Segment, SegmentReader, prefixes_of, write_segment
 from meshsim.tracestore.tags import TagSearch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SPANS = 20_000
+_TRACE_ID = itemgetter(TRACE_ID)
+_OPERATION = itemgetter(SERVICE, NAME, KIND)
 
 
 class SpanStore:
@@ -108,7 +111,7 @@ class SpanStore:
                 by_trace[row[TRACE_ID]] = [row]
             else:
                 bucket.append(row)
-        for service, name, kind in {(r[SERVICE], r[NAME], r[KIND]) for r in rows}:
+        for service, name, kind in set(map(_OPERATION, rows)):
             self._operations.setdefault(service, {})[(name, kind)] = None
         self.received += len(rows)
 
@@ -145,10 +148,7 @@ class SpanStore:
             return
         self._segments.append(segment)
         del self._rows[: len(old)]
-        spilled: dict[bytes, int] = {}
-        for row in old:
-            spilled[row[TRACE_ID]] = spilled.get(row[TRACE_ID], 0) + 1
-        for trace_id, n in spilled.items():
+        for trace_id, n in Counter(map(_TRACE_ID, old)).items():
             # A trace's rows sit in arrival order, so the spilled ones are its first n.
             rest = self._by_trace[trace_id][n:]
             if rest:
@@ -176,11 +176,20 @@ class SpanStore:
 
     def trace(self, trace_id: bytes) -> list[Row]:
         """Every span of a trace, spilled ones first; [] when unknown."""
-        rows: list[Row] = []
-        for segment in self._segments:
-            rows.extend(self._reader.trace_rows(segment, trace_id))
-        rows.extend(self._by_trace.get(trace_id, ()))
-        return rows
+        return self.traces([trace_id])[0]
+
+    def traces(self, trace_ids: Sequence[bytes]) -> list[list[Row]]:
+        """`trace` of each id, every segment asked once for all of them (a long run has
+        thousands)."""
+        found: list[list[Row]] = [[] for _ in trace_ids]
+        if self._segments and trace_ids:
+            keys = prefixes_of(trace_ids)
+            for segment in self._segments:
+                for at in segment.holding(keys).tolist():
+                    found[at].extend(self._reader.trace_rows(segment, trace_ids[at]))
+        for rows, trace_id in zip(found, trace_ids, strict=True):
+            rows.extend(self._by_trace.get(trace_id, ()))
+        return found
 
     def find_trace_ids(
         self,
