@@ -59,7 +59,7 @@ class Served(Generic[T]):
         self.state = state
         self._ports: dict[str, int] = {}
         self.ports: Mapping[str, int] = MappingProxyType(self._ports)
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
         self._close_after = list(close_after)
 
     @property
@@ -76,10 +76,14 @@ class Served(Generic[T]):
     async def _start(
         self, site: str, app: web.Application, port: int, shutdown_timeout_s: float
     ) -> None:
-        if site in self._ports:
-            raise ConfigError(f"two sites are named {site!r}; give each its own name")
         # No access log: formatting a line per request would cost more than the request.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+        await self.start_runner(site, runner, port)
+
+    async def start_runner(self, site: str, runner: web.BaseRunner, port: int = 0) -> None:
+        """Serve `runner` (an aiohttp Application's, or a low-level server's) as `site`."""
+        if site in self._ports:
+            raise ConfigError(f"two sites are named {site!r}; give each its own name")
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, HOST, port).start()

@@ -1,14 +1,19 @@
-"""The boutique's shortcuts give what the plain code gives: cookies, ids, per-request observers."""
+"""The boutique's shortcuts give what the plain code gives: cookies, ids, per-request observers,
+the inlined latency draw, routing without aiohttp's router."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from meshsim.boutique.frontend import _cookies
 from meshsim.boutique.hops import Hop, Observers, cached_traceparent
-from meshsim.boutique.runtime import _hex_id
+from meshsim.boutique.routing import Routes, path_segment
+from meshsim.boutique.runtime import Runtime, _hex_id
+from meshsim.spec import load_spec
 
 NAMES = ["shop_session-id", "shop_currency", "a", "x.y", "weird name", "q"]
 VALUES = ["EUR", "0f6b2c1e-9d4e-4a57-8f0e-1c2d3e4f5a6b", "", '"quoted"', "a b", "v=1", "é"]
@@ -78,3 +83,47 @@ def test_a_failing_request_observer_never_stops_the_others() -> None:
     observers.emit(_hops(4))
     observers.emit(_hops(2))
     assert len(seen) == 6
+
+
+def test_a_calls_inlined_latency_is_latency_sample_ms() -> None:
+    spec = load_spec()
+    runtime = Runtime(spec, seed=3)
+    frontend = runtime.workloads["frontend-v1"]
+    site = runtime.begin(frontend, "GET /").root
+    for service, operation in [("currencyservice", "Convert"), ("cartservice", "GetCart")] * 20:
+        (callee,) = runtime.targets[service]
+        twin = random.Random()
+        twin.setstate(runtime.rng.getstate())
+        site.request.clock_ms = 0.0
+        site.call(service, operation)
+        assert site.request.clock_ms == callee.profile.latency_for(operation).sample_ms(twin)
+
+
+async def _answer(request: web.BaseRequest) -> web.StreamResponse:
+    return web.Response(text=f"{request.method} {request.path} {path_segment(request)}")
+
+
+def test_routes_answer_as_aiohttps_router() -> None:
+    routes = Routes("w")
+    routes.add("GET", "/", _answer)
+    routes.add("GET", "/product/{}", _answer)
+    routes.add("POST", "/cart", _answer)
+    routes.add("GET", "/logout", _answer, allow_head=False)
+
+    def answer(method: str, path: str) -> tuple[int, str, str | None, str]:
+        try:
+            resp = asyncio.run(routes(make_mocked_request(method, path)))
+        except web.HTTPException as e:
+            resp = e
+        text = resp.text if isinstance(resp, web.Response) else ""
+        return resp.status, resp.headers["x-workload"], resp.headers.get("Allow"), text or ""
+
+    assert answer("GET", "/") == (200, "w", None, "GET / ")
+    assert answer("HEAD", "/")[0] == 200
+    assert answer("GET", "/product/AB12") == (200, "w", None, "GET /product/AB12 AB12")
+    for path in ("/product/", "/product/a/b", "/products/x", "/cart/", "/nowhere"):
+        assert answer("GET", path)[:3] == (404, "w", None), path
+    assert answer("GET", "/cart")[:3] == (405, "w", "POST")
+    assert answer("HEAD", "/logout")[:3] == (405, "w", "GET")
+    routes.add_any(_answer)
+    assert answer("DELETE", "/nowhere")[0] == 200

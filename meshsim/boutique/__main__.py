@@ -8,6 +8,7 @@ one line on bad input (`meshsim.serving` has the exit codes).
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -85,7 +86,11 @@ async def _start(args: argparse.Namespace) -> Served[Runtime]:
         telemetry = WorkloadTelemetry(
             spec, otlp_endpoint=args.otlp_endpoint, sampling_ratio=args.trace_sampling
         )
-    return await serve(spec, args.seed, telemetry=telemetry)
+    served = await serve(spec, args.seed, telemetry=telemetry)
+    # Everything made so far lives as long as the process: kept out of the collector's full
+    # passes, which otherwise walk it again and again under load.
+    gc.freeze()
+    return served
 
 
 def _published(served: Served[Runtime]) -> dict[str, dict[str, int]]:

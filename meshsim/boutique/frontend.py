@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from email.utils import formatdate
 
 from aiohttp import web
-from aiohttp.typedefs import Handler as HttpHandler
 
 from meshsim.boutique.backends import Backends
 from meshsim.boutique.catalog import (
@@ -29,6 +28,8 @@ from meshsim.boutique.forms import (
     set_currency_problems,
 )
 from meshsim.boutique.pages import Pages
+from meshsim.boutique.routing import Handler as RouteHandler
+from meshsim.boutique.routing import Routes, path_segment
 from meshsim.boutique.runtime import CallFailed, Runtime, Site
 from meshsim.spec import Workload
 
@@ -52,7 +53,7 @@ class Visit:
         session_id: str,
         currency: str,
         form: Mapping[str, str],
-        http: web.Request,
+        http: web.BaseRequest,
         set_cookies: list[str],
     ) -> None:
         self.site = site
@@ -64,6 +65,11 @@ class Visit:
 
 
 Handler = Callable[[Visit], web.Response]
+Wrap = Callable[[RouteHandler], RouteHandler]
+
+
+def _unwrapped(handler: RouteHandler) -> RouteHandler:
+    return handler
 
 
 class Frontend:
@@ -75,28 +81,29 @@ class Frontend:
         self.workload = workload
         self.pages = Pages(workload, workload.profile.message)
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/", self._wrap("GET /", self.home)),
-            web.get("/product/{id}", self._wrap("GET /product/{id}", self.product)),
-            web.get("/cart", self._wrap("GET /cart", self.view_cart)),
-            web.post("/cart", self._wrap("POST /cart", self.add_to_cart, form=True)),
-            web.post("/cart/empty", self._wrap("POST /cart/empty", self.empty_cart)),
-            web.post("/setCurrency", self._wrap("POST /setCurrency", self.set_currency, form=True)),
-            web.get("/logout", self._wrap("GET /logout", self.logout), allow_head=False),
-            web.post(
-                "/cart/checkout", self._wrap("POST /cart/checkout", self.place_order, form=True)
-            ),
-            web.get("/_healthz", self._wrap("GET /_healthz", self.healthz, fallible=False)),
-            web.get("/robots.txt", self._wrap("GET /robots.txt", self.robots)),
-        ]
+    def routes(self, routes: Routes, wrap: Wrap = _unwrapped) -> None:
+        """Add this frontend's routes; `wrap` is put around each (telemetry's exchange)."""
+        for method, path, operation, handler, form, fallible in (
+            ("GET", "/", "GET /", self.home, False, True),
+            ("GET", "/product/{}", "GET /product/{id}", self.product, False, True),
+            ("GET", "/cart", "GET /cart", self.view_cart, False, True),
+            ("POST", "/cart", "POST /cart", self.add_to_cart, True, True),
+            ("POST", "/cart/empty", "POST /cart/empty", self.empty_cart, False, True),
+            ("POST", "/setCurrency", "POST /setCurrency", self.set_currency, True, True),
+            ("GET", "/logout", "GET /logout", self.logout, False, True),
+            ("POST", "/cart/checkout", "POST /cart/checkout", self.place_order, True, True),
+            ("GET", "/_healthz", "GET /_healthz", self.healthz, False, False),
+            ("GET", "/robots.txt", "GET /robots.txt", self.robots, False, True),
+        ):
+            serve = wrap(self._wrap(operation, handler, form=form, fallible=fallible))
+            routes.add(method, path, serve, allow_head=path != "/logout")
 
     def _wrap(
         self, operation: str, handler: Handler, *, form: bool = False, fallible: bool = True
-    ) -> HttpHandler:
+    ) -> RouteHandler:
         runtime, workload = self.runtime, self.workload
 
-        async def serve(request: web.Request) -> web.Response:
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
             # Read the body before `begin`: all random draws of a request then happen without
             # an await in between, which keeps seeded runs reproducible under concurrency.
             fields: Mapping[str, str] = _NO_FORM
@@ -192,7 +199,7 @@ class Frontend:
         return self._page(self.pages.home(v.currency, currencies, _size(cart), ad))
 
     def product(self, v: Visit) -> web.Response:
-        product_id = v.http.match_info["id"]
+        product_id = path_segment(v.http)
         product: Product = v.site.call(
             "productcatalogservice", "GetProduct", self.ops.get_product, product_id
         )
@@ -273,7 +280,7 @@ class Frontend:
         return web.Response(text="User-agent: *\nDisallow: /")
 
 
-def _cookies(request: web.Request) -> Mapping[str, str]:
+def _cookies(request: web.BaseRequest) -> Mapping[str, str]:
     header = request.headers.get("Cookie")
     if not header:
         return _NO_FORM

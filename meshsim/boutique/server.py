@@ -8,19 +8,22 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from meshsim.boutique.backends import Backends
 from meshsim.boutique.frontend import Frontend
 from meshsim.boutique.hops import INGRESS, Observer
+from meshsim.boutique.routing import Handler, Routes
 from meshsim.boutique.runtime import Runtime
-from meshsim.serving import Served, serve_sites
+from meshsim.serving import Served
 from meshsim.spec import MeshSpec, Workload
 
 if TYPE_CHECKING:
     from meshsim.telemetry.workloads import WorkloadTelemetry
 
 log = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+SHUTDOWN_S = 0.5
 
 FRONTEND_SERVICE = "frontend"
 # Services the frontend and checkout call; a spec without one makes those calls fail (503).
@@ -62,36 +65,42 @@ async def serve(
                 "spec has no workload for %s; the frontend's calls to them fail (503)",
                 ", ".join(missing),
             )
-    apps = {w.name: _app(runtime, backends, w, telemetry) for w in spec.workloads}
-    if telemetry is not None:
-        apps[INGRESS] = telemetry.gateway_app()
+    sites = {w.name: _routes(runtime, backends, w, telemetry) for w in spec.workloads}
     closers = [telemetry.close] if telemetry is not None else []
-    return await serve_sites(runtime, apps, close_after=closers, shutdown_timeout_s=0.5)
+    served = Served(runtime, close_after=closers)
+    try:
+        for name, routes in sites.items():
+            server = web.Server(routes, access_log=None)
+            await served.start_runner(name, web.ServerRunner(server, shutdown_timeout=SHUTDOWN_S))
+        if telemetry is not None:
+            app = telemetry.gateway_app()
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_S)
+            await served.start_runner(INGRESS, runner)
+    except BaseException:
+        await served.close()
+        raise
+    return served
 
 
-def _app(
+def _routes(
     runtime: Runtime,
     backends: Backends,
     workload: Workload,
     telemetry: WorkloadTelemetry | None = None,
-) -> web.Application:
+) -> Routes:
     name = workload.name
-    if telemetry is None:
-        app = web.Application()
-    else:
-        app = web.Application(middlewares=[telemetry.middleware(name)])
-        app.router.add_get("/metrics", telemetry.metrics_handler(name))
+    routes = Routes(name)
+    if telemetry is not None:
+        routes.add("GET", METRICS_PATH, telemetry.metrics_handler(name))
 
-    async def mark(request: web.BaseRequest, response: web.StreamResponse) -> None:
-        # Also marks aiohttp's own 404/405 answers, which never reach a handler.
-        response.headers["x-workload"] = name
+    def wrap(handler: Handler) -> Handler:
+        return handler if telemetry is None else telemetry.wrap(name, handler)
 
-    app.on_response_prepare.append(mark)
     if workload.service == FRONTEND_SERVICE:
-        app.add_routes(Frontend(runtime, backends, workload).routes())
+        Frontend(runtime, backends, workload).routes(routes, wrap)
     else:
-        app.router.add_route("*", "/{tail:.*}", _backend_handler(runtime, workload))
-    return app
+        routes.add_any(wrap(_backend_handler(runtime, workload)))
+    return routes
 
 
 def _backend_handler(runtime: Runtime, workload: Workload) -> Handler:
@@ -110,7 +119,7 @@ def _backend_handler(runtime: Runtime, workload: Workload) -> Handler:
         }
     )
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         req = runtime.begin(workload, f"{request.method} /*", request.headers.get("traceparent"))
         status = 500 if req.failed else 200
         await req.finish(status)

@@ -1,20 +1,19 @@
 """What the hop observers need to know about the HTTP request being served, and cannot see in
 a `Hop`: the `x-request-id`, the sampling decision for the whole request, the body sizes.
 
-An aiohttp middleware puts an `Exchange` in a context variable around each request; the
-handler emits its hops (in `Request.finish`) from the same task, so the observers read it
-synchronously. The hop that entered the workload is handed back to the middleware, which
-records its metrics once the response size is known.
+A wrapper around each route's handler (`wrap`) puts an `Exchange` in a context variable around
+each request; the handler emits its hops (in `Request.finish`) from the same task, so the
+observers read it synchronously. The hop that entered the workload is handed back to the
+wrapper, which records its metrics once the response size is known.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from meshsim.boutique.hops import Hop, cached_traceparent
 
@@ -65,20 +64,18 @@ def _body_size(response: web.StreamResponse) -> int:
 
 
 Record = Callable[[Hop, int, int], None]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def middleware(workload: str, sampling_ratio: float, record: Record) -> Middleware:
-    """The aiohttp middleware of one workload's app.
+def wrap(workload: str, sampling_ratio: float, record: Record, handler: Handler) -> Handler:
+    """`handler` with an `Exchange` around each request it serves (a middleware of one route).
 
     Sampling: a valid client `traceparent` decides (its sampled flag); without one the
     configured ratio decides once for every hop of the request, as a sidecar's random sampling
     does for a new trace. `record(hop, request_bytes, response_bytes)` gets the entry hop.
     """
 
-    @web.middleware
-    async def telemetry(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == METRICS_PATH:
-            return await handler(request)
+    async def telemetry(request: web.BaseRequest) -> web.StreamResponse:
         headers = request.headers
         ctx = cached_traceparent(headers.get("traceparent"))
         sampled = ctx.sampled if ctx is not None else sampled_by_ratio(sampling_ratio)

@@ -118,8 +118,8 @@ class Series:
 class IstioMetrics:
     """A hop observer keeping Istio's metrics; `render(proxy)` is that proxy's `/metrics`.
 
-    Inside a workload served with the `exchange` middleware, the hop that entered the workload
-    is recorded by the middleware with its real body sizes; in-process RPCs have no wire, so
+    Inside a workload served with the `exchange` wrapper, the hop that entered the workload
+    is recorded by the wrapper with its real body sizes; in-process RPCs have no wire, so
     they count 0 bytes.
     """
 
@@ -147,7 +147,13 @@ class IstioMetrics:
             series = all_series.get(key)
             if series is None:
                 series = all_series[key] = Series()
-            series.add_without_bodies(hop.duration_ms)
+            # series.add_without_bodies(hop.duration_ms), inlined: a dozen hops per page.
+            duration_ms = hop.duration_ms
+            series.count += 1
+            series.duration_sum += duration_ms
+            series.duration[bisect_left(DURATION_BUCKETS_MS, duration_ms)] += 1
+            series.req[0] += 1
+            series.resp[0] += 1
 
     def record(self, hop: Hop, request_bytes: int, response_bytes: int) -> None:
         key = (hop.source, hop.destination, hop.status_code, hop.protocol)

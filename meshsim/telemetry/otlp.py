@@ -29,8 +29,10 @@ _TIMES = struct.Struct("<QBQ")
 _END_TAG = 0x41
 # Tags (field number << 3 | wire type) and lengths of the fixed-size Span fields.
 _TRACE_ID_TAG = b"\x0a\x10"  # field 1, 16 bytes
-_SPAN_ID_TAG = b"\x12\x08"  # field 2, 8 bytes
-_PARENT_ID_TAG = b"\x22\x08"  # field 4, 8 bytes
+# span_id (field 2, 8 bytes) and parent_span_id (field 4, 8 bytes): tag and length in hex, so
+# both ids and their tags are one bytes.fromhex of one string.
+_SPAN_ID_HEX = "1208"
+_PARENT_ID_HEX = "2208"
 _KIND_SERVER = b"\x30\x02\x39"  # kind = SERVER, then the start_time_unix_nano tag (fixed64)
 _STATUS_ERROR = b"\x7a\x02\x18\x02"  # status (field 15) { code: ERROR }
 _SPANS_TAG = b"\x12"  # ScopeSpans.spans and ResourceSpans.scope_spans: field 2, bytes
@@ -106,11 +108,11 @@ class SpanEncoder:
             )
             for name, p in peers.items()
         }
-        # Everything a span repeats, encoded once: attributes per (destination, status,
-        # protocol), name and kind per operation, the method per ingress operation.
-        self._attributes: dict[tuple[str, int, str], bytes] = {}
-        self._heads: dict[str, bytes] = {}
-        self._methods: dict[str, bytes] = {}
+        # Everything a span repeats, encoded once per shape (destination, operation, status,
+        # protocol, from the gateway or not, error): its name and kind, its attributes but the
+        # request id, and what follows that (the method of an ingress hop, the error status).
+        self._shapes: dict[tuple[str, str, int, str, bool, bool], _Shape] = {}
+        self._frames: dict[int, bytes] = {}
         # Consecutive spans mostly belong to one request: keep its ids' encodings.
         self._last_trace_id = ""
         self._last_trace_field = b""
@@ -124,66 +126,91 @@ class SpanEncoder:
             + string_attribute("http.protocol", "HTTP/2" if protocol == "grpc" else "HTTP/1.1")
         )
 
-    def _new_attributes(self, key: tuple[str, int, str]) -> bytes:
-        attributes = self._static.get(key[0], b"") + self._status_attributes(key[1], key[2])
-        self._attributes[key] = attributes
-        return attributes
+    def _new_shape(self, key: tuple[str, str, int, str, bool, bool]) -> _Shape:
+        destination, operation, status_code, protocol, ingress, error = key
+        method = operation.partition(" ")[0]
+        head = field_bytes(5, operation.encode()) + _KIND_SERVER
+        attributes = self._static.get(destination, b"") + self._status_attributes(
+            status_code, protocol
+        )
+        tail = (string_attribute("http.method", method) if ingress else b"") + (
+            _STATUS_ERROR if error else b""
+        )
+        size = _FIXED_SIZE + len(head) + len(attributes) + len(tail)
+        shape = self._shapes[key] = (head, attributes, tail, size)
+        return shape
 
-    def _new_head(self, operation: str) -> bytes:
-        head = self._heads[operation] = field_bytes(5, operation.encode()) + _KIND_SERVER
-        return head
+    def _frame(self, size: int) -> bytes:
+        frame = self._frames[size] = _SPANS_TAG + varint(size)
+        return frame
 
-    def _method(self, operation: str) -> bytes:
-        method = self._methods.get(operation)
-        if method is None:
-            method = string_attribute("http.method", operation.partition(" ")[0])
-            self._methods[operation] = method
-        return method
-
-    def span(self, hop: Hop, request_id: str) -> bytes:
-        """One `Span` message, without its length prefix."""
-        if hop.trace_id != self._last_trace_id:
-            self._last_trace_id = hop.trace_id
-            self._last_trace_field = _TRACE_ID_TAG + bytes.fromhex(hop.trace_id)
+    def framed(self, hop: Hop, request_id: str) -> bytes:
+        """One `Span` message as a `ScopeSpans.spans` field: tag, length, message."""
+        (source, destination, operation, protocol, start_ns, duration_ms, status_code, error,
+         trace_id, span_id, parent, _) = hop  # fmt: skip
+        if trace_id != self._last_trace_id:
+            self._last_trace_id = trace_id
+            self._last_trace_field = _TRACE_ID_TAG + _fromhex(trace_id)
         if request_id != self._last_request_id:
             self._last_request_id = request_id
             self._last_request_attr = string_attribute("guid:x-request-id", request_id)
-        key = (hop.destination, hop.status_code, hop.protocol)
-        parent = hop.parent_span_id
-        start_ns = hop.start_ns
+        key = (destination, operation, status_code, protocol, source == INGRESS, error)
+        head, attributes, tail, size = self._shapes.get(key) or self._new_shape(key)
+        ids = _fromhex(
+            f"{_SPAN_ID_HEX}{span_id}{_PARENT_ID_HEX}{parent}" if parent else _SPAN_ID_HEX + span_id
+        )
+        request_attr = self._last_request_attr
+        size += len(ids) + len(request_attr)
         return b"".join(
             (
+                self._frames.get(size) or self._frame(size),
                 self._last_trace_field,
-                _SPAN_ID_TAG,
-                bytes.fromhex(hop.span_id),
-                _PARENT_ID_TAG + bytes.fromhex(parent) if parent else b"",
-                self._heads.get(hop.operation) or self._new_head(hop.operation),
-                _TIMES.pack(start_ns, _END_TAG, start_ns + int(hop.duration_ms * 1e6)),
-                self._attributes.get(key) or self._new_attributes(key),
-                self._last_request_attr,
-                self._method(hop.operation) if hop.source == INGRESS else b"",
-                _STATUS_ERROR if hop.error else b"",
+                ids,
+                head,
+                _TIMES.pack(start_ns, _END_TAG, start_ns + int(duration_ms * 1e6)),
+                attributes,
+                request_attr,
+                tail,
             )
         )
+
+    def span(self, hop: Hop, request_id: str) -> bytes:
+        """One `Span` message, without its tag and length prefix."""
+        framed = self.framed(hop, request_id)
+        end = 1
+        while framed[end] & 0x80:
+            end += 1
+        return framed[end + 1 :]
+
+
+_fromhex = bytes.fromhex
+# A span's name and kind, its attributes before and after the request id, and its size without
+# the ids and the request id.
+_Shape = tuple[bytes, bytes, bytes, int]
+# The trace id field and the two timestamps (with the end's tag): the same size in every span.
+_FIXED_SIZE = 18 + _TIMES.size
 
 
 _SCOPE_FIELD = field_bytes(1, field_bytes(1, SCOPE_NAME.encode()))
 
 
 def export_request(batches: Iterable[tuple[bytes, Iterable[bytes]]]) -> bytes:
-    """An `ExportTraceServiceRequest` of (resource, spans) pairs, one ResourceSpans each.
+    """An `ExportTraceServiceRequest` of (resource, spans) pairs, one ResourceSpans each."""
+    return export_framed(
+        (resource, [_SPANS_TAG + varint(len(span)) + span for span in spans])
+        for resource, spans in batches
+    )
+
+
+def export_framed(batches: Iterable[tuple[bytes, list[bytes]]]) -> bytes:
+    """`export_request` of spans made by `SpanEncoder.framed` (each with its tag and length).
 
     Assembled as one list of pieces and joined once: nested messages need their lengths
     first, and copying every span into each enclosing message would cost more than encoding.
     """
     out: list[bytes] = []
     for resource, spans in batches:
-        parts = [_SCOPE_FIELD]
-        size = len(_SCOPE_FIELD)
-        for span in spans:
-            prefix = varint(len(span))
-            parts += (_SPANS_TAG, prefix, span)
-            size += 1 + len(prefix) + len(span)
+        size = len(_SCOPE_FIELD) + sum(map(len, spans))
         resource_field = field_bytes(1, resource)
         size_prefix = varint(size)
         out += (
@@ -192,6 +219,7 @@ def export_request(batches: Iterable[tuple[bytes, Iterable[bytes]]]) -> bytes:
             resource_field,
             _SPANS_TAG,
             size_prefix,
+            _SCOPE_FIELD,
         )
-        out += parts
+        out += spans
     return b"".join(out)

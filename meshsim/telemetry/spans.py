@@ -19,7 +19,7 @@ from itertools import repeat
 from meshsim.boutique.hops import Hop
 from meshsim.telemetry import exchange
 from meshsim.telemetry.istio import Peer
-from meshsim.telemetry.otlp import SpanEncoder, export_request, workload_resource
+from meshsim.telemetry.otlp import SpanEncoder, export_framed, workload_resource
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +159,20 @@ class SpanObserver:
             self._export_batch()
 
     def _export_batch(self) -> None:
-        queue, encode = self._queue, self.encoder.span
+        queue, encode = self._queue, self.encoder.framed
         by_workload: dict[str, list[bytes]] = {}
         n = 0
-        while queue and n < self.batch_spans:
-            hop, request_id = queue.popleft()
-            by_workload.setdefault(hop.destination, []).append(encode(hop, request_id))
+        for _ in range(min(len(queue), self.batch_spans)):
+            try:
+                hop, request_id = queue.popleft()
+            except IndexError:  # flushed from another thread meanwhile (close() timed out)
+                break
             n += 1
-        body = export_request(
+            spans = by_workload.get(hop[1])  # destination
+            if spans is None:
+                spans = by_workload[hop[1]] = []
+            spans.append(encode(hop, request_id))
+        body = export_framed(
             (self.resources.get(w, b""), spans) for w, spans in by_workload.items()
         )
         try:

@@ -1,15 +1,15 @@
-"""Telemetry wired into the simulated workloads: observers, middleware and `/metrics` routes."""
+"""Telemetry wired into the simulated workloads: observers, handler wrappers and `/metrics`."""
 
 from __future__ import annotations
 
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from meshsim.boutique.hops import INGRESS, Observer
 from meshsim.spec import MeshSpec
-from meshsim.telemetry.exchange import METRICS_PATH, middleware
+from meshsim.telemetry import exchange
+from meshsim.telemetry.exchange import METRICS_PATH
 from meshsim.telemetry.istio import peers
 from meshsim.telemetry.metrics import IstioMetrics
 from meshsim.telemetry.spans import OtlpHttpPoster, Poster, SpanObserver
@@ -48,13 +48,14 @@ class WorkloadTelemetry:
             out.append(self.spans)
         return out
 
-    def middleware(self, workload: str) -> Middleware:
-        return middleware(workload, self.sampling_ratio, self.metrics.record)
+    def wrap(self, workload: str, handler: exchange.Handler) -> exchange.Handler:
+        """`handler` of `workload`, its requests seen by the spans and metrics."""
+        return exchange.wrap(workload, self.sampling_ratio, self.metrics.record, handler)
 
-    def metrics_handler(self, proxy: str) -> Handler:
+    def metrics_handler(self, proxy: str) -> exchange.Handler:
         metrics = self.metrics
 
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
             return web.Response(
                 body=metrics.render(proxy).encode(), headers={"Content-Type": EXPOSITION_TYPE}
             )
