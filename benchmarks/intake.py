@@ -10,10 +10,9 @@ every trace id's first 8 bytes and every span's times in place, so every trace i
 span recent, and the sender never the bottleneck.
 
 Measured: spans the store counted (`GET /_meshload/stats`) against the senders' 2xx answers,
-per second of the run and per CPU-second of the store process (/proc/<pid>/stat utime+stime,
-so "on one core": the store is one process); its RSS every `SAMPLE_S` and the least-squares
-slope after `WARMUP_S`; and, every second during intake, the latency of one trace search
-(`/api/traces?service=frontend&limit=20`) and of fetching one of the traces it found.
+per second of the run and per CPU-second of the store process (utime+stime: the store is one
+process), its RSS every `SAMPLE_S` and the least-squares slope after `WARMUP_S`, and every
+second the latency of one search (`/api/traces?service=frontend&limit=20`) and one fetch.
 Goal: >= 100,000 spans per second, every span sent accepted and counted by the store.
 """
 
@@ -56,9 +55,7 @@ SEARCH_SERVICE = "frontend"
 GOAL_SPANS_PER_S = 100_000.0
 _TRACE_ID_TAG = b"\x0a\x10"  # Span.trace_id: field 1, 16 bytes
 _TRACE_PREFIX = struct.Struct(">Q")
-# start_time_unix_nano (field 7, fixed64), the end_time_unix_nano tag (field 8), its value.
-_START_TAG = b"\x39"
-_END_TAG = 0x41
+_START_TAG, _END_TAG = b"\x39", 0x41  # start/end_time_unix_nano: fields 7, 8 (fixed64)
 _TIMES = struct.Struct("<QBQ")
 
 # A Boutique page's calls from the frontend, (service, operation, nested calls), as
