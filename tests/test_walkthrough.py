@@ -94,7 +94,7 @@ def test_locust_commands_parse_with_meshload_options() -> None:
     )
     assert done.returncode == 0, done.stderr
     for parsed in json.loads(done.stdout):
-        assert parsed["mesh"] == "kubernetes" and parsed["host"].startswith("http://")
+        assert parsed["mesh"] == "kubernetes" and parsed["host"].startswith(("http://", "https://"))
         assert parsed["jaeger_url"] and parsed["prometheus_url"]
         assert (REPO / parsed["locustfile"]).is_file()
 
