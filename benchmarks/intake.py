@@ -1,7 +1,7 @@
 """INTAKE: the trace store alone, fed OTLP/HTTP protobuf batches as fast as it accepts them.
 
-The store runs as the embedded mesh runs it (`python -m meshsim.tracestore --ports-file ...
---spill-dir ...`, a `procs.Child` on 127.0.0.1, stopped by PID). `SENDERS` separate processes
+The store runs as the embedded mesh runs it (`meshsim.procs.start_tracestore`: a child on
+127.0.0.1 with a ports file and a spill folder, stopped by PID). `SENDERS` separate processes
 post `CONNECTIONS` keep-alive streams each for `INTAKE_S` seconds (`MESHLOAD_INTAKE_S`
 overrides it for short runs). Their batches are what the simulated Boutique exports: Boutique
 page shapes (a product page is 12 hops) encoded by `meshsim.telemetry.otlp`, 2048 spans a
@@ -38,7 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from benchmarks.soak import cpu_s, rss_mb, slope_per_min
 from meshsim.boutique.hops import INGRESS, Hop
-from meshsim.procs import Child, python_module, wait_for_json
+from meshsim.procs import Child, start_tracestore
 from meshsim.spec import load_spec
 from meshsim.telemetry.istio import peers
 from meshsim.telemetry.otlp import SpanEncoder, export_request, workload_resource
@@ -278,22 +278,9 @@ def run(duration_s: float | None = None, warmup_s: float | None = None) -> dict[
     warmup_s = min(WARMUP_S, duration_s / 3) if warmup_s is None else warmup_s
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="meshload-intake-") as tmp:
-        work = Path(tmp)
-        ports_file = work / "tracestore.json"
-        store = Child(
-            "tracestore",
-            python_module(
-                "meshsim.tracestore",
-                "--ports-file",
-                str(ports_file),
-                "--spill-dir",
-                str(work / "spans"),
-            ),
-            work / "tracestore.log",
-        )
+        store, port = start_tracestore(Path(tmp))  # as the embedded mesh starts it
         senders: list[Any] = []
         try:
-            port = int(wait_for_json(ports_file, store)["port"])
             ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
             senders = [
                 ctx.Process(target=send, args=(i, port, duration_s, ready, go, done), daemon=True)

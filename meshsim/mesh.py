@@ -32,7 +32,7 @@ from meshsim.gateway import Gateway, check_replicas
 from meshsim.hosts import Endpoint
 from meshsim.httproutes import with_istio_class
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
-from meshsim.procs import Child, python_module, wait_for_json
+from meshsim.procs import Child, python_module, start_tracestore, wait_for_json
 from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
 from meshsim.pusher import Replica
 from meshsim.resources import Resource, load_manifests
@@ -141,20 +141,8 @@ class Mesh:
         return list(source)
 
     def _start_tracestore(self) -> int:
-        ports_file = self.workdir / "tracestore.json"
-        child = Child(
-            "tracestore",
-            python_module(
-                "meshsim.tracestore",
-                "--ports-file",
-                str(ports_file),
-                "--spill-dir",
-                str(self.workdir / "spans"),
-            ),
-            self.workdir / "tracestore.log",
-        )
+        child, port = start_tracestore(self.workdir)
         self.children.append(child)
-        port = int(wait_for_json(ports_file, child)["port"])
         self.jaeger_url = f"http://127.0.0.1:{port}"
         return port
 

@@ -96,3 +96,18 @@ def wait_for_json(path: Path, child: Child, timeout_s: float = 20.0) -> dict[str
     raise BackendError(
         f"{child.name} did not start within {timeout_s:.0f} s; last log lines: {child.tail()}"
     )
+
+
+def start_tracestore(workdir: Path) -> tuple[Child, int]:
+    """The trace store as the mesh runs it: a child with its ports file, spill folder and log
+    in `workdir`; returns it once its port is known (a failure to start stops it)."""
+    ports_file = workdir / "tracestore.json"
+    argv = python_module(
+        "meshsim.tracestore", "--ports-file", str(ports_file), "--spill-dir", str(workdir / "spans")
+    )
+    child = Child("tracestore", argv, workdir / "tracestore.log")
+    try:
+        return child, int(wait_for_json(ports_file, child)["port"])
+    except BaseException:
+        child.stop()
+        raise

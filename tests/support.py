@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import shutil
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,29 @@ def within_se(count: int, n: int, share: float, k: float = 5.0) -> bool:
     misses at 5 (the default) once in 1.7 million (at 3, once in 370: too often for a suite
     of a dozen such checks run on every change)."""
     return abs(count / n - share) <= k * math.sqrt(share * (1 - share) / n)
+
+
+@contextlib.contextmanager
+def mesh_up(
+    *args: str, state_dir: Path
+) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], dict[str, str]]]:
+    """`meshload mesh up ARGS` in a session of its own, its state in `state_dir`: the process,
+    the endpoints it printed before `ready` ({name: url}) and its environment; at the end
+    SIGTERM (if it still runs) and its pipes closed."""
+    env = {**os.environ, "MESHLOAD_STATE_DIR": str(state_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "meshload.cli", "mesh", "up", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    urls: dict[str, str] = {}
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+            name, _, url = line.strip().partition(" ")
+            urls[name] = url
+        yield proc, urls, env
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=20)  # also closes the pipes

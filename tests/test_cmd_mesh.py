@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from meshsim.gateway import pod_names
+from tests import support
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +35,8 @@ def pid_alive(pid: int) -> bool:
 
 @pytest.fixture
 def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
-    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meshload.cli", "mesh", "up", "--spec", str(SPEC)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    urls: dict[str, str] = {}
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("ready"):
-                break
-            name, _, url = line.strip().partition(" ")
-            urls[name] = url
+    with support.mesh_up("--spec", str(SPEC), state_dir=tmp_path) as (proc, urls, _):
         yield proc, urls, tmp_path / "mesh.json"
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=20)  # also closes the pipes
 
 
 def test_up_prints_endpoints_serves_and_stops_children_on_sigterm(mesh_up: tuple) -> None:

@@ -6,7 +6,6 @@ from the route's host. What the clients negotiated is checked against the gatewa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from meshcore.exitcodes import ExitCode
 from meshsim.mesh import Mesh
 from meshsim.tls import Certificates
-from tests.support import REPO, canary_against, local_processes
+from tests.support import REPO, canary_against, local_processes, mesh_up
 
 pytestmark = pytest.mark.integration
 
@@ -185,18 +184,7 @@ def test_mesh_up_prints_the_https_address_and_its_ca_and_preflight_probes_it(
     from meshload.cli import main
 
     manifests = REPO / "scenarios" / "manifests" / "canary-https.yaml"
-    cmd = [sys.executable, "-m", "meshload", "mesh", "up", "--manifests", str(manifests)]
-    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
-    urls: dict[str, str] = {}
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("ready"):
-                break
-            name, _, url = line.strip().partition(" ")
-            urls[name] = url
+    with mesh_up("--manifests", str(manifests), state_dir=tmp_path) as (_, urls, _env):
         assert list(urls)[:3] == ["gateway", "gateway-https", "ca-bundle"], urls
         import ssl
         import urllib.request
@@ -210,9 +198,6 @@ def test_mesh_up_prints_the_https_address_and_its_ca_and_preflight_probes_it(
         said = capsys.readouterr().out.splitlines()
         untrusted = main(argv)
         refused = capsys.readouterr().out.splitlines()
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)  # also closes its stdout pipe
     assert trusted == 0, said
     assert any(
         line.startswith(f"✓ gateway at {urls['gateway-https']} answers 200") for line in said

@@ -30,6 +30,7 @@ from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.mesh import Mesh
 from meshsim.resources import load_manifests, manifest_files
 from meshsim.translate import build_snapshot
+from tests import support
 from tests.kubeapi_thread import serve_in_thread
 from tests.support import hammer
 
@@ -226,30 +227,10 @@ def served(gateway_url: str, want: str) -> dict[str | None, int]:
 
 @pytest.fixture
 def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], dict]]:
-    env = {**os.environ, "MESHLOAD_STATE_DIR": str(tmp_path)}
-    command = ["mesh", "up", "--spec", str(SPEC), "--manifests", str(REPEATED)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meshload.cli", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    urls: dict[str, str] = {}
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("ready"):
-                break
-            name, _, url = line.strip().partition(" ")
-            urls[name] = url
+    args = ("--spec", str(SPEC), "--manifests", str(REPEATED))
+    with support.mesh_up(*args, state_dir=tmp_path) as (proc, urls, env):
         assert "gateway" in urls, "mesh up did not start"
         yield proc, urls, env
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=20)
 
 
 @pytest.mark.integration
