@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from loadgen.options import TLS_FIX
+
 log = logging.getLogger("meshload")
 _lock = threading.Lock()
 _handshakes: Counter[tuple[str, str, int]] = Counter()
@@ -223,10 +225,7 @@ def failed(entry: Mapping[str, Any]) -> str | None:
     if good:
         log.warning("%s", why)
         return None
-    return (
-        f"{why}, none succeeded; pass --ca-bundle with the CA that signed the gateway's "
-        "certificate, or --insecure"
-    )
+    return f"{why}, none succeeded; {TLS_FIX}"
 
 
 def gateway_delta(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.client_tls import ClientTls, make_context
+from loadgen.options import TLS_FIX
 from meshcore.errors import BackendError, ConfigError
 from meshcore.tools import find_tool
 
@@ -76,9 +77,8 @@ def check_reachable(host: str, tls: ClientTls | None = None, timeout_s: float = 
         reason = getattr(e, "reason", e)
         if isinstance(reason, ssl.SSLError):
             raise BackendError(
-                f"--host {host}: TLS failed ({getattr(reason, 'verify_message', '') or reason});"
-                " pass --ca-bundle with the CA that signed the gateway's certificate, or "
-                "--insecure"
+                f"--host {host}: TLS failed ({getattr(reason, 'verify_message', '') or reason}); "
+                f"{TLS_FIX}"
             ) from None
         raise BackendError(
             f"--host {host} is unreachable ({reason}); start the gateway (or port-forward it) "

@@ -215,6 +215,21 @@ def add_arguments(parser: Any) -> None:
     parser.set_defaults(exit_code_on_error=0)
 
 
+# How to mend a gateway certificate that did not verify: every TLS failure message ends so.
+TLS_FIX = "pass --ca-bundle with the CA that signed the gateway's certificate, or --insecure"
+
+
+def check_tls_flags(ca_bundle: str, insecure: bool) -> None:
+    """--ca-bundle and --insecure as a run and `meshload preflight` take them."""
+    if ca_bundle and insecure:
+        raise ConfigError("--ca-bundle and --insecure: give one (verify with it, or not)")
+    if ca_bundle and not os.path.isfile(ca_bundle):
+        raise ConfigError(
+            f"--ca-bundle {ca_bundle}: no such file; give the PEM file of the CA that signed "
+            "the gateway's certificate"
+        )
+
+
 def _truth(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -297,13 +312,7 @@ class Settings:
             raise ConfigError("--version-header is empty; name the header, e.g. x-version")
         if self.gateway_replicas < 1:
             raise ConfigError(f"--gateway-replicas {self.gateway_replicas}: give 1 or more")
-        if self.ca_bundle and self.insecure:
-            raise ConfigError("--ca-bundle and --insecure: give one (verify with it, or not)")
-        if self.ca_bundle and not os.path.isfile(self.ca_bundle):
-            raise ConfigError(
-                f"--ca-bundle {self.ca_bundle}: no such file; give the PEM file of the CA "
-                "that signed the gateway's certificate"
-            )
+        check_tls_flags(self.ca_bundle, self.insecure)
         self.push_skews()
 
     def push_skews(self) -> dict[int, float]:

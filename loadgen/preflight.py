@@ -20,6 +20,7 @@ from typing import Any
 
 from loadgen import client_tls
 from loadgen.clusterread import SIDECAR, ClusterReader, has_sidecar, is_ready, selector_text
+from loadgen.options import TLS_FIX
 from meshcore.kube.istio import (
     GROUP,
     authority,
@@ -331,7 +332,7 @@ def check_probe(
         reason = getattr(exc, "reason", None) or exc
         fix = "start the gateway or `meshload port-forward`, and pass --gateway-url"
         if isinstance(reason, ssl.SSLError):
-            fix = "pass --ca-bundle (the CA that signed the gateway's certificate) or --insecure"
+            fix = TLS_FIX
         return failed("probe", f"gateway at {url} not reachable{sent} ({reason})", fix)
     if code == 404:
         fix = (

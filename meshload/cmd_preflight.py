@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -72,6 +71,7 @@ def _url(flag: str, value: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from loadgen import client_tls
     from loadgen.clusterread import KubeReader
+    from loadgen.options import check_tls_flags
     from loadgen.preflight import Target, run_checks
     from meshcore.kube.client import Kube
 
@@ -85,10 +85,7 @@ def run(args: argparse.Namespace) -> int:
         version_header=args.version_header,
         http_route=args.http_route or None,
     )
-    if args.ca_bundle and args.insecure:
-        raise ConfigError("--ca-bundle and --insecure: give one (verify with it, or not)")
-    if args.ca_bundle and not Path(args.ca_bundle).is_file():
-        raise ConfigError(f"--ca-bundle {args.ca_bundle}: no such file; give the CA's PEM file")
+    check_tls_flags(args.ca_bundle or "", args.insecure)
     client_tls.configure(client_tls.ClientTls(args.ca_bundle or None, args.insecure))
     with Kube.connect(args.kubeconfig, args.context) as kube:
         checks = run_checks(KubeReader(kube), target)
