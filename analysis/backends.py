@@ -45,13 +45,20 @@ def by_backend(run: Run, frontend: str = "frontend") -> tuple[Run, list[str]]:
         mine = ~requests["version"].astype("string").isin(backends).fillna(False).to_numpy()
         requests = requests.assign(version=renamed(requests["version"], names, mine))
     if len(spans) and "service" in spans.columns:
-        mine = (spans["service"].astype("string") == frontend).fillna(False).to_numpy()
-        spans = spans.assign(version=renamed(spans["version"], names, mine))
+        spans = spans_by_backend(spans, names, frontend)
     if len(metrics) and "labels" in metrics.columns:
         metrics = metrics.assign(labels=_relabelled(metrics["labels"], names, frontend))
     said = ", ".join(f"{label} as {b}" for label, b in sorted(names.items()))
     note = f"versions named by the route's backends (run.json backend_versions): {said}"
     return dataclasses.replace(run, requests=requests, spans=spans, metrics=metrics), [note]
+
+
+def spans_by_backend(
+    spans: pd.DataFrame, names: Mapping[str, str], frontend: str = "frontend"
+) -> pd.DataFrame:
+    """The frontend's spans with their versions named by backend (`label_to_backend`)."""
+    mine = (spans["service"].astype("string") == frontend).fillna(False).to_numpy()
+    return spans.assign(version=renamed(spans["version"], names, mine))
 
 
 def renamed(values: pd.Series, names: Mapping[str, str], rows: np.ndarray) -> pd.Series:

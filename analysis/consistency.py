@@ -180,14 +180,20 @@ def trace_counts(
 ) -> pd.DataFrame:
     """Traced requests per step and version: spans entering `frontend` from outside it."""
     entry = frontend_entries(spans, frontend)
+    return window_counts(
+        spans["start_ns"].to_numpy()[entry], version_labels(spans["version"])[entry], windows
+    )
+
+
+def window_counts(start_ns: np.ndarray, version: np.ndarray, windows: pd.DataFrame) -> pd.DataFrame:
+    """step | version | requests of events at `start_ns`, each counted in the step whose window
+    holds it (none outside every window)."""
     if windows.empty:
         return pd.DataFrame(columns=list(COUNT_COLUMNS))
-    start_ns = spans["start_ns"].to_numpy()[entry]
     idx = np.searchsorted(windows["start_ns"].to_numpy(), start_ns, side="right") - 1
     inside = (idx >= 0) & (start_ns < windows["end_ns"].to_numpy()[np.maximum(idx, 0)])
     steps = windows["step"].to_numpy()[np.maximum(idx, 0)][inside]
-    version = version_labels(spans["version"])[entry][inside]
-    out = _per_step_version(steps, version, np.ones(len(steps)))
+    out = _per_step_version(steps, version[inside], np.ones(len(steps)))
     return out.astype({"requests": np.int64})
 
 

@@ -16,30 +16,55 @@ import pandas as pd
 
 from analysis.changepoint import label_codes
 from analysis.hops import parent_rows
-from analysis.latency import group_codes
 
 GRAPH_COLUMNS = ("source", "destination", "destination_version", "requests", "errors", "share")
+_EDGE = ("source", "destination", "destination_version")
 
 
 def service_graph(spans: pd.DataFrame, *, client: str = "client") -> pd.DataFrame:
     """source | destination | destination_version | requests | errors | share."""
+    return with_shares(edge_counts(spans, client=client))
+
+
+def edge_counts(spans: pd.DataFrame, *, client: str = "client") -> pd.DataFrame:
+    """source | destination | destination_version | requests | errors: the graph's counts, which
+    chunks of whole traces add up (`sum_edges`)."""
     parent = spans["parent_row"].to_numpy() if "parent_row" in spans.columns else parent_rows(spans)
     codes, names = label_codes(spans["service"])
     names = np.append(names, client)
     src = np.where(parent >= 0, codes[np.maximum(parent, 0)], len(names) - 1)
     edge = (parent < 0) | (src != codes)
-    failed = _failed(spans)
-    frame = pd.DataFrame(
+    v_codes, v_names = label_codes(spans["version"])
+    shape = (len(names), len(names), len(v_names))
+    flat = np.ravel_multi_index((src[edge], codes[edge], v_codes[edge]), shape)
+    requests = np.bincount(flat, minlength=int(np.prod(shape)))
+    errors = np.bincount(flat, weights=_failed(spans)[edge], minlength=len(requests))
+    present = np.flatnonzero(requests)
+    si, di, vi = np.unravel_index(present, shape)
+    out = pd.DataFrame(
         {
-            "source": pd.Categorical.from_codes(src[edge], categories=list(names)),
-            "destination": pd.Categorical.from_codes(codes[edge], categories=list(names)),
-            "destination_version": spans["version"].to_numpy()[edge],
+            "source": names[si].astype(object),
+            "destination": names[di].astype(object),
+            "destination_version": v_names[vi].astype(object),
+            "requests": requests[present].astype(np.int64),
+            "errors": errors[present].astype(np.int64),
         }
     )
-    by = ["source", "destination", "destination_version"]
-    gcodes, out = group_codes(frame, by)
-    out["requests"] = np.bincount(gcodes, minlength=len(out))
-    out["errors"] = np.bincount(gcodes, weights=failed[edge], minlength=len(out)).astype(np.int64)
+    return out.sort_values(list(_EDGE), kind="stable").reset_index(drop=True)
+
+
+def sum_edges(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The edge counts of several chunks as one (keys sorted as `edge_counts` sorts them)."""
+    if not parts:
+        return pd.DataFrame(columns=[*_EDGE, "requests", "errors"])
+    both = pd.concat(parts, ignore_index=True)
+    summed = both.groupby(list(_EDGE), sort=True)[["requests", "errors"]].sum()
+    return summed.reset_index().astype({"requests": np.int64, "errors": np.int64})
+
+
+def with_shares(counts: pd.DataFrame) -> pd.DataFrame:
+    """Edge counts plus each edge's share of its (source, destination) calls."""
+    out = counts.copy()
     pair_total = out.groupby(["source", "destination"])["requests"].transform("sum")
     out["share"] = out["requests"] / pair_total
     return out[list(GRAPH_COLUMNS)].reset_index(drop=True)

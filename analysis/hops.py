@@ -15,6 +15,7 @@ Every span gets
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.changepoint import label_codes, version_labels
-from analysis.latency import group_codes
 from meshcore.figures import grouped_percentiles
 
 _JUMP_ROUNDS = 12  # 2**12 levels; anything deeper is a parent-id cycle and gets cut
@@ -162,25 +162,12 @@ def hop_times(
     n = len(spans)
     if n <= chunk_spans:
         return _hop_times(spans, frontend)
-    codes = _trace_codes(spans["trace_id"])
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    cuts = [0]
-    while cuts[-1] + chunk_spans < n:  # each chunk ends where a trace does
-        trace = sorted_codes[cuts[-1] + chunk_spans]
-        end = int(np.searchsorted(sorted_codes, trace, side="left"))
-        if end <= cuts[-1]:  # one trace longer than a chunk: it is a chunk of its own
-            end = int(np.searchsorted(sorted_codes, trace, side="right"))
-        cuts.append(end)
-    if cuts[-1] < n:
-        cuts.append(n)
     out = {c: np.empty(n, dtype=t) for c, t in _TIMED.items()}
     version_codes = np.empty(n, dtype=np.int64)
     names_all = list(dict.fromkeys(label_codes(spans["version"])[1]))
     categories = {name: i for i, name in enumerate(names_all)}
     needed = spans[[c for c in _TREE_COLUMNS if c in spans.columns]]
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        rows = order[lo:hi]
+    for rows in whole_traces(spans["trace_id"], chunk_spans):
         part = _hop_times(needed.iloc[rows].reset_index(drop=True), frontend)
         for c in ("parent_row", "root_row"):
             local = part[c].to_numpy()
@@ -197,13 +184,26 @@ def hop_times(
     )
 
 
-def _trace_codes(trace_id: pd.Series) -> np.ndarray:
-    """A code per trace, in Arrow: pandas would make a Python string of every id first."""
-    arr = pa.array(trace_id, from_pandas=True)
-    encoded = pc.dictionary_encode(
+def whole_traces(trace_id: pd.Series, chunk_spans: int) -> Iterator[np.ndarray]:
+    """Row positions in chunks of whole traces of about `chunk_spans` rows (a trace longer than
+    a chunk is a chunk of its own), the rows of a chunk grouped by trace."""
+    arr = pa.array(trace_id, from_pandas=True)  # codes in Arrow: pandas would make a Python
+    encoded = pc.dictionary_encode(  # string of every id first
         arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     )
-    return np.asarray(pc.fill_null(encoded.indices, -1))
+    codes = np.asarray(pc.fill_null(encoded.indices, -1))
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    n, lo = len(codes), 0
+    while lo < n:
+        hi = min(lo + chunk_spans, n)
+        if hi < n:  # each chunk ends where a trace does
+            trace = sorted_codes[hi]
+            hi = int(np.searchsorted(sorted_codes, trace, side="left"))
+            if hi <= lo:
+                hi = int(np.searchsorted(sorted_codes, trace, side="right"))
+        yield order[lo:hi]
+        lo = hi
 
 
 def _hop_times(spans: pd.DataFrame, frontend: str) -> pd.DataFrame:
@@ -312,24 +312,90 @@ def hop_stats(timed: pd.DataFrame) -> pd.DataFrame:
     `*_per_trace_ms` divide by every trace of that root version (not only those that reached the
     service), so summing a root version's rows over services gives its mean trace time.
     """
-    codes, out = group_codes(timed, ["service", "version", "root_version"])
-    n_groups = len(out)
-    duration = timed["duration_ms"].to_numpy(dtype=float)
-    counts, pct, _ = grouped_percentiles(duration, codes, n_groups, (50.0, 99.0))
-    roots = timed["root_row"].to_numpy() == np.arange(len(timed))
-    traces = pd.Series(version_labels(timed["root_version"])[roots]).value_counts()
-    per_trace = out["root_version"].map(traces).to_numpy(dtype=float)
+    return HopSums().add(timed).stats()
 
-    def total(col: str) -> np.ndarray:
-        return np.bincount(codes, weights=timed[col].to_numpy(dtype=float), minlength=n_groups)
 
-    out["spans"] = counts
-    out["mean_ms"] = total("duration_ms") / counts
-    out["p50_ms"], out["p99_ms"] = pct[:, 0], pct[:, 1]
-    out["self_mean_ms"] = total("self_ms") / counts
-    out["self_per_trace_ms"] = total("self_ms") / per_trace
-    out["critical_per_trace_ms"] = total("critical_ms") / per_trace
-    return out
+class HopSums:
+    """`hop_stats` gathered over chunks of whole traces (`hop_times` of each): sums per group,
+    and every duration kept per group so the percentiles stay exact (numpy's linear rule on
+    each group's values, as `meshcore.figures.grouped_percentiles` computes them)."""
+
+    KEYS = ("service", "version", "root_version")
+    SUMS = ("duration_ms", "self_ms", "critical_ms")
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str, str], int] = {}
+        self._sums: list[np.ndarray] = []  # per group: duration, self, critical totals
+        self._durations: list[list[np.ndarray]] = []
+        self._traces: dict[str, int] = {}
+
+    def add(self, timed: pd.DataFrame) -> HopSums:
+        labelled = [label_codes(timed[c]) for c in self.KEYS]
+        shape = tuple(len(names) for _, names in labelled)
+        flat = np.ravel_multi_index([codes for codes, _ in labelled], shape)
+        size = int(np.prod(shape))
+        present = np.flatnonzero(np.bincount(flat, minlength=size))
+        names = [n for _, n in labelled]
+        at = zip(*np.unravel_index(present, shape), strict=True)
+        groups = [self._group(tuple(str(n[i]) for n, i in zip(names, k, strict=True))) for k in at]
+        # a stable sort of 16-bit codes is a radix sort
+        order = np.argsort(flat.astype(np.int16) if size < 2**15 else flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.append(present, size))
+        duration = timed["duration_ms"].to_numpy(dtype=float)
+        sums = [
+            np.bincount(flat, weights=timed[c].to_numpy(dtype=float), minlength=size)[present]
+            for c in self.SUMS
+        ]
+        for i, g in enumerate(groups):
+            self._durations[g].append(duration[order[bounds[i] : bounds[i + 1]]])
+            self._sums[g] += [s[i] for s in sums]
+        roots = timed["root_row"].to_numpy() == np.arange(len(timed))
+        traced = pd.Series(version_labels(timed["root_version"])[roots]).value_counts()
+        for version, n in traced.items():
+            self._traces[str(version)] = self._traces.get(str(version), 0) + int(n)
+        return self
+
+    def merge(self, other: HopSums) -> HopSums:
+        """These sums plus another's (of other traces)."""
+        for key, g in other._groups.items():
+            mine = self._group(key)
+            self._sums[mine] += other._sums[g]
+            self._durations[mine].extend(other._durations[g])
+        for version, n in other._traces.items():
+            self._traces[version] = self._traces.get(version, 0) + n
+        return self
+
+    def _group(self, key: tuple[str, ...]) -> int:
+        if key not in self._groups:
+            self._groups[key] = len(self._groups)  # type: ignore[index]
+            self._sums.append(np.zeros(len(self.SUMS)))
+            self._durations.append([])
+        return self._groups[key]  # type: ignore[index]
+
+    def stats(self) -> pd.DataFrame:
+        """The hop_stats frame, groups sorted by (service, version, root_version)."""
+        keys = sorted(self._groups)
+        out = (
+            pd.DataFrame(keys, columns=list(self.KEYS))
+            if keys
+            else pd.DataFrame(columns=list(self.KEYS))
+        )
+        rows = [self._groups[k] for k in keys]
+        sums = np.array([self._sums[g] for g in rows]).reshape(len(rows), len(self.SUMS))
+        counts = np.array([sum(len(a) for a in self._durations[g]) for g in rows], dtype=np.int64)
+        pct = np.full((len(rows), 2), np.nan)
+        for i, g in enumerate(rows):
+            values = np.concatenate(self._durations[g])
+            one = np.zeros(len(values), np.int64)
+            pct[i] = grouped_percentiles(values, one, 1, (50.0, 99.0))[1][0]
+        per_trace = out["root_version"].map(self._traces).to_numpy(dtype=float)
+        out["spans"] = counts
+        out["mean_ms"] = sums[:, 0] / counts
+        out["p50_ms"], out["p99_ms"] = pct[:, 0], pct[:, 1]
+        out["self_mean_ms"] = sums[:, 1] / counts
+        out["self_per_trace_ms"] = sums[:, 1] / per_trace
+        out["critical_per_trace_ms"] = sums[:, 2] / per_trace
+        return out
 
 
 def hop_table(stats: pd.DataFrame, baseline: str, canary: str) -> pd.DataFrame:
@@ -342,8 +408,11 @@ def hop_table(stats: pd.DataFrame, baseline: str, canary: str) -> pd.DataFrame:
             col = (f"{what}_per_trace_ms", v)
             out[f"{role}_{what}_ms"] = wide[col] if col in wide.columns else np.nan
         out[f"delta_{what}_ms"] = out[f"canary_{what}_ms"] - out[f"baseline_{what}_ms"]
-    out = out.reset_index().sort_values("delta_critical_ms", ascending=False, key=np.abs)
-    return out.reset_index(drop=True)
+    # largest first; deltas equal to a nanosecond tie, broken by name (sums taken chunk by chunk
+    # differ in their last bits, and must not reorder the table)
+    size = out["delta_critical_ms"].abs().round(6).fillna(-1.0).rename("size")
+    out = out.join(size).reset_index().sort_values(["size", "service"], ascending=[False, True])
+    return out.drop(columns="size").reset_index(drop=True)
 
 
 def hop_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.backends import by_backend
+from analysis.backends import by_backend, label_to_backend
 from analysis.changepoint import label_codes
 from analysis.charts import CHART_NAMES, render_charts
 from analysis.consistency import metrics_counts_from_istio, step_windows
@@ -36,9 +36,10 @@ from analysis.html import render_html
 from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
 from analysis.promql import bucket_quantile, label_table
 from analysis.runfolder import load_run
+from analysis.span_digest import digest_folder
 from analysis.summary import build_summary, json_safe
 from analysis.transport import transport_security
-from analysis.versions import fill_versions
+from analysis.versions import fill_from_traces, missing_ids
 from meshcore.errors import MeshloadError, RunFolderError
 from meshcore.files import write_atomic, write_json
 from meshcore.runfolder import METRICS_DIR, REPORT_FILE, SPANS_DIR, SUMMARY_FILE
@@ -87,19 +88,32 @@ def build_report(
     prometheus_url: str | None = None,
     tolerance_pp: float = 2.0,
     progress: bool = True,
+    workers: int = 1,
 ) -> ReportResult:
-    """Load the run (fetching telemetry first when a URL is given), write every output."""
+    """Load the run (fetching telemetry first when a URL is given), write every output.
+    `workers` processes read a large run's spans (`analysis.span_digest.digest_folder`)."""
     folder = Path(run_dir)
     started = time.perf_counter()
     fetch_notes: list[str] = []
     if jaeger_url or prometheus_url:
         fetch_notes = _fetch(folder, jaeger_url, prometheus_url, progress)
-    run, named = by_backend(load_run(folder))
+    run, named = by_backend(load_run(folder, spans=False))
     meta = run.meta
-    notes = [*run.notes, *fetch_notes, *named]
+    # spans are read a chunk of whole traces at a time, never all at once (analysis.span_chunks)
+    read = digest_folder(
+        folder,
+        wanted=missing_ids(run.requests),
+        backend_names=label_to_backend(meta),
+        workers=workers,
+    )
+    spans = read.digest
+    log.debug(
+        "spans digested in %.1f s (%d processes)", time.perf_counter() - started, read.workers
+    )
+    notes = [*run.notes, *read.notes, *fetch_notes, *named]
     if not (jaeger_url or prometheus_url):
         # Recorded telemetry is never suggested for a fetch: its backend may be gone.
-        no_spans = run.spans.empty and not run.recorded(SPANS_DIR)
+        no_spans = spans.empty and not run.recorded(SPANS_DIR)
         notes += _unfetched(meta, no_spans, run.metrics.empty and not run.recorded(METRICS_DIR))
     counts = None
     if not run.metrics.empty:
@@ -117,7 +131,7 @@ def build_report(
     # loadgen records `user_id`; per-user version consistency needs it (sticky scenarios)
     users = next((c for c in USER_COLUMNS if _recorded(run.requests, c)), None)
     # a response without a version takes its trace's, for every figure per version
-    filled = fill_versions(run.requests, run.spans)
+    filled = fill_from_traces(run.requests, spans.trace_versions())
     requests = filled.requests
     notes += filled.notes()
     options: dict[str, Any] = {
@@ -126,11 +140,11 @@ def build_report(
         "versions_from_traces": False,
     }
     try:
-        summary = build_summary(meta, requests, run.spans, counts, **options)
+        summary = build_summary(meta, requests, spans, counts, **options)
     except RunFolderError as exc:  # broken weight events: every other figure still stands
         notes.append(f"{exc}; split and propagation left out")
         meta = {**meta, "events": []}
-        summary = build_summary(meta, requests, run.spans, counts, **options)
+        summary = build_summary(meta, requests, spans, counts, **options)
     log.debug("summary built in %.1f s", time.perf_counter() - started)
 
     charts, chart_notes = render_charts(meta, requests, summary)

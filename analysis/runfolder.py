@@ -73,25 +73,31 @@ class Run:
         return [p for p in listed if p.parent.name == parts_dir]
 
 
-def load_run(path: str | os.PathLike[str], *, telemetry: bool = True) -> Run:
+def load_run(path: str | os.PathLike[str], *, telemetry: bool = True, spans: bool = True) -> Run:
     """Load `results/<run-id>/`: run.json, request parts, spans and metrics (unless
-    `telemetry` is false: then their frames are empty and only the recorders' states read)."""
+    `telemetry` is false: then their frames are empty and only the recorders' states read).
+    `spans=False` leaves the spans on disk (an empty frame, no note about them): the report
+    reads them a chunk at a time (`analysis.span_chunks`)."""
     folder = RunFolder(path)
     notes: list[str] = []
     meta = folder.read_run(notes)
     requests = _read_requests(folder, notes)
     recordings = {d: folder.recordings(d) for d in (SPANS_DIR, METRICS_DIR)}
     if telemetry:
-        spans = _read_telemetry(folder, folder.span_parts(), SPAN_COLUMNS, notes, "spans")
+        span_frame = (
+            _read_telemetry(folder, folder.span_parts(), SPAN_COLUMNS, notes, "spans")
+            if spans
+            else empty_frame(SPAN_COLUMNS)
+        )
         metrics = _read_telemetry(folder, folder.metric_parts(), METRIC_COLUMNS, notes, "metrics")
         for parts_dir, states in recordings.items():
             notes += recording_notes(parts_dir, states)
     else:
-        spans, metrics = empty_frame(SPAN_COLUMNS), empty_frame(METRIC_COLUMNS)
+        span_frame, metrics = empty_frame(SPAN_COLUMNS), empty_frame(METRIC_COLUMNS)
     # The tables read are gone; Arrow's allocator keeps their pages (0.6 of 1.5 GB at 5 M
     # spans) unless told, and numpy's arrays of the figures would come on top of them.
     pa.default_memory_pool().release_unused()
-    return Run(folder.path, meta, requests, spans, metrics, notes, recordings)
+    return Run(folder.path, meta, requests, span_frame, metrics, notes, recordings)
 
 
 def recording_notes(parts_dir: str, states: Sequence[Mapping[str, Any]]) -> list[str]:

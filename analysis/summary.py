@@ -14,16 +14,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.agreement import METRICS_RULE, consistency_rows
-from analysis.consistency import step_windows, trace_counts, trace_coverage
-from analysis.graph import graph_records, service_graph
+from analysis.consistency import step_windows
+from analysis.graph import graph_records
 from analysis.health import run_health
-from analysis.hops import hop_records, hop_stats, hop_table, hop_times
+from analysis.hops import hop_records, hop_table
 from analysis.judge import judge
 from analysis.latency import latency_by_version, latency_percentiles, latency_records
+from analysis.span_digest import SpanDigest, digest_spans, frame_chunks
 from analysis.split import mark_steps, split_accuracy, split_records
 from analysis.stamped import ESTIMATE, STAMPED, propagation
 from analysis.sticky import stickiness
-from analysis.versions import fill_versions
+from analysis.versions import fill_from_traces, missing_ids
 from meshcore.runfolder import SCHEMA_VERSION
 
 
@@ -49,7 +50,7 @@ def json_safe(value: Any) -> Any:
 def build_summary(
     run: Mapping[str, Any],
     requests: pd.DataFrame,
-    spans: pd.DataFrame | None = None,
+    spans: pd.DataFrame | SpanDigest | None = None,
     metrics_counts: pd.DataFrame | None = None,
     *,
     tolerance_pp: float = 2.0,
@@ -61,14 +62,19 @@ def build_summary(
     user_col: str | None = None,
     versions_from_traces: bool = True,
 ) -> dict[str, Any]:
-    """All figures of a run. `metrics_counts` is step | version | requests (and the scrapes
-    counted between) from `analysis.consistency.metrics_counts_from_istio`.
+    """All figures of a run. `spans` is a frame or what `analysis.span_digest` gathered from
+    one chunk of traces at a time; `metrics_counts` is step | version | requests (and the
+    scrapes counted between) from `analysis.consistency.metrics_counts_from_istio`.
 
     Requests without a version take their trace's first (`analysis.versions`), unless the
     caller did that already (`versions_from_traces=False`)."""
     notes: list[str] = []
+    digest = spans if isinstance(spans, SpanDigest) else None
+    if isinstance(spans, pd.DataFrame) and not spans.empty:
+        wanted = missing_ids(requests) if versions_from_traces else None
+        digest = digest_spans(frame_chunks(spans), frontend=frontend, wanted=wanted)
     if versions_from_traces:
-        filled = fill_versions(requests, spans, frontend=frontend)
+        filled = fill_from_traces(requests, digest.trace_versions() if digest else None)
         requests = filled.requests
         notes += filled.notes()
     changes = propagation(requests, run, margin_ms=margin_ms)
@@ -87,11 +93,10 @@ def build_summary(
     traced: pd.DataFrame | None = None
     coverage: float | None = None
     windows = step_windows(run, requests)
-    if spans is None or spans.empty:
+    if digest is None or digest.empty:
         notes.append("no spans: hops, graph and traced counts are missing")
     else:
-        timed = hop_times(spans, frontend=frontend)
-        stats = hop_stats(timed)
+        stats = digest.hop_stats()
         b, c = verdict["baseline"], verdict["canary"]
         hops = {
             "baseline": b,
@@ -99,9 +104,9 @@ def build_summary(
             "table": hop_records(hop_table(stats, b, c)) if b and c else [],
             "by_version": hop_records(stats),
         }
-        graph = graph_records(service_graph(timed))
-        traced = trace_counts(timed, windows, frontend=frontend)
-        coverage = trace_coverage(requests, spans)
+        graph = graph_records(digest.graph())
+        traced = digest.trace_counts(windows)
+        coverage = digest.coverage(requests)
     if changes.empty:
         notes.append("run.json has no weight events: split and propagation are empty")
     if metrics_counts is None:

@@ -71,21 +71,54 @@ def fill_versions(
     requests: pd.DataFrame, spans: pd.DataFrame | None, *, frontend: str = "frontend"
 ) -> VersionFill:
     """`requests` with each null version taken from its trace where the spans have it."""
+    entries = None if spans is None or spans.empty else trace_versions(spans, frontend)
+    return fill_from_traces(requests, entries)
+
+
+def trace_versions(
+    spans: pd.DataFrame, frontend: str = "frontend", wanted: pa.Array | None = None
+) -> pd.DataFrame:
+    """trace_id (normalised) | start_ns | version of the spans entering the frontend that name
+    a version, only of the `wanted` traces (normalised ids) when given. Chunks of whole traces
+    give parts that concatenate."""
+    entry = frontend_entries(spans, frontend) & spans["version"].notna().to_numpy()
+    ids = normalised_ids(spans["trace_id"].iloc[np.flatnonzero(entry)])
+    rows = np.flatnonzero(entry)
+    if wanted is not None:
+        keep = np.asarray(pc.is_in(ids, value_set=wanted), dtype=bool)
+        ids, rows = ids.filter(pa.array(keep)), rows[keep]
+    return pd.DataFrame(
+        {
+            "trace_id": ids.to_pandas(),
+            "start_ns": spans["start_ns"].to_numpy()[rows],
+            "version": spans["version"].astype(str).to_numpy()[rows],
+        }
+    )
+
+
+def missing_ids(requests: pd.DataFrame) -> pa.Array | None:
+    """The normalised trace ids of the requests that carried no version (None: there are none)."""
+    if "version" not in requests.columns or "trace_id" not in requests.columns:
+        return None
+    rows = requests["version"].isna().to_numpy() & requests["trace_id"].notna().to_numpy()
+    if not rows.any():
+        return None
+    return pc.unique(normalised_ids(requests["trace_id"][rows]))
+
+
+def fill_from_traces(requests: pd.DataFrame, entries: pd.DataFrame | None) -> VersionFill:
+    """`requests` with each null version taken from `entries` (`trace_versions`): the earliest
+    entry of its trace."""
     missing = requests["version"].isna().to_numpy() if "version" in requests.columns else None
     if missing is None or not missing.any():
         return VersionFill(requests, 0, 0)
-    if spans is None or spans.empty or "trace_id" not in requests.columns:
+    if entries is None or entries.empty or "trace_id" not in requests.columns:
         return VersionFill(requests, int(missing.sum()), 0)
-    entry = frontend_entries(spans, frontend) & spans["version"].notna().to_numpy()
-    if not entry.any():
-        return VersionFill(requests, int(missing.sum()), 0)
-    entries = spans.loc[entry, ["trace_id", "start_ns", "version"]].sort_values(
-        "start_ns", kind="stable"
-    )
-    ids = pd.Index(normalised_ids(entries["trace_id"]).to_pandas())
+    entries = entries.sort_values("start_ns", kind="stable")
+    ids = pd.Index(entries["trace_id"])
     first = ~ids.duplicated()
     by_trace = pd.Index(ids[first])
-    versions = entries["version"].astype(str).to_numpy()[first]
+    versions = entries["version"].to_numpy()[first]
     rows = np.flatnonzero(missing & requests["trace_id"].notna().to_numpy())
     wanted = normalised_ids(requests["trace_id"].iloc[rows]).to_pandas()
     at = by_trace.get_indexer(pd.Index(wanted))

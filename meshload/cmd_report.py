@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -29,6 +30,13 @@ def register(sub: Any) -> None:
         type=float,
         default=2.0,
         help="a step's split passes within this many percentage points (default: 2)",
+    )
+    report.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="processes reading the spans of a large run (default: one per core, at most 4; "
+        "runs under 2 M spans are read in one)",
     )
     report.set_defaults(run=run_report)
 
@@ -63,12 +71,15 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.tolerance_pp < 0:
         raise ConfigError(f"--tolerance-pp must be >= 0, got {args.tolerance_pp:g}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     try:
         result = build_report(
             args.run_dir,
             jaeger_url=args.jaeger_url,
             prometheus_url=args.prometheus_url,
             tolerance_pp=args.tolerance_pp,
+            workers=args.workers,
         )
     except RunFolderError as exc:
         raise _bad_folder(exc) from None

@@ -69,6 +69,8 @@ def test_report_without_a_run_json_is_one_line_and_exit_2(
     assert main(["report", str(folder)]) == 2
     one_error_line(capsys.readouterr().err)
     assert main(["report", str(tmp_path), "--tolerance-pp", "-1"]) == 2
+    assert main(["report", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
 
 
 def test_check_exit_codes_and_junit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

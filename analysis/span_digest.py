@@ -1,0 +1,232 @@
+"""What the report needs from the spans, gathered one chunk of whole traces at a time.
+
+Every span figure depends on its own trace only (`analysis.hops`), so the spans never need to be
+in memory together: each chunk is timed (`hops.hop_times`) and leaves its share of every figure
+in a `SpanDigest` — the per-hop sums and each group's durations (`hops.HopSums`: percentiles
+stay exact), the service graph's edge counts, the traced requests per step and version, the
+frontend's version of the traces whose responses carried none, and the ids of the traces seen
+(for the trace coverage). A chunk is dropped before the next is read. `digest_spans` takes the
+chunks from anywhere: `analysis.span_chunks.trace_chunks` reads them from a run folder's parquet;
+a frame in memory is one chunk (or several, cut where traces end).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.api.types import union_categoricals
+
+from analysis.backends import spans_by_backend
+from analysis.changepoint import version_labels
+from analysis.consistency import window_counts
+from analysis.graph import edge_counts, sum_edges, with_shares
+from analysis.hops import CHUNK_SPANS, HopSums, hop_times, whole_traces
+from analysis.span_chunks import (
+    BlockRange,
+    SpanFiles,
+    block_keys,
+    span_files,
+    trace_chunks,
+    trace_ends,
+)
+from analysis.versions import frontend_entries, normalised_ids, trace_versions
+
+Renamer = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+@dataclass
+class SpanDigest:
+    """The span figures of a run, and how many spans and chunks they came from."""
+
+    spans: int = 0
+    chunks: int = 0
+    hops: HopSums = field(default_factory=HopSums)
+    edges: list[pd.DataFrame] = field(default_factory=list)
+    traced: list[pd.DataFrame] = field(default_factory=list)
+    entries: list[pd.DataFrame] = field(default_factory=list)
+    trace_ids: list[pa.Array] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.spans == 0
+
+    def merge(self, other: SpanDigest) -> SpanDigest:
+        """This digest plus another of other traces (another range of blocks)."""
+        self.spans += other.spans
+        self.chunks += other.chunks
+        self.hops.merge(other.hops)
+        for mine, theirs in (
+            (self.edges, other.edges),
+            (self.traced, other.traced),
+            (self.entries, other.entries),
+            (self.trace_ids, other.trace_ids),
+        ):
+            mine.extend(theirs)
+        return self
+
+    def hop_stats(self) -> pd.DataFrame:
+        return self.hops.stats()
+
+    def graph(self) -> pd.DataFrame:
+        return with_shares(sum_edges(self.edges))
+
+    def trace_counts(self, windows: pd.DataFrame) -> pd.DataFrame:
+        """step | version | requests: the traced requests (the frontend's entries) per step
+        window (`consistency.step_windows`)."""
+        if not self.traced:
+            return window_counts(np.empty(0, np.int64), np.empty(0, str), windows)
+        start_ns = np.concatenate([t["start_ns"].to_numpy() for t in self.traced])
+        versions = union_categoricals([t["version"] for t in self.traced], ignore_order=True)
+        return window_counts(start_ns, version_labels(pd.Series(versions)), windows)
+
+    def trace_versions(self) -> pd.DataFrame | None:
+        """trace_id | start_ns | version of the frontend's entries (`versions.fill_from_traces`)."""
+        return pd.concat(self.entries, ignore_index=True) if self.entries else None
+
+    def coverage(self, requests: pd.DataFrame) -> float | None:
+        """Share of client requests (with a trace_id) whose trace is among the spans."""
+        ids = normalised_ids(requests["trace_id"].dropna())
+        if len(ids) == 0:
+            return None
+        seen = pa.concat_arrays(self.trace_ids) if self.trace_ids else pa.array([], pa.string())
+        found = pc.is_in(ids, value_set=seen)
+        return float(pc.sum(found).as_py() or 0) / len(ids)
+
+
+def digest_spans(
+    chunks: Iterable[pd.DataFrame],
+    *,
+    frontend: str = "frontend",
+    wanted: pa.Array | None = None,
+    rename: Renamer | None = None,
+) -> SpanDigest:
+    """Fold chunks of whole traces into one digest. `wanted`: the normalised trace ids whose
+    frontend version is needed (`versions.missing_ids`; None: none); `rename`: what each chunk
+    goes through first (the backends' names, `analysis.backends`)."""
+    digest = SpanDigest()
+    for chunk in chunks:
+        if chunk.empty:
+            continue
+        spans = rename(chunk) if rename is not None else chunk
+        timed = hop_times(spans, frontend=frontend, chunk_spans=len(spans))
+        digest.spans += len(timed)
+        digest.chunks += 1
+        digest.hops.add(timed)
+        digest.edges.append(edge_counts(timed))
+        entry = frontend_entries(timed, frontend)
+        digest.traced.append(
+            pd.DataFrame(
+                {
+                    "start_ns": timed["start_ns"].to_numpy()[entry],
+                    "version": timed["version"].iloc[np.flatnonzero(entry)].to_numpy(),
+                }
+            ).astype({"version": "category"})
+        )
+        if wanted is not None and len(wanted):
+            digest.entries.append(trace_versions(timed, frontend, wanted))
+        digest.trace_ids.append(
+            pc.unique(normalised_ids(timed["trace_id"].dropna(), unique=True)).cast(pa.string())
+        )
+        del timed, spans
+    return digest
+
+
+def frame_chunks(spans: pd.DataFrame, chunk_spans: int = CHUNK_SPANS) -> Iterator[pd.DataFrame]:
+    """A frame in memory as chunks of whole traces of about `chunk_spans` spans each."""
+    if len(spans) <= chunk_spans:
+        yield spans
+        return
+    for rows in whole_traces(spans["trace_id"], chunk_spans):
+        yield spans.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+# spans below which the folder is digested in the caller's process (a spawned worker costs its
+# imports, about a second)
+PARALLEL_SPANS = 2_000_000
+
+
+@dataclass(frozen=True)
+class FolderDigest:
+    """The digest of a run folder's spans, the notes of reading them, and how it was read."""
+
+    digest: SpanDigest
+    notes: list[str]
+    workers: int
+
+
+def digest_folder(
+    path: str | os.PathLike[str],
+    *,
+    frontend: str = "frontend",
+    wanted: pa.Array | None = None,
+    backend_names: Mapping[str, str] | None = None,
+    workers: int = 1,
+) -> FolderDigest:
+    """The spans of a run folder, read a chunk of whole traces at a time (`analysis.span_chunks`)
+    by up to `workers` processes, each over a contiguous range of blocks; `backend_names`
+    renames the frontend's versions (`analysis.backends.label_to_backend`)."""
+    source = span_files(path)
+    n = len(source.blocks)
+    workers = max(1, min(workers, n)) if source.spans >= PARALLEL_SPANS else 1
+    job = _Job(source, frontend, wanted, dict(backend_names or {}))
+    if workers == 1:
+        ends = trace_ends(block_keys(source, range(n)))
+        digest = job.digest(ends.range(0, n))
+        return FolderDigest(digest, _notes(source.notes, source.missing_note()), 1)
+    ranges = _ranges(source, workers)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of our memory
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        keys = list(pool.map(job.keys, ranges))
+        ends = trace_ends([k for part, _ in keys for k in part])
+        done = list(pool.map(job.digest_notes, [ends.range(lo, hi) for lo, hi in ranges]))
+    digest = SpanDigest()
+    for part, _ in done:
+        digest.merge(part)
+    notes = _notes(source.notes, *(n for _, n in keys), *(n for _, n in done))
+    return FolderDigest(digest, notes, workers)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker process needs (pickled into it)."""
+
+    source: SpanFiles
+    frontend: str
+    wanted: pa.Array | None
+    names: dict[str, str]
+
+    def keys(self, blocks: tuple[int, int]) -> tuple[list[np.ndarray], list[str]]:
+        keys = block_keys(self.source, range(*blocks))
+        return keys, self.source.notes
+
+    def digest(self, blocks: BlockRange) -> SpanDigest:
+        rename = None
+        if self.names:
+            names, frontend = self.names, self.frontend
+            rename = lambda chunk: spans_by_backend(chunk, names, frontend)  # noqa: E731
+        chunks = trace_chunks(self.source, blocks)
+        return digest_spans(chunks, frontend=self.frontend, wanted=self.wanted, rename=rename)
+
+    def digest_notes(self, blocks: BlockRange) -> tuple[SpanDigest, list[str]]:
+        digest = self.digest(blocks)
+        return digest, [*self.source.notes, *self.source.missing_note()]
+
+
+def _ranges(source: SpanFiles, workers: int) -> list[tuple[int, int]]:
+    """`workers` contiguous ranges of blocks holding about as many spans each."""
+    rows = np.cumsum([b.rows for b in source.blocks])
+    cuts = np.searchsorted(rows, rows[-1] * np.arange(1, workers) / workers, side="right")
+    edges = [0, *sorted({int(c) for c in cuts if 0 < c < len(rows)}), len(rows)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _notes(*lists: list[str]) -> list[str]:
+    return list(dict.fromkeys(note for notes in lists for note in notes))
