@@ -106,20 +106,18 @@ def span_files(path: str | os.PathLike[str]) -> SpanFiles:
 
 @dataclass
 class TraceEnds:
-    """Per block, the sorted keys of the traces whose last span is in it; per trace key (sorted),
-    its first block, to know where a range must start reading."""
+    """Every trace key (sorted) with its first and last block."""
 
-    ends: list[np.ndarray]
     keys: np.ndarray
     first: np.ndarray
     last: np.ndarray
 
     def range(self, lo: int, hi: int) -> BlockRange:
-        """What pass 2 over blocks [lo, hi) needs: where to start reading (the first block
-        holding a span of a trace that ends in the range) and the range's ends."""
+        """What pass 2 over blocks [lo, hi) needs: the traces ending there, and where to start
+        reading (the first block holding one of their spans)."""
         mine = (self.last >= lo) & (self.last < hi)
         start = int(self.first[mine].min()) if mine.any() else lo
-        return BlockRange(lo, hi, min(start, lo), self.ends[lo:hi])
+        return BlockRange(lo, hi, min(start, lo), self.keys[mine], self.last[mine])
 
 
 @dataclass
@@ -127,7 +125,16 @@ class BlockRange:
     lo: int
     hi: int
     start: int
-    ends: list[np.ndarray]  # of blocks lo .. hi-1
+    keys: np.ndarray  # sorted: the traces ending in blocks [lo, hi)
+    last: np.ndarray  # the block each ends in
+
+    def last_block(self, ids: pa.ChunkedArray) -> np.ndarray:
+        """The last block of each id's trace, -1 for a trace not ending in this range."""
+        keys = _keys(ids)
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        if not len(self.keys):
+            return np.full(len(keys), -1)
+        return np.where(self.keys[at] == keys, self.last[at], -1)
 
 
 def block_keys(source: SpanFiles, blocks: Sequence[int]) -> list[np.ndarray]:
@@ -147,19 +154,14 @@ def block_keys(source: SpanFiles, blocks: Sequence[int]) -> list[np.ndarray]:
 def trace_ends(per_block: Sequence[np.ndarray]) -> TraceEnds:
     """Each trace's first and last block from pass 1's keys of every block."""
     if not per_block or not sum(len(k) for k in per_block):
-        empty = np.empty(0, dtype=np.uint64)
-        return TraceEnds([empty] * len(per_block), empty, np.empty(0, int), np.empty(0, int))
+        return TraceEnds(np.empty(0, dtype=np.uint64), np.empty(0, int), np.empty(0, int))
     key = np.concatenate(per_block)
     block = np.repeat(np.arange(len(per_block), dtype=np.int32), [len(k) for k in per_block])
     order = np.lexsort((block, key))
     key, block = key[order], block[order]
     head = np.concatenate(([True], key[1:] != key[:-1]))
     tail = np.concatenate((key[1:] != key[:-1], [True]))
-    keys, first, last = key[head], block[head], block[tail]
-    by_last = np.argsort(last, kind="stable")
-    bounds = np.searchsorted(last[by_last], np.arange(len(per_block) + 1))
-    ends = [np.sort(keys[by_last[bounds[b] : bounds[b + 1]]]) for b in range(len(per_block))]
-    return TraceEnds(ends, keys, first, last)
+    return TraceEnds(key[head], block[head], block[tail])
 
 
 def trace_chunks(
@@ -168,19 +170,19 @@ def trace_chunks(
     """Pass 2: the spans of the traces ending in `blocks` (`TraceEnds.range`), in frames of
     whole traces (SPAN_COLUMNS' dtypes, FIGURE_COLUMNS only)."""
     lo, hi = blocks.lo, blocks.hi
-    mine = np.sort(np.concatenate(blocks.ends)) if blocks.ends else np.empty(0, np.uint64)
     carried: pa.Table | None = None
     ready: list[pa.Table] = []
     size = 0
     for b in range(blocks.start, hi):
         table = _read(source, source.blocks[b])
         if table is not None and b < lo:  # only the traces this range finishes
-            table = table.filter(pa.array(np.isin(_keys(table.column("trace_id")), mine)))
+            table = table.filter(pa.array(blocks.last_block(table.column("trace_id")) >= 0))
         if table is not None:
             carried = table if carried is None else pa.concat_tables([carried, table])
         if b < lo or carried is None or carried.num_rows == 0:
             continue
-        done = np.isin(_keys(carried.column("trace_id")), blocks.ends[b - lo])
+        last = blocks.last_block(carried.column("trace_id"))
+        done = (last >= 0) & (last <= b)
         ready.append(carried.filter(pa.array(done)))
         carried = carried.filter(pa.array(~done))
         size += ready[-1].num_rows
