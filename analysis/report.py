@@ -36,7 +36,7 @@ from analysis.html import render_html
 from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
 from analysis.promql import bucket_quantile, label_table
 from analysis.runfolder import load_run
-from analysis.span_digest import digest_folder
+from analysis.span_reading import SpanReading
 from analysis.summary import build_summary, json_safe
 from analysis.transport import transport_security
 from analysis.versions import fill_from_traces, missing_ids
@@ -91,21 +91,20 @@ def build_report(
     workers: int = 1,
 ) -> ReportResult:
     """Load the run (fetching telemetry first when a URL is given), write every output.
-    `workers` processes read a large run's spans (`analysis.span_digest.digest_folder`)."""
+    `workers` processes read a large run's spans (`analysis.span_reading`)."""
     folder = Path(run_dir)
     started = time.perf_counter()
     fetch_notes: list[str] = []
     if jaeger_url or prometheus_url:
         fetch_notes = _fetch(folder, jaeger_url, prometheus_url, progress)
-    run, named = by_backend(load_run(folder, spans=False))
-    meta = run.meta
-    # spans are read a chunk of whole traces at a time, never all at once (analysis.span_chunks)
-    read = digest_folder(
-        folder,
-        wanted=missing_ids(run.requests),
-        backend_names=label_to_backend(meta),
-        workers=workers,
-    )
+    # spans are read a chunk of whole traces at a time, never all at once (analysis.span_chunks);
+    # their first pass runs while the requests load
+    with SpanReading(folder, workers) as reading:
+        run, named = by_backend(load_run(folder, spans=False))
+        meta = run.meta
+        read = reading.digest(
+            wanted=missing_ids(run.requests), backend_names=label_to_backend(meta)
+        )
     spans = read.digest
     log.debug(
         "spans digested in %.1f s (%d processes)", time.perf_counter() - started, read.workers

@@ -6,16 +6,14 @@ in a `SpanDigest` — the per-hop sums and each group's durations (`hops.HopSums
 stay exact), the service graph's edge counts, the traced requests per step and version, the
 frontend's version of the traces whose responses carried none, and the ids of the traces seen
 (for the trace coverage). A chunk is dropped before the next is read. `digest_spans` takes the
-chunks from anywhere: `analysis.span_chunks.trace_chunks` reads them from a run folder's parquet;
-a frame in memory is one chunk (or several, cut where traces end).
+chunks from anywhere: `analysis.span_chunks.trace_chunks` reads them from a run folder's parquet
+(`analysis.span_reading`: by one process or several); a frame in memory is one chunk (or
+several, cut where traces end).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,19 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
 
-from analysis.backends import spans_by_backend
 from analysis.changepoint import version_labels
 from analysis.consistency import window_counts
 from analysis.graph import edge_counts, sum_edges, with_shares
 from analysis.hops import CHUNK_SPANS, HopSums, hop_times, whole_traces
-from analysis.span_chunks import (
-    BlockRange,
-    SpanFiles,
-    block_keys,
-    span_files,
-    trace_chunks,
-    trace_ends,
-)
 from analysis.versions import frontend_entries, normalised_ids, trace_versions
 
 Renamer = Callable[[pd.DataFrame], pd.DataFrame]
@@ -146,87 +135,3 @@ def frame_chunks(spans: pd.DataFrame, chunk_spans: int = CHUNK_SPANS) -> Iterato
         return
     for rows in whole_traces(spans["trace_id"], chunk_spans):
         yield spans.iloc[np.sort(rows)].reset_index(drop=True)
-
-
-# spans below which the folder is digested in the caller's process (a spawned worker costs its
-# imports, about a second)
-PARALLEL_SPANS = 2_000_000
-
-
-@dataclass(frozen=True)
-class FolderDigest:
-    """The digest of a run folder's spans, the notes of reading them, and how it was read."""
-
-    digest: SpanDigest
-    notes: list[str]
-    workers: int
-
-
-def digest_folder(
-    path: str | os.PathLike[str],
-    *,
-    frontend: str = "frontend",
-    wanted: pa.Array | None = None,
-    backend_names: Mapping[str, str] | None = None,
-    workers: int = 1,
-) -> FolderDigest:
-    """The spans of a run folder, read a chunk of whole traces at a time (`analysis.span_chunks`)
-    by up to `workers` processes, each over a contiguous range of blocks; `backend_names`
-    renames the frontend's versions (`analysis.backends.label_to_backend`)."""
-    source = span_files(path)
-    n = len(source.blocks)
-    workers = max(1, min(workers, n)) if source.spans >= PARALLEL_SPANS else 1
-    job = _Job(source, frontend, wanted, dict(backend_names or {}))
-    if workers == 1:
-        ends = trace_ends(block_keys(source, range(n)))
-        digest = job.digest(ends.range(0, n))
-        return FolderDigest(digest, _notes(source.notes, source.missing_note()), 1)
-    ranges = _ranges(source, workers)
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of our memory
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        keys = list(pool.map(job.keys, ranges))
-        ends = trace_ends([k for part, _ in keys for k in part])
-        done = list(pool.map(job.digest_notes, [ends.range(lo, hi) for lo, hi in ranges]))
-    digest = SpanDigest()
-    for part, _ in done:
-        digest.merge(part)
-    notes = _notes(source.notes, *(n for _, n in keys), *(n for _, n in done))
-    return FolderDigest(digest, notes, workers)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What a worker process needs (pickled into it)."""
-
-    source: SpanFiles
-    frontend: str
-    wanted: pa.Array | None
-    names: dict[str, str]
-
-    def keys(self, blocks: tuple[int, int]) -> tuple[list[np.ndarray], list[str]]:
-        keys = block_keys(self.source, range(*blocks))
-        return keys, self.source.notes
-
-    def digest(self, blocks: BlockRange) -> SpanDigest:
-        rename = None
-        if self.names:
-            names, frontend = self.names, self.frontend
-            rename = lambda chunk: spans_by_backend(chunk, names, frontend)  # noqa: E731
-        chunks = trace_chunks(self.source, blocks)
-        return digest_spans(chunks, frontend=self.frontend, wanted=self.wanted, rename=rename)
-
-    def digest_notes(self, blocks: BlockRange) -> tuple[SpanDigest, list[str]]:
-        digest = self.digest(blocks)
-        return digest, [*self.source.notes, *self.source.missing_note()]
-
-
-def _ranges(source: SpanFiles, workers: int) -> list[tuple[int, int]]:
-    """`workers` contiguous ranges of blocks holding about as many spans each."""
-    rows = np.cumsum([b.rows for b in source.blocks])
-    cuts = np.searchsorted(rows, rows[-1] * np.arange(1, workers) / workers, side="right")
-    edges = [0, *sorted({int(c) for c in cuts if 0 < c < len(rows)}), len(rows)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
-
-
-def _notes(*lists: list[str]) -> list[str]:
-    return list(dict.fromkeys(note for notes in lists for note in notes))

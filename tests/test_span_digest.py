@@ -22,7 +22,8 @@ from analysis.frames import to_arrow
 from analysis.graph import service_graph
 from analysis.hops import hop_stats, hop_times
 from analysis.span_chunks import _keys, block_keys, span_files, trace_chunks, trace_ends
-from analysis.span_digest import digest_folder, digest_spans, frame_chunks
+from analysis.span_digest import digest_spans, frame_chunks
+from analysis.span_reading import digest_folder
 from analysis.synthetic import make_run
 from analysis.versions import fill_from_traces, fill_versions, missing_ids
 from meshcore.schemas import SPAN_SCHEMA
@@ -140,11 +141,11 @@ def test_fetched_and_recorded_spans_count_once(run, tmp_path):
 
 @pytest.mark.integration
 def test_two_processes_give_the_digest_of_one(run, tmp_path, monkeypatch):
-    import analysis.span_digest as span_digest
+    import analysis.span_reading as span_reading
 
     folder = tmp_path / "run"
     write_parts(folder, run.spans, by_span_start(run.spans), parts=6, rg=2_000)
-    monkeypatch.setattr(span_digest, "PARALLEL_SPANS", 1)
+    monkeypatch.setattr(span_reading, "PARALLEL_SPANS", 1)
     one, two = digest_folder(folder, workers=1), digest_folder(folder, workers=2)
     assert (one.workers, two.workers) == (1, 2)
     windows = step_windows(run.run, run.requests)
