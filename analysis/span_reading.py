@@ -39,6 +39,11 @@ from analysis.span_digest import SpanDigest, digest_spans
 PARALLEL_SPANS = 2_000_000
 
 
+def default_workers() -> int:
+    """`meshload report`'s processes for a large run: one per core, at most 4."""
+    return min(os.cpu_count() or 1, 4)
+
+
 @dataclass(frozen=True)
 class FolderDigest:
     """The digest of a run folder's spans, the notes of reading them, and how many processes

@@ -9,7 +9,9 @@ A run can have several gateway replicas, each switching `replica_delay_ms` later
 change's `propagation_ms`; a stamped run (`stamped=True`) records, as `meshcore.stamps` has a
 response say, the generation and the replica that served every response, and run.json says so
 (`stamps`, `replica_pods`). Options left at their defaults draw nothing, so a seed gives the
-same run it always gave.
+same run it always gave. `make_run` is `schedule`, then `draw_requests` for every start time;
+a writer of runs too big for memory (benchmarks.long_run) calls `draw_requests` window by
+window under one schedule.
 """
 
 from __future__ import annotations
@@ -113,13 +115,81 @@ def make_run(
     `replica_delay_ms[r]`: how much later than `propagation_ms` replica r switches;
     `no_header_rate`: the share of responses without a version header (their traces keep it)."""
     rng = np.random.default_rng(seed)
-    slowdown = dict(slowdown or {})
-    error_rate = dict(error_rate or {})
-    versions = sorted({v for w in steps for v in w})
+    traffic = Traffic(
+        latency_median_ms=latency_median_ms,
+        latency_sigma=latency_sigma,
+        slowdown=dict(slowdown or {}),
+        error_rate=dict(error_rate or {}),
+        unknown_rate=unknown_rate,
+        trace_sample=trace_sample,
+        with_spans=with_spans,
+        open_model=open_model,
+        n_users=n_users,
+        stamped=stamped,
+        no_header_rate=no_header_rate,
+    )
     duration_ns = int(n_requests / rps * 1e9)
     gaps = rng.exponential(1.0, n_requests)
     start_ns = T0_NS + (np.cumsum(gaps) / gaps.sum() * (duration_ns - 1)).astype(np.int64)
+    plan = schedule(
+        steps,
+        duration_ns,
+        accept_lag_ms=accept_lag_ms,
+        propagation_ms=propagation_ms,
+        replicas=replicas,
+        replica_delay_ms=replica_delay_ms,
+    )
+    drawn = draw_requests(rng, start_ns, plan, traffic)
+    run = run_info(f"synthetic-{seed}", plan, duration_ns, stamped=stamped)
+    switch = [int(np.searchsorted(start_ns, e)) for e in plan.effective_ns]
+    ids = replica_ids(replicas)
+    per_replica = {i: [int(t) for t in plan.switch_ns[r]] for r, i in enumerate(ids)}
+    return SyntheticRun(
+        run, drawn.requests, drawn.spans, [int(e) for e in plan.effective_ns], switch, per_replica
+    )
 
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's weight changes: step k starts at `step_start[k]` (the client's cut), its change
+    was requested and accepted then, and replica r switched to it at `switch_ns[r, k]`."""
+
+    steps: tuple[Mapping[str, int], ...]
+    versions: list[str]
+    step_start: np.ndarray
+    requested: np.ndarray
+    accepted: np.ndarray
+    switch_ns: np.ndarray
+
+    @property
+    def effective_ns(self) -> np.ndarray:
+        """When each change first took effect (its first replica)."""
+        return np.asarray(self.switch_ns.min(axis=0))
+
+    def events(self) -> list[dict[str, object]]:
+        """run.json's `weights` events."""
+        return [
+            {
+                "kind": "weights",
+                "step": k,
+                "weights": dict(w),
+                "requested_ns": int(self.requested[k]),
+                "accepted_ns": int(self.accepted[k]),
+            }
+            for k, w in enumerate(self.steps)
+        ]
+
+
+def schedule(
+    steps: Sequence[Mapping[str, int]],
+    duration_ns: int,
+    *,
+    accept_lag_ms: float = 40.0,
+    propagation_ms: float = 500.0,
+    replicas: int = 1,
+    replica_delay_ms: Sequence[float] | None = None,
+) -> Schedule:
+    """`steps` equally long over a run of `duration_ns` from T0_NS, the first set before traffic."""
     step_start = T0_NS + np.arange(len(steps), dtype=np.int64) * (duration_ns // len(steps))
     requested = step_start.copy()
     requested[0] = T0_NS - 1_000_000_000  # initial weights are applied before traffic starts
@@ -128,32 +198,103 @@ def make_run(
     if len(delays) != replicas:
         raise ValueError(f"replica_delay_ms has {len(delays)} delays for {replicas} replicas")
     switch_ns = accepted[None, :] + ((propagation_ms + delays[:, None]) * 1e6).astype(np.int64)
-    effective = switch_ns.min(axis=0)
-    events = [
-        {
-            "kind": "weights",
-            "step": k,
-            "weights": dict(w),
-            "requested_ns": int(requested[k]),
-            "accepted_ns": int(accepted[k]),
+    versions = sorted({v for w in steps for v in w})
+    return Schedule(tuple(steps), versions, step_start, requested, accepted, switch_ns)
+
+
+def replica_ids(replicas: int) -> list[str]:
+    """The gateway replicas' pods' short ids, as records name them."""
+    return [str(replica_id(p)) for p in _replica_pods(replicas)]
+
+
+def _replica_pods(replicas: int) -> list[str]:
+    return [f"istio-ingressgateway-5c8f7d9b4-{r:05d}" for r in range(replicas)]
+
+
+def run_info(
+    run_id: str, plan: Schedule, duration_ns: int, *, stamped: bool = False
+) -> dict[str, object]:
+    """run.json of a synthetic run of `duration_ns` from T0_NS."""
+    run: dict[str, object] = {
+        "schema_version": 1,
+        "run_id": run_id,
+        "scenario": "synthetic",
+        "started_ns": int(T0_NS),
+        "ended_ns": int(T0_NS + duration_ns),
+        "target": "http://127.0.0.1:0",
+        "mesh": "embedded",
+        "plan": {"source": "synthetic", "steps": [{"weights": dict(w)} for w in plan.steps]},
+        "events": plan.events(),
+        "telemetry": {"jaeger_url": None, "prometheus_url": None},
+        "versions": {"meshload": "synthetic"},
+    }
+    if stamped:
+        pods = _replica_pods(plan.switch_ns.shape[0])
+        run["stamps"] = {
+            "token": run_token(run_id),
+            "route": "primary-meshload",
+            "version_header": "x-version",
+            "version_header_added": [],
+            "replica": True,
         }
-        for k, w in enumerate(steps)
-    ]
-    step = np.searchsorted(step_start, start_ns, side="right") - 1
-    shares = np.array([[w.get(v, 0) for v in versions] for w in steps], dtype=float)
+        run["stamping"] = None
+        run["replica_pods"] = dict(zip([str(replica_id(p)) for p in pods], pods, strict=True))
+    return run
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """How each request is drawn once its start is known (make_run's options of the same
+    names); the defaults draw nothing beyond a plain run."""
+
+    latency_median_ms: float = 20.0
+    latency_sigma: float = 0.5
+    slowdown: Mapping[str, float] = field(default_factory=dict)
+    error_rate: Mapping[str, float] = field(default_factory=dict)
+    unknown_rate: float = 0.0
+    trace_sample: float = 1.0
+    with_spans: bool = True
+    open_model: bool = False
+    n_users: int = 0
+    stamped: bool = False
+    no_header_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """Requests drawn at given starts, their spans, and which requests were traced."""
+
+    requests: pd.DataFrame
+    spans: pd.DataFrame
+    traced: np.ndarray  # row numbers of `requests` whose traces are in `spans`
+
+
+def draw_requests(
+    rng: np.random.Generator, start_ns: np.ndarray, plan: Schedule, traffic: Traffic
+) -> Drawn:
+    """Requests starting at `start_ns` (ascending, any window of the run) under `plan`, and
+    their spans: the same draws, in the same order, whatever the window, so one call for the
+    whole run and calls for consecutive windows of it build alike runs."""
+    n_requests = len(start_ns)
+    versions, replicas = plan.versions, plan.switch_ns.shape[0]
+    slowdown, error_rate = traffic.slowdown, traffic.error_rate
+    step = np.searchsorted(plan.step_start, start_ns, side="right") - 1
+    shares = np.array([[w.get(v, 0) for v in versions] for w in plan.steps], dtype=float)
     cum = np.cumsum(shares / shares.sum(axis=1, keepdims=True), axis=1)
     u = rng.random(n_requests)
     replica = rng.integers(0, replicas, n_requests) if replicas > 1 else np.zeros(n_requests, int)
     regime = np.zeros(n_requests, dtype=np.int64)
     for r in range(replicas):  # the generation each request's replica had at its start
         mine = replica == r
-        regime[mine] = np.searchsorted(switch_ns[r], start_ns[mine], side="right") - 1
+        regime[mine] = np.searchsorted(plan.switch_ns[r], start_ns[mine], side="right") - 1
     regime = np.maximum(regime, 0)  # a replica slower than the first step: its initial routes
     vcode = (u[:, None] >= cum[regime]).sum(axis=1).clip(0, len(versions) - 1)
 
     slow = np.array([slowdown.get(v, 1.0) for v in versions])[vcode]
-    latency_ms = rng.lognormal(np.log(latency_median_ms), latency_sigma, n_requests) * slow
-    unknown = rng.random(n_requests) < unknown_rate
+    latency_ms = (
+        rng.lognormal(np.log(traffic.latency_median_ms), traffic.latency_sigma, n_requests) * slow
+    )
+    unknown = rng.random(n_requests) < traffic.unknown_rate
     failed = rng.random(n_requests) < np.array([error_rate.get(v, 0.0) for v in versions])[vcode]
     status = np.where(unknown, 0, np.where(failed, 503, 200))
     latency_ms = np.where(unknown, rng.uniform(0.5, 2.0, n_requests), latency_ms)
@@ -179,56 +320,28 @@ def make_run(
             "worker": _categorical(["w0", "w1", "w2", "w3"], rng.integers(0, 4, n_requests)),
         }
     )
-    if open_model:
+    if traffic.open_model:
         lag_ms = rng.exponential(5.0, n_requests) * (rng.random(n_requests) < 0.1)
         requests["intended_ns"] = start_ns - (lag_ms * 1e6).astype(np.int64)
         requests["co_latency_ms"] = latency_ms + lag_ms
-    if n_users:
-        users = [f"u{i:05d}" for i in range(n_users)]
-        requests["user"] = _categorical(users, rng.integers(0, n_users, n_requests))
+    if traffic.n_users:
+        users = [f"u{i:05d}" for i in range(traffic.n_users)]
+        requests["user"] = _categorical(users, rng.integers(0, traffic.n_users, n_requests))
 
-    traced = np.flatnonzero(~unknown & (rng.random(n_requests) < trace_sample))
+    traced = np.flatnonzero(~unknown & (rng.random(n_requests) < traffic.trace_sample))
     spans = (
         _make_spans(rng, requests, traced, vcode, versions, slowdown)
-        if with_spans
+        if traffic.with_spans
         else pd.DataFrame()
     )
-    if no_header_rate > 0:  # the response came, its version header did not; its trace has it
-        bare = ~unknown & (rng.random(n_requests) < no_header_rate)
+    if traffic.no_header_rate > 0:  # a response without its version header; its trace has it
+        bare = ~unknown & (rng.random(n_requests) < traffic.no_header_rate)
         requests["version"] = _categorical(versions, np.where(unknown | bare, -1, vcode))
-    run_id = f"synthetic-{seed}"
-    pods = [f"istio-ingressgateway-5c8f7d9b4-{r:05d}" for r in range(replicas)]
-    ids = [str(replica_id(p)) for p in pods]
-    if stamped:
+    if traffic.stamped:
         requests["config_step"] = pd.array(np.where(unknown, -1, regime), dtype="Int64")
         requests.loc[unknown, "config_step"] = pd.NA
-        requests["replica"] = _categorical(ids, np.where(unknown, -1, replica))
-    run: dict[str, object] = {
-        "schema_version": 1,
-        "run_id": run_id,
-        "scenario": "synthetic",
-        "started_ns": int(T0_NS),
-        "ended_ns": int(T0_NS + duration_ns),
-        "target": "http://127.0.0.1:0",
-        "mesh": "embedded",
-        "plan": {"source": "synthetic", "steps": [{"weights": dict(w)} for w in steps]},
-        "events": events,
-        "telemetry": {"jaeger_url": None, "prometheus_url": None},
-        "versions": {"meshload": "synthetic"},
-    }
-    if stamped:
-        run["stamps"] = {
-            "token": run_token(run_id),
-            "route": "primary-meshload",
-            "version_header": "x-version",
-            "version_header_added": [],
-            "replica": True,
-        }
-        run["stamping"] = None
-        run["replica_pods"] = dict(zip(ids, pods, strict=True))
-    switch = [int(np.searchsorted(start_ns, e)) for e in effective]
-    per_replica = {i: [int(t) for t in switch_ns[r]] for r, i in enumerate(ids)}
-    return SyntheticRun(run, requests, spans, [int(e) for e in effective], switch, per_replica)
+        requests["replica"] = _categorical(replica_ids(replicas), np.where(unknown, -1, replica))
+    return Drawn(requests, spans, traced)
 
 
 def _make_spans(

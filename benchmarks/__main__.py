@@ -1,7 +1,8 @@
-"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 P5-intake P5-throughput SOAK INTAKE]`: run the
-benchmarks (names in any case), print each figure with its goal, and write them all to
+"""`python -m benchmarks [P1 P2 P3 P3-stamped P4 P4-long P5-intake P5-throughput SOAK INTAKE]`:
+run the benchmarks (names in any case), print each figure with its goal, and write them all to
 results/bench/<timestamp>.json. SOAK alone takes over ten minutes, INTAKE five
-(MESHLOAD_INTAKE_S=30 for a short run)."""
+(MESHLOAD_INTAKE_S=30 for a short run), P4-long a few minutes and 3 GB of /tmp
+(MESHLOAD_P4LONG_REQUESTS=1000000 for a run 10x smaller)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "P3": "benchmarks.propagation:run",
     "P3-stamped": "benchmarks.stamped_propagation:run",
     "P4": "benchmarks.analysis_scale:run",
+    "P4-long": "benchmarks.analysis_scale:run_long",
     "P5-intake": "benchmarks.distributed:run_intake_bench",
     "P5-throughput": "benchmarks.distributed:run_throughput_bench",
     "SOAK": "benchmarks.soak:run",

@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks.soak import cpu_s, rss_mb, slope_per_min
+from benchmarks.procfs import cpu_s, rss_mb
+from benchmarks.soak import slope_per_min
 from meshsim.boutique.hops import INGRESS, Hop
 from meshsim.procs import Child, start_tracestore
 from meshsim.spec import load_spec

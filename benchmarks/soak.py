@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks.procfs import cpu_s, rss_mb
 from benchmarks.throughput import kubernetes_options
 from meshcore.runfolder import METRICS_DIR, SPANS_DIR, RunFolder
 from meshsim.mesh import Mesh
@@ -29,28 +30,6 @@ PLAN = HERE / "plans" / "soak.yaml"
 SAMPLE_S = 10.0
 WARMUP_S = 60.0
 GOAL_MB_PER_MIN = 5.0
-
-
-def rss_mb(pid: int) -> float | None:
-    """VmRSS of a process, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def cpu_s(pid: int) -> float | None:
-    """User + system CPU time of a process so far, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def slope_per_min(samples: list[tuple[float, float]]) -> float:

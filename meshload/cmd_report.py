@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -34,7 +33,7 @@ def register(sub: Any) -> None:
     report.add_argument(
         "--workers",
         type=int,
-        default=min(os.cpu_count() or 1, 4),
+        default=None,
         help="processes reading the spans of a large run (default: one per core, at most 4; "
         "runs under 2 M spans are read in one)",
     )
@@ -68,9 +67,12 @@ def _bad_folder(exc: RunFolderError) -> ConfigError:
 
 def run_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
+    from analysis.span_reading import default_workers
 
     if args.tolerance_pp < 0:
         raise ConfigError(f"--tolerance-pp must be >= 0, got {args.tolerance_pp:g}")
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     try:
