@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.changepoint import version_labels
+from analysis.changepoint import label_codes
 from analysis.consistency import client_counts, consistency_table
 
 METRICS_RULE = "counted between the scrapes nearest the step's boundaries"
@@ -44,9 +44,10 @@ def consistency_rows(
     traces: its records), with its likely cause."""
     table = consistency_table(client_counts(requests), metrics, traces)
     first_step = int(table["step"].min()) if len(table) else None
-    labels = version_labels(requests["version"])
-    start = requests["start_ns"].to_numpy()
-    by_version = {v: np.sort(start[labels == v]) for v in np.unique(labels)}
+    codes, names = label_codes(requests["version"])
+    order = np.argsort(requests["start_ns"].to_numpy(), kind="stable")  # records come sorted
+    start, codes = requests["start_ns"].to_numpy()[order], codes[order]
+    by_version = {str(v): start[codes == i] for i, v in enumerate(names)}
     edges = {}
     if metrics is not None and not metrics.empty and "scrape_start_ns" in metrics.columns:
         edges = {
@@ -163,7 +164,7 @@ def _sampled_counts(requests: pd.DataFrame) -> dict[tuple[int, str], int]:
     if "sampled" not in requests.columns or not requests["sampled"].notna().any():
         return {}
     mine = requests["sampled"].fillna(False).to_numpy(dtype=bool)
-    counts = client_counts(requests[mine])
+    counts = client_counts(requests[["step", "version"]][mine])  # not a copy of every column
     return {(int(r.step), str(r.version)): int(r.requests) for r in counts.itertuples()}
 
 

@@ -184,9 +184,11 @@ def propagation(
     events = weight_events(run)
     order = np.argsort(requests["start_ns"].to_numpy(), kind="stable")
     start_ns = requests["start_ns"].to_numpy()[order]
-    labels = version_labels(requests["version"])[order]
-    known = labels != UNKNOWN
-    start_ns, labels = start_ns[known], labels[known]
+    # integer codes, not strings: a window of millions of requests is sliced and counted as ints
+    codes, names = label_codes(requests["version"])
+    codes = codes[order]
+    known = ~np.isin(codes, np.flatnonzero(names == UNKNOWN))
+    start_ns, codes = start_ns[known], codes[known]
     rows: list[dict[str, Any]] = []
     window_start = np.iinfo(np.int64).min
     previous: dict[str, float] | None = None
@@ -205,7 +207,7 @@ def propagation(
         upcoming = next_accepted[i]
         window_end = upcoming if upcoming is not None else np.iinfo(np.int64).max
         lo, hi = np.searchsorted(start_ns, [window_start, window_end], side="left")
-        seq = labels[lo:hi]
+        seq = codes[lo:hi]
         configured: dict[str, float] = ev.configured
         row: dict[str, Any] = {
             "step": int(ev.step),
@@ -230,10 +232,13 @@ def propagation(
         elif previous is None:
             row["reason"] = "the initial weights: no earlier configuration to switch from"
         else:
-            categories = sorted(set(seq) | set(configured) | set(previous))
+            served = names[np.flatnonzero(np.bincount(seq, minlength=len(names)))]
+            categories = sorted(set(served) | set(configured) | set(previous))
+            position = {c: i for i, c in enumerate(categories)}
+            to_category = np.array([position.get(c, -1) for c in names], dtype=np.int64)
             first_after = int(np.searchsorted(start_ns[lo:hi], accepted, side="left"))
             cp = known_change_point(
-                np.searchsorted(categories, seq),
+                to_category[seq],
                 np.array([previous.get(c, 0.0) for c in categories]),
                 np.array([configured.get(c, 0.0) for c in categories]),
                 first=first_after,

@@ -207,8 +207,11 @@ def plot_latency_over_time(
 def plot_latency_cdf(requests: pd.DataFrame) -> bytes:
     points = cdf_points(requests)
     colors = version_colors(list(points))
-    n = requests.loc[requests["latency_ms"].notna(), "version"]
-    n = n.astype(object).fillna("unknown").value_counts()
+    codes, names = label_codes(requests["version"])
+    timed = np.bincount(
+        codes[~np.isnan(requests["latency_ms"].to_numpy(dtype=float))], minlength=len(names)
+    )
+    n = dict(zip(names.tolist(), timed.tolist(), strict=True))
     fig, ax = _figure()
     for version, x in sorted(points.items()):
         y = np.linspace(0, 100, len(x)) if len(x) > 1 else np.array([100.0])

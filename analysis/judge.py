@@ -26,16 +26,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.changepoint import UNKNOWN, version_labels
+from analysis.changepoint import UNKNOWN, label_codes
 from meshcore.errors import ConfigError
-from meshcore.figures import Roles, choose_roles, percentile, roles_from_traffic
+from meshcore.figures import (
+    Roles,
+    choose_roles,
+    percentile,
+    roles_from_traffic,
+    sorted_percentile,
+)
 
 
 def bootstrap_percentile(
     values: np.ndarray, percentile: float, n_boot: int, rng: np.random.Generator
 ) -> np.ndarray:
     """n_boot draws of np.percentile(resample, percentile) for resamples of `values`."""
-    x = np.sort(np.asarray(values, dtype=float))
+    x = np.asarray(values, dtype=float)
+    if not _ascending(x):
+        x = np.sort(x)
     n = len(x)
     virtual = (n - 1) * np.true_divide(percentile, 100)
     r = int(np.floor(virtual)) + 1  # 1-based order statistic below the virtual index
@@ -52,6 +60,10 @@ def bootstrap_percentile(
     high = take(u_high)
     diff = high - low
     return np.where(gamma >= 0.5, high - diff * (1 - gamma), low + diff * gamma)
+
+
+def _ascending(x: np.ndarray) -> bool:
+    return bool(np.all(x[1:] >= x[:-1]))
 
 
 def run_roles(run: Mapping[str, Any] | None, requests: pd.DataFrame) -> Roles:
@@ -78,18 +90,25 @@ def _plan_weights(plan: Any) -> list[dict[str, float]]:
 
 def traffic_roles(requests: pd.DataFrame) -> Roles:
     """A run without a plan: versions served in the first step, and in the whole run."""
-    labels = version_labels(requests["version"])
-    known = labels != UNKNOWN
+    codes, names = label_codes(requests["version"])
+    known = codes != _code_of(names, UNKNOWN)
     if not known.any():
         return roles_from_traffic({}, {})
     steps = requests["step"].to_numpy()
     first = known & (steps == steps[known].min())
-    return roles_from_traffic(_counts(labels[first]), _counts(labels[known]))
+    return roles_from_traffic(_counts(codes[first], names), _counts(codes[known], names))
 
 
-def _counts(labels: np.ndarray) -> dict[str, int]:
-    vals, counts = np.unique(labels, return_counts=True)
-    return {str(v): int(n) for v, n in zip(vals, counts, strict=True)}
+def _code_of(names: np.ndarray, name: str) -> int:
+    """The code of `name` among label_codes' names; -1 (no row) when absent."""
+    at = np.flatnonzero(names == name)
+    return int(at[0]) if len(at) else -1
+
+
+def _counts(codes: np.ndarray, names: np.ndarray) -> dict[str, int]:
+    """{name: rows} of the names present, by name."""
+    n = np.bincount(codes, minlength=len(names))
+    return {str(names[i]): int(n[i]) for i in np.argsort(names) if n[i]}
 
 
 def judge(
@@ -146,14 +165,15 @@ def judge(
     if baseline is None or canary is None:
         out["reasons"].append("need two versions with traffic to compare")
         return out
-    labels = version_labels(requests["version"])
+    codes, names = label_codes(requests["version"])
     ok = requests["ok"].to_numpy(dtype=bool)
     latency = requests[column].to_numpy(dtype=float)
     groups = {}
     for role, v in (("baseline", baseline), ("canary", canary)):
-        mine = labels == v
+        mine = codes == _code_of(names, v)
+        # sorted once: every percentile, bootstrap and rank below reads the sorted sample
         groups[role] = (
-            latency[mine & ok & ~np.isnan(latency)],
+            np.sort(latency[mine & ok & ~np.isnan(latency)]),
             int(mine.sum()),
             int((mine & ~ok).sum()),
         )
@@ -187,7 +207,7 @@ def judge(
 
     rng = np.random.default_rng(seed)
     for p, key in ((50.0, "p50"), (99.0, "p99")):
-        q_b, q_c = percentile(lat_b, p), percentile(lat_c, p)
+        q_b, q_c = sorted_percentile(lat_b, p), sorted_percentile(lat_c, p)
         boot = bootstrap_percentile(lat_c, p, n_boot, rng) - bootstrap_percentile(
             lat_b, p, n_boot, rng
         )
@@ -195,6 +215,8 @@ def judge(
         out[f"{key}_ms"] = {baseline: q_b, canary: q_c}
         out[f"{key}_diff_ms"] = q_c - q_b
         out[f"{key}_diff_ci95"] = [lo, hi]
+    # sorted samples rank in one merge; U is the same: its rank sum adds half-integers, exact
+    # in float64 in any order (below 2**52)
     mw = stats.mannwhitneyu(lat_c, lat_b, alternative="greater", method="asymptotic")
     out["mannwhitney_p"] = float(mw.pvalue)
 

@@ -129,9 +129,22 @@ def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
     if not parts:
         notes.append(f"no request records ({REQUESTS_FILE} or {REQUESTS_DIR}/*.parquet)")
         return empty_frame(REQUEST_COLUMNS)
+    held = _request_table(folder, parts, notes)
+    if not held:
+        return empty_frame(REQUEST_COLUMNS)
+    # handed over, not kept: from_arrow lets each column go once converted (-0.2 GB at 10 M)
+    frame, missing = from_arrow(held.pop(), REQUEST_COLUMNS, REQUEST_OPTIONAL_COLUMNS)
+    if missing:
+        notes.append(f"request records lack column(s) {', '.join(missing)}; filled with nulls")
+    return frame
+
+
+def _request_table(folder: RunFolder, parts: list[Path], notes: list[str]) -> list[pa.Table]:
+    """Every readable request part as one table in start order, alone in a list the caller
+    empties (so no name of its own keeps it alive); empty when no part could be read."""
     tables = _read_parts(folder, parts, REQUEST_COLUMNS, notes, "skipped")
     if not tables:
-        return empty_frame(REQUEST_COLUMNS)
+        return []
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowException as exc:
@@ -139,12 +152,10 @@ def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
             f"{folder.path}: request parts have clashing columns ({_first_line(exc)}); "
             "remove the part written by another meshload version"
         ) from None
+    del tables
     if "start_ns" in table.column_names and not _ascending(table.column("start_ns")):
         table = table.sort_by("start_ns")
-    frame, missing = from_arrow(table, REQUEST_COLUMNS, REQUEST_OPTIONAL_COLUMNS)
-    if missing:
-        notes.append(f"request records lack column(s) {', '.join(missing)}; filled with nulls")
-    return frame
+    return [table]
 
 
 def _read_parts(

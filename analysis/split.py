@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.changepoint import UNKNOWN, version_labels, weight_events
+from analysis.changepoint import UNKNOWN, label_codes, weight_events
 from analysis.stamped import STAMPED, config_steps
 from analysis.stamped import propagation as stamped_propagation
 from analysis.verdicts import FAIL, PASS, step_verdict, wilson_interval
@@ -98,10 +98,7 @@ def split_accuracy(
             eff = int(fallback or 0) + round(margin_ms * 1e6)
         eff = int(eff)
         method = str(methods.get(step) or "estimate")
-        labels, no_response = pick.step(step, eff, stamped=method == STAMPED)
-        seen, counts_arr = np.unique(labels, return_counts=True)
-        counts = {str(v): int(c) for v, c in zip(seen, counts_arr, strict=True)}
-        n = len(labels)
+        counts, n, no_response = pick.step(step, eff, stamped=method == STAMPED)
         unknown = counts.pop(UNKNOWN, 0)
         result = step_verdict(
             configured,
@@ -175,11 +172,12 @@ class _Picker:
 
     def __init__(self, requests: pd.DataFrame) -> None:
         cs = config_steps(requests)
-        labels = version_labels(requests["version"])
+        codes, self.names = label_codes(requests["version"])
+        self.by_name = np.argsort(self.names)
         start = requests["start_ns"].to_numpy()
         status = requests["status"].to_numpy() if "status" in requests.columns else None
         silent = status == 0 if status is not None else np.zeros(len(requests), dtype=bool)
-        self.labels, self.start, self.silent = labels, start, silent
+        self.codes, self.start, self.silent = codes, start, silent
         self.by_step = np.lexsort((start, requests["step"].to_numpy()))
         self.step_col = requests["step"].to_numpy()[self.by_step]
         self.stampless = np.isnan(cs)[self.by_step]
@@ -187,8 +185,11 @@ class _Picker:
         self.by_stamp = stamped[np.argsort(cs[stamped], kind="stable")]
         self.stamp_col = cs[self.by_stamp]
 
-    def step(self, step: int, effective_ns: int, *, stamped: bool) -> tuple[np.ndarray, int]:
-        """Version labels of the step's requests, and how many of them got no response."""
+    def step(
+        self, step: int, effective_ns: int, *, stamped: bool
+    ) -> tuple[dict[str, int], int, int]:
+        """Requests per version label of the step (by label), how many it counts, and how many
+        of them got no response."""
         first, last = np.searchsorted(self.step_col, [step, step + 1])
         rows = self.by_step[first:last]
         after = self.start[rows] >= effective_ns
@@ -197,7 +198,9 @@ class _Picker:
             rows = np.concatenate([self.by_stamp[lo:hi], rows[after & self.stampless[first:last]]])
         else:
             rows = rows[after]
-        return self.labels[rows], int(self.silent[rows].sum())
+        per_code = np.bincount(self.codes[rows], minlength=len(self.names))
+        counts = {str(self.names[i]): int(per_code[i]) for i in self.by_name if per_code[i]}
+        return counts, len(rows), int(self.silent[rows].sum())
 
 
 def mark_steps(

@@ -42,12 +42,14 @@ def config_steps(requests: pd.DataFrame) -> np.ndarray:
     return requests["config_step"].to_numpy(dtype="float64", na_value=np.nan)
 
 
-def replicas(requests: pd.DataFrame) -> np.ndarray:
-    """The replica column as objects (None: no stamp)."""
+def replica_codes(requests: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The replica column as integer codes into its names (-1: no stamp, or an empty name)."""
     if "replica" not in requests.columns:
-        return np.full(len(requests), None, dtype=object)
-    col = requests["replica"].astype(object)
-    return col.where(col.notna(), None).to_numpy(dtype=object)
+        return np.full(len(requests), -1, dtype=np.int64), []
+    codes, names = pd.factorize(requests["replica"])
+    texts = [str(n) for n in names]
+    empty = [i for i, t in enumerate(texts) if not t]
+    return np.where(np.isin(codes, empty), -1, codes).astype(np.int64), texts
 
 
 def stamped_changes(run: Mapping[str, Any], requests: pd.DataFrame) -> set[int]:
@@ -80,7 +82,7 @@ def propagation(
         data = _Stamps(
             requests["start_ns"].to_numpy(dtype=np.int64),
             config_steps(requests),
-            replicas(requests),
+            *replica_codes(requests),
             {str(k): str(v) for k, v in pods.items()} if isinstance(pods, Mapping) else {},
         )
         pairs = zip(events["accepted_ns"], events["requested_ns"], strict=True)
@@ -112,9 +114,15 @@ class _Stamps:
     """A run's stamped records, sliced per change."""
 
     def __init__(
-        self, start: np.ndarray, cs: np.ndarray, reps: np.ndarray, pods: Mapping[str, str]
+        self,
+        start: np.ndarray,
+        cs: np.ndarray,
+        reps: np.ndarray,
+        rep_names: list[str],
+        pods: Mapping[str, str],
     ) -> None:
-        self.start, self.cs, self.reps, self.pods = start, cs, reps, pods
+        self.start, self.cs, self.pods = start, cs, pods
+        self.reps, self.rep_names = reps, rep_names  # replica codes (-1: none) and their names
         self.stamped = ~np.isnan(cs)
 
     def change(
@@ -135,9 +143,11 @@ class _Stamps:
         overall = _switch(start, new, old, floor)
         by_replica = []
         bounds = []
-        names = sorted({r for r in self.reps[inside | (old & (start >= accepted))] if r})
-        for name in names:
-            mine = self.reps == name
+        served = self.reps[inside | (old & (start >= accepted))]
+        seen = np.flatnonzero(np.bincount(served + 1, minlength=len(self.rep_names) + 1)[1:])
+        names = sorted((self.rep_names[c], c) for c in seen.tolist())
+        for name, code in names:
+            mine = self.reps == code
             sw = _switch(start, new & mine, old & mine, floor)
             bounds.append(sw["bound"])
             by_replica.append(

@@ -22,11 +22,7 @@ from meshcore.errors import ConfigError
 def user_keys(requests: pd.DataFrame, user_col: str) -> np.ndarray:
     """The user of each request, None where unknown. loadgen numbers its users from 1 in each
     worker, so a `user_id` is only a user together with its `worker`."""
-    if user_col not in requests.columns:
-        raise ConfigError(
-            f"requests have no {user_col!r} column; pass the column that names the user or cookie"
-        )
-    users = requests[user_col]
+    users = _column(requests, user_col)
     keys = users.astype(str)
     if user_col == "user_id" and "worker" in requests.columns:
         keys = requests["worker"].astype(str) + "/" + keys
@@ -51,7 +47,43 @@ def user_versions(requests: pd.DataFrame, *, user_col: str = "user") -> pd.DataF
 def stickiness(requests: pd.DataFrame, *, user_col: str = "user") -> dict[str, Any]:
     """users, single_version_users, their share (None without users), users_by_first_version."""
     start_ns = requests["start_ns"].to_numpy() if "start_ns" in requests.columns else None
-    return figures.stickiness(user_keys(requests, user_col), _versions(requests), start_ns)
+    codes, names = pd.factorize(requests["version"])
+    names = np.asarray(names, dtype=object).astype(str)
+    return figures.stickiness_of_codes(user_codes(requests, user_col), codes, names, start_ns)
+
+
+def user_codes(requests: pd.DataFrame, user_col: str) -> np.ndarray:
+    """`user_keys` as dense integer codes (-1: no user), without a string per request: equal
+    codes are equal keys."""
+    users = _column(requests, user_col)
+    codes = _str_codes(users)
+    if user_col == "user_id" and "worker" in requests.columns:
+        worker = _str_codes(requests["worker"], null="nan")
+        codes = np.where(codes >= 0, worker * (int(codes.max(initial=0)) + 1) + codes, -1)
+        codes = np.where(codes >= 0, pd.factorize(codes)[0], -1)
+    return codes
+
+
+def _str_codes(values: pd.Series, null: str | None = None) -> np.ndarray:
+    """Codes of values by their text (`astype(str)`: 1 and "1" are one key); a null is -1, or
+    the text `null` when given."""
+    codes, uniques = pd.factorize(values)
+    texts = [str(x) for x in uniques]
+    if null is not None:
+        codes = np.where(codes < 0, len(texts), codes)
+        texts.append(null)
+    if not texts:
+        return codes.astype(np.int64)
+    by_text = pd.factorize(pd.Index(texts, dtype=object))[0]
+    return np.where(codes >= 0, by_text[np.maximum(codes, 0)], -1).astype(np.int64)
+
+
+def _column(requests: pd.DataFrame, user_col: str) -> pd.Series:
+    if user_col not in requests.columns:
+        raise ConfigError(
+            f"requests have no {user_col!r} column; pass the column that names the user or cookie"
+        )
+    return requests[user_col]
 
 
 def cohort_reach(

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,33 +38,61 @@ def grouped_percentiles(
     """Per group code in [0, n_groups): counts, percentiles (n_groups x P), max. NaN when empty."""
     values = np.asarray(values, dtype=float)
     codes = np.asarray(codes, dtype=np.int64)
-    order = np.argsort(values, kind="stable")
-    # a stable sort on small integer codes is a radix sort: much faster than lexsort
-    small = codes.astype(np.int16) if n_groups < 2**15 else codes
-    order = order[np.argsort(small[order], kind="stable")]
-    ordered = values[order]
     counts = np.bincount(codes, minlength=n_groups)
+    ordered = _sorted_by_group(values, codes, counts)
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
     last = np.maximum(counts - 1, 0)
     out = np.full((n_groups, len(percentiles)), np.nan)
     present = counts > 0
     for j, p in enumerate(percentiles):
-        virtual = last * np.true_divide(p, 100)
-        below = np.floor(virtual).astype(np.int64)
-        above = np.minimum(below + 1, last)
-        gamma = virtual - below
-        a = ordered[(offsets + below)[present]]
-        b = ordered[(offsets + above)[present]]
-        out[present, j] = _lerp(a, b, gamma[present])
+        out[present, j] = _at_ranks(ordered, offsets[present], last[present], p)
     maxima = np.full(n_groups, np.nan)
     maxima[present] = ordered[(offsets + last)[present]]
     return counts, out, maxima
 
 
+# Up to this many groups, each group's values are sorted on their own (a sort of values is a
+# few times faster than an argsort); beyond it, one argsort serves them all.
+_SORT_EACH_GROUP = 4096
+
+
+def _sorted_by_group(values: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The values grouped by code (ascending), each group's values in ascending order."""
+    if len(counts) <= 1:
+        return np.sort(values)
+    # a stable sort on small integer codes is a radix sort: much faster than lexsort
+    small = codes.astype(np.int16) if len(counts) < 2**15 else codes
+    if len(counts) > _SORT_EACH_GROUP:
+        order = np.argsort(values, kind="stable")
+        return values[order[np.argsort(small[order], kind="stable")]]
+    ordered = values[np.argsort(small, kind="stable")]
+    ends = np.cumsum(counts)
+    for end, n in zip(ends.tolist(), counts.tolist(), strict=True):
+        if n > 1:
+            ordered[end - n : end].sort()
+    return ordered
+
+
+def _at_ranks(ordered: np.ndarray, offsets: np.ndarray, last: np.ndarray, p: float) -> np.ndarray:
+    """The p-th percentile of each run ordered[offset : offset + last + 1] (sorted runs)."""
+    virtual = last * np.true_divide(p, 100)
+    below = np.floor(virtual).astype(np.int64)
+    above = np.minimum(below + 1, last)
+    return _lerp(ordered[offsets + below], ordered[offsets + above], virtual - below)
+
+
 def percentile(values: ArrayLike, p: float) -> float:
     """The p-th percentile (0..100) of `values`; NaN when there are none."""
     arr = np.asarray(values, dtype=float)
-    return float(grouped_percentiles(arr, np.zeros(len(arr), np.int64), 1, [p])[1][0, 0])
+    return sorted_percentile(np.sort(arr), p)
+
+
+def sorted_percentile(ordered: np.ndarray, p: float) -> float:
+    """`percentile` of values already in ascending order (no sort: for many p of one sample)."""
+    if not len(ordered):
+        return float("nan")
+    one = np.zeros(1, dtype=np.int64)
+    return float(_at_ranks(ordered, one, one + len(ordered) - 1, p)[0])
 
 
 # -- baseline and canary ---------------------------------------------------------------------
@@ -143,26 +170,60 @@ def stickiness(
     order_by = start_ns if start_ns is not None else np.arange(len(np.asarray(users)))
     u, v, t = _known(users, versions, order_by)
     if len(u) == 0:
+        return stickiness_of_codes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, str))
+    names, version_codes = np.unique(v, return_inverse=True)
+    return stickiness_of_codes(_codes(u), version_codes.reshape(-1), names, t)
+
+
+def stickiness_of_codes(
+    user_codes: np.ndarray,
+    version_codes: np.ndarray,
+    version_names: np.ndarray,
+    start_ns: ArrayLike | None = None,
+) -> dict[str, Any]:
+    """`stickiness` of requests given as integer codes: a user per request (-1: none), a
+    version (an index into `version_names`; -1: none), so a run of millions of requests
+    needs no strings."""
+    users = np.asarray(user_codes, dtype=np.int64)
+    versions = np.asarray(version_codes, dtype=np.int64)
+    keep = (users >= 0) & (versions >= 0)
+    if not keep.any():
         return {
             "users": 0,
             "single_version_users": 0,
             "share_single_version": None,
             "users_by_first_version": {},
         }
-    user_codes = _codes(u)
-    names, version_codes = np.unique(v, return_inverse=True)
-    pairs = np.unique(user_codes * len(names) + version_codes)
-    per_user = np.bincount(pairs // len(names))
+    t = np.arange(len(users)) if start_ns is None else np.asarray(start_ns)
+    u, v, t = users[keep], versions[keep], t[keep]
+    if int(u.max()) >= 2 * len(u):  # sparse codes: make them dense (order does not matter)
+        u = np.unique(u, return_inverse=True)[1].reshape(-1)
+    n_users, n_versions = int(u.max()) + 1, len(version_names)
+    seen_pair = np.zeros(n_users * n_versions, dtype=bool)
+    seen_pair[u * n_versions + v] = True
+    per_user = seen_pair.reshape(n_users, n_versions).sum(axis=1)
     seen = per_user > 0
     single = int((per_user[seen] == 1).sum())
-    order = np.lexsort((t, user_codes))
-    firsts = order[np.r_[True, user_codes[order][1:] != user_codes[order][:-1]]]
+    # each user's first request: earliest start, then earliest row (a stable order)
+    order = np.arange(len(t)) if _ascending(t) else np.argsort(t, kind="stable")
+    first = np.full(n_users, len(order), dtype=np.int64)
+    np.minimum.at(first, u[order], np.arange(len(order)))
+    first_versions = v[order[first[seen]]]
+    by_first = np.bincount(first_versions, minlength=n_versions)
     return {
         "users": int(seen.sum()),
         "single_version_users": single,
         "share_single_version": single / int(seen.sum()),
-        "users_by_first_version": dict(sorted(Counter(v[firsts].tolist()).items())),
+        "users_by_first_version": {
+            str(version_names[i]): int(by_first[i])
+            for i in np.argsort(version_names)
+            if by_first[i]
+        },
     }
+
+
+def _ascending(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
 
 
 def cohort_reach(

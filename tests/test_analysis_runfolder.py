@@ -17,6 +17,7 @@ from analysis.frames import (
     REQUEST_COLUMNS,
     REQUEST_OPTIONAL_COLUMNS,
     SPAN_COLUMNS,
+    from_arrow,
 )
 from analysis.runfolder import load_run, save_frame
 from meshcore.errors import RunFolderError
@@ -335,3 +336,30 @@ def test_a_million_requests_and_five_million_spans_load_in_seconds(tmp_path: Pat
     assert len(loaded.requests) == n_req and len(loaded.spans) == n_span
     assert str(loaded.spans["service"].dtype) == "category"
     assert elapsed_s < 15, f"load took {elapsed_s:.1f} s"
+
+
+def test_dictionary_columns_convert_as_their_strings_would() -> None:
+    """Categoricals are built from the parts' dictionaries (one per row group, unlike each
+    other), equal to dictionary-encoding the strings: same values, categories in order of
+    first appearance; integers and booleans keep their nulls."""
+    first = pa.DictionaryArray.from_arrays(pa.array([1, 0, None, 1], pa.int32()), ["v1", "v2"])
+    second = pa.DictionaryArray.from_arrays(pa.array([2, 0, 1], pa.int32()), ["v2", "v3", "v1"])
+    table = pa.table(
+        {
+            "version": pa.chunked_array([first, second]),
+            "sampled": pa.chunked_array([[True, None, False, True], [None, None, True]]),
+            "user_id": pa.chunked_array([[1, None, 3, 4], [5, None, 7]]),
+        }
+    )
+    frame, _ = from_arrow(table, REQUEST_COLUMNS)
+    strings = table.column("version").cast(pa.string())
+    assert frame["version"].astype(object).where(frame["version"].notna(), None).tolist() == (
+        strings.to_pylist()
+    )
+    assert list(frame["version"].cat.categories) == ["v2", "v1", "v3"]
+    assert frame["version"].cat.categories.dtype == "str"
+    assert frame["sampled"].dtype == "boolean" and frame["user_id"].dtype == "Int64"
+    assert frame["sampled"].isna().tolist() == [False, True, False, False, True, True, False]
+    assert frame["user_id"].tolist()[:3] == [1, pd.NA, 3]
+    nulls = pa.table({"version": pa.array([None, None], pa.string()).dictionary_encode()})
+    assert from_arrow(nulls, REQUEST_COLUMNS)[0]["version"].cat.categories.dtype == "str"

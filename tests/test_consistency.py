@@ -18,7 +18,7 @@ from analysis.consistency import (
     trace_counts,
     trace_coverage,
 )
-from analysis.sticky import cohort_reach, stickiness, user_versions
+from analysis.sticky import cohort_reach, stickiness, user_codes, user_keys, user_versions
 from analysis.synthetic import make_run
 from meshcore.errors import ConfigError
 
@@ -343,6 +343,10 @@ def test_loadgen_users_are_keyed_by_worker_and_user_id() -> None:
     assert (ids_alone > 1).any()  # ... while user ids alone would have looked mixed
     table = user_versions(requests, user_col="user_id")
     assert len(table) == len(pairs) and (table["versions"] == 1).all()
+    codes = user_codes(requests, user_col="user_id")  # the keys without a string per row
+    keys = user_keys(requests, user_col="user_id")
+    assert ((codes < 0) == pd.isna(keys)).all()
+    assert len(set(zip(codes[codes >= 0], keys[codes >= 0], strict=True))) == len(pairs)
     beta = {"3", "5"}
     reach = cohort_reach(requests, beta, version="v2", user_col="user_id")
     members = {(w, u) for w, u in pairs if str(u) in beta}

@@ -14,7 +14,9 @@ from meshcore.figures import (
     grouped_percentiles,
     percentile,
     roles_from_traffic,
+    sorted_percentile,
     stickiness,
+    stickiness_of_codes,
 )
 
 
@@ -34,6 +36,37 @@ def test_percentiles_are_numpys_linear_rule_per_group() -> None:
             assert np.isnan(out[g]).all() and np.isnan(maxima[g])
     assert percentile(values, 99.0) == np.percentile(values, 99.0)
     assert np.isnan(percentile([], 50.0))
+
+
+def test_many_groups_and_sorted_samples_follow_the_same_rule() -> None:
+    rng = np.random.default_rng(8)
+    values = rng.lognormal(2, 1, 60_000).round(2)  # ties, as recorded milliseconds have
+    codes = rng.integers(0, 6_000, values.size)  # past the groups sorted one by one
+    ps = (0.0, 50.0, 99.0, 99.9, 100.0)
+    counts, out, maxima = grouped_percentiles(values, codes, 6_000, ps)
+    for g in rng.integers(0, 6_000, 50):
+        mine = values[codes == g]
+        assert out[g].tolist() == np.percentile(mine, ps).tolist() and maxima[g] == mine.max()
+    ordered = np.sort(values)
+    assert [sorted_percentile(ordered, p) for p in ps] == np.percentile(values, ps).tolist()
+    assert np.isnan(sorted_percentile(ordered[:0], 50.0))
+
+
+def test_stickiness_of_codes_is_stickiness() -> None:
+    rng = np.random.default_rng(9)
+    n = 5_000
+    users = rng.integers(0, 300, n)
+    versions = rng.choice(["v1", "v2", "v3"], n, p=[0.7, 0.2, 0.1])
+    start = rng.integers(0, 1_000, n)  # shared start times: the first row of them counts
+    user_keys = np.where(rng.random(n) < 0.05, None, users.astype(str)).astype(object)
+    version_keys = np.where(rng.random(n) < 0.05, None, versions).astype(object)
+    names = np.array(["v3", "v1", "v2"])  # any order of names
+    version_codes = np.array([-1 if v is None else list(names).index(v) for v in version_keys])
+    for scale in (7, 1_000):  # codes with gaps, and codes sparse enough to be made dense
+        user_codes = np.array([-1 if u is None else int(u) * scale for u in user_keys])
+        for t in (start, np.sort(start), None):
+            expected = stickiness(user_keys, version_keys, t)
+            assert stickiness_of_codes(user_codes, version_codes, names, t) == expected
 
 
 @pytest.mark.parametrize(
