@@ -2,7 +2,7 @@
 
 Every span figure depends on its own trace only (`analysis.hops`), so the spans never need to be
 in memory together: each chunk is timed (`hops.hop_times`) and leaves its share of every figure
-in a `SpanDigest` — the per-hop sums and each group's durations (`hops.HopSums`: percentiles
+in a `SpanDigest` — the per-hop sums and each group's durations (`hop_stats.HopSums`: percentiles
 stay exact), the service graph's edge counts, the traced requests per step and version, the
 frontend's version of the traces whose responses carried none, and the ids of the traces seen
 (for the trace coverage). A chunk is dropped before the next is read. `digest_spans` takes the
@@ -25,7 +25,8 @@ from pandas.api.types import union_categoricals
 from analysis.changepoint import version_labels
 from analysis.consistency import window_counts
 from analysis.graph import edge_counts, sum_edges, with_shares
-from analysis.hops import CHUNK_SPANS, HopSums, hop_times, whole_traces
+from analysis.hop_stats import HopSums
+from analysis.hops import CHUNK_SPANS, hop_times, whole_traces
 from analysis.versions import frontend_entries, normalised_ids, trace_versions
 
 Renamer = Callable[[pd.DataFrame], pd.DataFrame]

@@ -17,7 +17,7 @@ from analysis.agreement import METRICS_RULE, consistency_rows
 from analysis.consistency import step_windows
 from analysis.graph import graph_records
 from analysis.health import run_health
-from analysis.hops import hop_records, hop_table
+from analysis.hop_stats import hop_records, hop_table
 from analysis.judge import judge
 from analysis.latency import latency_by_version, latency_percentiles, latency_records
 from analysis.span_digest import SpanDigest, digest_spans, frame_chunks

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.hops import hop_stats, hop_table, hop_times, parent_rows
+from analysis.hop_stats import hop_stats, hop_table
+from analysis.hops import hop_times, parent_rows
 from analysis.synthetic import make_run
 
 MS = 1_000_000

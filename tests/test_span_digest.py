@@ -20,7 +20,8 @@ import pytest
 from analysis.consistency import step_windows, trace_counts, trace_coverage
 from analysis.frames import to_arrow
 from analysis.graph import service_graph
-from analysis.hops import hop_stats, hop_times
+from analysis.hop_stats import hop_stats
+from analysis.hops import hop_times
 from analysis.span_chunks import _keys, block_keys, span_files, trace_chunks, trace_ends
 from analysis.span_digest import digest_spans, frame_chunks
 from analysis.span_reading import digest_folder
