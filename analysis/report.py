@@ -106,6 +106,7 @@ def build_report(
             wanted=missing_ids(run.requests), backend_names=label_to_backend(meta)
         )
     spans = read.digest
+    spans.settle(run.requests)  # the per-span values go before the requests' figures come
     log.debug(
         "spans digested in %.1f s (%d processes)", time.perf_counter() - started, read.workers
     )

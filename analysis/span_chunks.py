@@ -2,8 +2,9 @@
 
 The files (`spans.parquet` fetched, the `spans/` parts recorded) are read a block (one row group)
 at a time, in two passes:
-1. only `trace_id`, to learn each trace's first and last block (`trace_ends`; a trace is keyed
-   by a 64-bit number taken from its id: two traces sharing one only travel together);
+1. only `trace_id`, to learn each trace's first and last block and, per block, which of its
+   traces go on later (`trace_ends`; a trace is keyed by a 64-bit number taken from its id:
+   two traces sharing one only travel together);
 2. every column a figure needs (`trace_chunks`): a block's spans join those carried over, the
    spans of traces whose last block this is are complete and go out, the rest are carried on.
 
@@ -29,9 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.frames import SPAN_COLUMNS, from_arrow
+from analysis.hops import CHUNK_SPANS, trace_cuts
 from meshcore.runfolder import SPANS_DIR, SPANS_FILE, RunFolder
 
-CHUNK_SPANS = 1_000_000
 # the columns a span figure reads (`analysis.span_digest`); the rest stay on disk
 FIGURE_COLUMNS = (
     "trace_id",
@@ -106,18 +107,20 @@ def span_files(path: str | os.PathLike[str]) -> SpanFiles:
 
 @dataclass
 class TraceEnds:
-    """Every trace key (sorted) with its first and last block."""
+    """Per block, the traces in it that go on in a later block (sorted keys, and the block each
+    ends in); per trace its first and last block. In spans written in time order only the
+    traces crossing a block's end go on, so these lists are short."""
 
-    keys: np.ndarray
+    cont: list[tuple[np.ndarray, np.ndarray]]
     first: np.ndarray
     last: np.ndarray
 
     def range(self, lo: int, hi: int) -> BlockRange:
-        """What pass 2 over blocks [lo, hi) needs: the traces ending there, and where to start
-        reading (the first block holding one of their spans)."""
+        """What pass 2 over blocks [lo, hi) needs: where to start reading (the first block
+        holding a span of a trace that ends in the range), and the blocks' going-on lists."""
         mine = (self.last >= lo) & (self.last < hi)
-        start = int(self.first[mine].min()) if mine.any() else lo
-        return BlockRange(lo, hi, min(start, lo), self.keys[mine], self.last[mine])
+        start = min(int(self.first[mine].min()) if mine.any() else lo, lo)
+        return BlockRange(lo, hi, start, self.cont[start:hi])
 
 
 @dataclass
@@ -125,16 +128,15 @@ class BlockRange:
     lo: int
     hi: int
     start: int
-    keys: np.ndarray  # sorted: the traces ending in blocks [lo, hi)
-    last: np.ndarray  # the block each ends in
+    cont: list[tuple[np.ndarray, np.ndarray]]  # of blocks start .. hi-1
 
-    def last_block(self, ids: pa.ChunkedArray) -> np.ndarray:
-        """The last block of each id's trace, -1 for a trace not ending in this range."""
-        keys = _keys(ids)
-        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
-        if not len(self.keys):
-            return np.full(len(keys), -1)
-        return np.where(self.keys[at] == keys, self.last[at], -1)
+    def last_block(self, b: int, keys: np.ndarray) -> np.ndarray:
+        """The block where the trace of each of block b's keys ends (b itself for most)."""
+        going, last = self.cont[b - self.start]
+        if not len(going):
+            return np.full(len(keys), b)
+        at = np.minimum(np.searchsorted(going, keys), len(going) - 1)
+        return np.where(going[at] == keys, last[at], b)
 
 
 def block_keys(source: SpanFiles, blocks: Sequence[int]) -> list[np.ndarray]:
@@ -144,7 +146,8 @@ def block_keys(source: SpanFiles, blocks: Sequence[int]) -> list[np.ndarray]:
         block = source.blocks[b]
         try:
             ids = _file(block.path).read_row_group(block.row_group, columns=["trace_id"])
-            out.append(np.unique(_keys(ids.column("trace_id"))))
+            keys = np.sort(id_keys(ids.column("trace_id")))  # np.unique: 8x slower here
+            out.append(keys[np.concatenate(([True], keys[1:] != keys[:-1]))])
         except (OSError, pa.ArrowException, KeyError) as exc:
             source.unreadable(block.path, exc)
             out.append(np.empty(0, dtype=np.uint64))
@@ -153,15 +156,25 @@ def block_keys(source: SpanFiles, blocks: Sequence[int]) -> list[np.ndarray]:
 
 def trace_ends(per_block: Sequence[np.ndarray]) -> TraceEnds:
     """Each trace's first and last block from pass 1's keys of every block."""
+    none = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int32))
     if not per_block or not sum(len(k) for k in per_block):
-        return TraceEnds(np.empty(0, dtype=np.uint64), np.empty(0, int), np.empty(0, int))
+        return TraceEnds([none] * len(per_block), np.empty(0, int), np.empty(0, int))
     key = np.concatenate(per_block)
     block = np.repeat(np.arange(len(per_block), dtype=np.int32), [len(k) for k in per_block])
     order = np.lexsort((block, key))
     key, block = key[order], block[order]
     head = np.concatenate(([True], key[1:] != key[:-1]))
     tail = np.concatenate((key[1:] != key[:-1], [True]))
-    return TraceEnds(key[head], block[head], block[tail])
+    last = block[tail]
+    pair_last = np.repeat(last, np.diff(np.append(np.flatnonzero(head), len(key))))
+    goes_on = np.flatnonzero(pair_last > block)
+    by_block = goes_on[np.argsort(block[goes_on], kind="stable")]  # key order kept in a block
+    bounds = np.searchsorted(block[by_block], np.arange(len(per_block) + 1))
+    cont = [
+        (key[by_block[bounds[b] : bounds[b + 1]]], pair_last[by_block[bounds[b] : bounds[b + 1]]])
+        for b in range(len(per_block))
+    ]
+    return TraceEnds(cont, block[head], last)
 
 
 def trace_chunks(
@@ -171,26 +184,35 @@ def trace_chunks(
     whole traces (SPAN_COLUMNS' dtypes, FIGURE_COLUMNS only)."""
     lo, hi = blocks.lo, blocks.hi
     carried: pa.Table | None = None
+    carried_last = np.empty(0, dtype=np.int64)
     ready: list[pa.Table] = []
     size = 0
     for b in range(blocks.start, hi):
         table = _read(source, source.blocks[b])
-        if table is not None and b < lo:  # only the traces this range finishes
-            table = table.filter(pa.array(blocks.last_block(table.column("trace_id")) >= 0))
         if table is not None:
+            last = blocks.last_block(b, id_keys(table.column("trace_id")))
+            # a range keeps the traces it finishes: those ending in an earlier range are done,
+            # those ending in a later one are the later one's
+            keep = (last >= lo) & (last < hi)
+            if not keep.all():
+                table, last = table.filter(pa.array(keep)), last[keep]
             carried = table if carried is None else pa.concat_tables([carried, table])
+            carried_last = np.concatenate((carried_last, last))
         if b < lo or carried is None or carried.num_rows == 0:
             continue
-        last = blocks.last_block(carried.column("trace_id"))
-        done = (last >= 0) & (last <= b)
-        ready.append(carried.filter(pa.array(done)))
-        carried = carried.filter(pa.array(~done))
+        done = carried_last <= b
+        if done.all():
+            ready.append(carried)
+            carried, carried_last = None, carried_last[:0]
+        else:
+            ready.append(carried.filter(pa.array(done)))
+            carried, carried_last = carried.filter(pa.array(~done)), carried_last[~done]
         size += ready[-1].num_rows
         if size >= chunk_spans:
-            yield _frame(ready, source)
+            yield from _frames(ready, source, chunk_spans)
             ready, size = [], 0
-    if size:  # what is still carried ends after this range: the next one's
-        yield _frame(ready, source)
+    if size:
+        yield from _frames(ready, source, chunk_spans)
 
 
 def _file(path: Path) -> pq.ParquetFile:
@@ -207,7 +229,7 @@ def _read(source: SpanFiles, block: Block) -> pa.Table | None:
         return None
 
 
-def _keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A uint64 per trace id: the last 16 hex digits of ids of one length (Jaeger's and OTLP's
     hex), else a hash of the id's text."""
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
@@ -246,8 +268,18 @@ def _uniform(table: pa.Table, source: SpanFiles) -> pa.Table:
     return pa.table(out)
 
 
-def _frame(tables: list[pa.Table], source: SpanFiles) -> pd.DataFrame:
+def _frames(tables: list[pa.Table], source: SpanFiles, chunk_spans: int) -> Iterator[pd.DataFrame]:
+    """The complete spans gathered, as frames of whole traces of about `chunk_spans` spans."""
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    del tables[:]
+    if table.num_rows <= chunk_spans * 3 // 2:
+        yield _frame(table, source)
+        return
+    for rows in trace_cuts(id_keys(table.column("trace_id")), chunk_spans):
+        yield _frame(table.take(rows), source)
+
+
+def _frame(table: pa.Table, source: SpanFiles) -> pd.DataFrame:
     frame, _ = from_arrow(table, {c: SPAN_COLUMNS[c] for c in FIGURE_COLUMNS})
     if source.dedupe:
         dup = frame.duplicated(subset=["trace_id", "span_id"])

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
 
 from analysis.changepoint import version_labels
@@ -27,7 +26,7 @@ from analysis.consistency import window_counts
 from analysis.graph import edge_counts, sum_edges, with_shares
 from analysis.hop_stats import HopSums
 from analysis.hops import CHUNK_SPANS, hop_times, whole_traces
-from analysis.versions import frontend_entries, normalised_ids, trace_versions
+from analysis.versions import frontend_entries, trace_keys, trace_versions
 
 Renamer = Callable[[pd.DataFrame], pd.DataFrame]
 
@@ -42,7 +41,8 @@ class SpanDigest:
     edges: list[pd.DataFrame] = field(default_factory=list)
     traced: list[pd.DataFrame] = field(default_factory=list)
     entries: list[pd.DataFrame] = field(default_factory=list)
-    trace_ids: list[pa.Array] = field(default_factory=list)
+    trace_keys: list[np.ndarray] = field(default_factory=list)  # `versions.trace_keys`
+    _coverage: tuple[float | None] | None = None
 
     @property
     def empty(self) -> bool:
@@ -57,7 +57,7 @@ class SpanDigest:
             (self.edges, other.edges),
             (self.traced, other.traced),
             (self.entries, other.entries),
-            (self.trace_ids, other.trace_ids),
+            (self.trace_keys, other.trace_keys),
         ):
             mine.extend(theirs)
         return self
@@ -82,13 +82,28 @@ class SpanDigest:
         return pd.concat(self.entries, ignore_index=True) if self.entries else None
 
     def coverage(self, requests: pd.DataFrame) -> float | None:
-        """Share of client requests (with a trace_id) whose trace is among the spans."""
-        ids = normalised_ids(requests["trace_id"].dropna())
-        if len(ids) == 0:
-            return None
-        seen = pa.concat_arrays(self.trace_ids) if self.trace_ids else pa.array([], pa.string())
-        found = pc.is_in(ids, value_set=seen)
-        return float(pc.sum(found).as_py() or 0) / len(ids)
+        """Share of client requests (with a trace_id) whose trace is among the spans; the
+        traces' keys are let go once it is known (`settle`)."""
+        if self._coverage is None:
+            ids = requests["trace_id"].dropna()
+            if len(ids) == 0:
+                self._coverage = (None,)
+            else:
+                found = 0
+                if self.trace_keys:
+                    seen = np.sort(np.concatenate(self.trace_keys))  # each trace in one chunk
+                    wanted = np.sort(trace_keys(ids))  # sorted: binary searches in order
+                    at = np.minimum(np.searchsorted(seen, wanted), len(seen) - 1)
+                    found = int(np.count_nonzero(seen[at] == wanted))
+                self._coverage = (found / len(ids),)
+            self.trace_keys = []
+        return self._coverage[0]
+
+    def settle(self, requests: pd.DataFrame) -> None:
+        """Compute what needs the per-span and per-trace values (hop percentiles, coverage)
+        and let those go: the rest of the report runs without them."""
+        self.hop_stats()
+        self.coverage(requests)
 
 
 def digest_spans(
@@ -122,9 +137,8 @@ def digest_spans(
         )
         if wanted is not None and len(wanted):
             digest.entries.append(trace_versions(timed, frontend, wanted))
-        digest.trace_ids.append(
-            pc.unique(normalised_ids(timed["trace_id"].dropna(), unique=True)).cast(pa.string())
-        )
+        keys = np.sort(trace_keys(timed["trace_id"].dropna()))
+        digest.trace_keys.append(keys[np.concatenate(([True], keys[1:] != keys[:-1]))])
         del timed, spans
     return digest
 

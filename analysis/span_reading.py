@@ -66,7 +66,10 @@ class SpanReading:
         self._keys: list[Future[tuple[list[np.ndarray], list[str]]]] = []
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            # a worker ends with its task: its memory goes as its digest arrives
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, max_tasks_per_child=1
+            )
             self._keys = [self._pool.submit(_keys, self.source, r) for r in self._ranges]
 
     def digest(

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from analysis.changepoint import label_codes
 from analysis.hops import parent_rows
+from analysis.span_chunks import id_keys
 
 
 def normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
@@ -28,6 +29,14 @@ def normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
     if unique:
         arr = pc.unique(arr)  # five spans share a trace id: normalise each id once
     return pc.utf8_ltrim(pc.utf8_lower(arr), characters="0")
+
+
+def trace_keys(series: pd.Series) -> np.ndarray:
+    """A uint64 per trace id, equal for ids equal once normalised (`normalised_ids`): the low
+    64 bits of the id (`analysis.span_chunks.id_keys`), which two different traces share with a
+    chance of 2**-64."""
+    ids = normalised_ids(series)
+    return id_keys(pc.utf8_lpad(ids, width=32, padding="0"))
 
 
 def frontend_entries(spans: pd.DataFrame, frontend: str = "frontend") -> np.ndarray:

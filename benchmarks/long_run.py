@@ -3,8 +3,9 @@
 `write_long_run` writes what a long embedded run leaves behind: run.json (the plan of
 `analysis.synthetic.DEFAULT_STEPS` over the whole run, an open-model run, `completed`), request
 parts under `requests/` (one per load worker per window, with each capture's done marker), span
-parts under `spans/` (one per window: a part holds whole traces, parts follow in time, as the
-embedded trace store's spill leaves them) and metric parts under `metrics/` (the frontend
+parts under `spans/` (spans in the order they started, `span_part_rows` to a part, as the
+embedded trace store's flush every 2 s leaves them at 50,000 spans/s: a trace may cross into
+the next part) and metric parts under `metrics/` (the frontend
 sidecar's `istio_requests_total` and `istio_request_duration_milliseconds_bucket`, reported by
 the destination, per destination_version, scraped every 5 s and at each weight change, as the
 embedded scraper does), with the recorders' state files marked done.
@@ -59,6 +60,7 @@ def write_long_run(
     seed: int = 5,
     chunk_requests: int = 500_000,
     rps: float = 2000.0,
+    span_part_rows: int = 100_000,
 ) -> dict[str, Any]:
     """Write a run of `n_requests` at `rps` into `folder` (created), `chunk_requests` at a
     time; returns what it wrote: requests, spans, samples, parts (per folder), bytes, seconds."""
@@ -86,7 +88,10 @@ def write_long_run(
         lateness_ns = start_ns - drawn.requests["intended_ns"].to_numpy()
         late += int((lateness_ns > LATE_TOLERANCE_MS * 1e6).sum())
         requests.write(out, table)
-        _record(out, SPANS_DIR, spans, to_schema(drawn.spans, SPAN_SCHEMA))
+        spilled = to_schema(drawn.spans, SPAN_SCHEMA)  # in arrival order, a part a flush
+        spilled = spilled.take(np.argsort(drawn.spans["start_ns"].to_numpy(), kind="stable"))
+        for at in range(0, spilled.num_rows, span_part_rows):
+            _record(out, SPANS_DIR, spans, spilled.slice(at, span_part_rows))
         scrapes.add(drawn.requests)
         del drawn, table  # the next window's frames replace these, not join them
         _record(out, METRICS_DIR, metrics, scrapes.until(hi_ns))

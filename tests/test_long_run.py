@@ -34,7 +34,7 @@ def trouble(notes: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     path = tmp_path_factory.mktemp("long") / "run"
-    return path, write_long_run(path, N, chunk_requests=CHUNK, rps=RPS)
+    return path, write_long_run(path, N, chunk_requests=CHUNK, rps=RPS, span_part_rows=6_000)
 
 
 def parts(path: Path, sub: str) -> list[pa.Table]:
@@ -45,7 +45,7 @@ def test_every_part_and_state_counts_what_it_holds(folder: tuple[Path, dict[str,
     path, written = folder
     requests, spans, metrics = (parts(path, d) for d in ("requests", "spans", "metrics"))
     assert sum(t.num_rows for t in requests) == N == written["requests"]
-    assert len(spans) == 5 == written["parts"]["spans"]  # one per window of 7,000
+    assert len(spans) == written["parts"]["spans"] > 5  # parts of 6,000 spans
     assert len(requests) == written["parts"]["requests"] == 4 * 5  # 4 workers, 5 windows
     folder_ = RunFolder(path)
     for sub, tables in ((SPANS_DIR, spans), (METRICS_DIR, metrics)):
@@ -72,7 +72,7 @@ def test_load_run_reads_every_request_and_five_spans_per_traced_one(
     assert len(run.spans) == 5 * len(sampled)
 
 
-def test_each_trace_lies_in_one_part_and_parts_follow_in_time(
+def test_spans_follow_in_time_and_a_trace_crosses_at_most_into_the_next_part(
     folder: tuple[Path, dict[str, Any]],
 ) -> None:
     path, _ = folder
@@ -81,10 +81,12 @@ def test_each_trace_lies_in_one_part_and_parts_follow_in_time(
     for k, table in enumerate(parts(path, "spans")):
         for trace in table["trace_id"].to_pylist():
             part_of.setdefault(trace, set()).add(k)
-        root = table.filter(pc.is_null(table["parent_id"]))
+        root = table.filter(pc.is_null(table["parent_id"]))  # the requests, in the order they came
         roots.append((pc.min(root["start_ns"]).as_py(), pc.max(root["start_ns"]).as_py()))
-    assert {len(found) for found in part_of.values()} == {1}
-    assert all(roots[k][1] < roots[k + 1][0] for k in range(len(roots) - 1))
+    assert len(roots) > 5  # several parts a window
+    spread = {max(found) - min(found) for found in part_of.values()}
+    assert spread == {0, 1}  # most traces in one part, some crossing into the next
+    assert all(roots[k][1] <= roots[k + 1][0] for k in range(len(roots) - 1))
 
 
 def test_requests_fall_in_the_plans_step_windows(folder: tuple[Path, dict[str, Any]]) -> None:

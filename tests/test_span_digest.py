@@ -22,7 +22,7 @@ from analysis.frames import to_arrow
 from analysis.graph import service_graph
 from analysis.hop_stats import hop_stats
 from analysis.hops import hop_times
-from analysis.span_chunks import _keys, block_keys, span_files, trace_chunks, trace_ends
+from analysis.span_chunks import block_keys, id_keys, span_files, trace_chunks, trace_ends
 from analysis.span_digest import digest_spans, frame_chunks
 from analysis.span_reading import digest_folder
 from analysis.synthetic import make_run
@@ -126,10 +126,10 @@ def test_ids_of_other_forms_are_hashed_consistently():
     import pyarrow as pa
 
     ids = pa.array(["abc", "a-much-longer-trace-id", "abc", None])
-    keys = _keys(ids)
+    keys = id_keys(ids)
     assert keys[0] == keys[2] and keys[0] != keys[1]
     hexed = pa.array(["0" * 16 + "00000000000000ff", "f" * 32])
-    assert list(_keys(hexed)) == [255, 2**64 - 1]
+    assert list(id_keys(hexed)) == [255, 2**64 - 1]
 
 
 def test_fetched_and_recorded_spans_count_once(run, tmp_path):
