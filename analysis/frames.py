@@ -86,9 +86,13 @@ def table_from_columns(data: Mapping[str, Sequence[Any]], columns: Mapping[str, 
 
 
 def from_arrow(
-    table: pa.Table, columns: Mapping[str, str], optional: Mapping[str, str] | None = None
+    table: pa.Table,
+    columns: Mapping[str, str],
+    optional: Mapping[str, str] | None = None,
+    order: pa.Array | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Convert an arrow table to the declared frame.
+    """Convert an arrow table to the declared frame (its rows taken in `order` when given:
+    column by column, so a sorted copy of the whole table never exists).
 
     Returns the frame and the names of declared columns the table lacked (filled with nulls).
     Columns beyond the declared ones are kept as they come: the run folder allows new columns.
@@ -98,11 +102,16 @@ def from_arrow(
     # table (`from_arrow(read(...))`) never holds the whole table and the whole frame at once.
     given = dict(zip(table.column_names, table.columns, strict=True))
     del table
+
+    def pop(name: str) -> pa.ChunkedArray:
+        arr = given.pop(name)
+        return arr.take(order) if order is not None else arr
+
     out: dict[str, pd.Series] = {}
     missing: list[str] = []
     for name, dtype in columns.items():
         if name in given:
-            arr = given.pop(name)
+            arr = pop(name)
         else:
             missing.append(name)
             arr = pa.chunked_array([pa.nulls(n, type=_ARROW_TYPES[dtype])])
@@ -110,9 +119,9 @@ def from_arrow(
         del arr
     for name, dtype in (optional or {}).items():
         if name in given:
-            out[name] = _to_series(given.pop(name), dtype, name)
+            out[name] = _to_series(pop(name), dtype, name)
     for name in list(given):
-        out[name] = given.pop(name).to_pandas()
+        out[name] = pop(name).to_pandas()
     # copy=False: the columns stay as converted, not consolidated into 2-D blocks (a copy of
     # every number column, and seconds at 10 M rows)
     frame = pd.DataFrame(out, copy=False)

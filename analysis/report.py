@@ -35,14 +35,14 @@ from analysis.fetch import fetch_telemetry
 from analysis.html import render_html
 from analysis.latency import PERCENTILE_COLUMNS, PERCENTILES
 from analysis.promql import bucket_quantile, label_table
-from analysis.runfolder import load_run
+from analysis.runfolder import load_run, unversioned_requests
 from analysis.span_reading import SpanReading
 from analysis.summary import build_summary, json_safe
 from analysis.transport import transport_security
 from analysis.versions import fill_from_traces, missing_ids
 from meshcore.errors import MeshloadError, RunFolderError
 from meshcore.files import write_atomic, write_json
-from meshcore.runfolder import METRICS_DIR, REPORT_FILE, SPANS_DIR, SUMMARY_FILE
+from meshcore.runfolder import METRICS_DIR, REPORT_FILE, SPANS_DIR, SUMMARY_FILE, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +97,21 @@ def build_report(
     fetch_notes: list[str] = []
     if jaeger_url or prometheus_url:
         fetch_notes = _fetch(folder, jaeger_url, prometheus_url, progress)
-    # spans are read a chunk of whole traces at a time, never all at once (analysis.span_chunks);
-    # their first pass runs while the requests load
+    # spans are read a chunk of whole traces at a time, never all at once (analysis.span_chunks),
+    # before the requests load: a run's largest frames never meet in memory
     with SpanReading(folder, workers) as reading:
-        run, named = by_backend(load_run(folder, spans=False))
-        meta = run.meta
         read = reading.digest(
-            wanted=missing_ids(run.requests), backend_names=label_to_backend(meta)
+            wanted=missing_ids(unversioned_requests(folder)),
+            backend_names=label_to_backend(RunFolder(folder).read_run()),
         )
     spans = read.digest
-    spans.settle(run.requests)  # the per-span values go before the requests' figures come
+    spans.hop_stats()  # the per-span durations go once the percentiles are taken
     log.debug(
         "spans digested in %.1f s (%d processes)", time.perf_counter() - started, read.workers
     )
+    run, named = by_backend(load_run(folder, spans=False))
+    meta = run.meta
+    spans.coverage(run.requests)  # and the traces' keys go
     notes = [*run.notes, *read.notes, *fetch_notes, *named]
     if not (jaeger_url or prometheus_url):
         # Recorded telemetry is never suggested for a fetch: its backend may be gone.

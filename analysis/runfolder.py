@@ -100,6 +100,30 @@ def load_run(path: str | os.PathLike[str], *, telemetry: bool = True, spans: boo
     return Run(folder.path, meta, requests, span_frame, metrics, notes, recordings)
 
 
+def unversioned_requests(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """trace_id | version of the requests that carried no version, read from the request parts
+    alone (two columns, only the rows without a version: little memory whatever the run); an
+    unreadable part is left to `load_run` to note."""
+    columns = {"version": REQUEST_COLUMNS["version"], "trace_id": REQUEST_COLUMNS["trace_id"]}
+    tables = []
+    for part in RunFolder(path).parts():
+        try:
+            names = [c for c in columns if c in pq.read_schema(part).names]
+            if len(names) < len(columns):
+                continue
+            table = pq.read_table(part, columns=names)
+        except (OSError, pa.ArrowException):
+            continue
+        tables.append(
+            table.filter(pc.is_null(table.column("version"))).cast(
+                pa.schema([("version", pa.large_string()), ("trace_id", pa.large_string())])
+            )
+        )
+    if not tables:
+        return empty_frame(columns)
+    return from_arrow(pa.concat_tables(tables), columns)[0]
+
+
 def recording_notes(parts_dir: str, states: Sequence[Mapping[str, Any]]) -> list[str]:
     """A recorder that stopped before the run ended, or could not write everything."""
     what, who = RECORDED[parts_dir]
@@ -132,15 +156,20 @@ def _read_requests(folder: RunFolder, notes: list[str]) -> pd.DataFrame:
     held = _request_table(folder, parts, notes)
     if not held:
         return empty_frame(REQUEST_COLUMNS)
-    # handed over, not kept: from_arrow lets each column go once converted (-0.2 GB at 10 M)
-    frame, missing = from_arrow(held.pop(), REQUEST_COLUMNS, REQUEST_OPTIONAL_COLUMNS)
+    # parts of several workers interleave: the frame is in start order
+    starts = held[0].column("start_ns") if "start_ns" in held[0].column_names else None
+    order = None if starts is None or _ascending(starts) else pc.sort_indices(starts)
+    del starts
+    # handed over, not kept: from_arrow lets each column go once converted, and takes the
+    # rows in order column by column (no sorted copy of the whole table)
+    frame, missing = from_arrow(held.pop(), REQUEST_COLUMNS, REQUEST_OPTIONAL_COLUMNS, order=order)
     if missing:
         notes.append(f"request records lack column(s) {', '.join(missing)}; filled with nulls")
     return frame
 
 
 def _request_table(folder: RunFolder, parts: list[Path], notes: list[str]) -> list[pa.Table]:
-    """Every readable request part as one table in start order, alone in a list the caller
+    """Every readable request part as one table, alone in a list the caller
     empties (so no name of its own keeps it alive); empty when no part could be read."""
     tables = _read_parts(folder, parts, REQUEST_COLUMNS, notes, "skipped")
     if not tables:
@@ -153,8 +182,6 @@ def _request_table(folder: RunFolder, parts: list[Path], notes: list[str]) -> li
             "remove the part written by another meshload version"
         ) from None
     del tables
-    if "start_ns" in table.column_names and not _ascending(table.column("start_ns")):
-        table = table.sort_by("start_ns")
     return [table]
 
 

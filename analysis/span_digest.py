@@ -83,7 +83,7 @@ class SpanDigest:
 
     def coverage(self, requests: pd.DataFrame) -> float | None:
         """Share of client requests (with a trace_id) whose trace is among the spans; the
-        traces' keys are let go once it is known (`settle`)."""
+        traces' keys are let go once it is known."""
         if self._coverage is None:
             ids = requests["trace_id"].dropna()
             if len(ids) == 0:
@@ -98,12 +98,6 @@ class SpanDigest:
                 self._coverage = (found / len(ids),)
             self.trace_keys = []
         return self._coverage[0]
-
-    def settle(self, requests: pd.DataFrame) -> None:
-        """Compute what needs the per-span and per-trace values (hop percentiles, coverage)
-        and let those go: the rest of the report runs without them."""
-        self.hop_stats()
-        self.coverage(requests)
 
 
 def digest_spans(

@@ -35,8 +35,14 @@ def trace_keys(series: pd.Series) -> np.ndarray:
     """A uint64 per trace id, equal for ids equal once normalised (`normalised_ids`): the low
     64 bits of the id (`analysis.span_chunks.id_keys`), which two different traces share with a
     chance of 2**-64."""
-    ids = normalised_ids(series)
-    return id_keys(pc.utf8_lpad(ids, width=32, padding="0"))
+    out = np.empty(len(series), dtype=np.uint64)
+    for at in range(0, len(series), _KEY_SLICE):  # a slice at a time: each step copies the ids
+        ids = normalised_ids(series.iloc[at : at + _KEY_SLICE])
+        out[at : at + len(ids)] = id_keys(pc.utf8_lpad(ids, width=32, padding="0"))
+    return out
+
+
+_KEY_SLICE = 1_000_000
 
 
 def frontend_entries(spans: pd.DataFrame, frontend: str = "frontend") -> np.ndarray:
