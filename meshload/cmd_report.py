@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         help="processes reading the spans of a large run (default: one per core, at most 4; "
-        "runs under 2 M spans are read in one)",
+        "runs under 10 M spans are read in one)",
     )
     report.set_defaults(run=run_report)
 
