@@ -275,8 +275,32 @@ def _frames(tables: list[pa.Table], source: SpanFiles, chunk_spans: int) -> Iter
     if table.num_rows <= chunk_spans * 3 // 2:
         yield _frame(table, source)
         return
-    for rows in trace_cuts(id_keys(table.column("trace_id")), chunk_spans):
-        yield _frame(table.take(rows), source)
+    keys = id_keys(table.column("trace_id"))
+    cuts = _clean_cuts(keys, chunk_spans)
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        if hi - lo <= 2 * chunk_spans:  # spans in time order: a slice, no copy
+            yield _frame(table.slice(lo, hi - lo), source)
+            continue
+        piece = table.slice(lo, hi - lo)  # traces spread over it: gathered trace by trace
+        for rows in trace_cuts(keys[lo:hi], chunk_spans):
+            yield _frame(piece.take(rows), source)
+
+
+def _clean_cuts(keys: np.ndarray, chunk_spans: int) -> list[int]:
+    """Row positions about `chunk_spans` apart where no trace has rows on both sides."""
+    n = len(keys)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    ends = np.flatnonzero(np.append(ordered[1:] != ordered[:-1], True))  # each trace's last
+    starts = np.append(0, ends[:-1] + 1)
+    last = np.empty(n, dtype=np.int64)
+    last[order] = np.repeat(order[ends], ends - starts + 1)  # stable: the trace's last row
+    clean = np.flatnonzero(np.maximum.accumulate(last) == np.arange(n)) + 1
+    cuts = [0]
+    while cuts[-1] < n:
+        at = int(np.searchsorted(clean, cuts[-1] + chunk_spans))
+        cuts.append(int(clean[min(at, len(clean) - 1)]))
+    return cuts
 
 
 def _frame(table: pa.Table, source: SpanFiles) -> pd.DataFrame:

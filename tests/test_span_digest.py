@@ -152,3 +152,11 @@ def test_two_processes_give_the_digest_of_one(run, tmp_path, monkeypatch):
     windows = step_windows(run.run, run.requests)
     assert_same_figures(two.digest, run, windows)
     pd.testing.assert_frame_equal(one.digest.hop_stats(), two.digest.hop_stats())
+
+
+def test_clean_cuts_never_split_a_trace():
+    from analysis.span_chunks import _clean_cuts
+
+    keys = np.array([1, 1, 2, 3, 2, 3, 4, 4, 5], dtype=np.uint64)
+    assert _clean_cuts(keys, 2) == [0, 2, 6, 8, 9]
+    assert _clean_cuts(keys[::-1].copy(), 100) == [0, 9]
