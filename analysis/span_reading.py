@@ -1,8 +1,9 @@
 """A run folder's spans digested by one process or several.
 
 `SpanReading` starts the first pass (each row group's trace keys, `analysis.span_chunks`) as
-soon as it is opened, so the caller loads the requests meanwhile; `digest` then runs the second
-pass, the one that needs the requests (which traces' versions to look up). A run of more than
+soon as it is opened; `digest` then runs the second pass, given which traces' versions to look
+up (the report reads those from two columns of the request parts before the requests load, so
+the spans' working set and the requests' never meet). A run of more than
 `PARALLEL_SPANS` spans is split into contiguous ranges of row groups of about as many spans
 each, one per worker: spawned processes (a fresh interpreter, not a copy of the caller's
 memory; the caller's main module must guard its top level, as a console script does), each
