@@ -5,10 +5,10 @@ in memory together: each chunk is timed (`hops.hop_times`) and leaves its share 
 in a `SpanDigest` — the per-hop sums and each group's durations (`hop_stats.HopSums`: percentiles
 stay exact), the service graph's edge counts, the traced requests per step and version, the
 frontend's version of the traces whose responses carried none, and a 64-bit key per trace
-seen (`versions.trace_keys`, for the trace coverage). A chunk is dropped before the next is read. `digest_spans` takes the
-chunks from anywhere: `analysis.span_chunks.trace_chunks` reads them from a run folder's parquet
-(`analysis.span_reading`: by one process or several); a frame in memory is one chunk (or
-several, cut where traces end).
+seen (`versions.trace_keys`, for the trace coverage). A chunk is dropped before the next is
+read. `digest_spans` takes the chunks from anywhere: `analysis.span_chunks.trace_chunks` reads
+them from a run folder's parquet (`analysis.span_reading`: by one process or several); a frame
+in memory is one chunk (or several, cut where traces end).
 """
 
 from __future__ import annotations
