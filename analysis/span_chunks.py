@@ -45,6 +45,7 @@ FIGURE_COLUMNS = (
     "version",
     "status_code",
 )
+TRACE_KEY = "trace_key"  # a column of the chunks: each span's trace as `id_keys` gives it
 _TYPES = {"int64": pa.int64(), "Int64": pa.int64(), "float64": pa.float64()}
 _TYPES.update({"str": pa.large_string(), "category": pa.large_string()})
 
@@ -181,7 +182,7 @@ def trace_chunks(
     source: SpanFiles, blocks: BlockRange, chunk_spans: int = CHUNK_SPANS
 ) -> Iterator[pd.DataFrame]:
     """Pass 2: the spans of the traces ending in `blocks` (`TraceEnds.range`), in frames of
-    whole traces (SPAN_COLUMNS' dtypes, FIGURE_COLUMNS only)."""
+    whole traces (SPAN_COLUMNS' dtypes, FIGURE_COLUMNS only, and TRACE_KEY: `id_keys`)."""
     lo, hi = blocks.lo, blocks.hi
     carried: pa.Table | None = None
     carried_last = np.empty(0, dtype=np.int64)
@@ -190,7 +191,9 @@ def trace_chunks(
     for b in range(blocks.start, hi):
         table = _read(source, source.blocks[b])
         if table is not None:
-            last = blocks.last_block(b, id_keys(table.column("trace_id")))
+            keys = id_keys(table.column("trace_id"))
+            last = blocks.last_block(b, keys)
+            table = table.append_column(TRACE_KEY, pa.array(keys))
             # a range keeps the traces it finishes: those ending in an earlier range are done,
             # those ending in a later one are the later one's
             keep = (last >= lo) & (last < hi)
@@ -230,24 +233,43 @@ def _read(source: SpanFiles, block: Block) -> pa.Table | None:
 
 
 def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A uint64 per trace id: the last 16 hex digits of ids of one length (Jaeger's and OTLP's
-    hex), else a hash of the id's text."""
+    """A uint64 per trace id: the low 64 bits of its hex value, so ids equal but for case and
+    leading zeros (Jaeger drops them) get one key; an id that is not hex, a hash of its
+    normalised text (`analysis.versions.normalised_ids`). Two traces share a key with a chance
+    of 2**-64."""
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     arr = pc.fill_null(arr.cast(pa.large_string()), "")
+    keys = _hex_tail(arr)
+    if keys is not None:  # ids of one width, as OTLP and Jaeger write them: no string made
+        return keys
+    arr = pc.utf8_lpad(pc.utf8_ltrim(pc.utf8_lower(arr), characters="0"), width=32, padding="0")
+    keys = _hex_tail(arr)
+    if keys is not None:
+        return keys
+    # some ids are not hex: each hex one keeps its key, whatever else shares its array
+    keys = pd.util.hash_array(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object))
+    hexed = pc.match_substring_regex(arr, "^[0-9a-f]{16,}$")
+    rows = np.flatnonzero(hexed.to_numpy(zero_copy_only=False))
+    if len(rows):
+        keys[rows] = _hex_tail(pc.utf8_slice_codeunits(arr.take(rows), -16))
+    return keys
+
+
+def _hex_tail(arr: pa.Array) -> np.ndarray | None:
+    """The last 16 hex digits of ids all of one width (at least 16), or None."""
     n = len(arr)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     width = np.diff(offsets)
-    if n and (width == width[0]).all() and width[0] >= 16:
-        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-        tail = data.reshape(n, int(width[0]))[:, -16:]
-        try:
-            raw = bytes.fromhex(tail.tobytes().decode("ascii"))
-            return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
-        except (UnicodeDecodeError, ValueError):
-            pass
-    return pd.util.hash_array(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object))
+    if not n or not (width == width[0]).all() or width[0] < 16:
+        return None if n else np.empty(0, dtype=np.uint64)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    try:
+        raw = bytes.fromhex(data.reshape(n, int(width[0]))[:, -16:].tobytes().decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
 
 
 def _uniform(table: pa.Table, source: SpanFiles) -> pa.Table:
@@ -275,7 +297,7 @@ def _frames(tables: list[pa.Table], source: SpanFiles, chunk_spans: int) -> Iter
     if table.num_rows <= chunk_spans * 3 // 2:
         yield _frame(table, source)
         return
-    keys = id_keys(table.column("trace_id"))
+    keys = table.column(TRACE_KEY).to_numpy()
     cuts = _clean_cuts(keys, chunk_spans)
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         if hi - lo <= 2 * chunk_spans:  # spans in time order: a slice, no copy

@@ -26,6 +26,7 @@ from analysis.consistency import window_counts
 from analysis.graph import edge_counts, sum_edges, with_shares
 from analysis.hop_stats import HopSums
 from analysis.hops import CHUNK_SPANS, hop_times, whole_traces
+from analysis.span_chunks import TRACE_KEY
 from analysis.versions import frontend_entries, trace_keys, trace_versions
 
 Renamer = Callable[[pd.DataFrame], pd.DataFrame]
@@ -131,10 +132,19 @@ def digest_spans(
         )
         if wanted is not None and len(wanted):
             digest.entries.append(trace_versions(timed, frontend, wanted))
-        keys = np.sort(trace_keys(timed["trace_id"].dropna()))
+        keys = np.sort(chunk_keys(timed))
         digest.trace_keys.append(keys[np.concatenate(([True], keys[1:] != keys[:-1]))])
         del timed, spans
     return digest
+
+
+def chunk_keys(spans: pd.DataFrame) -> np.ndarray:
+    """The trace key of every span with a trace id: the chunk's own column (`TRACE_KEY`, as
+    the span files are read), else computed."""
+    named = spans["trace_id"].notna().to_numpy()
+    if TRACE_KEY in spans.columns:
+        return spans[TRACE_KEY].to_numpy()[named]
+    return trace_keys(spans["trace_id"][named])
 
 
 def frame_chunks(spans: pd.DataFrame, chunk_spans: int = CHUNK_SPANS) -> Iterator[pd.DataFrame]:

@@ -32,13 +32,12 @@ def normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
 
 
 def trace_keys(series: pd.Series) -> np.ndarray:
-    """A uint64 per trace id, equal for ids equal once normalised (`normalised_ids`): the low
-    64 bits of the id (`analysis.span_chunks.id_keys`), which two different traces share with a
-    chance of 2**-64."""
+    """A uint64 per trace id, equal for ids equal once normalised (`normalised_ids`):
+    `analysis.span_chunks.id_keys`."""
     out = np.empty(len(series), dtype=np.uint64)
     for at in range(0, len(series), _KEY_SLICE):  # a slice at a time: each step copies the ids
-        ids = normalised_ids(series.iloc[at : at + _KEY_SLICE])
-        out[at : at + len(ids)] = id_keys(pc.utf8_lpad(ids, width=32, padding="0"))
+        ids = pa.array(series.iloc[at : at + _KEY_SLICE].astype("str"), from_pandas=True)
+        out[at : at + len(ids)] = id_keys(ids)
     return out
 
 

@@ -132,6 +132,17 @@ def test_ids_of_other_forms_are_hashed_consistently():
     assert list(id_keys(hexed)) == [255, 2**64 - 1]
 
 
+def test_an_id_keeps_its_key_whatever_shares_its_array():
+    import pyarrow as pa
+
+    # as Jaeger gives them (leading zeros dropped, any case), and beside an id that is not hex
+    alone = id_keys(pa.array(["0" * 20 + "abcdef012345", "F" * 32]))
+    mixed = id_keys(pa.array(["abcdef012345", "not-a-hex-id", "f" * 32, None]))
+    assert list(alone) == [0xABCDEF012345, 2**64 - 1]
+    assert [mixed[0], mixed[2]] == list(alone)
+    assert mixed[1] not in alone
+
+
 def test_fetched_and_recorded_spans_count_once(run, tmp_path):
     folder = tmp_path / "run"
     write_parts(folder, run.spans, by_time(run.spans), parts=3, rg=10_000)
