@@ -32,8 +32,9 @@ def run_health(meta: Mapping[str, Any], *, now_ns: int | None = None) -> dict[st
             status = "cut short"
             reasons.insert(0, f"the run was cut short: its last heartbeat was at {_utc(beat)}")
     events = [e for e in meta.get("events") or [] if isinstance(e, Mapping)]
-    for e in events:
-        if e.get("kind") == "mesh_child_exited" and e.get("telemetry"):
+    for e in events:  # runs before telemetry children failed the run: said here only
+        said = any(f"{e.get('child')} exited" in r for r in reasons)
+        if e.get("kind") == "mesh_child_exited" and e.get("telemetry") and not said:
             reasons.append(f"telemetry: the embedded mesh's {e.get('child')} exited at step "
                            f"{e.get('step')}; its data is missing from then on")  # fmt: skip
     requests = meta.get("requests") or {}
@@ -41,7 +42,7 @@ def run_health(meta: Mapping[str, Any], *, now_ns: int | None = None) -> dict[st
     if isinstance(disk, int) and isinstance(counted, int) and disk != counted:
         reasons.append(f"{disk:,} request records on disk, Locust counted {counted:,}")
         reasons += [
-            f"{w}: {r['on_disk']:,} on disk, Locust counted {r['locust']:,}"
+            f"{w}: {r['on_disk']:,} on disk, Locust counted {r['locust']:,}{_why(r)}"
             for w, r in sorted((requests.get("by_worker") or {}).items())
             if isinstance(r, Mapping) and isinstance(r.get("locust"), int)
             and r.get("on_disk") != r["locust"]
@@ -66,6 +67,19 @@ def run_health(meta: Mapping[str, Any], *, now_ns: int | None = None) -> dict[st
         "requests": dict(requests) if isinstance(requests, Mapping) else None,
         "line": line,
     }
+
+
+def _why(worker: Mapping[str, Any]) -> str:
+    """Why a lost worker's records and Locust's count of it differ: Locust counts a worker's
+    requests in its stats reports (every 3 s), so the requests after its last report are on
+    disk and not counted; its records land in order, so what Locust counted beyond what
+    landed was lost."""
+    if worker.get("closed") is not False:
+        return ""
+    beyond = int(worker.get("on_disk") or 0) - int(worker["locust"])
+    if beyond > 0:
+        return f" (lost: its last {beyond:,} landed after its last stats report)"
+    return f" (lost: {-beyond:,} that Locust counted never landed)"
 
 
 def _master_gone(meta: Mapping[str, Any]) -> bool:

@@ -2,10 +2,11 @@
 the precision the steps will reach at the request rate of the first seconds.
 
 A child of the embedded mesh that exits is reported at once, in one line with the tail of its
-log and as a `mesh_child_exited` event. A child that carries traffic or weight changes (Envoy,
-the simulated Boutique, the control plane) ends the run, not measured as planned (exit code 4),
-unless --keep-going; a telemetry child (trace store, scraper, Prometheus) costs telemetry only:
-reported, and the run goes on. Every few seconds run.json gets `updated_ns`, so a run killed
+log and as a `mesh_child_exited` event, and the run is not measured as planned (exit code 4). A
+child that carries traffic or weight changes (Envoy, the simulated Boutique, the control plane)
+ends the run unless --keep-going; a telemetry child (trace store, scraper, Prometheus) does not
+stop the load (what it kept is kept, what it would have recorded from then on is missing), and
+the run goes on to its end. Every few seconds run.json gets `updated_ns`, so a run killed
 outright (SIGKILL) is known to have been cut short, and when.
 """
 
@@ -77,13 +78,15 @@ class Watch:
                    "step": step})  # fmt: skip
         what = f"the embedded mesh's {child.name} exited (code {code}) at step {step}"
         if telemetry:
-            sys.stderr.write(f"meshload: {what}; its telemetry is missing from then on\n")
-            return
+            what += "; its telemetry is missing from then on"
         run.outcome.fail(what)
-        then = "going on (--keep-going)" if self.keep_going else "ending the run"
+        if telemetry:
+            then = "the load goes on"
+        else:
+            then = "going on (--keep-going)" if self.keep_going else "ending the run"
         log = f" (its log ends: {tail})" if tail else ""
         sys.stderr.write(f"meshload: {what}{log}; {then}\n")
-        if not self.keep_going:
+        if not telemetry and not self.keep_going:
             run.end(what)
 
 

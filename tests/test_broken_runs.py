@@ -14,13 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from analysis.report import build_report
+from loadgen.watch import HEARTBEAT_S
+from meshsim.tracestore.recording import DEFAULT_FLUSH_S as FLUSH_S
 from tests.support import local_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,7 +111,7 @@ def assert_counted(info: dict[str, Any]) -> None:
     assert req["lost"] == 0 and req["rows"] == req["locust"] > 0, req
 
 
-@pytest.mark.parametrize("child", ["envoy", "workloads"])
+@pytest.mark.parametrize("child", ["envoy", "workloads", "controlplane"])
 def test_a_dead_traffic_process_ends_the_run_with_4(tmp_path: Path, child: str) -> None:
     run = Run(tmp_path)
     pid = run.in_step(1)["mesh_pids"][child]
@@ -127,22 +131,31 @@ def test_a_dead_traffic_process_ends_the_run_with_4(tmp_path: Path, child: str) 
     assert "Traceback" not in run.err
 
 
-def test_a_dead_trace_store_costs_telemetry_only_and_keeps_its_spans(tmp_path: Path) -> None:
+def test_a_dead_trace_store_fails_the_run_but_not_the_load_and_keeps_its_spans(
+    tmp_path: Path,
+) -> None:
     run = Run(tmp_path)
     info = run.in_step(1)
     run.wait_for(lambda i: any((run.folder / "spans").glob("*.parquet")))
+    stats = f"{info['telemetry']['jaeger_url']}/_meshload/stats"
+    received = json.loads(urllib.request.urlopen(stats, timeout=5).read())["received_spans"]
+    time.sleep(FLUSH_S + 1.0)  # the spans received by then are in the folder's parts
     os.kill(info["mesh_pids"]["tracestore"], signal.SIGKILL)
-    assert run.finish() == 0, "telemetry trouble never stops a load test"
-    assert run.lines("the embedded mesh's tracestore exited (code -9) at step 1; its telemetry")
+    assert run.finish() == 4, "a dead mesh child: not measured as planned"
+    said = run.lines("the embedded mesh's tracestore exited (code -9) at step 1; its telemetry")
+    assert len(said) == 2 and said[0].endswith("; the load goes on"), said  # at once, then last
+    assert run.last_line().startswith("meshload: exit 4 (not measured as planned): failed: ")
     info = run.info()
-    assert info["status"] == "completed"
-    assert_counted(info)
+    assert info["status"] == "failed" and "tracestore exited" in info["failure"][0]
+    assert any(e["kind"] == "weights" and e["step"] == 2 for e in info["events"]), "to its end"
+    assert_counted(info)  # the load went on to the plan's end, every record kept
     summary = reported(run.folder)
-    assert summary["run_health"]["ok"]
-    assert any("tracestore exited" in r for r in summary["run_health"]["reasons"])
+    assert summary["run_health"]["line"].startswith("NOT MEASURED AS PLANNED: the embedded")
+    assert sum("tracestore exited" in r for r in summary["run_health"]["reasons"]) == 1
     notes = " ".join(summary["notes"])
     assert "the trace store stopped before the run ended" in notes and "--jaeger-url" not in notes
-    assert summary["consistency"]["trace_coverage"] > 0, "the spans before the kill are kept"
+    kept = sum(pq.read_metadata(p).num_rows for p in (run.folder / "spans").glob("*.parquet"))
+    assert kept >= received > 0, "every span the store had before the kill is kept"
 
 
 def test_a_dead_control_plane_fails_the_next_weight_change(tmp_path: Path) -> None:
@@ -152,18 +165,29 @@ def test_a_dead_control_plane_fails_the_next_weight_change(tmp_path: Path) -> No
     info = run.info()
     failed = [e for e in info["events"] if e["kind"] == "weights_failed"]
     assert failed and failed[0]["step"] == 1 and "unreachable" in failed[0]["reason"]
+    assert info["status"] == "failed" and info["exit_code"] == 4
     assert "step 1: weight change failed" in "; ".join(info["failure"])
     assert run.lines("going on (--keep-going)")
+    last = run.last_line()
+    assert last.startswith("meshload: exit 4 (not measured as planned): failed: ") and (
+        "step 1: weight change failed" in last
+    )
+    assert "Traceback" not in run.err
     split = {s["step"]: s for s in reported(run.folder)["split"]}
     assert split[1]["applied"] is False and split[1]["reason"].startswith("not applied: ")
     assert_counted(info)
 
 
+# Ctrl-C in a terminal reaches the whole foreground process group; `kill` and Kubernetes send
+# SIGTERM to the process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_end_the_run_in_order_with_130(tmp_path: Path, signum: int) -> None:
     run = Run(tmp_path)
     run.in_step(1)
-    run.proc.send_signal(signum)
+    if signum == signal.SIGINT:
+        os.killpg(run.proc.pid, signum)
+    else:
+        run.proc.send_signal(signum)
     assert run.finish() == 130
     name = signal.Signals(signum).name
     assert run.lines(f"meshload: {name}: ending the run; what was measured is kept")
@@ -178,10 +202,14 @@ def test_ctrl_c_and_sigterm_end_the_run_in_order_with_130(tmp_path: Path, signum
 def test_a_killed_locust_leaves_a_run_the_report_calls_cut_short(tmp_path: Path) -> None:
     run = Run(tmp_path)
     before = run.in_step(1)
+    time.sleep(HEARTBEAT_S + 1.5)  # a heartbeat after the first one
+    killed_ns = time.time_ns()
     os.killpg(run.proc.pid, signal.SIGKILL)
     run.finish()
     info = run.info()
-    assert info["status"] == "running" and info["updated_ns"] >= before["started_ns"]
+    beat = info["updated_ns"]
+    assert info["status"] == "running"
+    assert before["started_ns"] + HEARTBEAT_S * 1e9 <= beat <= killed_ns, "the heartbeat goes on"
     pids = before["mesh_pids"].values()
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
@@ -194,7 +222,10 @@ def test_a_killed_locust_leaves_a_run_the_report_calls_cut_short(tmp_path: Path)
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0].startswith("CUT SHORT: the run did not finish")
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("CUT SHORT: the run did not finish")
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(beat / 1e9))
+    assert f"the run was cut short: its last heartbeat was at {at}" in first
 
 
 def test_a_lost_worker_is_counted_and_fails_the_run(tmp_path: Path) -> None:
@@ -207,12 +238,26 @@ def test_a_lost_worker_is_counted_and_fails_the_run(tmp_path: Path) -> None:
     info = run.info()
     lost = [f for f in info["failure"] if f.startswith("worker(s) lost: ")]
     assert lost, info["failure"]
-    by_worker = info["requests"]["by_worker"]
-    gone = [w for w, r in by_worker.items() if not r["closed"]]
-    assert len(gone) == 1 and by_worker[gone[0]]["on_disk"] > 0
+    assert info["status"] == "failed" and info["exit_code"] == 4
+    req = info["requests"]
+    by_worker = req["by_worker"]
+    [gone] = [w for w, r in by_worker.items() if not r["closed"]]
+    lost = by_worker[gone]
+    parts = {w: sum(pq.read_metadata(p).num_rows for p in run.folder.glob(f"requests/{w}-*"))
+             for w in by_worker}  # fmt: skip
+    assert req["rows"] == sum(parts.values()) and lost["on_disk"] == parts[gone] > 0
+    # Locust counts a worker's requests at its stats reports: a lost one's last were not
+    assert lost["missing"] == max(lost["locust"] - lost["on_disk"], 0)
     alive = next(r for w, r in by_worker.items() if r["closed"])
     assert alive["on_disk"] == alive["written"] == alive["locust"] > 0
-    assert "lost" in reported(run.folder)["run_health"]["line"]
+    last = run.last_line()
+    assert last.startswith("meshload: exit 4 (not measured as planned): failed: ")
+    assert f"worker(s) lost: {gone}; {lost['on_disk']:,} of their records reached the" in last
+    assert f"{req['rows']:,} requests on disk" in last
+    line = reported(run.folder)["run_health"]["line"]
+    said = f"{gone}: {lost['on_disk']:,} on disk, Locust counted {lost['locust']:,} (lost: "
+    assert said in line or lost["on_disk"] == lost["locust"], line
+    assert "Traceback" not in run.err
 
 
 def test_a_run_folder_unwritable_for_a_while_loses_nothing(tmp_path: Path) -> None:
@@ -232,6 +277,10 @@ def test_a_run_folder_unwritable_for_a_while_loses_nothing(tmp_path: Path) -> No
         assert len(run.lines("cannot write request records")) == 1
         assert run.lines("request records written to")
         info = run.info()
+        rows = info["requests"]["rows"]
+        assert run.last_line() == (
+            f"meshload: exit 0 (measured): completed; {rows:,} requests on disk = Locust's count"
+        )
         assert info["status"] == "completed"
         assert_counted(info)
         assert reported(run.folder)["run_health"]["ok"]

@@ -64,3 +64,23 @@ def test_a_run_whose_master_process_is_gone_was_cut_short_at_once() -> None:
     assert run_health(alive, now_ns=NOW)["status"] == "running"
     elsewhere = {**gone, "master": {"host": here + "-other", "pid": 2**22 + 7}}
     assert run_health(elsewhere, now_ns=NOW)["status"] == "running"
+
+
+def test_a_lost_workers_records_are_reconciled_with_what_locust_could_count() -> None:
+    workers = {
+        "worker0": {"on_disk": 400, "locust": 400, "closed": True},
+        "worker1": {"on_disk": 130, "locust": 71, "closed": False},  # its last report, stale
+        "worker2": {"on_disk": 50, "locust": 58, "closed": False},  # its last part never came
+    }
+    meta = {"status": "failed", "failure": ["worker(s) lost: worker1, worker2"],
+            "requests": {"rows": 580, "locust": 529, "by_worker": workers}}  # fmt: skip
+    reasons = run_health(meta, now_ns=NOW)["reasons"]
+    assert (
+        "worker1: 130 on disk, Locust counted 71 (lost: its last 59 landed after its last "
+        "stats report)" in reasons
+    )
+    assert (
+        "worker2: 50 on disk, Locust counted 58 (lost: 8 that Locust counted never landed)"
+        in reasons
+    )
+    assert not any(r.startswith("worker0") for r in reasons)
