@@ -114,7 +114,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from meshsim.apply import apply_resources, wait_applied
+    from meshsim.apply import apply_resources, not_applied, wait_applied
     from meshsim.resources import load_manifests
 
     state = state_file()
@@ -124,6 +124,7 @@ def run_apply(args: argparse.Namespace) -> int:
     resources = load_manifests(args.path)
     warnings, resource_version = apply_resources(info["kubeconfig"], resources)
     wait_applied(Path(info["applied_file"]), resource_version)
+    warnings += not_applied(args.path)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     for r in resources:

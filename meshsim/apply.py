@@ -14,13 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from meshcore.errors import BackendError, ManifestError
-from meshsim.resources import Resource
+from meshsim.resources import Resource, unsimulated_objects
 
 # Classes before their gateways, subsets before the routes that name them, gateways and grants
 # before the routes bound to them.
 ORDER = {"GatewayClass": 0, "Gateway": 1, "ReferenceGrant": 1, "DestinationRule": 2}
 ROUTES = 3  # VirtualService, HTTPRoute
 SOURCE_ANNOTATION = "meshload.io/source"
+
+
+def not_applied(path: str | Path) -> list[str]:
+    """A warning for each object of `path` that `apply_resources` leaves out: kinds the embedded
+    mesh stores but does not route by (`resources.unsimulated_objects`)."""
+    return [
+        f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}: not applied (only "
+        f"the kinds the embedded mesh routes by are); `kubectl apply -f {path}` stores it"
+        for o in unsimulated_objects(path)
+    ]
 
 
 def apply_resources(kubeconfig: str | Path, resources: Sequence[Resource]) -> tuple[list[str], int]:

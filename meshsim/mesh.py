@@ -23,9 +23,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from meshcore.errors import BackendError, ConfigError
-from meshsim.apply import apply_resources, wait_applied
+from meshsim.apply import apply_resources, not_applied, wait_applied
 from meshsim.boutique.hops import INGRESS
 from meshsim.cluster_objects import core_objects
 from meshsim.gateway import Gateway, check_replicas
@@ -35,7 +36,7 @@ from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, start_tracestore, wait_for_json
 from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
 from meshsim.pusher import Replica
-from meshsim.resources import Resource, load_manifests
+from meshsim.resources import Resource, load_manifests, unsimulated_objects
 from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
 from meshsim.telemetry.scrape_files import wait_scraper_rounds, write_targets
 from meshsim.translate import build_snapshot
@@ -99,6 +100,7 @@ class Mesh:
         self.gateway: Gateway | None = None
         self.api_url: str | None = None
         self.warnings: list[str] = []
+        self._unsimulated: list[dict[str, Any]] = []  # stored by the API, not simulated
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Mesh:
@@ -137,6 +139,7 @@ class Mesh:
                 raise ConfigError(f"{DEFAULT_MANIFESTS} not found; pass --manifests PATH")
             source = DEFAULT_MANIFESTS
         if isinstance(source, str | Path):
+            self._unsimulated = unsimulated_objects(source, self.spec.namespace)
             return load_manifests(source, self.spec.namespace)
         return list(source)
 
@@ -157,19 +160,10 @@ class Mesh:
                 "--trace-sampling",
                 str(min(max(self.trace_sampling / 100.0, 0.0), 1.0)),
             ]
+        args = ["--spec", str(self.spec_path), "--ports-file", str(ports_file)]
+        args += ["--seed", str(self.seed), *telemetry]
         child = Child(
-            "workloads",
-            python_module(
-                "meshsim.boutique",
-                "--spec",
-                str(self.spec_path),
-                "--ports-file",
-                str(ports_file),
-                "--seed",
-                str(self.seed),
-                *telemetry,
-            ),
-            self.workdir / "workloads.log",
+            "workloads", python_module("meshsim.boutique", *args), self.workdir / "workloads.log"
         )
         self.children.append(child)
         published = wait_for_json(ports_file, child)
@@ -223,19 +217,10 @@ class Mesh:
         if self.scraper is None:
             targets_file = self.workdir / "scrape-targets.json"
             write_targets(targets_file, self.metrics_targets)
-            self.scraper = Child(
-                "scraper",
-                python_module(
-                    "meshsim.telemetry.scrape",
-                    "--targets",
-                    str(targets_file),
-                    "--out-dir",
-                    str(self.run_folder),
-                    "--status-file",
-                    str(self._scraper_status),
-                ),
-                self.workdir / "scraper.log",
-            )
+            args = ["--targets", str(targets_file), "--out-dir", str(self.run_folder)]
+            args += ["--status-file", str(self._scraper_status)]
+            scrape = python_module("meshsim.telemetry.scrape", *args)
+            self.scraper = Child("scraper", scrape, self.workdir / "scraper.log")
 
     def stop_recording(self) -> None:
         """Flush and close both recordings: the trace store writes what it holds (after the
@@ -279,7 +264,7 @@ class Mesh:
                 }
                 for e in endpoints
             ],
-            "objects": with_istio_class([r.to_object() for r in resources]),
+            "objects": with_istio_class([r.to_object() for r in resources]) + self._unsimulated,
             "core_objects": core_objects(
                 endpoints,
                 gateway_port=self.gateway.port,
@@ -384,12 +369,12 @@ class Mesh:
         A refused set raises ManifestError and leaves the mesh as it was. With `wait`, returns
         once every gateway replica serves the change (a skewed one after its skew).
         """
-        resources = (
-            load_manifests(manifests, self.spec.namespace)
-            if isinstance(manifests, str | Path)
-            else list(manifests)
-        )
+        if isinstance(manifests, str | Path):
+            resources, skipped = load_manifests(manifests, self.spec.namespace), manifests
+        else:
+            resources, skipped = list(manifests), None
         warnings, resource_version = apply_resources(self.kubeconfig, resources)
+        warnings += not_applied(skipped) if skipped is not None else []
         if wait:
             wait_applied(self.applied_file, resource_version)
         return warnings

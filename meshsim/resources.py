@@ -206,20 +206,50 @@ def from_object(
 def parse_documents(text: str, source: str, default_namespace: str = "default") -> list[Resource]:
     """All routing resources of a multi-document text (`kind: List` expanded), in order; a text
     that starts with `{` is read as a stream of JSON objects, as kubectl reads it."""
-    if text.lstrip().startswith("{"):
-        docs = _json_documents(text, source)
-    else:
-        try:
-            docs = load_yaml_documents(text, source)
-        except YamlError as exc:
-            problem = f"{exc.problem}; fix the YAML syntax"
-            raise ManifestError(source, "document", exc.where, problem) from None
     return [
         r
-        for n, doc in enumerate(docs, start=1)
+        for n, doc in enumerate(_documents(text, source), start=1)
         for r in _resources([doc], source, default_namespace, n)
         if r is not None
     ]
+
+
+def _documents(text: str, source: str) -> list[Any]:
+    if text.lstrip().startswith("{"):
+        return _json_documents(text, source)
+    try:
+        return load_yaml_documents(text, source)
+    except YamlError as exc:
+        problem = f"{exc.problem}; fix the YAML syntax"
+        raise ManifestError(source, "document", exc.where, problem) from None
+
+
+def unsimulated_objects(
+    path: str | Path, default_namespace: str = "default"
+) -> list[dict[str, Any]]:
+    """The objects of kinds the embedded mesh stores but does not simulate (`NOT_SIMULATED`) in
+    a manifest file or folder, as the Kubernetes API holds them (the later copy of a repeated
+    one winning), so `mesh up` serves them as a cluster would after `kubectl apply`."""
+    found: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for f in manifest_files(path):
+        for doc in _expanded(_documents(f.read_text(encoding="utf-8"), str(f))):
+            group = str(doc.get("apiVersion", "")).rpartition("/")[0]
+            meta = dict(doc.get("metadata") or {})
+            if (group, str(doc.get("kind"))) not in NOT_SIMULATED or not meta.get("name"):
+                continue
+            meta["namespace"] = str(meta.get("namespace") or default_namespace)
+            key = (group, str(doc["kind"]), meta["namespace"], str(meta["name"]))
+            found.pop(key, None)
+            found[key] = {**doc, "metadata": meta}
+    return list(found.values())
+
+
+def _expanded(docs: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List":
+            yield from _expanded(doc.get("items") or [])
+        elif isinstance(doc, dict):
+            yield doc
 
 
 def _json_documents(text: str, source: str) -> list[Any]:

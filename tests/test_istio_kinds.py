@@ -245,8 +245,17 @@ def test_the_embedded_mesh_starts_on_online_boutiques_manifests_unchanged(manife
     from meshsim.mesh import Mesh
     from tests.support import hammer
 
-    with Mesh(manifests=BOUTIQUE / manifests) as mesh:
+    with Mesh(manifests=BOUTIQUE / manifests, prometheus=False) as mesh:
         tally = hammer(mesh.gateway_url + "/", 20, header="x-workload")
+        # stored though not simulated, as a cluster holds them after `kubectl apply`
+        assert mesh.api_url is not None
+        code, out = kubectl_runner(mesh.api_url, Path(mesh.workdir))(
+            "get", "serviceentries", "-o", "name"
+        )
+        skipped = mesh.apply(BOUTIQUE / manifests)
+    entries = 2  # both forms: the two egress ServiceEntries
+    assert code == 0 and len(out.split()) == entries, out
+    assert len([w for w in skipped if "ServiceEntry" in w and "kubectl apply -f" in w]) == entries
     # frontend-ingress routes "*" through frontend-gateway to the frontend Service (no subsets):
     # no 404; frontend-v2 answers 0.5 % with a 500 (the default spec), so at most 2 of 20
     # (a third: under 1 run in 5,000).

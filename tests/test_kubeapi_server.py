@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import stat
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from kubernetes import client, config, watch
 from meshcore.errors import ManifestError
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from tests.kubeapi_thread import ThreadedServer, serve_in_thread
+from tests.support import kubectl_runner
 
 pytestmark = pytest.mark.integration
 
@@ -330,21 +328,13 @@ def test_core_resources_for_preflight(server: Any, api: client.ApiClient) -> Non
     assert err.value.status == 405
 
 
-KUBECTL = shutil.which("kubectl")
-
-
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
-def test_kubectl_apply_get_and_merge_patch(server: Any, kubeconfig: Path, tmp_path: Path) -> None:
-    assert KUBECTL is not None
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    base = [KUBECTL, "--cache-dir", str(tmp_path / "cache"), "--request-timeout", "10s"]
+def test_kubectl_apply_get_and_merge_patch(server: Any, tmp_path: Path) -> None:
+    kubectl = kubectl_runner(server[0].url, tmp_path)  # fails, not skips, without kubectl
 
     def run(*args: str, ok: bool = True) -> str:
-        done = subprocess.run(
-            [*base, *args], env=env, capture_output=True, text=True, timeout=30, check=False
-        )
-        assert (done.returncode == 0) == ok, done.stderr
-        return done.stdout + done.stderr
+        code, out = kubectl(*args)
+        assert (code == 0) == ok, out
+        return out
 
     vs = manifests()["VirtualService"]
     vs["metadata"]["name"] = "kc"
