@@ -29,8 +29,9 @@ from benchmarks.throughput import (
     _bench_spec,
     _route,
     kubernetes_options,
-    locust_rps,
+    mean_rates,
     ratio,
+    served_rps,
 )
 from meshsim.mesh import Mesh
 from meshsim.prometheus import free_port
@@ -106,15 +107,14 @@ def run_throughput(mesh: Mesh, work: Path) -> dict[str, Any]:
     plains, canaries = [], []
     for _ in range(2):  # interleaved, so warm-up and drift hit both
         _route(mesh)
-        plains.append(locust_rps("plain.py", mesh.gateway_url, work, *processes_args(WORKERS)))
+        plains.append(served_rps(mesh, "plain.py", work, *processes_args(WORKERS)))
         canaries.append(
-            locust_rps(
-                "meshload_canary.py", mesh.gateway_url, work, *kube, *processes_args(WORKERS)
-            )
+            served_rps(mesh, "meshload_canary.py", work, *kube, *processes_args(WORKERS))
         )
-    plain, canary = sum(plains) / 2, sum(canaries) / 2
+    plain, canary = mean_rates(plains), mean_rates(canaries)
     what = f"canary scenario vs plain FastHttpUser, {WORKERS} workers each, same gateway"
-    return ratio("P5-throughput", what, ("canary_rps", canary), ("plain_rps", plain), 0.9)
+    return ratio("P5-throughput", what + " (gateway-counted)", ("canary", canary),
+                 ("plain", plain), 0.9)  # fmt: skip
 
 
 _cache: dict[str, dict[str, Any]] = {}

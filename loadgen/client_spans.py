@@ -73,10 +73,8 @@ def flush(timeout_ms: int = 5000) -> None:
 def start(tracer: Any, name: str, method: str, path: str) -> Any:
     from opentelemetry.trace import SpanKind
 
-    span = tracer.start_span(name, kind=SpanKind.CLIENT)
-    span.set_attribute("http.request.method", method)
-    span.set_attribute("url.path", path)
-    return span
+    attributes = {"http.request.method": method, "url.path": path}
+    return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
 def trace_ids(span: Any) -> tuple[str, str, bool]:
@@ -87,11 +85,10 @@ def trace_ids(span: Any) -> tuple[str, str, bool]:
 
 def end(span: Any, response: Any, attributes: dict[str, Any]) -> None:
     status = getattr(response, "status_code", None)
+    told = {f"meshload.{key}": value for key, value in attributes.items() if value is not None}
     if status:
-        span.set_attribute("http.response.status_code", int(status))
-    for key, value in attributes.items():
-        if value is not None:
-            span.set_attribute(f"meshload.{key}", value)
+        told["http.response.status_code"] = int(status)
+    span.set_attributes(told)  # one call: the SDK takes its lock once
     if not status or int(status) >= 500:
         from opentelemetry.trace import Status, StatusCode
 
