@@ -147,12 +147,18 @@ def block_keys(source: SpanFiles, blocks: Sequence[int]) -> list[np.ndarray]:
         block = source.blocks[b]
         try:
             ids = _file(block.path).read_row_group(block.row_group, columns=["trace_id"])
-            keys = np.sort(id_keys(ids.column("trace_id")))  # np.unique: 8x slower here
-            out.append(keys[np.concatenate(([True], keys[1:] != keys[:-1]))])
+            # a trace's spans mostly lie together: fewer keys to sort once each run is one
+            ordered = np.sort(_runs(id_keys(ids.column("trace_id"))))  # np.unique: 8x slower
+            out.append(_runs(ordered))
         except (OSError, pa.ArrowException, KeyError) as exc:
             source.unreadable(block.path, exc)
             out.append(np.empty(0, dtype=np.uint64))
     return out
+
+
+def _runs(keys: np.ndarray) -> np.ndarray:
+    """The first key of each run of equal keys."""
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
 
 
 def trace_ends(per_block: Sequence[np.ndarray]) -> TraceEnds:
