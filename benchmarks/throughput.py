@@ -7,10 +7,10 @@ P2: the embedded mesh end to end (simulated Boutique, 100 % trace sampling) agai
     the same Envoy -> a trivial upstream (goal >= 0.6).
 
 Both sides of a ratio are counted in one unit, by an independent counter: the requests the
-gateway served (Envoy's `http.ingress.downstream_rq_total`, every replica) over the run's own
-seconds. Locust's counts differ by locustfile: the plain one follows a redirect inside one of
-its requests (POST /cart -> GET /cart counts once), meshload's journeys record the follow-up
-as a request of its own; both are kept in the results.
+gateway served per second (Envoy's `http.ingress.downstream_rq_total`, every replica) in the
+same window of each run's steady state. Locust's counts differ by locustfile: the plain one
+follows a redirect inside one of its requests (POST /cart -> GET /cart counts once), meshload's
+journeys record the follow-up as a request of its own; Locust's rates stay in the results.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from meshsim.spec import DEFAULT_SPEC
 HERE = Path(__file__).resolve().parent
 USERS = 50
 SECONDS = 15
+WARM_S = 2.0  # from the load's start to the window's
+WINDOW_S = SECONDS - 5.0  # closes before Locust's run time ends
 ECHO = """
   - name: echo-v1
     service: echo
@@ -55,12 +58,40 @@ def served_rps(
     mesh: Mesh, locustfile: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Rates:
     """A headless Locust run against the mesh's gateway: Locust's own rate (its stats CSV) and
-    the gateway's count of the requests it served over the run's seconds."""
+    the rate at which the gateway served requests in a window of the run's steady state (from
+    WARM_S after the load started, for WINDOW_S; a meshload run's start-up probes are not
+    load), read from Envoy's own counter."""
     admins = [r.admin_url for r in mesh.gateway.replicas] if mesh.gateway else []
-    before = sum(gateway_requests(a) for a in admins)
-    rps, count = locust_rps(locustfile, mesh.gateway_url, workdir, *extra, env=env)
-    served = sum(gateway_requests(a) for a in admins) - before
-    return Rates(rps, served * rps / count if count else 0.0)
+
+    def served() -> int:
+        return sum(gateway_requests(a) for a in admins)
+
+    prefix = workdir / Path(locustfile).stem
+    cmd, run_env = _locust_command(locustfile, mesh.gateway_url, workdir, prefix, extra, env)
+    with open(f"{prefix}.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=run_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        last, deadline = served(), time.monotonic() + SECONDS * 4
+        while True:  # the load has started: the users' first requests, not a probe or two
+            time.sleep(0.25)
+            now = served()
+            if now - last >= USERS:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{locustfile}: no load reached the gateway ({prefix}.log)")
+            last = now
+        time.sleep(WARM_S)
+        first, opened = served(), time.monotonic()
+        time.sleep(WINDOW_S)
+        rate = (served() - first) / (time.monotonic() - opened)
+        proc.wait(timeout=SECONDS * 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{locustfile}: Locust exited {proc.returncode} ({prefix}.log)")
+    return Rates(locust_rps(prefix), rate)
 
 
 def gateway_requests(admin_url: str) -> int:
@@ -74,46 +105,30 @@ def gateway_requests(admin_url: str) -> int:
     return int(found.group(1))
 
 
-def locust_rps(
-    locustfile: str, host: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
-) -> tuple[float, int]:
-    """Requests per second of a headless Locust run and its request count, from its own stats
-    CSV."""
-    prefix = workdir / Path(locustfile).stem
+def _locust_command(
+    locustfile: str,
+    host: str,
+    workdir: Path,
+    prefix: Path,
+    extra: tuple[str, ...],
+    env: dict[str, str] | None,
+) -> tuple[list[str], dict[str, str]]:
     plan = workdir / "plan.yaml"
     plan.write_text(f"steps:\n  - {{weights: {{v1: 50, v2: 50}}, hold_s: {SECONDS}}}\n")
-    env = {**os.environ, "MESHLOAD_PLAN": str(plan), "MESHLOAD_RESULTS_DIR": str(workdir),
-           **(env or {})}  # fmt: skip
-    subprocess.run(
-        [
-            "locust",
-            "-f",
-            str(HERE / "locustfiles" / locustfile),
-            "--headless",
-            "--host",
-            host,
-            "-u",
-            str(USERS),
-            "-r",
-            str(USERS),
-            "-t",
-            f"{SECONDS}s",
-            "--csv",
-            str(prefix),
-            "--exit-code-on-error",
-            "0",
-            "--only-summary",
-            *extra,
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=SECONDS * 10,
-    )
+    run_env = {**os.environ, "MESHLOAD_PLAN": str(plan), "MESHLOAD_RESULTS_DIR": str(workdir),
+               **(env or {})}  # fmt: skip
+    cmd = ["locust", "-f", str(HERE / "locustfiles" / locustfile), "--headless", "--host", host,
+           "-u", str(USERS), "-r", str(USERS), "-t", f"{SECONDS}s", "--csv", str(prefix),
+           "--exit-code-on-error", "0", "--only-summary", *extra]  # fmt: skip
+    return cmd, run_env
+
+
+def locust_rps(prefix: Path) -> float:
+    """Requests per second of a finished headless Locust run, from its own stats CSV (its last
+    snapshot: Locust writes it every second, so it can miss the run's last moments)."""
     with open(f"{prefix}_stats.csv", newline="") as f:
         rows = {r["Name"]: r for r in csv.DictReader(f)}
-    total = rows["Aggregated"]
-    return float(total["Requests/s"]), int(total["Request Count"])
+    return float(rows["Aggregated"]["Requests/s"])
 
 
 def _bench_spec(workdir: Path) -> Path:
