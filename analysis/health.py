@@ -78,8 +78,8 @@ def _why(worker: Mapping[str, Any]) -> str:
         return ""
     beyond = int(worker.get("on_disk") or 0) - int(worker["locust"])
     if beyond > 0:
-        return f" (lost: its last {beyond:,} landed after its last stats report)"
-    return f" (lost: {-beyond:,} that Locust counted never landed)"
+        return f" (a lost worker: its last {beyond:,} landed after its last stats report)"
+    return f" (a lost worker: {-beyond:,} that Locust counted never landed)"
 
 
 def _master_gone(meta: Mapping[str, Any]) -> bool:

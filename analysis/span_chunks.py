@@ -241,7 +241,7 @@ def _read(source: SpanFiles, block: Block) -> pa.Table | None:
 def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A uint64 per trace id: the low 64 bits of its hex value, so ids equal but for case and
     leading zeros (Jaeger drops them) get one key; an id that is not hex, a hash of its
-    normalised text (`analysis.versions.normalised_ids`). Two traces share a key with a chance
+    normalised text (`normalised`). Two traces share a key with a chance
     of 2**-64."""
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     if pa.types.is_dictionary(arr.type):
@@ -250,7 +250,7 @@ def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     keys = _hex_tail(arr)
     if keys is not None:  # ids of one width, as OTLP and Jaeger write them: no string made
         return keys
-    arr = pc.utf8_lpad(pc.utf8_ltrim(pc.utf8_lower(arr), characters="0"), width=32, padding="0")
+    arr = pc.utf8_lpad(normalised(arr), width=32, padding="0")
     keys = _hex_tail(arr)
     if keys is not None:
         return keys
@@ -261,6 +261,11 @@ def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if len(rows):
         keys[rows] = _hex_tail(pc.utf8_slice_codeunits(arr.take(rows), -16))
     return keys
+
+
+def normalised(ids: pa.Array) -> pa.Array:
+    """Trace ids as compared: lower case, leading zeros dropped (as Jaeger drops them)."""
+    return pc.utf8_ltrim(pc.utf8_lower(ids), characters="0")
 
 
 def _hex_tail(arr: pa.Array) -> np.ndarray | None:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from analysis.changepoint import label_codes
 from analysis.hops import parent_rows
-from analysis.span_chunks import id_keys
+from analysis.span_chunks import id_keys, normalised
 
 
 def normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
@@ -28,7 +28,7 @@ def normalised_ids(series: pd.Series, *, unique: bool = False) -> pa.Array:
     arr = pa.array(series.astype("str"), from_pandas=True)
     if unique:
         arr = pc.unique(arr)  # five spans share a trace id: normalise each id once
-    return pc.utf8_ltrim(pc.utf8_lower(arr), characters="0")
+    return normalised(arr)
 
 
 def trace_keys(series: pd.Series) -> np.ndarray:

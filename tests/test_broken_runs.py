@@ -255,7 +255,9 @@ def test_a_lost_worker_is_counted_and_fails_the_run(tmp_path: Path) -> None:
     assert f"worker(s) lost: {gone}; {lost['on_disk']:,} of their records reached the" in last
     assert f"{req['rows']:,} requests on disk" in last
     line = reported(run.folder)["run_health"]["line"]
-    said = f"{gone}: {lost['on_disk']:,} on disk, Locust counted {lost['locust']:,} (lost: "
+    said = (
+        f"{gone}: {lost['on_disk']:,} on disk, Locust counted {lost['locust']:,} (a lost worker: "
+    )
     assert said in line or lost["on_disk"] == lost["locust"], line
     assert "Traceback" not in run.err
 

@@ -76,11 +76,11 @@ def test_a_lost_workers_records_are_reconciled_with_what_locust_could_count() ->
             "requests": {"rows": 580, "locust": 529, "by_worker": workers}}  # fmt: skip
     reasons = run_health(meta, now_ns=NOW)["reasons"]
     assert (
-        "worker1: 130 on disk, Locust counted 71 (lost: its last 59 landed after its last "
+        "worker1: 130 on disk, Locust counted 71 (a lost worker: its last 59 landed after its last "
         "stats report)" in reasons
     )
     assert (
-        "worker2: 50 on disk, Locust counted 58 (lost: 8 that Locust counted never landed)"
+        "worker2: 50 on disk, Locust counted 58 (a lost worker: 8 that Locust counted never landed)"
         in reasons
     )
     assert not any(r.startswith("worker0") for r in reasons)
