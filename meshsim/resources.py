@@ -233,6 +233,8 @@ def unsimulated_objects(
     found: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for f in manifest_files(path):
         for doc in _expanded(_documents(f.read_text(encoding="utf-8"), str(f))):
+            if not isinstance(doc, dict):
+                continue  # load_manifests refuses it
             group = str(doc.get("apiVersion", "")).rpartition("/")[0]
             meta = dict(doc.get("metadata") or {})
             if (group, str(doc.get("kind"))) not in NOT_SIMULATED or not meta.get("name"):
@@ -244,11 +246,12 @@ def unsimulated_objects(
     return list(found.values())
 
 
-def _expanded(docs: Iterable[Any]) -> Iterator[dict[str, Any]]:
+def _expanded(docs: Iterable[Any]) -> Iterator[Any]:
+    """The documents with each `kind: List` replaced by its items, as kubectl reads them."""
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "List":
             yield from _expanded(doc.get("items") or [])
-        elif isinstance(doc, dict):
+        else:
             yield doc
 
 
@@ -277,11 +280,8 @@ def _skip_blank(text: str, pos: int) -> int:
 def _resources(
     docs: Iterable[Any], source: str, ns: str, document: int
 ) -> Iterator[Resource | None]:
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "List":
-            yield from _resources(doc.get("items") or [], source, ns, document)
-        else:
-            yield from_object(doc, source, ns, document)
+    for doc in _expanded(docs):
+        yield from_object(doc, source, ns, document)
 
 
 def manifest_files(path: str | Path) -> list[Path]:
