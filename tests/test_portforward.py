@@ -240,7 +240,8 @@ def test_cli_prints_urls_and_stops_on_ctrl_c(api: tuple[ThreadedServer, Path]) -
     _, kubeconfig = api
     argv = [sys.executable, "-m", "meshload.cli", "port-forward", "--kubeconfig", str(kubeconfig)]
     argv += ["--gateway-port", "0", "--jaeger-port", "0", "--prometheus-port", "0"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a process that does not stop is made to print every thread's stack
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     with subprocess.Popen(
         argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
@@ -259,7 +260,12 @@ def test_cli_prints_urls_and_stops_on_ctrl_c(api: tuple[ThreadedServer, Path]) -
             with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
                 assert conn.recv(1) == b""
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=20)
+            try:
+                _, err = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                _, err = proc.communicate(timeout=10)
+                pytest.fail(f"port-forward still ran 20 s after Ctrl-C; its threads:\n{err}")
         finally:
             if proc.poll() is None:
                 proc.kill()
