@@ -43,6 +43,11 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU time of a process and all its descendants alive now (0 once all are gone)."""
+    return sum(cpu_s(p) or 0.0 for p in [pid, *descendants(pid)])
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants now (0 once all are gone)."""
     return sum(rss_mb(p) or 0.0 for p in [pid, *descendants(pid)])

@@ -8,7 +8,10 @@ P2: the embedded mesh end to end (simulated Boutique, 100 % trace sampling) agai
 
 Both sides of a ratio are counted in one unit, by an independent counter: the requests the
 gateway served per second (Envoy's `http.ingress.downstream_rq_total`, every replica) in the
-same window of each run's steady state. Locust's counts differ by locustfile: the plain one
+same window of each run's steady state. Over that window each process's CPU time (Locust's
+and each of the mesh's, with their children) is divided by the requests served: µs of CPU per
+request, where a side's cost shows whatever the machine's load (on these 2 cores every process
+shares the CPU, so the rates follow the sum). Locust's counts differ by locustfile: the plain one
 follows a redirect inside one of its requests (POST /cart -> GET /cart counts once), meshload's
 journeys record the follow-up as a request of its own; Locust's rates stay in the results.
 """
@@ -23,10 +26,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.procfs import tree_cpu_s
 from meshsim.mesh import DEFAULT_MANIFESTS, Mesh
 from meshsim.resources import load_manifests
 from meshsim.spec import DEFAULT_SPEC
@@ -36,6 +40,7 @@ USERS = 50
 SECONDS = 15
 WARM_S = 2.0  # from the load's start to the window's
 WINDOW_S = SECONDS - 5.0  # closes before Locust's run time ends
+NO_SPANS = {"OTEL_SDK_DISABLED": "true"}
 ECHO = """
   - name: echo-v1
     service: echo
@@ -48,10 +53,12 @@ ECHO = """
 
 @dataclass(frozen=True)
 class Rates:
-    """One headless run: Locust's requests per second and the gateway's, over the same time."""
+    """One headless run: Locust's requests per second and the gateway's, over the same time,
+    and per process (Locust, each of the mesh's) its µs of CPU per request the gateway served."""
 
     locust_rps: float
     gateway_rps: float
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 def served_rps(
@@ -81,9 +88,15 @@ def served_rps(
                 raise RuntimeError(f"{locustfile}: no load reached the gateway ({prefix}.log)")
             last = now
         time.sleep(WARM_S)
-        first, opened = served(), time.monotonic()
+        cpu_before, first, opened = cpu_by_process(mesh, proc.pid), served(), time.monotonic()
         time.sleep(WINDOW_S)
-        rate = (served() - first) / (time.monotonic() - opened)
+        cpu_after, done, closed = cpu_by_process(mesh, proc.pid), served(), time.monotonic()
+        rate = (done - first) / (closed - opened)
+        cpu_us = {
+            name: round((cpu_after[name] - cpu_before[name]) / max(done - first, 1) * 1e6, 1)
+            for name in cpu_after
+            if name in cpu_before
+        }
         proc.wait(timeout=SECONDS * 10)
     finally:
         if proc.poll() is None:
@@ -91,7 +104,13 @@ def served_rps(
             proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"{locustfile}: Locust exited {proc.returncode} ({prefix}.log)")
-    return Rates(locust_rps(prefix), rate)
+    return Rates(locust_rps(prefix), rate, cpu_us)
+
+
+def cpu_by_process(mesh: Mesh, locust_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the Locust run and of each of the mesh's processes (by its name),
+    each with its children."""
+    return {"locust": tree_cpu_s(locust_pid)} | {c.name: tree_cpu_s(c.pid) for c in mesh.children}
 
 
 def gateway_requests(admin_url: str) -> int:
@@ -172,26 +191,35 @@ def run_pair() -> dict[str, dict[str, Any]]:
             kube = kubernetes_options(mesh)
             # the canary makes its client spans too, exported to the mesh's trace store
             spans = {"OTEL_EXPORTER_OTLP_ENDPOINT": str(mesh.jaeger_url)}
-            # Interleaved twice, both at the same 50/50 split, so warm-up and drift hit both.
-            plains, canaries = [], []
+            # Interleaved twice, all at the same 50/50 split, so warm-up and drift hit each; the
+            # canary without client spans shows what they cost.
+            plains, canaries, spanless = [], [], []
             for _ in range(2):
                 _route(mesh)
                 plains.append(served_rps(mesh, "plain.py", work))
                 canaries.append(served_rps(mesh, "meshload_canary.py", work, *kube, env=spans))
-            plain, canary = mean_rates(plains), mean_rates(canaries)
+                spanless.append(served_rps(mesh, "meshload_canary.py", work, *kube, env=NO_SPANS))
+            plain, canary, without = mean_rates(plains), mean_rates(canaries), mean_rates(spanless)
             _route(mesh, [{"route": [{"destination": {"host": "echo"}}]}])
             trivial = served_rps(mesh, "trivial.py", work)
+    p1 = ratio("P1", "canary scenario vs plain FastHttpUser, same gateway (gateway-counted)",
+               ("canary", canary), ("plain", plain), 0.9)  # fmt: skip
+    p1["canary_without_client_spans_rps"] = round(without.gateway_rps, 1)
+    p1["canary_without_client_spans_cpu_us_per_request"] = without.cpu_us
     return {
-        "P1": ratio("P1", "canary scenario vs plain FastHttpUser, same gateway (gateway-counted)",
-                    ("canary", canary), ("plain", plain), 0.9),
+        "P1": p1,
         "P2": ratio("P2", "embedded Boutique end to end vs the same Envoy -> trivial upstream "
                     "(gateway-counted)", ("boutique", plain), ("trivial", trivial), 0.6),
     }  # fmt: skip
 
 
 def mean_rates(runs: list[Rates]) -> Rates:
+    """The runs' mean rates and, per process every run measured, the mean µs per request."""
+    names = set.intersection(*(set(r.cpu_us) for r in runs)) if runs else set()
     return Rates(
-        sum(r.locust_rps for r in runs) / len(runs), sum(r.gateway_rps for r in runs) / len(runs)
+        sum(r.locust_rps for r in runs) / len(runs),
+        sum(r.gateway_rps for r in runs) / len(runs),
+        {n: round(sum(r.cpu_us[n] for r in runs) / len(runs), 1) for n in sorted(names)},
     )
 
 
@@ -210,6 +238,8 @@ def ratio(
         f"{top[0]}_locust_rps": round(top[1].locust_rps, 1),
         f"{bottom[0]}_locust_rps": round(bottom[1].locust_rps, 1),
         "locust_ratio": round(top[1].locust_rps / bottom[1].locust_rps, 3),
+        f"{top[0]}_cpu_us_per_request": top[1].cpu_us,
+        f"{bottom[0]}_cpu_us_per_request": bottom[1].cpu_us,
         "goal": f"ratio >= {goal}",
         "met": value >= goal,
     }

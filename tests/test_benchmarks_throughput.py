@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from benchmarks.throughput import gateway_requests
+from benchmarks.throughput import Rates, gateway_requests, mean_rates
 from meshsim.mesh import Mesh
 
 pytestmark = pytest.mark.integration
@@ -37,3 +37,13 @@ def test_the_gateway_counts_every_request_it_served_a_followed_redirect_twice() 
         answer.value.close()
         assert answer.value.code == 302
         assert gateway_requests(admin) - before == 7 + 2 + 1
+
+
+def test_mean_rates_average_each_process_that_every_run_measured() -> None:
+    runs = [
+        Rates(100.0, 110.0, {"locust": 400.0, "frontend": 300.0}),
+        Rates(200.0, 210.0, {"locust": 600.0}),
+    ]
+    mean = mean_rates(runs)
+    assert (mean.locust_rps, mean.gateway_rps) == (150.0, 160.0)
+    assert mean.cpu_us == {"locust": 500.0}  # one run did not see the frontend: no mean of it
