@@ -75,6 +75,9 @@ def switch_off(info: dict[str, Any], setter: Any) -> None:
     except MeshloadError as e:
         what = f"the stamp route {info['stamps']['route']} is still in {setter.target}"
         info["stamping"] = f"not removed: {e}"
+        if info.get("mesh") == "embedded":  # the mesh this run started stops with it
+            sys.stderr.write(f"meshload: {what} ({e}); it goes when the embedded mesh stops\n")
+            return
         kind = str(getattr(setter, "kind", "VirtualService")).lower()
         sys.stderr.write(f"meshload: {what} ({e}); remove it with `kubectl edit {kind}`\n")
 

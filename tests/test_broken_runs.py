@@ -168,6 +168,10 @@ def test_a_dead_control_plane_fails_the_next_weight_change(tmp_path: Path) -> No
     assert info["status"] == "failed" and info["exit_code"] == 4
     assert "step 1: weight change failed" in "; ".join(info["failure"])
     assert run.lines("going on (--keep-going)")
+    # the stamp route could not be removed either, but it goes with the mesh: no kubectl line
+    [stamp] = run.lines("meshload: the stamp route ")
+    assert stamp.endswith("; it goes when the embedded mesh stops"), stamp
+    assert "kubectl edit" not in run.err
     last = run.last_line()
     assert last.startswith("meshload: exit 4 (not measured as planned): failed: ") and (
         "step 1: weight change failed" in last
