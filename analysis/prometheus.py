@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.frames import METRIC_COLUMNS, from_columns, labels_json
+from analysis.http_json import get_json
 from analysis.runfolder import Run, load_run
-from analysis.spans_http import get_json
 from meshcore.errors import BackendError
 
 MAX_POINTS_PER_SERIES = 11_000
