@@ -115,16 +115,17 @@ def run_up(args: argparse.Namespace) -> int:
 
 def run_apply(args: argparse.Namespace) -> int:
     from meshsim.apply import apply_resources, not_applied, wait_applied
-    from meshsim.resources import load_manifests
+    from meshsim.resources import read_manifests
 
     state = state_file()
     if not state.exists():
         raise ConfigError("no running mesh found; start one with `meshload mesh up`")
     info = json.loads(state.read_text())
-    resources = load_manifests(args.path)
+    read = read_manifests(args.path)
+    resources = read.resources
     warnings, resource_version = apply_resources(info["kubeconfig"], resources)
     wait_applied(Path(info["applied_file"]), resource_version)
-    warnings += not_applied(args.path)
+    warnings += not_applied(read, args.path)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     for r in resources:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcore.errors import BackendError, ManifestError
-from meshsim.resources import Resource, unsimulated_objects
+from meshsim.resources import Manifests, Resource
 
 # Classes before their gateways, subsets before the routes that name them, gateways and grants
 # before the routes bound to them.
@@ -23,13 +23,13 @@ ROUTES = 3  # VirtualService, HTTPRoute
 SOURCE_ANNOTATION = "meshload.io/source"
 
 
-def not_applied(path: str | Path) -> list[str]:
-    """A warning for each object of `path` that `apply_resources` leaves out: kinds the embedded
-    mesh stores but does not route by (`resources.unsimulated_objects`)."""
+def not_applied(manifests: Manifests, path: str | Path) -> list[str]:
+    """A warning for each object read from `path` that `apply_resources` leaves out: kinds the
+    embedded mesh stores but does not route by (`Manifests.unsimulated`)."""
     return [
         f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}: not applied (only "
         f"the kinds the embedded mesh routes by are); `kubectl apply -f {path}` stores it"
-        for o in unsimulated_objects(path)
+        for o in manifests.unsimulated
     ]
 
 

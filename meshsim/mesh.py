@@ -36,7 +36,7 @@ from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.procs import Child, python_module, start_tracestore, wait_for_json
 from meshsim.prometheus import Prometheus, Target, mesh_targets, prometheus_binary, scrape_config
 from meshsim.pusher import Replica
-from meshsim.resources import Resource, load_manifests, unsimulated_objects
+from meshsim.resources import Resource, read_manifests
 from meshsim.spec import DEFAULT_SPEC, MeshSpec, load_spec
 from meshsim.telemetry.scrape_files import wait_scraper_rounds, write_targets
 from meshsim.translate import build_snapshot
@@ -139,8 +139,9 @@ class Mesh:
                 raise ConfigError(f"{DEFAULT_MANIFESTS} not found; pass --manifests PATH")
             source = DEFAULT_MANIFESTS
         if isinstance(source, str | Path):
-            self._unsimulated = unsimulated_objects(source, self.spec.namespace)
-            return load_manifests(source, self.spec.namespace)
+            read = read_manifests(source, self.spec.namespace)
+            self._unsimulated = read.unsimulated
+            return read.resources
         return list(source)
 
     def _start_tracestore(self) -> int:
@@ -370,11 +371,12 @@ class Mesh:
         once every gateway replica serves the change (a skewed one after its skew).
         """
         if isinstance(manifests, str | Path):
-            resources, skipped = load_manifests(manifests, self.spec.namespace), manifests
+            read = read_manifests(manifests, self.spec.namespace)
+            resources, left_out = read.resources, not_applied(read, manifests)
         else:
-            resources, skipped = list(manifests), None
+            resources, left_out = list(manifests), []
         warnings, resource_version = apply_resources(self.kubeconfig, resources)
-        warnings += not_applied(skipped) if skipped is not None else []
+        warnings += left_out
         if wait:
             wait_applied(self.applied_file, resource_version)
         return warnings

@@ -206,9 +206,13 @@ def from_object(
 def parse_documents(text: str, source: str, default_namespace: str = "default") -> list[Resource]:
     """All routing resources of a multi-document text (`kind: List` expanded), in order; a text
     that starts with `{` is read as a stream of JSON objects, as kubectl reads it."""
+    return _routing(_documents(text, source), source, default_namespace)
+
+
+def _routing(docs: list[Any], source: str, default_namespace: str) -> list[Resource]:
     return [
         r
-        for n, doc in enumerate(_documents(text, source), start=1)
+        for n, doc in enumerate(docs, start=1)
         for r in _resources([doc], source, default_namespace, n)
         if r is not None
     ]
@@ -224,26 +228,16 @@ def _documents(text: str, source: str) -> list[Any]:
         raise ManifestError(source, "document", exc.where, problem) from None
 
 
-def unsimulated_objects(
-    path: str | Path, default_namespace: str = "default"
-) -> list[dict[str, Any]]:
-    """The objects of kinds the embedded mesh stores but does not simulate (`NOT_SIMULATED`) in
-    a manifest file or folder, as the Kubernetes API holds them (the later copy of a repeated
-    one winning), so `mesh up` serves them as a cluster would after `kubectl apply`."""
-    found: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-    for f in manifest_files(path):
-        for doc in _expanded(_documents(f.read_text(encoding="utf-8"), str(f))):
-            if not isinstance(doc, dict):
-                continue  # load_manifests refuses it
-            group = str(doc.get("apiVersion", "")).rpartition("/")[0]
-            meta = dict(doc.get("metadata") or {})
-            if (group, str(doc.get("kind"))) not in NOT_SIMULATED or not meta.get("name"):
-                continue
-            meta["namespace"] = str(meta.get("namespace") or default_namespace)
-            key = (group, str(doc["kind"]), meta["namespace"], str(meta["name"]))
-            found.pop(key, None)
-            found[key] = {**doc, "metadata": meta}
-    return list(found.values())
+def _unsimulated(docs: list[Any], default_namespace: str) -> Iterator[dict[str, Any]]:
+    for doc in _expanded(docs):
+        if not isinstance(doc, dict):
+            continue  # the routing reader refuses it
+        group = str(doc.get("apiVersion", "")).rpartition("/")[0]
+        meta = dict(doc.get("metadata") or {})
+        if (group, str(doc.get("kind"))) not in NOT_SIMULATED or not meta.get("name"):
+            continue
+        meta["namespace"] = str(meta.get("namespace") or default_namespace)
+        yield {**doc, "metadata": meta}
 
 
 def _expanded(docs: Iterable[Any]) -> Iterator[Any]:
@@ -326,13 +320,36 @@ def later_wins(resources: Sequence[Resource]) -> tuple[list[Resource], list[str]
     return list(kept.values()), said
 
 
-def load_manifests(path: str | Path, default_namespace: str = "default") -> list[Resource]:
+@dataclass(frozen=True)
+class Manifests:
+    """A manifest file or folder, each file read once: its routing resources and the objects
+    of kinds the mesh stores but does not simulate, as the Kubernetes API holds them after
+    `kubectl apply` (so `mesh up` serves them as a cluster would)."""
+
+    resources: list[Resource]
+    unsimulated: list[dict[str, Any]]
+
+
+def read_manifests(path: str | Path, default_namespace: str = "default") -> Manifests:
     """Read a manifest file or folder as `kubectl apply -f` does (`manifest_files`), the later
-    copy of a repeated object winning (`later_wins`, each repeat logged)."""
+    copy of a repeated object winning (`later_wins` for the routing ones, each repeat logged)."""
     resources: list[Resource] = []
+    stored: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for f in manifest_files(path):
-        resources.extend(parse_documents(f.read_text(encoding="utf-8"), str(f), default_namespace))
+        docs = _documents(f.read_text(encoding="utf-8"), str(f))
+        resources.extend(_routing(docs, str(f), default_namespace))
+        for obj in _unsimulated(docs, default_namespace):
+            meta = obj["metadata"]
+            key = (str(obj.get("apiVersion")).rpartition("/")[0], str(obj["kind"]),
+                   meta["namespace"], str(meta["name"]))  # fmt: skip
+            stored.pop(key, None)
+            stored[key] = obj
     kept, said = later_wins(resources)
     for line in said:
         log.warning("%s", line)
-    return kept
+    return Manifests(kept, list(stored.values()))
+
+
+def load_manifests(path: str | Path, default_namespace: str = "default") -> list[Resource]:
+    """The routing resources of a manifest file or folder (`read_manifests`)."""
+    return read_manifests(path, default_namespace).resources

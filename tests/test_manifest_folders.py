@@ -25,16 +25,18 @@ import pytest
 import yaml
 
 from meshcore.errors import ConfigError, ManifestError
+from meshsim.apply import not_applied
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.mesh import Mesh
-from meshsim.resources import load_manifests, manifest_files
+from meshsim.resources import load_manifests, manifest_files, read_manifests
 from meshsim.translate import build_snapshot
 from tests import support
 from tests.kubeapi_thread import serve_in_thread
 from tests.support import hammer
 
 DATA = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parents[1]
 REPEATED = DATA / "folders" / "repeated"
 ROLLBACK = DATA / "folders" / "rollback"
 SPEC = DATA / "gateway-spec.yaml"
@@ -59,6 +61,33 @@ def read_folder(path: Path, caplog: pytest.LogCaptureFixture) -> tuple[list[Any]
 
 
 # -- without processes -----------------------------------------------------------------------
+ENTRY = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: payments-api}}
+spec: {{hosts: [{host}], resolution: DNS}}
+"""
+
+
+def test_one_reading_gives_the_routing_resources_and_the_stored_only_objects(
+    tmp_path: Path,
+) -> None:
+    canary = (REPO / "scenarios" / "manifests" / "canary.yaml").read_text()
+    (tmp_path / "10-canary.yaml").write_text(canary + "---\n" + ENTRY.format(host="a.example"))
+    (tmp_path / "20-entry.yaml").write_text(
+        "kind: List\nitems:\n- " + ENTRY.format(host="b.example").replace("\n", "\n  ")
+    )
+    read = read_manifests(tmp_path)
+    assert [r.ref for r in read.resources] == [r.ref for r in load_manifests(tmp_path)]
+    assert "ServiceEntry" not in {r.kind for r in read.resources}
+    [entry] = read.unsimulated  # repeated: the later copy wins, from inside its List
+    assert entry["metadata"] == {"name": "payments-api", "namespace": "default"}
+    assert entry["spec"]["hosts"] == ["b.example"]
+    assert not_applied(read, tmp_path) == [
+        "ServiceEntry default/payments-api: not applied (only the kinds the embedded mesh routes "
+        f"by are); `kubectl apply -f {tmp_path}` stores it"
+    ]
+
+
 def test_repeated_objects_keep_the_later_copy_where_the_first_was_created(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
