@@ -228,7 +228,11 @@ def _documents(text: str, source: str) -> list[Any]:
         raise ManifestError(source, "document", exc.where, problem) from None
 
 
-def _unsimulated(docs: list[Any], default_namespace: str) -> Iterator[dict[str, Any]]:
+def _unsimulated(
+    docs: list[Any], default_namespace: str
+) -> Iterator[tuple[tuple[str, str, str, str], dict[str, Any]]]:
+    """(group, kind, namespace, name) and the object, as the API stores it, of each document of
+    a kind the mesh stores but does not simulate."""
     for doc in _expanded(docs):
         if not isinstance(doc, dict):
             continue  # the routing reader refuses it
@@ -237,7 +241,10 @@ def _unsimulated(docs: list[Any], default_namespace: str) -> Iterator[dict[str, 
         if (group, str(doc.get("kind"))) not in NOT_SIMULATED or not meta.get("name"):
             continue
         meta["namespace"] = str(meta.get("namespace") or default_namespace)
-        yield {**doc, "metadata": meta}
+        yield (
+            (group, str(doc["kind"]), meta["namespace"], str(meta["name"])),
+            {**doc, "metadata": meta},
+        )
 
 
 def _expanded(docs: Iterable[Any]) -> Iterator[Any]:
@@ -338,11 +345,8 @@ def read_manifests(path: str | Path, default_namespace: str = "default") -> Mani
     for f in manifest_files(path):
         docs = _documents(f.read_text(encoding="utf-8"), str(f))
         resources.extend(_routing(docs, str(f), default_namespace))
-        for obj in _unsimulated(docs, default_namespace):
-            meta = obj["metadata"]
-            key = (str(obj.get("apiVersion")).rpartition("/")[0], str(obj["kind"]),
-                   meta["namespace"], str(meta["name"]))  # fmt: skip
-            stored.pop(key, None)
+        for key, obj in _unsimulated(docs, default_namespace):
+            stored.pop(key, None)  # the later copy wins, in the later place
             stored[key] = obj
     kept, said = later_wins(resources)
     for line in said:

@@ -29,7 +29,7 @@ from meshsim.apply import not_applied
 from meshsim.hosts import Endpoint
 from meshsim.kubeapi.kubeconfig import write_kubeconfig
 from meshsim.mesh import Mesh
-from meshsim.resources import load_manifests, manifest_files, read_manifests
+from meshsim.resources import load_manifests, manifest_files, parse_documents, read_manifests
 from meshsim.translate import build_snapshot
 from tests import support
 from tests.kubeapi_thread import serve_in_thread
@@ -77,7 +77,7 @@ def test_one_reading_gives_the_routing_resources_and_the_stored_only_objects(
         "kind: List\nitems:\n- " + ENTRY.format(host="b.example").replace("\n", "\n  ")
     )
     read = read_manifests(tmp_path)
-    assert [r.ref for r in read.resources] == [r.ref for r in load_manifests(tmp_path)]
+    assert [r.ref for r in read.resources] == [r.ref for r in parse_documents(canary, "c.yaml")]
     assert "ServiceEntry" not in {r.kind for r in read.resources}
     [entry] = read.unsimulated  # repeated: the later copy wins, from inside its List
     assert entry["metadata"] == {"name": "payments-api", "namespace": "default"}
