@@ -219,6 +219,7 @@ def plot_latency_cdf(requests: pd.DataFrame) -> bytes:
     if any((x > 0).any() for x in points.values()):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(_PLAIN)
+        ax.xaxis.set_minor_formatter(_PLAIN)  # a range under a decade is labelled by minor ticks
     for q in (50, 99):
         ax.axhline(q, color="0.8", lw=0.8)
     ax.set_xlabel("latency (ms)")

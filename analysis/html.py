@@ -110,7 +110,8 @@ def _notes(s: Mapping[str, Any]) -> Raw:
     if not notes:
         return para("Nothing missing: client records, traces and metrics were all available.")
     items = "".join(f"<li>{esc(n)}</li>" for n in notes)
-    return Raw(f'<div class="notes"><b>Missing or partial data</b><ul>{items}</ul></div>')
+    title = "Where the data came from, and what is missing or partial"
+    return Raw(f'<div class="notes"><b>{title}</b><ul>{items}</ul></div>')
 
 
 STATS = " n p50_ms p90_ms p95_ms p99_ms p999_ms max_ms"
@@ -122,7 +123,7 @@ def _latency(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
     for key, title in (
         ("latency", "client"),
         ("latency_co", "client, corrected for coordinated omission"),
-        ("mesh_latency", "mesh side, from Istio's histograms"),
+        ("mesh_latency", "mesh side, estimated from Istio's histogram buckets"),
     ):
         if s.get(key):
             recs = [{"version": v, **r} for v, r in s[key].items()]

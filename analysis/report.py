@@ -313,7 +313,8 @@ def mesh_latency(
         counts = per_le.to_numpy(dtype=float)
         if not np.isfinite(bounds).any() or counts.max(initial=0.0) <= 0:
             continue
-        rec: dict[str, Any] = {"n": float(counts[np.argmax(bounds)])}
+        # counters count whole requests: the +Inf bucket's increase is a request count
+        rec: dict[str, Any] = {"n": round(float(counts[np.argmax(bounds)]))}
         for p, name in zip(PERCENTILES, PERCENTILE_COLUMNS, strict=True):
             rec[name] = bucket_quantile(p / 100.0, list(bounds), list(counts))
         out[str(version)] = rec

@@ -137,3 +137,26 @@ def test_render_charts_notes_what_cannot_be_drawn(synth) -> None:
     charts, notes = render_charts(synth.run, empty, build_summary(synth.run, empty, None))
     assert charts == {}
     assert sum("no request records" in n for n in notes) == 4
+
+
+def test_log_latency_axes_label_ticks_in_plain_milliseconds(monkeypatch) -> None:
+    """Latencies within one decade (2-9 ms) are labelled by minor ticks: they read "3", not
+    matplotlib's default "3×10⁰"."""
+    import analysis.charts as charts
+
+    drawn = []
+    monkeypatch.setattr(charts, "_png", lambda fig: drawn.append(fig) or b"")
+    rng = np.random.default_rng(5)
+    requests = pd.DataFrame(
+        {
+            "version": pd.Categorical(["v1", "v2"] * 500),
+            "latency_ms": rng.uniform(2.0, 9.0, 1000),
+        }
+    )
+    charts.plot_latency_cdf(requests)
+    [fig] = drawn
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.xaxis.get_ticklabels(minor=True) if t.get_text()]
+    assert labels and {"3", "5"} <= set(labels), labels
+    assert not [t for t in labels if "10" in t and "times" in t], labels

@@ -246,7 +246,7 @@ def test_mesh_latency_from_istio_buckets(tmp_path: Path) -> None:
     out = mesh_latency(pd.DataFrame(rows))
     assert out is not None
     # by hand: rank 50 of 100 ends the first bucket; rank 90 is 40/50 into (10, 20]
-    assert out["v1"]["n"] == 100
+    assert out["v1"]["n"] == 100 and isinstance(out["v1"]["n"], int)  # a request count
     assert out["v1"]["p50_ms"] == pytest.approx(10.0)
     assert out["v1"]["p90_ms"] == pytest.approx(18.0)
     assert out["v1"]["p99_ms"] == pytest.approx(10 + 10 * 49 / 50)
@@ -289,3 +289,12 @@ def test_a_stamped_run_shows_each_replica_and_an_unstamped_one_an_estimate(tmp_p
     assert "Measured from the stamps" not in page
     assert any(n.startswith("not stamped (off (--no-stamp))") for n in result.notes)
     assert {p["method"] for p in result.summary["propagation"]} == {"estimate"}
+
+
+def test_mesh_side_quantiles_read_as_estimates_and_their_count_as_requests() -> None:
+    from analysis.html import render_html
+
+    mesh = {"v1": {"n": 4366, "p50_ms": 6.83, "p99_ms": 22.56}}
+    page = render_html({"run_id": "r", "mesh_latency": mesh}, {})
+    assert "Per version (mesh side, estimated from Istio&#x27;s histogram buckets), ms:" in page
+    assert "<td>4,366</td>" in page and "4,366.00" not in page
