@@ -302,7 +302,8 @@ class WeightSetter(Protocol):
 
 @dataclass(kw_only=True)
 class Rollout:
-    """One pass through a plan: step 0 at `begin()`, the others from `run()` (a greenlet)."""
+    """One pass through a plan: step 0 at `begin()`, the others from `run()` (a greenlet);
+    `default_users` are the run's users, for the steps that name none."""
 
     plan: Plan
     setter: WeightSetter
@@ -322,11 +323,7 @@ class Rollout:
         return 0.0 if self.started_at is None else self.monotonic() - self.started_at
 
     def users(self, step: int | None = None) -> int:
-        k = self.step if step is None else step
-        s = self.plan.steps[min(max(k, 0), len(self.plan.steps) - 1)]
-        if s.users is not None:
-            return s.users
-        return self.plan.users if self.plan.users is not None else self.default_users
+        return self.plan.users_of(self.step if step is None else step, self.default_users)
 
     def arrival_rate(self) -> float | None:
         return self.plan.steps[min(max(self.step, 0), len(self.plan.steps) - 1)].arrival_rate

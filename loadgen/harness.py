@@ -138,8 +138,7 @@ class Harness:
     def first_step_users(self) -> int:
         if self.plan is None:
             return self.default_users
-        s = self.plan.steps[0]
-        return s.users if s.users is not None else self._plan_users()
+        return self.plan.users_of(0, self._plan_users())
 
     def _plan_users(self) -> int:
         """-u when given, else the plan's `users`, else the scenario's default."""

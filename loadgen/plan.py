@@ -94,6 +94,12 @@ class Plan:
             seen.update(dict.fromkeys(s.weights))
         return list(seen)
 
+    def users_of(self, step: int, run_users: int) -> int:
+        """The users of a step: its own `users`, else the run's (the harness decides those: -u,
+        else the plan's `users`, else the scenario's default)."""
+        s = self.steps[min(max(step, 0), len(self.steps) - 1)]
+        return s.users if s.users is not None else run_users
+
     def step_at(self, elapsed_s: float) -> int | None:
         """Index of the step in effect `elapsed_s` after the start; None once the plan is over."""
         end = 0.0

@@ -278,6 +278,17 @@ def test_rollout_sets_each_step_on_schedule_and_logs_it() -> None:
     assert [k for k, _ in clock.timeline()] == [0, 1, 2]
 
 
+def test_the_runs_users_hold_for_every_step_that_names_none() -> None:
+    """The run's users (-u, decided by the harness) win over the plan's `users`; a step's own
+    `users` win over both."""
+    t = FakeTime()
+    steps = (Step({"v1": 100}, 1), Step({"v1": 50, "v2": 50}, 1, users=3), Step({"v2": 100}, 1))
+    r = Rollout(plan=Plan(steps=steps, users=20), setter=RecordingSetter(t), clock=StepClock(),
+                on_event=lambda e: None, broadcast=lambda: None, default_users=200,
+                sleep=t.sleep, monotonic=t.monotonic)  # fmt: skip
+    assert [r.users(k) for k in range(3)] == [200, 3, 200]
+
+
 def test_a_failed_change_is_an_event_and_the_plan_goes_on() -> None:
     t = FakeTime()
     events: list[dict[str, Any]] = []

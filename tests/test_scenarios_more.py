@@ -117,6 +117,18 @@ def test_open_model_keeps_the_arrival_rate(tmp_path: Path, mesh: Mesh) -> None:
             assert r["co_latency_ms"] == pytest.approx(expected)
 
 
+def test_users_given_with_u_hold_past_the_first_step(tmp_path: Path, mesh: Mesh) -> None:
+    """-u overrides the plan's `users` for every step that names none, not only the first (the
+    rollout used to fall back to the plan's 2 once it began)."""
+    plan = "route: primary\nusers: 2\nsteps:\n  - {weights: {v1: 100, v2: 0}, hold_s: 3}\n" \
+           "  - {weights: {v1: 50, v2: 50}, hold_s: 5}\n"  # fmt: skip
+    code, folder = run(tmp_path, mesh, "canary", plan, "-u", "7")
+    assert code == 0
+    table = ds.dataset(folder / "requests").to_table(columns=["step", "user_id"]).to_pylist()
+    late = {r["user_id"] for r in table if r["step"] == 1}
+    assert len(late) == 7, sorted(late)
+
+
 def test_sigterm_mid_run_finishes_the_folder(tmp_path: Path, mesh: Mesh) -> None:
     """SIGTERM (a container stop) before the plan ends: the same orderly end as Ctrl-C."""
     import time
