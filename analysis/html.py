@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.html_rollout import propagation_section, split_line, split_overall, split_section
+from analysis.judge import latency_method_line
 from analysis.markup import Raw, badge, esc, fmt, image, para, pct, rows_of, section, table, utc
 
 _CSS = """
@@ -176,8 +177,9 @@ def _judge(s: Mapping[str, Any]) -> Raw:
     return section(
         "judge",
         "Canary vs baseline",
+        para(latency_method_line(j)),
         para(
-            f"Mann-Whitney U (canary slower) "
+            f"{'van Elteren' if j.get('latency_steps') else 'Mann-Whitney U'} (canary slower) "
             f"p={fmt(j.get('mannwhitney_p'), 4)}; allowed p99 increase "
             f"{fmt(j.get('allowed_p99_increase_ms'))} ms."
         ),

@@ -12,6 +12,18 @@ first. Then the verdict asks the latency data to be decisive in either direction
 - pass: the high end of the p99 interval is within the allowance and the error rate is fine;
 - inconclusive: anything else, including too few successful requests.
 
+Latency is compared step by step (step-matched): the two versions are compared within each
+step where both served at least MIN_STEP_SAMPLES successful requests, at the same time and
+under the same load, and the steps' figures are combined with weights n_b n_c / (n_b + n_c)
+(each step counts by the precision its pair of samples gives). Pooled over the run, the
+baseline's requests come mostly from the early steps and the canary's from the late ones, so
+any drift of latency over the run (a warming cache, a load that grows) would read as a
+difference between versions. The combined p50 and p99 per version are the weighted means of
+the steps' ones, their difference is the weighted mean of the steps' differences (bootstrapped
+step by step, the same weights), and Mann-Whitney becomes van Elteren's stratified test (the
+steps' U statistics weighted by 1/(N+1), normal approximation). A run with no step that served
+both (a blue/green plan) is compared pooled over the run, and says so (`latency_method`).
+
 The bootstrap draws the resampled order statistics directly (U_(r) ~ Beta(r, n - r + 1) mapped
 through the empirical quantile function), which has exactly the distribution of resampling the
 whole sample, at O(draws) cost instead of O(draws * n); so no subsampling cap is needed.
@@ -35,6 +47,8 @@ from meshcore.figures import (
     roles_from_traffic,
     sorted_percentile,
 )
+
+MIN_STEP_SAMPLES = 20  # successful requests per version for a step to join the comparison
 
 
 def bootstrap_percentile(
@@ -196,29 +210,45 @@ def judge(
             fails.append(f"{msg} (Fisher p={p_err:.2g})")
         else:
             doubts.append(f"{msg}, not significant (Fisher p={p_err:.2g})")
-    if min(len(lat_b), len(lat_c)) < min_samples:
+    timed = ok & ~np.isnan(latency)
+    strata = _step_strata(requests, codes == _code_of(names, baseline) & timed,
+                          codes == _code_of(names, canary) & timed, latency)  # fmt: skip
+    if strata:
+        out["latency_method"] = "step-matched"
+        out["latency_steps"] = [k for k, _, _ in strata]
+        pairs = [(b, c) for _, b, c in strata]
+    else:  # no step served both: only a comparison across steps is left
+        out["latency_method"] = "pooled"
+        out["latency_steps"] = None
+        pairs = [(lat_b, lat_c)]
+    n_lat_b, n_lat_c = sum(len(b) for b, _ in pairs), sum(len(c) for _, c in pairs)
+    if min(n_lat_b, n_lat_c) < min_samples:
+        where = "in the steps that served both" if strata else "over the run"
         few = (
-            f"too few successful requests to compare latency: {baseline} {len(lat_b)}, "
-            f"{canary} {len(lat_c)}, need {min_samples} each"
+            f"too few successful requests to compare latency {where}: {baseline} {n_lat_b}, "
+            f"{canary} {n_lat_c}, need {min_samples} each"
         )
         out["verdict"] = "fail" if fails else "inconclusive"
         out["reasons"] = [*fails, *doubts, few]
         return out
 
     rng = np.random.default_rng(seed)
+    h = np.array([len(b) * len(c) / (len(b) + len(c)) for b, c in pairs])
+    weights = h / h.sum()
     for p, key in ((50.0, "p50"), (99.0, "p99")):
-        q_b, q_c = sorted_percentile(lat_b, p), sorted_percentile(lat_c, p)
-        boot = bootstrap_percentile(lat_c, p, n_boot, rng) - bootstrap_percentile(
-            lat_b, p, n_boot, rng
-        )
+        q_b = q_c = 0.0
+        boot = np.zeros(n_boot)
+        for w, (b, c) in zip(weights, pairs, strict=True):
+            q_b += w * sorted_percentile(b, p)
+            q_c += w * sorted_percentile(c, p)
+            boot += w * (
+                bootstrap_percentile(c, p, n_boot, rng) - bootstrap_percentile(b, p, n_boot, rng)
+            )
         lo, hi = percentile(boot, 2.5), percentile(boot, 97.5)
         out[f"{key}_ms"] = {baseline: q_b, canary: q_c}
         out[f"{key}_diff_ms"] = q_c - q_b
         out[f"{key}_diff_ci95"] = [lo, hi]
-    # sorted samples rank in one merge; U is the same: its rank sum adds half-integers, exact
-    # in float64 in any order (below 2**52)
-    mw = stats.mannwhitneyu(lat_c, lat_b, alternative="greater", method="asymptotic")
-    out["mannwhitney_p"] = float(mw.pvalue)
+    out["mannwhitney_p"] = _mann_whitney_p(pairs)
 
     p99_b = out["p99_ms"][baseline]
     allowances = []
@@ -248,8 +278,67 @@ def judge(
         out["verdict"], out["reasons"] = "inconclusive", doubts
     else:
         out["verdict"] = "pass"
+        # hi99 bounds the increase from above: below 0, the canary is faster by at least -hi99
+        change = f"up at most {hi99:.2f} ms" if hi99 >= 0 else f"down at least {-hi99:.2f} ms"
+        matched = f", step-matched over steps {_steps_text(strata)}" if strata else ""
         out["reasons"] = [
-            f"p99 increase at most {hi99:.2f} ms (allowed {allowed:.2f} ms); "
+            f"p99 {change} (allowed increase {allowed:.2f} ms{matched}); "
             f"error rate within {max_error_rate_increase_pp:g} pp"
         ]
     return out
+
+
+def _step_strata(
+    requests: pd.DataFrame, base: np.ndarray, canary: np.ndarray, latency: np.ndarray
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(step, sorted baseline latencies, sorted canary latencies) of each step where both
+    versions have MIN_STEP_SAMPLES timed successful requests; [] without a step column."""
+    if "step" not in requests.columns:
+        return []
+    steps = pd.to_numeric(requests["step"], errors="coerce").to_numpy(dtype=float)
+    out = []
+    for k in np.unique(steps[~np.isnan(steps)]):
+        here = steps == k
+        b, c = np.sort(latency[base & here]), np.sort(latency[canary & here])
+        if min(len(b), len(c)) >= MIN_STEP_SAMPLES:
+            out.append((int(k), b, c))
+    return out
+
+
+def _mann_whitney_p(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """One-sided p (canary slower): Mann-Whitney U for one sample pair, van Elteren's
+    stratified test for several (each U weighted by 1/(N+1), normal approximation)."""
+    if len(pairs) == 1:
+        b, c = pairs[0]
+        return float(stats.mannwhitneyu(c, b, alternative="greater", method="asymptotic").pvalue)
+    t = var = 0.0
+    for b, c in pairs:
+        m, n = len(c), len(b)
+        u = float(stats.mannwhitneyu(c, b, alternative="greater", method="asymptotic").statistic)
+        t += (u - m * n / 2) / (m + n + 1)
+        var += m * n / (12 * (m + n + 1))  # (1/(N+1))^2 * m n (N+1) / 12
+    return float(stats.norm.sf(t / np.sqrt(var)))
+
+
+def _steps_text(strata: list[tuple[int, np.ndarray, np.ndarray]]) -> str:
+    steps = [k for k, _, _ in strata]
+    contiguous = steps == list(range(steps[0], steps[-1] + 1))
+    if contiguous and len(steps) > 1:
+        return f"{steps[0]}–{steps[-1]}"
+    return ", ".join(map(str, steps))
+
+
+def latency_method_line(result: Mapping[str, Any]) -> str:
+    """How a verdict's latency was compared, for a person; "" for a summary of an older
+    meshload, which does not say."""
+    if steps := ", ".join(str(k) for k in result.get("latency_steps") or []):
+        return (
+            f"Latency step-matched: the versions compared within each step that served both "
+            f"(steps {steps}), weighted by their samples; errors over every request."
+        )
+    if result.get("latency_method") == "pooled":
+        return (
+            "Latency pooled over the run: no step served both versions, so a drift of latency "
+            "over the run would read as a difference between them."
+        )
+    return ""

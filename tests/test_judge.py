@@ -44,8 +44,10 @@ def test_shifted_canary_fails() -> None:
     frame = requests_of(1, 4000, shift=1.3)
     result = judge(frame, n_boot=500)
     assert result["verdict"] == "fail"
+    assert result["latency_method"] == "step-matched" and result["latency_steps"] == [0]
+    both = frame[(frame["step"] == 0) & frame["ok"]]  # the one step that served both
     for v in ("v1", "v2"):  # successful requests only, numpy's default percentile
-        lat = frame.loc[(frame["version"] == v) & frame["ok"], "latency_ms"].to_numpy()
+        lat = both.loc[both["version"] == v, "latency_ms"].to_numpy()
         assert result["p99_ms"][v] == np.percentile(lat, 99)
         assert result["p50_ms"][v] == np.percentile(lat, 50)
     assert result["mannwhitney_p"] < 1e-6
@@ -159,3 +161,62 @@ def test_bootstrap_matches_plain_resampling() -> None:
         qs = [5, 25, 50, 75, 95]
         np.testing.assert_allclose(np.percentile(fast, qs), np.percentile(plain, qs), rtol=0.05)
         assert fast.mean() == pytest.approx(plain.mean(), rel=0.02)
+
+
+CANARY_SHARES = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)  # the canary plan's steps
+
+
+def drifting_run(seed: int, scales: tuple[float, ...], shift: float, n: int = 3000) -> pd.DataFrame:
+    """The canary plan's six steps of n requests each; latency scaled per step (a drift over
+    the run that both versions share) and the canary's by `shift` within every step."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for step, (share, scale) in enumerate(zip(CANARY_SHARES, scales, strict=True)):
+        canary = rng.random(n) < share
+        latency = rng.lognormal(np.log(10.0 * scale), 0.4, n) * np.where(canary, shift, 1.0)
+        frames.append(pd.DataFrame({"version": np.where(canary, "v2", "v1"),
+                                    "latency_ms": latency, "ok": True, "step": step}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_drift_over_the_run_is_not_read_as_a_version_difference() -> None:
+    """Latency falls as the run warms up: pooled over the run, v1 (served mostly early) looks
+    slower, and a canary 30 % slower in every step had a p99 26 % lower and passed. Step by
+    step it fails."""
+    warming = (3.0, 2.5, 2.0, 1.5, 1.0, 1.0)
+    frame = drifting_run(3, warming, shift=1.3)
+    result = judge(frame, n_boot=500)
+    assert result["verdict"] == "fail", result["reasons"]
+    assert result["latency_method"] == "step-matched" and result["latency_steps"] == [1, 2, 3, 4]
+    # independently: each step's numpy percentiles, weighted by n_b n_c / (n_b + n_c)
+    diffs, weights = [], []
+    for step in (1, 2, 3, 4):
+        here = frame[frame["step"] == step]
+        b = here.loc[here["version"] == "v1", "latency_ms"].to_numpy()
+        c = here.loc[here["version"] == "v2", "latency_ms"].to_numpy()
+        diffs.append(np.percentile(c, 99) - np.percentile(b, 99))
+        weights.append(len(b) * len(c) / (len(b) + len(c)))
+    assert result["p99_diff_ms"] == pytest.approx(np.average(diffs, weights=weights))
+    pooled = {v: np.percentile(frame.loc[frame["version"] == v, "latency_ms"], 99)
+              for v in ("v1", "v2")}  # fmt: skip
+    assert pooled["v2"] < pooled["v1"]  # what the pooled comparison saw
+
+
+def test_a_load_that_grows_does_not_fail_a_healthy_canary() -> None:
+    """Latency rises over the run, both versions alike: pooled, the canary (served mostly late)
+    looked slower; step-matched, it is not."""
+    growing = (1.0, 1.0, 1.5, 2.0, 2.5, 3.0)
+    verdicts = [judge(drifting_run(seed, growing, shift=1.0), n_boot=300) for seed in range(10)]
+    assert [v["verdict"] for v in verdicts].count("fail") == 0
+    assert min(v["mannwhitney_p"] for v in verdicts) > 0.001
+
+
+def test_a_blue_green_plan_is_compared_across_steps_and_says_so() -> None:
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"version": ["v1"] * 500 + ["v2"] * 500,
+                          "latency_ms": rng.lognormal(np.log(10.0), 0.4, 1000),
+                          "ok": True, "step": [0] * 500 + [1] * 500})  # fmt: skip
+    result = judge(frame, n_boot=300)
+    assert result["latency_method"] == "pooled" and result["latency_steps"] is None
+    lat = frame.loc[frame["version"] == "v2", "latency_ms"].to_numpy()
+    assert result["p99_ms"]["v2"] == np.percentile(lat, 99)

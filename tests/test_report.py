@@ -298,3 +298,16 @@ def test_mesh_side_quantiles_read_as_estimates_and_their_count_as_requests() -> 
     page = render_html({"run_id": "r", "mesh_latency": mesh}, {})
     assert "Per version (mesh side, estimated from Istio&#x27;s histogram buckets), ms:" in page
     assert "<td>4,366</td>" in page and "4,366.00" not in page
+
+
+def test_the_judge_section_says_how_latency_was_compared() -> None:
+    from analysis.html import render_html
+
+    judged = {"baseline": "v1", "canary": "v2", "verdict": "pass", "p99_ms": {"v1": 1, "v2": 1},
+              "p50_ms": {"v1": 1, "v2": 1}, "mannwhitney_p": 0.5}  # fmt: skip
+    page = render_html({"judge": {**judged, "latency_steps": [1, 2, 3, 4]}}, {})
+    assert "step-matched: the versions compared within each step that served both " in page
+    assert "(steps 1, 2, 3, 4)" in page and "van Elteren (canary slower)" in page
+    page = render_html({"judge": {**judged, "latency_method": "pooled"}}, {})
+    assert "Latency pooled over the run: no step served both versions" in page
+    assert "Mann-Whitney U (canary slower)" in page
