@@ -179,7 +179,7 @@ def _judge(s: Mapping[str, Any]) -> Raw:
         "Canary vs baseline",
         para(latency_method_line(j)),
         para(
-            f"{'van Elteren' if j.get('latency_steps') else 'Mann-Whitney U'} (canary slower) "
+            f"{j.get('rank_test') or 'Mann-Whitney U'} (canary slower) "
             f"p={fmt(j.get('mannwhitney_p'), 4)}; allowed p99 increase "
             f"{fmt(j.get('allowed_p99_increase_ms'))} ms."
         ),

@@ -211,22 +211,22 @@ def judge(
         else:
             doubts.append(f"{msg}, not significant (Fisher p={p_err:.2g})")
     timed = ok & ~np.isnan(latency)
-    strata = _step_strata(requests, codes == _code_of(names, baseline) & timed,
-                          codes == _code_of(names, canary) & timed, latency)  # fmt: skip
-    if strata:
+    strata, shared = _step_strata(requests, codes == _code_of(names, baseline) & timed,
+                                  codes == _code_of(names, canary) & timed, latency)  # fmt: skip
+    if shared:
         out["latency_method"] = "step-matched"
         out["latency_steps"] = [k for k, _, _ in strata]
         pairs = [(b, c) for _, b, c in strata]
-    else:  # no step served both: only a comparison across steps is left
+    else:  # no step served both (blue/green): only a comparison across steps is left
         out["latency_method"] = "pooled"
         out["latency_steps"] = None
         pairs = [(lat_b, lat_c)]
-    n_lat_b, n_lat_c = sum(len(b) for b, _ in pairs), sum(len(c) for _, c in pairs)
-    if min(n_lat_b, n_lat_c) < min_samples:
-        where = "in the steps that served both" if strata else "over the run"
+    if min(sum(len(b) for b, _ in pairs), sum(len(c) for _, c in pairs)) < min_samples:
+        where = "in the steps that served both" if shared else "over the run"
+        n_b_seen, n_c_seen = shared or (len(lat_b), len(lat_c))
         few = (
-            f"too few successful requests to compare latency {where}: {baseline} {n_lat_b}, "
-            f"{canary} {n_lat_c}, need {min_samples} each"
+            f"too few successful requests to compare latency {where}: {baseline} {n_b_seen}, "
+            f"{canary} {n_c_seen}, need {min_samples} each"
         )
         out["verdict"] = "fail" if fails else "inconclusive"
         out["reasons"] = [*fails, *doubts, few]
@@ -249,6 +249,7 @@ def judge(
         out[f"{key}_diff_ms"] = q_c - q_b
         out[f"{key}_diff_ci95"] = [lo, hi]
     out["mannwhitney_p"] = _mann_whitney_p(pairs)
+    out["rank_test"] = "van Elteren" if len(pairs) > 1 else "Mann-Whitney U"
 
     p99_b = out["p99_ms"][baseline]
     allowances = []
@@ -290,19 +291,23 @@ def judge(
 
 def _step_strata(
     requests: pd.DataFrame, base: np.ndarray, canary: np.ndarray, latency: np.ndarray
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
+) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], tuple[int, int] | None]:
     """(step, sorted baseline latencies, sorted canary latencies) of each step where both
-    versions have MIN_STEP_SAMPLES timed successful requests; [] without a step column."""
+    versions have MIN_STEP_SAMPLES timed successful requests, and whether any step served both
+    at all: their samples per version, None when none did (a step with fewer than
+    MIN_STEP_SAMPLES is left out, never a reason to pool the run)."""
     if "step" not in requests.columns:
-        return []
+        return [], None
     steps = pd.to_numeric(requests["step"], errors="coerce").to_numpy(dtype=float)
-    out = []
+    out, n_b, n_c = [], 0, 0
     for k in np.unique(steps[~np.isnan(steps)]):
         here = steps == k
         b, c = np.sort(latency[base & here]), np.sort(latency[canary & here])
+        if min(len(b), len(c)) > 0:
+            n_b, n_c = n_b + len(b), n_c + len(c)
         if min(len(b), len(c)) >= MIN_STEP_SAMPLES:
             out.append((int(k), b, c))
-    return out
+    return out, ((n_b, n_c) if n_b else None)
 
 
 def _mann_whitney_p(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -331,7 +336,8 @@ def _steps_text(strata: list[tuple[int, np.ndarray, np.ndarray]]) -> str:
 def latency_method_line(result: Mapping[str, Any]) -> str:
     """How a verdict's latency was compared, for a person; "" for a summary of an older
     meshload, which does not say."""
-    if steps := ", ".join(str(k) for k in result.get("latency_steps") or []):
+    if result.get("latency_method") == "step-matched":
+        steps = ", ".join(str(k) for k in result.get("latency_steps") or []) or "none had enough"
         return (
             f"Latency step-matched: the versions compared within each step that served both "
             f"(steps {steps}), weighted by their samples; errors over every request."

@@ -188,6 +188,7 @@ def test_a_drift_over_the_run_is_not_read_as_a_version_difference() -> None:
     result = judge(frame, n_boot=500)
     assert result["verdict"] == "fail", result["reasons"]
     assert result["latency_method"] == "step-matched" and result["latency_steps"] == [1, 2, 3, 4]
+    assert result["rank_test"] == "van Elteren"
     # independently: each step's numpy percentiles, weighted by n_b n_c / (n_b + n_c)
     diffs, weights = [], []
     for step in (1, 2, 3, 4):
@@ -220,3 +221,17 @@ def test_a_blue_green_plan_is_compared_across_steps_and_says_so() -> None:
     assert result["latency_method"] == "pooled" and result["latency_steps"] is None
     lat = frame.loc[frame["version"] == "v2", "latency_ms"].to_numpy()
     assert result["p99_ms"]["v2"] == np.percentile(lat, 99)
+
+
+def test_thin_shared_steps_are_inconclusive_not_pooled() -> None:
+    """Steps served both but the canary too thinly to compare there: inconclusive, saying so,
+    even though its last step alone has plenty (pooled, that would have been compared)."""
+    rng = np.random.default_rng(6)
+    versions = ["v1"] * 990 + ["v2"] * 10 + ["v2"] * 2000
+    frame = pd.DataFrame({"version": versions, "latency_ms": rng.lognormal(2.3, 0.4, 3000),
+                          "ok": True, "step": [1] * 1000 + [2] * 2000})  # fmt: skip
+    result = judge(frame, n_boot=300)
+    assert result["verdict"] == "inconclusive"
+    assert result["latency_method"] == "step-matched" and result["latency_steps"] == []
+    assert "too few successful requests to compare latency in the steps that served both: " \
+           "v1 990, v2 10, need 200 each" in result["reasons"][-1]  # fmt: skip

@@ -305,7 +305,9 @@ def test_the_judge_section_says_how_latency_was_compared() -> None:
 
     judged = {"baseline": "v1", "canary": "v2", "verdict": "pass", "p99_ms": {"v1": 1, "v2": 1},
               "p50_ms": {"v1": 1, "v2": 1}, "mannwhitney_p": 0.5}  # fmt: skip
-    page = render_html({"judge": {**judged, "latency_steps": [1, 2, 3, 4]}}, {})
+    matched = {**judged, "latency_method": "step-matched", "latency_steps": [1, 2, 3, 4],
+               "rank_test": "van Elteren"}  # fmt: skip
+    page = render_html({"judge": matched}, {})
     assert "step-matched: the versions compared within each step that served both " in page
     assert "(steps 1, 2, 3, 4)" in page and "van Elteren (canary slower)" in page
     page = render_html({"judge": {**judged, "latency_method": "pooled"}}, {})
