@@ -182,16 +182,12 @@ def judge(
     codes, names = label_codes(requests["version"])
     ok = requests["ok"].to_numpy(dtype=bool)
     latency = requests[column].to_numpy(dtype=float)
+    timed = ok & ~np.isnan(latency)  # successful requests with a latency
     groups = {}
     for role, v in (("baseline", baseline), ("canary", canary)):
         mine = codes == _code_of(names, v)
-        # sorted once: every percentile, bootstrap and rank below reads the sorted sample
-        groups[role] = (
-            np.sort(latency[mine & ok & ~np.isnan(latency)]),
-            int(mine.sum()),
-            int((mine & ~ok).sum()),
-        )
-    (lat_b, n_b, err_b), (lat_c, n_c, err_c) = groups["baseline"], groups["canary"]
+        groups[role] = (mine & timed, int(mine.sum()), int((mine & ~ok).sum()))
+    (timed_b, n_b, err_b), (timed_c, n_c, err_c) = groups["baseline"], groups["canary"]
     out["n"] = {baseline: n_b, canary: n_c}
     out["errors"] = {baseline: err_b, canary: err_c}
     rate_b, rate_c = err_b / max(n_b, 1), err_c / max(n_c, 1)
@@ -210,9 +206,7 @@ def judge(
             fails.append(f"{msg} (Fisher p={p_err:.2g})")
         else:
             doubts.append(f"{msg}, not significant (Fisher p={p_err:.2g})")
-    timed = ok & ~np.isnan(latency)
-    strata, shared = _step_strata(requests, codes == _code_of(names, baseline) & timed,
-                                  codes == _code_of(names, canary) & timed, latency)  # fmt: skip
+    strata, shared = _step_strata(requests, timed_b, timed_c, latency)
     if shared:
         out["latency_method"] = "step-matched"
         out["latency_steps"] = [k for k, _, _ in strata]
@@ -220,10 +214,11 @@ def judge(
     else:  # no step served both (blue/green): only a comparison across steps is left
         out["latency_method"] = "pooled"
         out["latency_steps"] = None
-        pairs = [(lat_b, lat_c)]
+        # sorted once: every percentile, bootstrap and rank below reads the sorted samples
+        pairs = [(np.sort(latency[timed_b]), np.sort(latency[timed_c]))]
     if min(sum(len(b) for b, _ in pairs), sum(len(c) for _, c in pairs)) < min_samples:
         where = "in the steps that served both" if shared else "over the run"
-        n_b_seen, n_c_seen = shared or (len(lat_b), len(lat_c))
+        n_b_seen, n_c_seen = shared or (int(timed_b.sum()), int(timed_c.sum()))
         few = (
             f"too few successful requests to compare latency {where}: {baseline} {n_b_seen}, "
             f"{canary} {n_c_seen}, need {min_samples} each"
@@ -301,7 +296,7 @@ def _step_strata(
     steps = pd.to_numeric(requests["step"], errors="coerce").to_numpy(dtype=float)
     out, n_b, n_c = [], 0, 0
     for k in np.unique(steps[~np.isnan(steps)]):
-        here = steps == k
+        here = steps == k  # each step's samples sorted once, for all that reads them
         b, c = np.sort(latency[base & here]), np.sort(latency[canary & here])
         if min(len(b), len(c)) > 0:
             n_b, n_c = n_b + len(b), n_c + len(c)
