@@ -236,6 +236,23 @@ def _propagation_gate(p: Mapping[str, Any], limit: float) -> Gate | None:
                 "measures the delay")  # fmt: skip
 
 
+def _bound(
+    kind: str,
+    name: str,
+    value: float | None,
+    limit: float,
+    shown: str,
+    missing: str,
+    *,
+    at_least: bool = False,
+) -> Gate:
+    """Passes when `value` is at most (or `at_least`) `limit`, saying `shown` formatted with it;
+    fails saying `missing` when there is no value."""
+    if value is None:
+        return Gate(kind, name, False, missing)
+    return Gate(kind, name, value >= limit if at_least else value <= limit, shown.format(value))
+
+
 def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
     # Always first: a run that was not measured as planned fails, whatever else passes.
     health = summary.get("run_health")
@@ -257,11 +274,9 @@ def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
         for v in versions:
             for figure, limit in limits.items():
                 value = (latency.get(v) or {}).get(figure)
-                name = f"{v} {figure} <= {limit:g}"
-                if value is None:
-                    yield Gate("latency", name, False, f"no {figure} of {v}: it served nothing")
-                else:
-                    yield Gate("latency", name, value <= limit, f"{figure} of {v} is {value:.2f}")
+                yield _bound("latency", f"{v} {figure} <= {limit:g}", value, limit,
+                             f"{figure} of {v} is {{:.2f}}",
+                             f"no {figure} of {v}: it served nothing")  # fmt: skip
     if "judge" in th:
         judge = summary.get("judge") or {}
         verdict = judge.get("verdict")
@@ -274,19 +289,14 @@ def _gates(summary: Mapping[str, Any], th: Mapping[str, Any]) -> Iterator[Gate]:
         rate = (errors.get(v) or {}).get("rate")
         if rate is None:
             rate = ((summary.get("judge") or {}).get("error_rate") or {}).get(v)
-        name = f"{v} error rate <= {max_rate:g}"
-        if rate is None:
-            yield Gate("errors", name, False, f"no requests of {v}")
-        else:
-            yield Gate("errors", name, rate <= max_rate, f"error rate of {v} is {rate:.4f}")
+        yield _bound("errors", f"{v} error rate <= {max_rate:g}", rate, max_rate,
+                     f"error rate of {v} is {{:.4f}}", f"no requests of {v}")  # fmt: skip
     if "consistency" in th:
         share = (summary.get("consistency") or {}).get("trace_coverage")
         want = th["consistency"]["min_trace_share"]
-        name = f"trace share >= {want:g}"
-        if share is None:
-            yield Gate("consistency", name, False, "no traces to compare with the client records")
-        else:
-            yield Gate("consistency", name, share >= want, f"{share:.4f} of requests traced")
+        yield _bound("consistency", f"trace share >= {want:g}", share, want,
+                     "{:.4f} of requests traced", "no traces to compare with the client records",
+                     at_least=True)  # fmt: skip
 
 
 def check_summary(summary: Mapping[str, Any], thresholds: Mapping[str, Any]) -> CheckResult:

@@ -41,38 +41,31 @@ def qualified(plural: str, group: str) -> str:
     return f"{plural}.{group}" if group else plural
 
 
+def _about(code: int, reason: str, plural: str, group: str, name: str, text: str) -> ApiError:
+    """An error about one object; `text` follows its quoted name."""
+    details = {"name": name, "group": group, "kind": plural}
+    return ApiError(code, reason, f'{qualified(plural, group)} "{name}" {text}', details)
+
+
 def not_found(plural: str, group: str, name: str) -> ApiError:
-    return ApiError(
-        404,
-        "NotFound",
-        f'{qualified(plural, group)} "{name}" not found',
-        {"name": name, "group": group, "kind": plural},
-    )
+    return _about(404, "NotFound", plural, group, name, "not found")
 
 
 def namespace_not_found(namespace: str) -> ApiError:
-    return ApiError(
-        404,
-        "NotFound",
-        f'namespaces "{namespace}" not found',
-        {"name": namespace, "kind": "namespaces"},
-    )
+    details = {"name": namespace, "kind": "namespaces"}
+    return ApiError(404, "NotFound", f'namespaces "{namespace}" not found', details)
 
 
 def already_exists(plural: str, group: str, name: str) -> ApiError:
-    return ApiError(
-        409,
-        "AlreadyExists",
-        f'{qualified(plural, group)} "{name}" already exists',
-        {"name": name, "group": group, "kind": plural},
-    )
+    return _about(409, "AlreadyExists", plural, group, name, "already exists")
 
 
 def conflict(plural: str, group: str, name: str, why: str) -> ApiError:
+    what = f'{qualified(plural, group)} "{name}"'
     return ApiError(
         409,
         "Conflict",
-        f'Operation cannot be fulfilled on {qualified(plural, group)} "{name}": {why}',
+        f"Operation cannot be fulfilled on {what}: {why}",
         {"name": name, "group": group, "kind": plural},
     )
 

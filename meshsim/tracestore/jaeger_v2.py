@@ -65,11 +65,20 @@ def attributes(kvs: Iterable[KeyValue], *, sort: bool = True) -> list[dict[str, 
     return out
 
 
+def _put(out: dict[str, Any], **fields: Any) -> None:
+    """Adds the fields that are not empty or zero, in order: the marshaler leaves those out."""
+    for key, value in fields.items():
+        if value:
+            out[key] = value
+
+
+def _nanos(t: int) -> str:
+    """A `*UnixNano` time as the marshaler writes it: a decimal string, "" (left out) for 0."""
+    return str(t) if t else ""
+
+
 def _put_attributes(out: dict[str, Any], kvs: Sequence[KeyValue], dropped: int) -> None:
-    if kvs:
-        out["attributes"] = attributes(kvs)
-    if dropped:
-        out["droppedAttributesCount"] = dropped
+    _put(out, attributes=attributes(kvs) if kvs else None, droppedAttributesCount=dropped)
 
 
 def resource_json(resource: Resource) -> dict[str, Any]:
@@ -80,65 +89,50 @@ def resource_json(resource: Resource) -> dict[str, Any]:
 
 def scope_json(scope: InstrumentationScope) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if scope.name:
-        out["name"] = scope.name
-    if scope.version:
-        out["version"] = scope.version
+    _put(out, name=scope.name, version=scope.version)
     _put_attributes(out, scope.attributes, scope.dropped_attributes_count)
     return out
 
 
 def span_json(span: Span) -> dict[str, Any]:
     out: dict[str, Any] = {"traceId": span.trace_id.hex(), "spanId": span.span_id.hex()}
-    if span.trace_state:
-        out["traceState"] = span.trace_state
-    if span.parent_span_id:
-        out["parentSpanId"] = span.parent_span_id.hex()
-    if span.flags:
-        out["flags"] = span.flags
-    if span.name:
-        out["name"] = span.name
-    if span.kind:
-        out["kind"] = span.kind
-    if span.start_time_unix_nano:
-        out["startTimeUnixNano"] = str(span.start_time_unix_nano)
-    if span.end_time_unix_nano:
-        out["endTimeUnixNano"] = str(span.end_time_unix_nano)
+    _put(
+        out,
+        traceState=span.trace_state,
+        parentSpanId=span.parent_span_id.hex(),
+        flags=span.flags,
+        name=span.name,
+        kind=span.kind,
+        startTimeUnixNano=_nanos(span.start_time_unix_nano),
+        endTimeUnixNano=_nanos(span.end_time_unix_nano),
+    )
     _put_attributes(out, span.attributes, span.dropped_attributes_count)
-    if span.events:
-        out["events"] = [_event_json(event) for event in sorted_events(span)]
-    if span.dropped_events_count:
-        out["droppedEventsCount"] = span.dropped_events_count
-    if span.links:
-        out["links"] = [_link_json(link) for link in span.links]
-    if span.dropped_links_count:
-        out["droppedLinksCount"] = span.dropped_links_count
+    if span.events or span.links or span.dropped_events_count or span.dropped_links_count:
+        _put(
+            out,
+            events=[_event_json(event) for event in sorted_events(span)],
+            droppedEventsCount=span.dropped_events_count,
+            links=[_link_json(link) for link in span.links],
+            droppedLinksCount=span.dropped_links_count,
+        )
     status: dict[str, Any] = {}
-    if span.status.message:
-        status["message"] = span.status.message
-    if span.status.code:
-        status["code"] = span.status.code
+    _put(status, message=span.status.message, code=span.status.code)
     out["status"] = status
     return out
 
 
 def _event_json(event: Span.Event) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if event.time_unix_nano:
-        out["timeUnixNano"] = str(event.time_unix_nano)
-    if event.name:
-        out["name"] = event.name
+    _put(out, timeUnixNano=_nanos(event.time_unix_nano), name=event.name)
     _put_attributes(out, event.attributes, event.dropped_attributes_count)
     return out
 
 
 def _link_json(link: Span.Link) -> dict[str, Any]:
     out: dict[str, Any] = {"traceId": link.trace_id.hex(), "spanId": link.span_id.hex()}
-    if link.trace_state:
-        out["traceState"] = link.trace_state
+    _put(out, traceState=link.trace_state)
     _put_attributes(out, link.attributes, link.dropped_attributes_count)
-    if link.flags:
-        out["flags"] = link.flags
+    _put(out, flags=link.flags)
     return out
 
 

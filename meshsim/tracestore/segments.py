@@ -235,23 +235,19 @@ class SegmentReader:
 
 def _matching(table: pa.Table, q: TraceQuery, hints: Sequence[TagHint] = ()) -> pa.Array:
     """Indices of the rows passing every indexed condition and every tag hint."""
-    masks = []
-    if q.service is not None:
-        masks.append(pc.equal(table["service"], q.service))
-    if q.operation is not None:
-        masks.append(pc.equal(table["name"], q.operation))
-    if q.span_kind is not None:
-        masks.append(pc.equal(table["kind"], q.span_kind))
-    if q.start_min_ns is not None:
-        masks.append(pc.greater_equal(table["start_ns"], q.start_min_ns))
-    if q.start_max_ns is not None:
-        masks.append(pc.less_equal(table["start_ns"], q.start_max_ns))
+    duration = None
     if q.duration_min_ns is not None or q.duration_max_ns is not None:
         duration = pc.subtract(table["end_ns"], table["start_ns"])
-        if q.duration_min_ns is not None:
-            masks.append(pc.greater_equal(duration, q.duration_min_ns))
-        if q.duration_max_ns is not None:
-            masks.append(pc.less_equal(duration, q.duration_max_ns))
+    conditions = (
+        (pc.equal, table["service"], q.service),
+        (pc.equal, table["name"], q.operation),
+        (pc.equal, table["kind"], q.span_kind),
+        (pc.greater_equal, table["start_ns"], q.start_min_ns),
+        (pc.less_equal, table["start_ns"], q.start_max_ns),
+        (pc.greater_equal, duration, q.duration_min_ns),
+        (pc.less_equal, duration, q.duration_max_ns),
+    )
+    masks = [compare(column, value) for compare, column, value in conditions if value is not None]
     masks.extend(_hint_mask(table, hint) for hint in hints)
     if not masks:
         return pa.array(np.arange(table.num_rows, dtype=np.int64))

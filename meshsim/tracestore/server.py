@@ -43,6 +43,9 @@ _INVALID_ARGUMENT = 3  # google.rpc.Code
 DEFAULT_QUIET_S = 1.5
 
 
+routes = web.RouteTableDef()
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     """Compact JSON, as Go's encoders write it."""
     return web.Response(
@@ -87,6 +90,7 @@ def _v3_error(status: int, message: str) -> web.Response:
 
 
 # -- OTLP receiver -----------------------------------------------------------------------
+@routes.post("/v1/traces")
 async def receive(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     is_protobuf = request.content_type == PROTOBUF
@@ -110,11 +114,13 @@ async def receive(request: web.Request) -> web.Response:
 
 
 # -- Jaeger v1 (/api) --------------------------------------------------------------------
+@routes.get("/api/services")
 async def v1_services(request: web.Request) -> web.Response:
     services = request.app[STORE_KEY].services()
     return _json(jaeger_v1.envelope(services or None, total=len(services)))
 
 
+@routes.get("/api/services/{service}/operations")
 async def v1_operations_legacy(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     names = sorted({name for name, _ in store.operations(request.match_info["service"])})
@@ -122,6 +128,7 @@ async def v1_operations_legacy(request: web.Request) -> web.Response:
     return _json(jaeger_v1.envelope(names or None, total=len(names)))
 
 
+@routes.get("/api/operations")
 async def v1_operations(request: web.Request) -> web.Response:
     service = request.query.get("service", "")
     if not service:
@@ -133,6 +140,7 @@ async def v1_operations(request: web.Request) -> web.Response:
     return _json(jaeger_v1.envelope(data, total=len(data)))
 
 
+@routes.get("/api/traces")
 async def v1_search_traces(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     ids_text = request.query.getall("traceID", [])
@@ -166,6 +174,7 @@ def _v1_traces_by_id(store: SpanStore, ids_text: list[str]) -> web.Response:
     return _json_text(traces_envelope_text(traces, errors or None))
 
 
+@routes.get("/api/traces/{trace_id}")
 async def v1_get_trace(request: web.Request) -> web.Response:
     try:
         trace_id = parse_trace_id(request.match_info["trace_id"])
@@ -178,12 +187,14 @@ async def v1_get_trace(request: web.Request) -> web.Response:
 
 
 # -- Jaeger v2 (/api/v3) -----------------------------------------------------------------
+@routes.get("/api/v3/services")
 async def v3_services(request: web.Request) -> web.Response:
     services = request.app[STORE_KEY].services()
     # gogo jsonpb leaves an empty repeated field out: no services is `{}`.
     return _v3_json({"services": services} if services else {})
 
 
+@routes.get("/api/v3/operations")
 async def v3_operations(request: web.Request) -> web.Response:
     query = request.query
     kind_name = query.get("spanKind") or query.get("span_kind") or ""
@@ -193,6 +204,7 @@ async def v3_operations(request: web.Request) -> web.Response:
     return _v3_json({"operations": data} if data else {})
 
 
+@routes.get("/api/v3/traces")
 async def v3_find_traces(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     try:
@@ -205,6 +217,7 @@ async def v3_find_traces(request: web.Request) -> web.Response:
     return _v3_json(jaeger_v2.traces_body(store.traces(ids)))
 
 
+@routes.get("/api/v3/traces/{trace_id}")
 async def v3_get_trace(request: web.Request) -> web.Response:
     try:
         trace_id = parse_trace_id(request.match_info["trace_id"])
@@ -217,6 +230,7 @@ async def v3_get_trace(request: web.Request) -> web.Response:
 
 
 # -- recording into a run folder (the mesh's own) -----------------------------------------
+@routes.put("/_meshload/recording")
 async def start_recording(request: web.Request) -> web.Response:
     try:
         body = await request.json()
@@ -232,6 +246,7 @@ async def start_recording(request: web.Request) -> web.Response:
     return _json({"dir": str(folder)})
 
 
+@routes.delete("/_meshload/recording")
 async def stop_recording(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     try:
@@ -251,6 +266,7 @@ async def stop_recording(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(ended.close))
 
 
+@routes.get("/_meshload/stats")
 async def stats(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     return _json(
@@ -265,19 +281,7 @@ async def stats(request: web.Request) -> web.Response:
 def make_app(store: SpanStore) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[STORE_KEY] = store
-    app.router.add_post("/v1/traces", receive)
-    app.router.add_get("/api/services", v1_services)
-    app.router.add_get("/api/services/{service}/operations", v1_operations_legacy)
-    app.router.add_get("/api/operations", v1_operations)
-    app.router.add_get("/api/traces", v1_search_traces)
-    app.router.add_get("/api/traces/{trace_id}", v1_get_trace)
-    app.router.add_get("/api/v3/services", v3_services)
-    app.router.add_get("/api/v3/operations", v3_operations)
-    app.router.add_get("/api/v3/traces", v3_find_traces)
-    app.router.add_get("/api/v3/traces/{trace_id}", v3_get_trace)
-    app.router.add_put("/_meshload/recording", start_recording)
-    app.router.add_delete("/_meshload/recording", stop_recording)
-    app.router.add_get("/_meshload/stats", stats)
+    app.add_routes(routes)
     return app
 
 
