@@ -12,6 +12,7 @@ from typing import Any
 
 from analysis.html_rollout import propagation_section, split_line, split_overall, split_section
 from analysis.judge import latency_method_line
+from analysis.judge_errors import error_method_line, steps_text
 from analysis.markup import Raw, badge, esc, fmt, image, para, pct, rows_of, section, table, utc
 
 _CSS = """
@@ -164,20 +165,31 @@ def _judge(s: Mapping[str, Any]) -> Raw:
                 f"{fmt(ci[0])} – {fmt(ci[1])}",
             )
         )
-    er = j.get("error_rate") or {}
+    er = j.get("error_rate_matched") or j.get("error_rate") or {}
+    test = j.get("error_test") or "Fisher exact"
     rows.append(
         (
             "error rate (%)",
             (er.get(b) or 0.0) * 100,
             (er.get(c) or 0.0) * 100,
             j.get("error_rate_diff_pp"),
-            f"Fisher p={fmt(j.get('error_p'), 3)}",
+            f"{test} p={fmt(j.get('error_p'), 3)}",
         )
     )
+    if alone := j.get("canary_alone"):
+        rows.append(
+            (
+                f"error rate (%), {c} alone in {steps_text(alone['steps'])}",
+                alone["baseline_rate"] * 100,
+                alone["rate"] * 100,
+                alone["diff_pp"],
+                f"Fisher exact p={fmt(alone['p'], 3)} (baseline: step {alone['baseline_step']})",
+            )
+        )
     return section(
         "judge",
         "Canary vs baseline",
-        para(latency_method_line(j)),
+        para(f"{latency_method_line(j)} {error_method_line(j)}".strip()),
         para(
             f"{j.get('rank_test') or 'Mann-Whitney U'} (canary slower) "
             f"p={fmt(j.get('mannwhitney_p'), 4)}; allowed p99 increase "

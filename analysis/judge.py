@@ -2,10 +2,11 @@
 
 Latency is compared on successful requests (a fast 503 must not make a canary look quick):
 Mann-Whitney U one-sided (canary slower), and bootstrap 95 % intervals on the p50 and p99
-differences. Errors: Fisher's exact test, one-sided (canary fails more often).
+differences. Errors: step by step too, as analysis.judge_errors says (the exact stratified
+test, one-sided: canary fails more often).
 
 Errors are decided first, on every request of both versions: a canary whose error rate is
-significantly (Fisher) and materially (more than the allowance) above the baseline's fails,
+significantly and materially (more than the allowance) above the baseline's fails,
 however few successful requests are left for the latency comparison, and that reason comes
 first. Then the verdict asks the latency data to be decisive in either direction:
 - fail: the p99 (or p50) increase is above its allowance even at the low end of its interval;
@@ -39,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.changepoint import UNKNOWN, label_codes
+from analysis.judge_errors import compare_errors, steps_text
 from meshcore.errors import ConfigError
 from meshcore.figures import (
     Roles,
@@ -183,30 +185,25 @@ def judge(
     ok = requests["ok"].to_numpy(dtype=bool)
     latency = requests[column].to_numpy(dtype=float)
     timed = ok & ~np.isnan(latency)  # successful requests with a latency
-    groups = {}
-    for role, v in (("baseline", baseline), ("canary", canary)):
-        mine = codes == _code_of(names, v)
-        groups[role] = (mine & timed, int(mine.sum()), int((mine & ~ok).sum()))
-    (timed_b, n_b, err_b), (timed_c, n_c, err_c) = groups["baseline"], groups["canary"]
+    mine_b, mine_c = (codes == _code_of(names, v) for v in (baseline, canary))
+    timed_b, timed_c = mine_b & timed, mine_c & timed
+    n_b, n_c = int(mine_b.sum()), int(mine_c.sum())
+    err_b, err_c = int((mine_b & ~ok).sum()), int((mine_c & ~ok).sum())
     out["n"] = {baseline: n_b, canary: n_c}
     out["errors"] = {baseline: err_b, canary: err_c}
-    rate_b, rate_c = err_b / max(n_b, 1), err_c / max(n_c, 1)
-    out["error_rate"] = {baseline: rate_b, canary: rate_c}
-    out["error_rate_diff_pp"] = (rate_c - rate_b) * 100.0
-    table = [[err_c, n_c - err_c], [err_b, n_b - err_b]]
-    out["error_p"] = float(stats.fisher_exact(table, alternative="greater").pvalue)
-    fails, doubts = [], []
-    diff_pp, p_err = out["error_rate_diff_pp"], out["error_p"]
-    if diff_pp > max_error_rate_increase_pp:
-        msg = (
-            f"error rate up {diff_pp:.2f} pp ({canary} {rate_c:.1%} of {n_c:,}, {baseline} "
-            f"{rate_b:.1%} of {n_b:,}), allowed {max_error_rate_increase_pp:g} pp"
-        )
-        if p_err < alpha:
-            fails.append(f"{msg} (Fisher p={p_err:.2g})")
-        else:
-            doubts.append(f"{msg}, not significant (Fisher p={p_err:.2g})")
-    strata, shared = _step_strata(requests, timed_b, timed_c, latency)
+    out["error_rate"] = {baseline: err_b / max(n_b, 1), canary: err_c / max(n_c, 1)}
+    step = _steps_of(requests)
+    error_fields, fails, doubts = compare_errors(
+        step,
+        ~ok,
+        mine_b,
+        mine_c,
+        names=(baseline, canary),
+        alpha=alpha,
+        allowed_pp=max_error_rate_increase_pp,
+    )
+    out.update(error_fields)
+    strata, shared = _step_strata(step, timed_b, timed_c, latency)
     if shared:
         out["latency_method"] = "step-matched"
         out["latency_steps"] = [k for k, _, _ in strata]
@@ -276,7 +273,8 @@ def judge(
         out["verdict"] = "pass"
         # hi99 bounds the increase from above: below 0, the canary is faster by at least -hi99
         change = f"up at most {hi99:.2f} ms" if hi99 >= 0 else f"down at least {-hi99:.2f} ms"
-        matched = f", step-matched over steps {_steps_text(strata)}" if strata else ""
+        over = steps_text([k for k, _, _ in strata]) if strata else ""
+        matched = f", step-matched over {over}" if strata else ""
         out["reasons"] = [
             f"p99 {change} (allowed increase {allowed:.2f} ms{matched}); "
             f"error rate within {max_error_rate_increase_pp:g} pp"
@@ -284,16 +282,22 @@ def judge(
     return out
 
 
+def _steps_of(requests: pd.DataFrame) -> np.ndarray | None:
+    """Each request's step as a float (NaN where it has none); None without a step column."""
+    if "step" not in requests.columns:
+        return None
+    return pd.to_numeric(requests["step"], errors="coerce").to_numpy(dtype=float)
+
+
 def _step_strata(
-    requests: pd.DataFrame, base: np.ndarray, canary: np.ndarray, latency: np.ndarray
+    steps: np.ndarray | None, base: np.ndarray, canary: np.ndarray, latency: np.ndarray
 ) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], tuple[int, int] | None]:
     """(step, sorted baseline latencies, sorted canary latencies) of each step where both
     versions have MIN_STEP_SAMPLES timed successful requests, and whether any step served both
     at all: their samples per version, None when none did (a step with fewer than
     MIN_STEP_SAMPLES is left out, never a reason to pool the run)."""
-    if "step" not in requests.columns:
+    if steps is None:
         return [], None
-    steps = pd.to_numeric(requests["step"], errors="coerce").to_numpy(dtype=float)
     out, n_b, n_c = [], 0, 0
     for k in np.unique(steps[~np.isnan(steps)]):
         here = steps == k  # each step's samples sorted once, for all that reads them
@@ -320,14 +324,6 @@ def _mann_whitney_p(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return float(stats.norm.sf(t / np.sqrt(var)))
 
 
-def _steps_text(strata: list[tuple[int, np.ndarray, np.ndarray]]) -> str:
-    steps = [k for k, _, _ in strata]
-    contiguous = steps == list(range(steps[0], steps[-1] + 1))
-    if contiguous and len(steps) > 1:
-        return f"{steps[0]}–{steps[-1]}"
-    return ", ".join(map(str, steps))
-
-
 def latency_method_line(result: Mapping[str, Any]) -> str:
     """How a verdict's latency was compared, for a person; "" for a summary of an older
     meshload, which does not say."""
@@ -335,7 +331,7 @@ def latency_method_line(result: Mapping[str, Any]) -> str:
         steps = ", ".join(str(k) for k in result.get("latency_steps") or []) or "none had enough"
         return (
             f"Latency step-matched: the versions compared within each step that served both "
-            f"(steps {steps}), weighted by their samples; errors over every request."
+            f"(steps {steps}), weighted by their samples."
         )
     if result.get("latency_method") == "pooled":
         return (

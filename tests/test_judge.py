@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.judge import bootstrap_percentile, judge, run_roles, traffic_roles
+from analysis.judge_errors import stratified_exact_p
 from meshcore.errors import ConfigError
 from meshcore.figures import Roles
 
@@ -56,12 +60,25 @@ def test_shifted_canary_fails() -> None:
 
 
 def test_error_rate_increase_fails() -> None:
-    result = judge(requests_of(2, 5000, error_rates=(0.01, 0.05)), n_boot=300)
+    frame = requests_of(2, 5000, error_rates=(0.01, 0.05))
+    result = judge(frame, n_boot=300)
     assert result["verdict"] == "fail"
     assert any("error rate" in r for r in result["reasons"])
-    assert result["error_rate_diff_pp"] == pytest.approx(
-        100 * (result["error_rate"]["v2"] - result["error_rate"]["v1"])
-    )
+    assert result["error_method"] == "step-matched" and result["error_steps"] == [0]
+    both = frame[frame["step"] == 0]  # the one step that served both
+    rate = {v: 1 - both.loc[both["version"] == v, "ok"].mean() for v in ("v1", "v2")}
+    assert result["error_rate_matched"] == pytest.approx(rate)
+    assert result["error_rate_diff_pp"] == pytest.approx(100 * (rate["v2"] - rate["v1"]))
+    # one step: the stratified test is Fisher's exact test of that step's table
+    table = [[int((~both["ok"] & (both["version"] == v)).sum()),
+              int((both["ok"] & (both["version"] == v)).sum())] for v in ("v2", "v1")]  # fmt: skip
+    fisher = stats.fisher_exact(table, alternative="greater").pvalue
+    assert result["error_p"] == pytest.approx(fisher, rel=1e-9, abs=1e-300)
+    # the errors of step 1, which v2 served alone, against v1's in step 0
+    alone = result["canary_alone"]
+    assert alone["steps"] == [1] and alone["n"] == int((frame["step"] == 1).sum())
+    assert alone["baseline_step"] == 0 and alone["baseline_rate"] == pytest.approx(rate["v1"])
+    assert alone["rate"] == pytest.approx(1 - frame.loc[frame["step"] == 1, "ok"].mean())
 
 
 def test_errors_decide_first_however_few_successes_remain() -> None:
@@ -235,3 +252,102 @@ def test_thin_shared_steps_are_inconclusive_not_pooled() -> None:
     assert result["latency_method"] == "step-matched" and result["latency_steps"] == []
     assert "too few successful requests to compare latency in the steps that served both: " \
            "v1 990, v2 10, need 200 each" in result["reasons"][-1]  # fmt: skip
+
+
+def erring_run(seed: int, rates: tuple[tuple[float, float], ...], n: int = 3000) -> pd.DataFrame:
+    """The canary plan's six steps of n requests each; in each step, v1 and v2 fail at their
+    own rates (a step where a version serves nothing ignores its rate)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for step, (share, (r_b, r_c)) in enumerate(zip(CANARY_SHARES, rates, strict=True)):
+        canary = rng.random(n) < share
+        failed = rng.random(n) < np.where(canary, r_c, r_b)
+        frames.append(pd.DataFrame({"version": np.where(canary, "v2", "v1"),
+                                    "latency_ms": rng.lognormal(2.3, 0.4, n),
+                                    "ok": ~failed, "step": step}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_warm_up_errors_of_the_baseline_do_not_hide_a_worse_canary() -> None:
+    """Step 0 (v1 alone) fails 15 % while the mesh warms up; afterwards v1 fails 0.2 % and v2
+    2.5 % in every step. Pooled over the run v1's rate was the higher and the canary passed on
+    errors; step-matched it fails, and the reason says where."""
+    rates = ((0.15, 0.0), (0.002, 0.025), (0.002, 0.025), (0.002, 0.025), (0.002, 0.025),
+             (0.0, 0.025))  # fmt: skip
+    frame = erring_run(7, rates)
+    result = judge(frame, n_boot=300)
+    pooled = {v: 1 - frame.loc[frame["version"] == v, "ok"].mean() for v in ("v1", "v2")}
+    assert pooled["v1"] > pooled["v2"]  # what the pooled comparison saw
+    assert result["verdict"] == "fail", result["reasons"]
+    assert result["error_steps"] == [1, 2, 3, 4]
+    assert result["reasons"][0].startswith("error rate up ")
+    assert "step-matched over steps 1–4" in result["reasons"][0]
+    # independently: each step's rate difference, weighted by n_b n_c / (n_b + n_c)
+    diffs, weights = [], []
+    for step in (1, 2, 3, 4):
+        here = frame[frame["step"] == step]
+        b = ~here.loc[here["version"] == "v1", "ok"].to_numpy()
+        c = ~here.loc[here["version"] == "v2", "ok"].to_numpy()
+        diffs.append(100 * (c.mean() - b.mean()))
+        weights.append(len(b) * len(c) / (len(b) + len(c)))
+    assert result["error_rate_diff_pp"] == pytest.approx(np.average(diffs, weights=weights))
+
+
+def test_errors_that_grow_with_the_load_do_not_fail_a_healthy_canary() -> None:
+    """Both versions fail alike in each step, more as the load grows from step to step (the
+    last step, v2 alone, at step 4's load): pooled, the canary (served mostly late) failed more
+    often; step-matched, it does not."""
+    growing = tuple((r, r) for r in (0.002, 0.005, 0.01, 0.02, 0.03, 0.03))
+    results = [judge(erring_run(seed, growing), n_boot=200) for seed in range(10)]
+    assert [r["verdict"] for r in results].count("fail") == 0, [r["reasons"] for r in results]
+    assert min(r["error_p"] for r in results) > 0.001
+    pooled = judge(erring_run(0, growing).assign(step=0), n_boot=200)  # one step: pooled
+    assert pooled["verdict"] == "fail"  # what the pooled comparison made of it
+
+
+def test_a_canary_that_fails_only_alone_still_fails() -> None:
+    """Healthy while it shares the traffic, v2 fails 4 % once it serves all of it (the last
+    step): the steps both served see nothing, its own step fails it."""
+    rates = ((0.005, 0.0), *[(0.005, 0.005)] * 4, (0.0, 0.04))
+    result = judge(erring_run(8, rates), n_boot=300)
+    assert result["verdict"] == "fail", result["reasons"]
+    assert result["error_rate_diff_pp"] < 1.0  # the shared steps are fine
+    assert "in step 5, which v2 served alone" in result["reasons"][0]
+    assert "in step 4, the nearest both served" in result["reasons"][0]
+    assert result["canary_alone"]["steps"] == [5] and result["canary_alone"]["baseline_step"] == 4
+
+
+def test_a_blue_green_plan_compares_errors_over_the_run_and_says_so() -> None:
+    frame = pd.DataFrame({"version": ["v1"] * 2000 + ["v2"] * 2000, "latency_ms": 10.0,
+                          "ok": [True] * 1990 + [False] * 10 + [True] * 1900 + [False] * 100,
+                          "step": [0] * 2000 + [1] * 2000})  # fmt: skip
+    result = judge(frame, n_boot=200)
+    assert result["error_method"] == "pooled" and result["error_steps"] is None
+    assert result["error_test"] == "Fisher exact" and "canary_alone" not in result
+    assert result["error_rate_diff_pp"] == pytest.approx(100 * (100 / 2000 - 10 / 2000))
+    assert result["verdict"] == "fail"
+
+
+def test_the_stratified_exact_test_against_enumeration() -> None:
+    """P(S >= s) by enumerating every way the steps' errors could fall, from binomial
+    coefficients alone, against the convolution of hypergeometric distributions."""
+    tables = [(3, 10, 1, 12), (0, 4, 2, 9), (5, 15, 4, 20)]  # (e_c, n_c, e_b, n_b)
+    dists = []
+    for e_c, n_c, e_b, n_b in tables:
+        m = e_c + e_b
+        ways = {a: math.comb(n_c, a) * math.comb(n_b, m - a) for a in range(m + 1)
+                if a <= n_c and m - a <= n_b}  # fmt: skip
+        dists.append({a: w / math.comb(n_c + n_b, m) for a, w in ways.items()})
+    tail = 0.0
+    for combo in itertools.product(*(d.items() for d in dists)):
+        if sum(a for a, _ in combo) >= sum(t[0] for t in tables):
+            tail += math.prod(p for _, p in combo)
+    assert stratified_exact_p(tables) == pytest.approx(tail, rel=1e-9)
+    one = tables[0]
+    fisher = stats.fisher_exact([[one[0], one[1] - one[0]], [one[2], one[3] - one[2]]],
+                                alternative="greater").pvalue  # fmt: skip
+    assert stratified_exact_p([one]) == pytest.approx(fisher, rel=1e-9)
+    # many errors: the far tails underflow and are trimmed, the p stays a probability
+    big = [(4000, 40000, 3000, 40000), (500, 5000, 480, 5000)]
+    assert 0.0 <= stratified_exact_p(big) < 1e-20
+    assert stratified_exact_p([(480, 5000, 500, 5000)]) > 0.7

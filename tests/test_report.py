@@ -313,3 +313,26 @@ def test_the_judge_section_says_how_latency_was_compared() -> None:
     page = render_html({"judge": {**judged, "latency_method": "pooled"}}, {})
     assert "Latency pooled over the run: no step served both versions" in page
     assert "Mann-Whitney U (canary slower)" in page
+
+
+def test_the_judge_section_says_how_errors_were_compared() -> None:
+    from analysis.html import render_html
+    from analysis.judge import judge
+    from test_judge import erring_run
+
+    # healthy while sharing the traffic, v2 fails 4 % once it serves all of it (step 5)
+    result = judge(erring_run(8, ((0.005, 0.0), *[(0.005, 0.005)] * 4, (0.0, 0.04))), n_boot=100)
+    page = render_html({"judge": result}, {})
+    assert "Errors step-matched too (steps 1–4, the rates weighted alike, exact stratified" in page
+    assert "step 5, which v2 served alone, against v1 in step 4." in page
+    matched = result["error_rate_matched"]
+    assert f"<td>{matched['v2'] * 100:.2f}</td>" in page  # the matched rate, not the pooled one
+    assert f"exact stratified p={result['error_p']:.3f}" in page
+    alone = result["canary_alone"]
+    assert f"error rate (%), v2 alone in step 5</td><td>{alone['baseline_rate'] * 100:.2f}" in page
+    assert "(baseline: step 4)" in page
+    blue_green = pd.DataFrame({"version": ["v1"] * 300 + ["v2"] * 300, "latency_ms": 10.0,
+                               "ok": True, "step": [0] * 300 + [1] * 300})  # fmt: skip
+    page = render_html({"judge": judge(blue_green, n_boot=100)}, {})
+    assert "Errors pooled over every request (no step served both versions" in page
+    assert "Fisher exact p=" in page and "alone in" not in page
