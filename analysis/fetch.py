@@ -81,14 +81,18 @@ def fetch_telemetry(
     return notes
 
 
+def _parts(n: int) -> str:
+    return f"{n:,} part" + ("" if n == 1 else "s")
+
+
 def _recorded(run: Run, parts_dir: str, what: str, url: str | None) -> str:
     kind = "spans" if parts_dir == SPANS_DIR else "metrics"
     states = run.recordings.get(parts_dir)
     if states:
         rows, parts = recorded_count(states)
-        held = f"{rows} {what} in {parts} parts"
+        held = f"{rows:,} {what} in {_parts(parts)}"
     else:  # parts whose recorder could not write its state
-        held = f"{len(run.recorded_parts(parts_dir))} parts"
+        held = _parts(len(run.recorded_parts(parts_dir)))
     return f"{kind} recorded during the run: {held} ({parts_dir}/); not fetched" + (
         f" from {url}" if url else ""
     )

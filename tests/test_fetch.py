@@ -409,12 +409,12 @@ def test_telemetry_recorded_during_the_run_is_not_fetched_again(
     prometheus = servers.start(prometheus_app(prom_calls, {"istio_requests_total": [(1.0, 1.0)]}))
     run = _run_folder(tmp_path, jaeger, prometheus)
     folder = RunFolder(run)
-    for parts_dir, writer, rows in ((SPANS_DIR, "tracestore", 40), (METRICS_DIR, "scraper", 900)):
+    for parts_dir, writer, rows in ((SPANS_DIR, "tracestore", 40), (METRICS_DIR, "scraper", 1200)):
         folder.write_recording(parts_dir, RecorderState(writer, 1, rows=rows, parts=3, done=True))
     notes = fetch_telemetry(run, progress=False)
     assert notes == [
         f"spans recorded during the run: 40 spans in 3 parts (spans/); not fetched from {jaeger}",
-        "metrics recorded during the run: 900 samples in 3 parts (metrics/); not fetched "
+        "metrics recorded during the run: 1,200 samples in 3 parts (metrics/); not fetched "
         f"from {prometheus}",
     ]
     assert jaeger_calls == [] and prom_calls == []  # not even asked
@@ -430,5 +430,5 @@ def test_recorded_parts_without_a_state_are_not_fetched_either(
     spans = pa.table({"trace_id": [f"{1:032x}"], "span_id": ["1" * 16]})
     RunFolder(run).write_telemetry_part(SPANS_DIR, spans, "tracestore", 1, 0)
     notes = fetch_telemetry(run, progress=False)
-    assert notes[0] == f"spans recorded during the run: 1 parts (spans/); not fetched from {jaeger}"
+    assert notes[0] == f"spans recorded during the run: 1 part (spans/); not fetched from {jaeger}"
     assert calls == []

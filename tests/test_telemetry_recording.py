@@ -78,7 +78,7 @@ def test_a_run_folder_gets_every_span_and_sample_and_the_report_reads_them(tmp_p
         # As a run's conductor calls it: with the trace store's URL, which is not fetched.
         result = build_report(folder.path, jaeger_url=url, progress=False)
     notes = " | ".join(result.notes)
-    assert f"spans recorded during the run: {len(stored)} spans" in notes
+    assert f"spans recorded during the run: {len(stored):,} spans" in notes
     assert "metrics recorded during the run" in notes
     assert "stopped" not in notes and "--jaeger-url" not in notes
     assert len(load_run(folder.path).spans) == len(stored)
