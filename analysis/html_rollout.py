@@ -86,7 +86,10 @@ def split_section(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
                     st.get("reason"),
                 )
             )
-    headers = "step,version,configured,observed,95 % interval,error (pp),version,n,step,needs"
+    headers = (
+        "step,version,configured,observed,95 % interval,error (pp),version verdict,n,"
+        "step verdict,needs (requests)"
+    )
     counted = {
         "stamped": "the requests whose response carried the step's configuration stamp",
         "estimate": "the requests that started after the step's estimated change point",

@@ -316,9 +316,10 @@ def test_the_judge_section_says_how_latency_was_compared() -> None:
 
 
 def test_the_judge_section_says_how_errors_were_compared() -> None:
+    from test_judge import erring_run
+
     from analysis.html import render_html
     from analysis.judge import judge
-    from test_judge import erring_run
 
     # healthy while sharing the traffic, v2 fails 4 % once it serves all of it (step 5)
     result = judge(erring_run(8, ((0.005, 0.0), *[(0.005, 0.005)] * 4, (0.0, 0.04))), n_boot=100)
@@ -336,3 +337,19 @@ def test_the_judge_section_says_how_errors_were_compared() -> None:
     page = render_html({"judge": judge(blue_green, n_boot=100)}, {})
     assert "Errors pooled over every request (no step served both versions" in page
     assert "Fisher exact p=" in page and "alone in" not in page
+
+
+def test_the_split_table_names_each_verdict_column_for_what_it_judges() -> None:
+    from analysis.html import render_html
+
+    step = {"step": 1, "n": 1060, "configured": {"v1": 0.9, "v2": 0.1},
+            "observed": {"v1": 0.912, "v2": 0.088},
+            "ci95": {"v1": [0.89, 0.93], "v2": [0.07, 0.11]},
+            "error_pp": {"v1": 1.2, "v2": -1.2}, "verdicts": {"v1": "pass", "v2": "inconclusive"},
+            "verdict": "inconclusive", "needs_requests": 3458, "method": "stamped"}  # fmt: skip
+    page = render_html({"split": [step]}, {})
+    section = page[page.index('id="split"') :]
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", section[: section.index("</tr>")])
+    assert headers == ["step", "version", "configured", "observed", "95 % interval",
+                       "error (pp)", "version verdict", "n", "step verdict", "needs (requests)",
+                       "reason"]  # fmt: skip
