@@ -3,12 +3,12 @@
 Plotting is kept apart from the figures: the series drawn here are bucketed with numpy
 (bincount over time buckets, a few hundred points per line) or read from summary.json, so a run
 of a million requests draws as fast as one of a thousand. Every label that came from outside
-(versions, services) goes through `_text`, because matplotlib reads `$...$` as math.
+(versions, services) goes through `analysis.chart_png.label`; the service graph is drawn in
+analysis/graph_chart.py.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from analysis.changepoint import label_codes, weight_events
+from analysis.chart_png import DPI, label, png
+from analysis.graph_chart import plot_graph
 from analysis.latency import latency_over_time
 
 CHART_NAMES = (
@@ -32,14 +34,9 @@ CHART_NAMES = (
 )
 _NICE_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 _CDF_POINTS = 600
-_DPI = 100
 _PLAIN = FuncFormatter(lambda v, _pos: f"{v:g}")
 
 log = logging.getLogger(__name__)
-
-
-def _text(value: object) -> str:
-    return str(value).replace("$", r"\$")
 
 
 def bucket_seconds(duration_s: float, n_requests: int = 0, target_buckets: int = 150) -> float:
@@ -106,14 +103,8 @@ def cdf_points(requests: pd.DataFrame, n_points: int = _CDF_POINTS) -> dict[str,
     return out
 
 
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
-    return buf.getvalue()
-
-
 def _figure(height_in: float = 4.0) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(10, height_in), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(10, height_in), dpi=DPI, layout="constrained")
     return fig, fig.add_subplot()
 
 
@@ -162,7 +153,7 @@ def plot_split(
     share[per_bucket == 0] = np.nan
     for j, v in enumerate(names):
         ax.plot(
-            t_s + bucket_s / 2, share[:, j], color=colors[v], lw=1.4, label=f"{_text(v)} served"
+            t_s + bucket_s / 2, share[:, j], color=colors[v], lw=1.4, label=f"{label(v)} served"
         )
     change_s, configured = configured_shares(meta, t0_ns)
     if len(change_s):
@@ -176,12 +167,12 @@ def plot_split(
                 ls="--",
                 lw=1.2,
                 color=colors.get(v, "0.3"),
-                label=f"{_text(v)} configured",
+                label=f"{label(v)} configured",
             )
     ax.set_ylim(-3, 103)
     title = "Served split over time vs configured weights"
     _time_axes(ax, summary, t0_ns, bucket_s, "share of requests (%)", title)
-    return _png(fig)
+    return png(fig)
 
 
 def plot_latency_over_time(
@@ -193,15 +184,15 @@ def plot_latency_over_time(
     for version, g in frame.groupby("version", sort=True):
         c = colors[str(version)]
         x = g["t_s"].to_numpy() + bucket_s / 2
-        ax.plot(x, g["p50_ms"], color=c, lw=1.4, label=f"{_text(version)} p50")
-        ax.plot(x, g["p99_ms"], color=c, lw=1.0, ls="--", label=f"{_text(version)} p99")
+        ax.plot(x, g["p50_ms"], color=c, lw=1.4, label=f"{label(version)} p50")
+        ax.plot(x, g["p99_ms"], color=c, lw=1.0, ls="--", label=f"{label(version)} p99")
     if (frame["p50_ms"] > 0).any():
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(_PLAIN)
         ax.yaxis.set_minor_formatter(_PLAIN)
     title = "Client latency percentiles over time per version"
     _time_axes(ax, summary, t0_ns, bucket_s, "latency (ms)", title)
-    return _png(fig)
+    return png(fig)
 
 
 def plot_latency_cdf(requests: pd.DataFrame) -> bytes:
@@ -215,7 +206,7 @@ def plot_latency_cdf(requests: pd.DataFrame) -> bytes:
     fig, ax = _figure()
     for version, x in sorted(points.items()):
         y = np.linspace(0, 100, len(x)) if len(x) > 1 else np.array([100.0])
-        ax.plot(x, y, color=colors[version], lw=1.4, label=f"{_text(version)} (n={n[version]:,})")
+        ax.plot(x, y, color=colors[version], lw=1.4, label=f"{label(version)} (n={n[version]:,})")
     if any((x > 0).any() for x in points.values()):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(_PLAIN)
@@ -226,7 +217,7 @@ def plot_latency_cdf(requests: pd.DataFrame) -> bytes:
     ax.set_ylabel("requests at or below (%)")
     ax.set_title("Latency CDF per version", pad=12)
     ax.legend(loc="lower right", fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def plot_hops(hops: Mapping[str, Any]) -> bytes:
@@ -235,7 +226,7 @@ def plot_hops(hops: Mapping[str, Any]) -> bytes:
         raise ValueError("no per-hop table (needs spans of a baseline and a canary)")
     table = table.iloc[::-1].reset_index(drop=True)  # largest delta on top
     y = np.arange(len(table))
-    fig = Figure(figsize=(10, max(2.5, 0.45 * len(table) + 1.2)), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(10, max(2.5, 0.45 * len(table) + 1.2)), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, what, title in zip(
         axes, ("critical", "self"), ("critical path", "self time"), strict=True
@@ -246,7 +237,7 @@ def plot_hops(hops: Mapping[str, Any]) -> bytes:
                 table[f"{role}_{what}_ms"].fillna(0.0),
                 height=0.4,
                 color=color,
-                label=f"{_text(hops.get(role))} ({role})",
+                label=f"{label(hops.get(role))} ({role})",
             )
         ends = table[[f"baseline_{what}_ms", f"canary_{what}_ms"]].max(axis=1).fillna(0.0)
         for yi, end, d in zip(y, ends, table[f"delta_{what}_ms"], strict=True):
@@ -255,10 +246,10 @@ def plot_hops(hops: Mapping[str, Any]) -> bytes:
                 ax.annotate(f"Δ {d:+.2f} ms", (end, yi), fontsize=8, va="center", **beside)
         ax.set_xlim(0, max(float(ends.max()), 1e-3) * 1.3)
         ax.set_xlabel(f"{title}: mean ms per trace")
-    axes[0].set_yticks(y, [_text(s) for s in table["service"]])
+    axes[0].set_yticks(y, [label(s) for s in table["service"]])
     axes[1].legend(loc="lower right", fontsize=8)
     fig.suptitle("Per-hop breakdown: where the canary's latency goes (Δ = canary - baseline)")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_error_rate(
@@ -271,94 +262,12 @@ def plot_error_rate(
     with np.errstate(invalid="ignore", divide="ignore"):
         for j, v in enumerate(names):
             rate = np.where(total[:, j] > 0, errors[:, j] / total[:, j] * 100.0, np.nan)
-            ax.plot(x, rate, color=colors[v], lw=1.2, label=_text(v))
+            ax.plot(x, rate, color=colors[v], lw=1.2, label=label(v))
         all_rate = errors.sum(axis=1) / total.sum(axis=1) * 100.0
     ax.plot(x, all_rate, color="0.5", lw=0.8, label="all versions")
     title = "Error rate over time per version"
     _time_axes(ax, summary, t0_ns, bucket_s, "failed requests (%)", title)
-    return _png(fig)
-
-
-def graph_depths(edges: pd.DataFrame) -> dict[str, int]:
-    """Column of each service: its longest call chain from a caller nobody calls."""
-    nodes = list(dict.fromkeys([*edges["source"], *edges["destination"]]))
-    pairs = list(dict.fromkeys(zip(edges["source"], edges["destination"], strict=True)))
-    depth = dict.fromkeys(nodes, 0)
-    for _ in range(len(nodes)):  # longest path by relaxation; a call cycle stops at len(nodes)
-        changed = False
-        for s, d in pairs:
-            if s != d and depth[d] < depth[s] + 1 <= len(nodes):
-                depth[d], changed = depth[s] + 1, True
-        if not changed:
-            break
-    return depth
-
-
-def _incoming(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """Per destination, one line per calling service: requests, errors and the version split."""
-    lines: dict[str, list[str]] = {}
-    for (src, dst), g in frame.groupby(["source", "destination"], sort=True):
-        errors = int(g["errors"].sum())
-        text = f"← {_text(src)}: {int(g['requests'].sum()):,} req"
-        text += f", {errors:,} err" if errors else ""
-        if set(g["destination_version"]) != {"unknown"}:
-            shares = zip(g["destination_version"], g["share"], strict=True)
-            text += " · " + " / ".join(f"{_text(v)} {s * 100:.0f}%" for v, s in shares)
-        lines.setdefault(str(dst), []).append(text)
-    return lines
-
-
-def plot_graph(graph: Sequence[Mapping[str, Any]]) -> bytes:
-    """Services in columns by call depth; each box lists its callers with counts and split."""
-    frame = pd.DataFrame(list(graph))
-    if frame.empty:
-        raise ValueError("no service graph (needs spans)")
-    frame["destination_version"] = frame["destination_version"].fillna("unknown").astype(str)
-    frame[["source", "destination"]] = frame[["source", "destination"]].astype(str)
-    depth = graph_depths(frame)
-    incoming = _incoming(frame)
-    columns = {x: sorted(n for n in depth if depth[n] == x) for x in sorted(set(depth.values()))}
-    height = {n: 1 + len(incoming.get(n, [])) for n in depth}
-    tallest = max(sum(height[n] + 1.5 for n in col) for col in columns.values())
-    fig = Figure(
-        figsize=(min(20.0, max(10.0, 3.0 * len(columns))), max(3.0, 0.17 * tallest + 1.0)),
-        dpi=_DPI,
-        layout="constrained",
-    )
-    ax = fig.add_subplot()
-    boxes = {}
-    for x, col in columns.items():
-        y = sum(height[n] + 1.5 for n in col) / 2  # centre every column on 0
-        for n in col:
-            y -= (height[n] + 1.5) / 2
-            text = "\n".join([_text(n), *incoming.get(n, [])])
-            boxes[n] = ax.text(
-                x,
-                y,
-                text,
-                ha="center",
-                va="center",
-                fontsize=7,
-                multialignment="left",
-                zorder=3,
-                bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fe", "ec": "#4a6fa5"},
-            )
-            y -= (height[n] + 1.5) / 2
-    for src, dst in dict.fromkeys(zip(frame["source"], frame["destination"], strict=True)):
-        ax.annotate(
-            "",
-            xy=(0, 0.5),
-            xycoords=boxes[dst],
-            xytext=(1, 0.5),
-            textcoords=boxes[src],
-            zorder=2,
-            arrowprops={"arrowstyle": "-|>", "color": "0.45", "shrinkA": 3, "shrinkB": 3},
-        )
-    ax.set_xlim(-0.5, len(columns) - 0.5)
-    ax.set_ylim(-tallest / 2 - 0.5, tallest / 2 + 0.5)
-    ax.set_axis_off()
-    ax.set_title("Service graph from traces: callers of each service, requests and version split")
-    return _png(fig)
+    return png(fig)
 
 
 def render_charts(

@@ -22,6 +22,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding
 margin-top:2em}table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;vertical-align:top}
 th{background:#f3f5f7}td.t,th.t{text-align:left}img{max-width:100%;border:1px solid #eee}
+.wide{overflow-x:auto;margin:1em 0}.wide img{max-width:none}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;color:#fff}
 .pass{background:#1a7f37}.fail{background:#cf222e}.inconclusive,.none{background:#9a6700}
 .big{font-size:1.3em}.notes{background:#fff8c5;border:1px solid #d4a72c;padding:.5em 1em}
@@ -236,7 +237,7 @@ def _graph(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
     keys = "source destination destination_version requests errors share"
     rows = rows_of(s.get("graph") or [], keys, share=pct)
     headers = ["source", "destination", "version", "requests", "errors", "share of edge"]
-    chart = image(charts, "service_graph", "Service graph")
+    chart = image(charts, "service_graph", "Service graph", wide=True)
     return section("graph", "Service graph", chart, table(headers, rows, text_cols=3))
 
 

@@ -82,11 +82,14 @@ def para(text: Any) -> Raw:
     return Raw(f"<p>{esc(text)}</p>")
 
 
-def image(charts: Mapping[str, bytes], name: str, alt: str) -> Raw:
+def image(charts: Mapping[str, bytes], name: str, alt: str, *, wide: bool = False) -> Raw:
+    """A chart inlined as PNG, shrunk to the page's width; `wide`: shown at its own size,
+    scrolling sideways where the page is narrower (text that would shrink past reading)."""
     if name not in charts:
         return Raw(f'<p class="muted">{esc(alt)}: chart not drawn (see notes).</p>')
     data = base64.b64encode(charts[name]).decode("ascii")
-    return Raw(f'<p><img alt="{esc(alt)}" src="data:image/png;base64,{data}"></p>')
+    img = f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+    return Raw(f'<div class="wide">{img}</div>' if wide else f"<p>{img}</p>")
 
 
 def range_text(pair: Any) -> str:

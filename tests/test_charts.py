@@ -13,12 +13,11 @@ from analysis.charts import (
     bucketed,
     cdf_points,
     configured_shares,
-    graph_depths,
-    plot_graph,
     plot_hops,
     plot_split,
     render_charts,
 )
+from analysis.graph_chart import FONT_PT, graph_depths, plot_graph
 from analysis.summary import build_summary
 from analysis.synthetic import T0_NS, make_run
 
@@ -145,7 +144,7 @@ def test_log_latency_axes_label_ticks_in_plain_milliseconds(monkeypatch) -> None
     import analysis.charts as charts
 
     drawn = []
-    monkeypatch.setattr(charts, "_png", lambda fig: drawn.append(fig) or b"")
+    monkeypatch.setattr(charts, "png", lambda fig: drawn.append(fig) or b"")
     rng = np.random.default_rng(5)
     requests = pd.DataFrame(
         {
@@ -160,3 +159,60 @@ def test_log_latency_axes_label_ticks_in_plain_milliseconds(monkeypatch) -> None
     labels = [t.get_text() for t in ax.xaxis.get_ticklabels(minor=True) if t.get_text()]
     assert labels and {"3", "5"} <= set(labels), labels
     assert not [t for t in labels if "10" in t and "times" in t], labels
+
+
+def test_the_service_graph_is_as_wide_as_its_text_needs(monkeypatch) -> None:
+    """Online Boutique's graph: the boxes never overlap, a column's boxes fit in it, and the gap
+    between columns is the arrows' room, not a share of a fixed width (the old layout gave
+    every column 3 in whatever its text: 18 in, text shrunk to 4 pt on the page)."""
+    import analysis.graph_chart as graph_chart
+
+    drawn = []
+    monkeypatch.setattr(graph_chart, "png", lambda fig: drawn.append(fig) or b"")
+    calls = [
+        ("client", "meshload-client", "unknown", 4262),
+        ("meshload-client", "istio-ingressgateway", "unknown", 4262),
+        ("istio-ingressgateway", "frontend", "frontend-v1", 2623),
+        ("istio-ingressgateway", "frontend", "frontend-v2", 1639),
+    ]
+    calls += [
+        ("frontend", s, "v1", 900)
+        for s in (
+            "adservice",
+            "cartservice",
+            "checkoutservice",
+            "currencyservice",
+            "productcatalogservice",
+            "recommendationservice",
+        )
+    ]
+    calls += [
+        ("checkoutservice", s, "v1", 150)
+        for s in ("cartservice", "emailservice", "paymentservice", "shippingservice")
+    ]
+    calls += [("recommendationservice", "productcatalogservice", "v1", 3022)]  # fmt: skip
+    graph = [{"source": s, "destination": d, "destination_version": v, "requests": n,
+              "errors": 0, "share": n / 4262 if d == "frontend" else 1.0}
+             for s, d, v, n in calls]  # fmt: skip
+    plot_graph(graph)
+    [fig] = drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.axes[0].texts if t.get_bbox_patch() is not None]
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in texts]
+    assert len(boxes) == 13 and {t.get_fontsize() for t in texts} == {FONT_PT}
+    for i, a in enumerate(boxes):
+        assert a.x0 >= 0 and a.x1 <= fig.bbox.width  # inside the figure
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+    columns: dict[float, list] = {}  # a column's boxes share their centre
+    for t, b in zip(texts, boxes, strict=True):
+        columns.setdefault(t.get_position()[0], []).append(b)
+    spans = [(min(b.x0 for b in c), max(b.x1 for b in c)) for _, c in sorted(columns.items())]
+    assert len(spans) == 6
+    gaps = [nxt[0] - cur[1] for cur, nxt in zip(spans, spans[1:], strict=False)]
+    assert all(0 < g < fig.dpi for g in gaps), gaps  # under an inch between columns
+    assert fig.get_size_inches()[0] < 15
+    # the gateway's caller line carries the split on a line of its own
+    frontend = next(t.get_text() for t in texts if t.get_text().startswith("frontend\n"))
+    assert frontend.splitlines()[2].strip() == "frontend-v1 62% / frontend-v2 38%"
