@@ -23,9 +23,11 @@ import pandas as pd
 from scipy import stats
 
 from analysis.changepoint import UNKNOWN, label_codes, weight_events
+from analysis.clustering import Clustering, clustering
 from analysis.stamped import STAMPED, config_steps
 from analysis.stamped import propagation as stamped_propagation
-from analysis.verdicts import FAIL, PASS, step_verdict, wilson_interval
+from analysis.sticky import user_codes
+from analysis.verdicts import FAIL, PASS, effective_fraction, step_verdict, wilson_interval
 from meshcore.figures import (
     DEFAULT_BROKEN_STEP_ERROR_RATE,
     broken_steps,
@@ -51,6 +53,8 @@ SPLIT_COLUMNS = (
     "verdict",
     "needs_requests",
     "precision_pp",
+    "users",
+    "n_effective",
     "method",
     "reason",
 )
@@ -75,11 +79,14 @@ def split_accuracy(
     changes: pd.DataFrame | None = None,
     tolerance_pp: float = 2.0,
     margin_ms: float = 1000.0,
+    user_col: str | None = None,
 ) -> pd.DataFrame:
     """One row per (step, version); step-level columns (n, verdict, ...) repeat per row.
 
     `changes` is the frame of `analysis.stamped.propagation` (computed when not given): its
     `method` says whether a step counts its stamped requests or those after its change point.
+    With `user_col`, a step's requests count as what they are worth when they cluster by user
+    (`analysis.clustering`: `users`, `n_effective`).
     """
     events = weight_events(run)
     if changes is None:
@@ -87,7 +94,7 @@ def split_accuracy(
     effective = dict(zip(changes["step"], _counted_from(changes), strict=True))
     method_of = changes["method"] if "method" in changes.columns else [None] * len(changes)
     methods = dict(zip(changes["step"], method_of, strict=True))
-    pick = _Picker(requests)
+    pick = _Picker(requests, user_codes(requests, user_col) if user_col else None)
     rows: list[dict[str, Any]] = []
     for ev in events.itertuples(index=False):
         step = int(ev.step)
@@ -98,7 +105,9 @@ def split_accuracy(
             eff = int(fallback or 0) + round(margin_ms * 1e6)
         eff = int(eff)
         method = str(methods.get(step) or "estimate")
-        counts, n, no_response = pick.step(step, eff, stamped=method == STAMPED)
+        counts, n, no_response, worth = pick.step(
+            step, eff, stamped=method == STAMPED, configured=configured
+        )
         unknown = counts.pop(UNKNOWN, 0)
         result = step_verdict(
             configured,
@@ -107,13 +116,15 @@ def split_accuracy(
             tolerance_pp=tolerance_pp,
             unknown=unknown,
             no_response=no_response,
+            n_effective=worth.n_effective,
         )
         versions = sorted(set(configured) | set(counts))
         if unknown:
             versions.append(UNKNOWN)
         k = np.array([counts.get(v, unknown if v == UNKNOWN else 0) for v in versions], float)
         share_cfg = np.array([configured.get(v, 0.0) if v != UNKNOWN else np.nan for v in versions])
-        lo, hi = wilson_interval(k, n)
+        f = effective_fraction(n, worth.n_effective)
+        lo, hi = wilson_interval(k * f, n * f)
         observed = k / n if n else np.full(len(versions), np.nan)
         error_pp = (observed - share_cfg) * 100.0
         known = [i for i, v in enumerate(versions) if v != UNKNOWN]
@@ -142,6 +153,8 @@ def split_accuracy(
                     "verdict": result.verdict,
                     "needs_requests": result.needs_requests,
                     "precision_pp": precision,
+                    "users": worth.users,
+                    "n_effective": worth.n_effective,
                     "method": method,
                     "reason": "; ".join(result.reasons),
                 }
@@ -170,8 +183,9 @@ def _counted_from(changes: pd.DataFrame) -> list[Any]:
 class _Picker:
     """The requests a step counts, by step and start time or by their stamp, in O(log n)."""
 
-    def __init__(self, requests: pd.DataFrame) -> None:
+    def __init__(self, requests: pd.DataFrame, users: np.ndarray | None) -> None:
         cs = config_steps(requests)
+        self.users = users
         codes, self.names = label_codes(requests["version"])
         self.by_name = np.argsort(self.names)
         start = requests["start_ns"].to_numpy()
@@ -186,10 +200,10 @@ class _Picker:
         self.stamp_col = cs[self.by_stamp]
 
     def step(
-        self, step: int, effective_ns: int, *, stamped: bool
-    ) -> tuple[dict[str, int], int, int]:
-        """Requests per version label of the step (by label), how many it counts, and how many
-        of them got no response."""
+        self, step: int, effective_ns: int, *, stamped: bool, configured: Mapping[str, float]
+    ) -> tuple[dict[str, int], int, int, Clustering]:
+        """Requests per version label of the step (by label), how many it counts, how many
+        of them got no response, and how they cluster by user."""
         first, last = np.searchsorted(self.step_col, [step, step + 1])
         rows = self.by_step[first:last]
         after = self.start[rows] >= effective_ns
@@ -200,7 +214,10 @@ class _Picker:
             rows = rows[after]
         per_code = np.bincount(self.codes[rows], minlength=len(self.names))
         counts = {str(self.names[i]): int(per_code[i]) for i in self.by_name if per_code[i]}
-        return counts, len(rows), int(self.silent[rows].sum())
+        shares = [float(configured.get(str(name), 0.0)) for name in self.names]
+        users = self.users[rows] if self.users is not None else None
+        worth = clustering(self.codes[rows], users, shares)
+        return counts, len(rows), int(self.silent[rows].sum()), worth
 
 
 def mark_steps(
@@ -268,6 +285,8 @@ def split_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
                 "verdicts": dict(zip(known["version"], known["version_verdict"], strict=True)),
                 "needs_requests": None if needs is None or pd.isna(needs) else int(needs),
                 "precision_pp": first["precision_pp"],
+                "users": int(first["users"]),
+                "n_effective": float(first["n_effective"]),
                 "passed": bool(first["passed"]),
                 "method": first["method"],
                 "effective_ns": int(first["effective_ns"]),

@@ -79,7 +79,12 @@ def build_summary(
         notes += filled.notes()
     changes = propagation(requests, run, margin_ms=margin_ms)
     split = split_accuracy(
-        requests, run, changes=changes, tolerance_pp=tolerance_pp, margin_ms=margin_ms
+        requests,
+        run,
+        changes=changes,
+        tolerance_pp=tolerance_pp,
+        margin_ms=margin_ms,
+        user_col=user_col,
     )
     verdict = judge(
         requests, baseline=baseline, canary=canary, run=run, **dict(judge_options or {})

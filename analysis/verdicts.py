@@ -14,6 +14,7 @@ judge them here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,11 +62,14 @@ def step_verdict(
     tolerance_pp: float,
     unknown: int = 0,
     no_response: int = 0,
+    n_effective: float | None = None,
 ) -> StepVerdict:
     """The three-valued verdict of one step (see the module docstring).
 
     `counts`: requests per known version; `n`: all the step's requests, `unknown` of them
-    without a version, `no_response` of those without any response (status 0)."""
+    without a version, `no_response` of those without any response (status 0); `n_effective`:
+    what the n requests are worth when they cluster by user (`analysis.clustering`): the
+    intervals count them as that many, and what an inconclusive step needs is said in users."""
     shares = [float(x) for x in configured.values()]
     to_pass = step_requests_to_pass(shares, tolerance_pp) if tolerance_pp > 0 and shares else None
     if n <= 0:
@@ -74,8 +78,9 @@ def step_verdict(
     versions = sorted(set(configured) | set(counts))
     k = np.array([counts.get(v, 0) for v in versions], dtype=float)
     p = np.array([float(configured.get(v, 0.0)) for v in versions])
-    lo, _ = wilson_interval(k, n)
-    _, hi = wilson_interval(k + unknown, n)
+    worth = effective_fraction(n, n_effective)
+    lo, _ = wilson_interval(k * worth, n * worth)
+    _, hi = wilson_interval((k + unknown) * worth, n * worth)
     verdicts = {
         v: split_verdict(a, b, c, tolerance_pp)
         for v, a, b, c in zip(versions, lo, hi, p, strict=True)
@@ -98,21 +103,47 @@ def step_verdict(
     # inconclusive: is it the requests without a version, or too few requests?
     bare = unknown - no_response
     known = n - unknown
-    if unknown and (unknown / n >= tolerance_pp / 100 or _decided(k, known, p, tolerance_pp)):
+    if unknown and (
+        unknown / n >= tolerance_pp / 100 or _decided(k * worth, known * worth, p, tolerance_pp)
+    ):
         if bare > 0:
             share = 100.0 * bare / max(n - no_response, 1)
             why = f"{share:.1f} % of responses carry no version ({HEADER_HINT})"
         else:
             why = f"{no_response:,} requests got no response, so no version"
         return StepVerdict(INCONCLUSIVE, verdicts, None, [f"inconclusive: {why}"])
-    needs = _needs(n, k, p, verdicts, versions, tolerance_pp, to_pass)
-    why = f"needs {needs:,} requests (has {n:,})" if needs else f"has {n:,} requests"
+    if worth < 1.0:  # clustered by user: say what it needs in independent draws
+        needs_eff = _needs(n * worth, k * worth, p, verdicts, versions, tolerance_pp, to_pass)
+        needs = math.ceil(needs_eff / worth) if needs_eff else None
+        why = _clustered_why(n, n * worth, needs_eff)
+    else:
+        needs = _needs(n, k, p, verdicts, versions, tolerance_pp, to_pass)
+        why = f"needs {needs:,} requests (has {n:,})" if needs else f"has {n:,} requests"
     if bare > 0:
         why += f"; {100.0 * bare / max(n - no_response, 1):.1f} % of responses carry no version"
     return StepVerdict(INCONCLUSIVE, verdicts, needs, [f"inconclusive: {why}"])
 
 
-def _decided(k: np.ndarray, known: int, p: np.ndarray, tolerance_pp: float) -> bool:
+def effective_fraction(n: float, n_effective: float | None) -> float:
+    """What one request counts for in the intervals: n_effective / n, 1 when not clustered."""
+    if n_effective is None or n <= 0 or not np.isfinite(n_effective) or n_effective >= n:
+        return 1.0
+    return max(float(n_effective), 1.0) / n
+
+
+def _clustered_why(n: int, n_effective: float, needs_effective: int | None) -> str:
+    """An inconclusive step whose requests cluster by user: more requests from the same users
+    do not narrow its interval, more users do."""
+    worth = (
+        f"its {n:,} requests count as {n_effective:,.0f} independent ones (they cluster by user: "
+        "more users, not a longer step, narrow the interval)"
+    )
+    if not needs_effective:
+        return worth
+    return f"needs about {needs_effective:,} independent requests; {worth}"
+
+
+def _decided(k: np.ndarray, known: float, p: np.ndarray, tolerance_pp: float) -> bool:
     """Would the step be decided if the requests without a version had never been sent?"""
     if known <= 0:
         return False
@@ -122,7 +153,7 @@ def _decided(k: np.ndarray, known: int, p: np.ndarray, tolerance_pp: float) -> b
 
 
 def _needs(
-    n: int,
+    n: float,
     k: np.ndarray,
     p: np.ndarray,
     verdicts: Mapping[str, str],
@@ -144,7 +175,7 @@ def _needs(
             continue
         distance_pp = max(abs(tolerance_pp - abs(observed - c) * 100.0), 0.01)
         wanted.append(requests_needed(observed, distance_pp))
-    return max(max(wanted), n + 1)
+    return max(max(wanted), int(n) + 1)
 
 
 def record_verdict(record: Mapping[str, Any], tolerance_pp: float) -> StepVerdict:
@@ -163,4 +194,5 @@ def record_verdict(record: Mapping[str, Any], tolerance_pp: float) -> StepVerdic
         tolerance_pp=tolerance_pp,
         unknown=unknown,
         no_response=int(record.get("n_no_response") or 0),
+        n_effective=record.get("n_effective"),
     )

@@ -16,7 +16,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from meshcore.figures import DEFAULT_TOLERANCE_PP, precision_line
+from loadgen.checks import sticky_users
+from meshcore.figures import DEFAULT_TOLERANCE_PP, precision_line, step_half_width_pp
 
 if TYPE_CHECKING:
     from loadgen.conductor import Conductor
@@ -64,10 +65,26 @@ class Watch:
             precision_line(k, s.weights, s.hold_s, s.arrival_rate or rate, DEFAULT_TOLERANCE_PP)[0]
             for k, s in enumerate(plan.steps)
         ]
+        if sticky_users in self.conductor.checks:  # a user's requests follow its first one
+            lines += self.sticky_precision()
         sys.stderr.write(
             f"meshload: at {rate:.0f} req/s the steps' splits will be measured to:\n"
             + "".join(f"meshload:   {line}\n" for line in lines)
         )
+
+    def sticky_precision(self) -> list[str]:
+        """A sticky scenario's steps: a user's requests follow its first, so a split step is
+        measured by its users, not its requests (`analysis.clustering`)."""
+        out = []
+        for k, s in enumerate(self.conductor.plan.steps):
+            total = sum(s.weights.values()) or 1.0
+            shares = [w / total for w in s.weights.values()]
+            users = self.conductor.rollout.users(k)
+            if users > 0 and 0.0 < max(shares) < 1.0:
+                width = step_half_width_pp(shares, users)
+                out.append(f"step {k}: users keep their version, so it counts about its "
+                           f"{users:,} users, not its requests: ±{width:.1f} pp")  # fmt: skip
+        return out
 
     def exited(self, child: Any) -> None:
         run = self.conductor

@@ -85,6 +85,13 @@ def test_sticky_users_stay_on_their_first_version(tmp_path: Path, mesh: Mesh) ->
     assert {next(iter(v)) for v in seen.values()} == {"v1", "v2"}
     (check,) = events(folder, "check")
     assert check["passed"] is True and check["users_switched"] == 0
+    # a step of sticky users is measured by its users, not by its requests
+    said = (tmp_path / "locust.log").read_text()
+    assert "step 0: users keep their version, so it counts about its 24 users, not its " \
+           "requests: ±" in said  # fmt: skip
+    (step,) = json.loads((folder / "summary.json").read_text())["split"]
+    assert step["users"] == 24 and step["n_effective"] < 40 < step["n"]
+    assert step["ci95"]["v2"][1] - step["ci95"]["v2"][0] > 0.2  # 24 draws: about ±20 pp
 
 
 def test_a_tripped_gate_rolls_back_and_exits_3(tmp_path: Path, mesh: Mesh) -> None:
