@@ -102,6 +102,12 @@ def split_section(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
         parts.append(
             para(f"Each step counts {counts}. {line}; an inconclusive step says what it needs.")
         )
+    elsewhere = [(st["step"], st["n_elsewhere"]) for st in s.get("split") or []
+                 if st.get("n_elsewhere")]  # fmt: skip
+    if elsewhere:
+        each = ", ".join(f"step {k}: {n:,}" for k, n in elsewhere)
+        parts.append(para(f"Responses without the step's stamp came from another route (a "
+                          f"header-matched cohort's) and are not counted: {each}."))  # fmt: skip
     parts.append(table([*headers.split(","), "reason"], rows, text_cols=2))
     return section("split", "Split accuracy per step", *parts)
 

@@ -1,12 +1,14 @@
 """Split accuracy per step: does the mesh serve each version the share its weights say?
 
 Which requests count: in a stamped run (`analysis.stamped`), those whose response carries the
-step's configuration (`config_step`), wherever and whenever they ran; a request without a
-stamp (no response) counts in its step once the first response of the new configuration was
-seen. Without stamps, the requests of a step that started after its weight change took effect
-(the change-point estimate of `analysis.changepoint`, or accepted_ns + margin when none is
-detectable). Requests without a version count in n as "unknown", so a step that loses the
-version header shows up rather than vanishing.
+step's configuration (`config_step`), wherever and whenever they ran; a request that got no
+response (so no stamp) counts in its step once the first response of the new configuration was
+seen; a response without the stamp was served by another route (an A/B cohort's header match,
+a sticky user's cookie route) and is left out, counted in `n_elsewhere`. Without stamps, the
+requests of a step that started after its weight change took effect (the change-point
+estimate of `analysis.changepoint`, or accepted_ns + margin when none is detectable).
+Requests without a version count in n as "unknown", so a step that loses the version header
+shows up rather than vanishing.
 
 Each step's verdict is `analysis.verdicts.step_verdict` (pass, fail or inconclusive). The
 chi-square goodness of fit runs over the versions with a positive weight, among the requests
@@ -16,7 +18,7 @@ they served.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -56,6 +58,7 @@ SPLIT_COLUMNS = (
     "users",
     "n_effective",
     "method",
+    "n_elsewhere",
     "reason",
 )
 
@@ -105,7 +108,7 @@ def split_accuracy(
             eff = int(fallback or 0) + round(margin_ms * 1e6)
         eff = int(eff)
         method = str(methods.get(step) or "estimate")
-        counts, n, no_response, worth = pick.step(
+        counts, n, no_response, elsewhere, worth = pick.step(
             step, eff, stamped=method == STAMPED, configured=configured
         )
         unknown = counts.pop(UNKNOWN, 0)
@@ -156,6 +159,7 @@ def split_accuracy(
                     "users": worth.users,
                     "n_effective": worth.n_effective,
                     "method": method,
+                    "n_elsewhere": elsewhere,
                     "reason": "; ".join(result.reasons),
                 }
             )
@@ -201,15 +205,21 @@ class _Picker:
 
     def step(
         self, step: int, effective_ns: int, *, stamped: bool, configured: Mapping[str, float]
-    ) -> tuple[dict[str, int], int, int, Clustering]:
-        """Requests per version label of the step (by label), how many it counts, how many
-        of them got no response, and how they cluster by user."""
+    ) -> StepCount:
+        """The requests the step counts (see StepCount)."""
         first, last = np.searchsorted(self.step_col, [step, step + 1])
         rows = self.by_step[first:last]
         after = self.start[rows] >= effective_ns
-        if stamped:  # stamped ones by their stamp; the others as an unstamped run counts them
+        elsewhere = 0
+        if stamped:
+            # stamped ones by their stamp; of the others, those that got no response (they
+            # could not carry one), as an unstamped run counts them. A response without the
+            # stamp came from another route (a header-matched cohort's): not this route's split.
             lo, hi = np.searchsorted(self.stamp_col, [step, step + 1])
-            rows = np.concatenate([self.by_stamp[lo:hi], rows[after & self.stampless[first:last]]])
+            loose = rows[after & self.stampless[first:last]]
+            answered = ~self.silent[loose]
+            elsewhere = int(answered.sum())
+            rows = np.concatenate([self.by_stamp[lo:hi], loose[~answered]])
         else:
             rows = rows[after]
         per_code = np.bincount(self.codes[rows], minlength=len(self.names))
@@ -217,7 +227,19 @@ class _Picker:
         shares = [float(configured.get(str(name), 0.0)) for name in self.names]
         users = self.users[rows] if self.users is not None else None
         worth = clustering(self.codes[rows], users, shares)
-        return counts, len(rows), int(self.silent[rows].sum()), worth
+        return StepCount(counts, len(rows), int(self.silent[rows].sum()), elsewhere, worth)
+
+
+class StepCount(NamedTuple):
+    """What a step counts: requests per version label, how many in all, how many of them got
+    no response, how many answered responses without its stamp it left out (served by another
+    route), and how they cluster by user."""
+
+    counts: dict[str, int]
+    n: int
+    no_response: int
+    elsewhere: int
+    worth: Clustering
 
 
 def mark_steps(
@@ -287,6 +309,7 @@ def split_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
                 "precision_pp": first["precision_pp"],
                 "users": int(first["users"]),
                 "n_effective": float(first["n_effective"]),
+                "n_elsewhere": int(first["n_elsewhere"]),
                 "passed": bool(first["passed"]),
                 "method": first["method"],
                 "effective_ns": int(first["effective_ns"]),

@@ -66,6 +66,12 @@ def test_abtest_keeps_v2_to_the_beta_cohort(tmp_path: Path, mesh: Mesh) -> None:
     assert ("regular", "v2") not in by and ("beta", "v1") not in by
     (check,) = events(folder, "check")
     assert check["passed"] is True
+    # the beta cohort's responses came from its own route: not the weighted route's split
+    (step,) = json.loads((folder / "summary.json").read_text())["split"]
+    starts = ds.dataset(folder / "requests").to_table(columns=["cohort", "start_ns"]).to_pylist()
+    beta = sum(r["cohort"] == "beta" and r["start_ns"] >= step["effective_ns"] for r in starts)
+    assert step["verdict"] != "fail" and step["counts"] == {"v1": step["n"], "v2": 0}
+    assert step["n_elsewhere"] == beta > 0  # those after the step's first stamped response
 
 
 def test_sticky_users_stay_on_their_first_version(tmp_path: Path, mesh: Mesh) -> None:
@@ -89,8 +95,9 @@ def test_sticky_users_stay_on_their_first_version(tmp_path: Path, mesh: Mesh) ->
     said = (tmp_path / "locust.log").read_text()
     assert "step 0: users keep their version, so it counts about its 24 users, not its " \
            "requests: ±" in said  # fmt: skip
+    # the weighted route served each user's first request; the cookie routes the rest
     (step,) = json.loads((folder / "summary.json").read_text())["split"]
-    assert step["users"] == 24 and step["n_effective"] < 40 < step["n"]
+    assert step["n"] == step["users"] == 24 and step["n_elsewhere"] == len(rows) - 24
     assert step["ci95"]["v2"][1] - step["ci95"]["v2"][0] > 0.2  # 24 draws: about ±20 pp
 
 

@@ -251,3 +251,24 @@ def test_steps_not_applied_or_broken_say_so_in_the_table() -> None:
     strict = {**run, "broken_step_error_rate": 0.8}
     records = mark_steps(split_records(split_accuracy(requests, strict)), strict, requests)
     assert not any(r.get("broken") for r in records)
+
+
+def test_responses_another_route_served_are_not_the_steps() -> None:
+    """A header-matched cohort's route answers without the step's stamp (its requests never
+    reach the stamped route): those responses are left out and counted, so a weight-0 v2 that
+    only the cohort reaches does not fail the step; a request that got no response still
+    counts (it could not carry a stamp)."""
+    synth = make_run(n_requests=4000, seed=15, rps=40.0, stamped=True, with_spans=False)
+    before = split_records(split_accuracy(synth.requests, synth.run))
+    step0 = synth.requests[synth.requests["step"] == 0]
+    cohort = step0.iloc[-300:].copy()  # as late as the step's own: after its change
+    cohort["version"], cohort["config_step"], cohort["status"] = "v2", pd.NA, 200
+    silent = step0.iloc[-5:].copy()
+    silent["version"], silent["config_step"], silent["status"] = None, pd.NA, 0
+    requests = pd.concat([synth.requests, cohort, silent], ignore_index=True)
+    after = split_records(split_accuracy(requests, synth.run))
+    assert before[0]["configured"]["v2"] == 0.0 and before[0]["verdict"] != "fail"
+    assert after[0]["n_elsewhere"] == 300 and after[0]["counts"].get("v2", 0) == 0
+    assert after[0]["n"] == before[0]["n"] + 5 and after[0]["n_no_response"] == 5
+    assert after[0]["verdict"] == before[0]["verdict"]
+    assert [r["n_elsewhere"] for r in after[1:]] == [0] * (len(after) - 1)
