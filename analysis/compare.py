@@ -8,8 +8,9 @@ B regresses when, for a version present in both runs,
 or when a split step that passed in A fails in B (its verdict; a step inconclusive in either
 run decides nothing), or the judge went from pass to fail.
 
-Summaries of different schema versions or scenarios are refused unless forced: comparing a
-canary with an A/B test gives numbers but no meaning.
+Summaries of different schema versions, scenarios or plans (the steps' weights) are refused
+unless forced: comparing a canary with an A/B test, or step 3 of one plan with step 3 of
+another, gives numbers but no meaning.
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"runs are of different scenarios ({sa} vs {sb}); pass --force to compare anyway"
         )
+    pa, pb = _plan_weights(a), _plan_weights(b)
+    if pa is not None and pb is not None and pa != pb:
+        if len(pa) != len(pb):
+            how = f"{len(pa)} steps vs {len(pb)}"
+        else:
+            k = next(i for i, (x, y) in enumerate(zip(pa, pb, strict=True)) if x != y)
+            how = f"step {k}: {_weights_text(pa[k])} vs {_weights_text(pb[k])}"
+        raise ConfigError(
+            f"runs follow different plans ({how}): their steps do not match; pass --force to "
+            "compare anyway"
+        )
+
+
+def _plan_weights(summary: Mapping[str, Any]) -> list[dict[str, float]] | None:
+    """Each step's weights of the run's recorded plan; None when the summary has no plan."""
+    plan = (summary.get("run") or {}).get("plan")
+    steps = plan.get("steps") if isinstance(plan, Mapping) else None
+    if not isinstance(steps, list):
+        return None
+    return [{str(k): float(w) for k, w in (s.get("weights") or {}).items()} for s in steps]
+
+
+def _weights_text(weights: Mapping[str, float]) -> str:
+    return ", ".join(f"{v} {w:g}" for v, w in weights.items())
 
 
 def compare_runs(

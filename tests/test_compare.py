@@ -86,3 +86,22 @@ def test_mismatched_runs_are_refused_unless_forced(before) -> None:
     newer["schema_version"] = 2
     with pytest.raises(ConfigError, match="schema versions"):
         compare_runs(before, newer)
+
+
+def test_runs_of_different_plans_are_refused_unless_forced(before) -> None:
+    """The canary plan's step 3 is 25 % to v2, the CI plan's 100 %: step by step they say
+    nothing of each other."""
+    canary = {"steps": [{"weights": {"v1": 100 - w, "v2": w}} for w in (0, 5, 10, 25, 50, 100)]}
+    ci = {"steps": [{"weights": {"v1": 100 - w, "v2": w}} for w in (0, 10, 50, 100)]}
+    a, b = copy.deepcopy(before), copy.deepcopy(before)
+    a["run"]["plan"], b["run"]["plan"] = canary, ci
+    with pytest.raises(ConfigError, match=r"different plans \(6 steps vs 4\).*--force"):
+        compare_runs(a, b)
+    b["run"]["plan"] = copy.deepcopy(canary)
+    b["run"]["plan"]["steps"][3]["weights"] = {"v1": 80, "v2": 20}
+    with pytest.raises(ConfigError, match=r"step 3: v1 75, v2 25 vs v1 80, v2 20"):
+        compare_runs(a, b)
+    b["run"]["plan"]["steps"][3]["hold_s"] = 60  # a longer hold alone: still alike
+    b["run"]["plan"]["steps"][3]["weights"] = {"v1": 75, "v2": 25}
+    assert compare_runs(a, b)["verdict"] == "no regression"
+    assert compare_runs(a, {**b, "run": {**b["run"], "plan": ci}}, force=True)["split"]
