@@ -106,8 +106,9 @@ def split_section(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
                  if st.get("n_elsewhere")]  # fmt: skip
     if elsewhere:
         each = ", ".join(f"step {k}: {n:,}" for k, n in elsewhere)
-        parts.append(para(f"Responses without the step's stamp came from another route (a "
-                          f"header-matched cohort's) and are not counted: {each}."))  # fmt: skip
+        parts.append(para(f"Responses without the step's stamp came from another route (an "
+                          f"A/B cohort's header match, a sticky user's cookie route) and are not "
+                          f"counted: {each}."))  # fmt: skip
     parts.append(table([*headers.split(","), "reason"], rows, text_cols=2))
     return section("split", "Split accuracy per step", *parts)
 

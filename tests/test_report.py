@@ -353,3 +353,17 @@ def test_the_split_table_names_each_verdict_column_for_what_it_judges() -> None:
     assert headers == ["step", "version", "configured", "observed", "95 % interval",
                        "error (pp)", "version verdict", "n", "step verdict", "needs (requests)",
                        "reason"]  # fmt: skip
+
+
+def test_the_split_section_says_what_another_route_served() -> None:
+    from analysis.html import render_html
+
+    step = {"step": 0, "n": 30, "configured": {"v1": 0.8, "v2": 0.2}, "n_elsewhere": 3094,
+            "observed": {"v1": 0.83, "v2": 0.17}, "verdict": "inconclusive",
+            "method": "stamped"}  # fmt: skip
+    page = html.unescape(render_html({"split": [step]}, {}))
+    assert "came from another route (an A/B cohort's header match, a sticky user's cookie " \
+           "route) and are not counted: step 0: 3,094." in page  # fmt: skip
+    assert "another route" not in html.unescape(
+        render_html({"split": [{**step, "n_elsewhere": 0}]}, {})
+    )
