@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from analysis.html_judge import judge_section
 from analysis.html_rollout import propagation_section, split_line, split_overall, split_section
-from analysis.judge import latency_method_line
-from analysis.judge_errors import error_method_line, steps_text
 from analysis.markup import Raw, badge, esc, fmt, image, para, pct, rows_of, section, table, utc
 
 _CSS = """
@@ -145,61 +144,6 @@ def _latency(s: Mapping[str, Any], charts: Mapping[str, bytes]) -> Raw:
         table(["version", "endpoint", *STAT_HEADERS], by_name, text_cols=2),
     ]
     return section("latency", "Latency", *parts)
-
-
-def _judge(s: Mapping[str, Any]) -> Raw:
-    j = s.get("judge") or {}
-    b, c = j.get("baseline"), j.get("canary")
-    if not (b and c and "p99_ms" in j):
-        return section(
-            "judge", "Canary vs baseline", para("Not enough data to compare two versions.")
-        )
-    rows = []
-    for key in ("p50", "p99"):
-        ci = j.get(f"{key}_diff_ci95") or [None, None]
-        rows.append(
-            (
-                key,
-                j[f"{key}_ms"].get(b),
-                j[f"{key}_ms"].get(c),
-                j.get(f"{key}_diff_ms"),
-                f"{fmt(ci[0])} – {fmt(ci[1])}",
-            )
-        )
-    er = j.get("error_rate_matched") or j.get("error_rate") or {}
-    test = j.get("error_test") or "Fisher exact"
-    rows.append(
-        (
-            "error rate (%)",
-            (er.get(b) or 0.0) * 100,
-            (er.get(c) or 0.0) * 100,
-            j.get("error_rate_diff_pp"),
-            f"{test} p={fmt(j.get('error_p'), 3)}",
-        )
-    )
-    if alone := j.get("canary_alone"):
-        rows.append(
-            (
-                f"error rate (%), {c} alone in {steps_text(alone['steps'])}",
-                alone["baseline_rate"] * 100,
-                alone["rate"] * 100,
-                alone["diff_pp"],
-                f"Fisher exact p={fmt(alone['p'], 3)} (baseline: step {alone['baseline_step']})",
-            )
-        )
-    return section(
-        "judge",
-        "Canary vs baseline",
-        para(f"{latency_method_line(j)} {error_method_line(j)}".strip()),
-        para(
-            f"{j.get('rank_test') or 'Mann-Whitney U'} (canary slower) "
-            f"p={fmt(j.get('mannwhitney_p'), 4)}; allowed p99 increase "
-            f"{fmt(j.get('allowed_p99_increase_ms'))} ms."
-        ),
-        table(
-            ["figure", f"baseline {b}", f"canary {c}", "difference", "95 % interval / test"], rows
-        ),
-    )
 
 
 def _told(failure: list[Any]) -> str:
@@ -386,7 +330,7 @@ def render_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str:
         split_section(summary, charts),
         propagation_section(summary),
         _latency(summary, charts),
-        _judge(summary),
+        judge_section(summary),
         _errors(summary, charts),
         _hops(summary, charts),
         _graph(summary, charts),
