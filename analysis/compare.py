@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from analysis.judge import plan_weights
 from meshcore.errors import ConfigError
 
 COMPARED_FIGURES = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")
@@ -50,8 +51,8 @@ def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"runs are of different scenarios ({sa} vs {sb}); pass --force to compare anyway"
         )
-    pa, pb = _plan_weights(a), _plan_weights(b)
-    if pa is not None and pb is not None and pa != pb:
+    pa, pb = (plan_weights((s.get("run") or {}).get("plan")) for s in (a, b))
+    if pa and pb and pa != pb:  # a summary without a recorded plan says nothing of its steps
         if len(pa) != len(pb):
             how = f"{len(pa)} steps vs {len(pb)}"
         else:
@@ -61,15 +62,6 @@ def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
             f"runs follow different plans ({how}): their steps do not match; pass --force to "
             "compare anyway"
         )
-
-
-def _plan_weights(summary: Mapping[str, Any]) -> list[dict[str, float]] | None:
-    """Each step's weights of the run's recorded plan; None when the summary has no plan."""
-    plan = (summary.get("run") or {}).get("plan")
-    steps = plan.get("steps") if isinstance(plan, Mapping) else None
-    if not isinstance(steps, list):
-        return None
-    return [{str(k): float(w) for k, w in (s.get("weights") or {}).items()} for s in steps]
 
 
 def _weights_text(weights: Mapping[str, float]) -> str:

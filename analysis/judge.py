@@ -90,12 +90,12 @@ def run_roles(run: Mapping[str, Any] | None, requests: pd.DataFrame) -> Roles:
     if isinstance(recorded, Mapping) and recorded.get("canary"):
         return Roles(recorded.get("baseline"), recorded["canary"], "run.json")
     plan: Any = run.get("plan")
-    if weights := _plan_weights(plan):
+    if weights := plan_weights(plan):
         return choose_roles(weights, plan.get("canary"))
     return traffic_roles(requests)
 
 
-def _plan_weights(plan: Any) -> list[dict[str, float]]:
+def plan_weights(plan: Any) -> list[dict[str, float]]:
     """run.json's `plan.steps[k].weights`; none when the plan is absent or not of that shape."""
     steps = plan.get("steps") if isinstance(plan, Mapping) else None
     try:

@@ -69,7 +69,8 @@ def step_verdict(
     `counts`: requests per known version; `n`: all the step's requests, `unknown` of them
     without a version, `no_response` of those without any response (status 0); `n_effective`:
     what the n requests are worth when they cluster by user (`analysis.clustering`): the
-    intervals count them as that many, and what an inconclusive step needs is said in users."""
+    intervals count them as that many, and an inconclusive step says what it needs in
+    independent requests (its `needs_requests`: that many at its clustering)."""
     shares = [float(x) for x in configured.values()]
     to_pass = step_requests_to_pass(shares, tolerance_pp) if tolerance_pp > 0 and shares else None
     if n <= 0:
