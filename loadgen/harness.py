@@ -1,6 +1,7 @@
 """Wires a scenario into Locust: options, embedded mesh, run folder, capture, rollout, report.
 
-A locustfile calls `install(...)` once at import; the harness then listens to Locust's events:
+A locustfile calls `install(__file__, plan=...)` once at import and imports `RolloutShape`
+(loadgen.shape); the harness then listens to Locust's events:
 
     init         master/local: read the plan, start the embedded mesh (no --host) or check the
                  host, check the VirtualService and the plan's subsets; any problem ends the
@@ -53,26 +54,31 @@ def current() -> Harness | None:
 
 
 def install(
+    locustfile: str | Path,
     *,
-    scenario: str,
     plan: str | Path,
     manifests: str | Path | None = None,
     spec: str | Path | None = None,
+    scenario: str | None = None,
     events: Any = None,
     default_users: int = 20,
     checks: Sequence[Check] = (),
 ) -> Harness:
-    """Attach a harness to Locust's events (the module-level `locust.events` by default)."""
+    """Attach the harness of the scenario in `locustfile` (its `__file__`) to Locust's events
+    (the module-level `locust.events` by default). `plan`, `manifests` and `spec` are read
+    relative to the locustfile's folder; the scenario is named after the file
+    (`canary_https.py`: `canary-https`) unless `scenario` names it."""
     global _current
     if events is None:
         from locust import events as locust_events
 
         events = locust_events
+    here = Path(locustfile).resolve().parent
     h = Harness(
-        scenario=scenario,
-        default_plan=Path(plan),
-        manifests=Path(manifests) if manifests else None,
-        spec=Path(spec) if spec else None,
+        scenario=scenario or Path(locustfile).stem.replace("_", "-"),
+        default_plan=here / plan,
+        manifests=here / manifests if manifests else None,
+        spec=here / spec if spec else None,
         default_users=default_users,
         checks=checks,
     )

@@ -2,7 +2,9 @@
 
 Locust calls `tick()` on the master (or the local runner) only. The rollout itself (weights,
 timing) lives in `loadgen.conductor`; the shape reads it through the harness, so a locustfile
-needs no more than `class CanaryShape(RolloutShape): pass`.
+needs no more than to import it: `from loadgen.shape import RolloutShape` is the run's shape
+(Locust takes any concrete LoadTestShape among a locustfile's names; do not subclass it as
+well, or Locust would find two).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from loadgen import harness
 class RolloutShape(LoadTestShape):
     """Users of the current step; None (end of test) once the plan has run to its end."""
 
-    abstract: ClassVar[bool] = True
+    abstract: ClassVar[bool] = False  # importing it into a locustfile makes it the shape
     # The plan (or -u / -r given at start) sets the users; the web UI's fields would not apply.
     use_common_options: ClassVar[bool] = False
 

@@ -6,21 +6,19 @@ cohort; at the end the run checks that only the beta cohort reached v2 (and that
 exits with code 3 otherwise.
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.checks import cohort_only
 from loadgen.journeys import BoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
-
 harness.install(
-    scenario="abtest",
-    plan=HERE / "plans" / "abtest.yaml",
-    manifests=HERE / "manifests" / "abtest.yaml",
+    __file__,
+    plan="plans/abtest.yaml",
+    manifests="manifests/abtest.yaml",
     checks=[cohort_only("beta", "v2")],
 )
+
+__all__ = ["BetaShopper", "RegularShopper", "RolloutShape"]
 
 
 class BetaShopper(BoutiqueUser):
@@ -32,7 +30,3 @@ class BetaShopper(BoutiqueUser):
 class RegularShopper(BoutiqueUser):
     weight = 3
     cohort = "regular"
-
-
-class AbTestShape(RolloutShape):
-    """Users of the plan's step; ends the test when the plan ends."""

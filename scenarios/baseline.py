@@ -4,22 +4,10 @@ Records a reference run folder (scenarios/plans/baseline.yaml, one minute) that 
 be compared with; step 0 still records the weights it starts from.
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.journeys import OnlineBoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
+harness.install(__file__, plan="plans/baseline.yaml", manifests="manifests/canary.yaml")
 
-harness.install(
-    scenario="baseline",
-    plan=HERE / "plans" / "baseline.yaml",
-    manifests=HERE / "manifests" / "canary.yaml",
-)
-
-__all__ = ["BaselineShape", "OnlineBoutiqueUser"]
-
-
-class BaselineShape(RolloutShape):
-    """Users of the plan's single step; ends the test when it ends."""
+__all__ = ["OnlineBoutiqueUser", "RolloutShape"]

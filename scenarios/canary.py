@@ -6,22 +6,10 @@ minutes; the run ends by itself), records every request into results/<run-id>/, 
 --results-dir, ...) are listed in loadgen/options.py and the README.
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.journeys import OnlineBoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
+harness.install(__file__, plan="plans/canary.yaml", manifests="manifests/canary.yaml")
 
-harness.install(
-    scenario="canary",
-    plan=HERE / "plans" / "canary.yaml",
-    manifests=HERE / "manifests" / "canary.yaml",
-)
-
-__all__ = ["CanaryShape", "OnlineBoutiqueUser"]
-
-
-class CanaryShape(RolloutShape):
-    """Users per step of the plan; ends the test when the plan ends."""
+__all__ = ["OnlineBoutiqueUser", "RolloutShape"]

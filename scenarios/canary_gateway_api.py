@@ -6,22 +6,10 @@ scenarios/manifests/gateway-api.yaml unless --host points at a cluster's gateway
 else is the canary scenario's (scenarios/canary.py).
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.journeys import OnlineBoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
+harness.install(__file__, plan="plans/gateway-api.yaml", manifests="manifests/gateway-api.yaml")
 
-harness.install(
-    scenario="canary-gateway-api",
-    plan=HERE / "plans" / "gateway-api.yaml",
-    manifests=HERE / "manifests" / "gateway-api.yaml",
-)
-
-__all__ = ["CanaryShape", "OnlineBoutiqueUser"]
-
-
-class CanaryShape(RolloutShape):
-    """Users per step of the plan; ends the test when the plan ends."""
+__all__ = ["OnlineBoutiqueUser", "RolloutShape"]

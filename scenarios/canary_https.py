@@ -8,22 +8,10 @@ transport section shows what the clients negotiated and Istio's `connection_secu
 per hop.
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.journeys import OnlineBoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
+harness.install(__file__, plan="plans/canary.yaml", manifests="manifests/canary-https.yaml")
 
-harness.install(
-    scenario="canary-https",
-    plan=HERE / "plans" / "canary.yaml",
-    manifests=HERE / "manifests" / "canary-https.yaml",
-)
-
-__all__ = ["CanaryShape", "OnlineBoutiqueUser"]
-
-
-class CanaryShape(RolloutShape):
-    """Users per step of the plan; ends the test when the plan ends."""
+__all__ = ["OnlineBoutiqueUser", "RolloutShape"]

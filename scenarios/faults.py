@@ -6,23 +6,15 @@ Pair it with live gates to see a rollback, e.g. `--gate-error-rate 0.02 --gate-w
 On a cluster, point --host at a gateway whose v2 misbehaves.
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.journeys import OnlineBoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
-
 harness.install(
-    scenario="faults",
-    plan=HERE / "plans" / "faults.yaml",
-    manifests=HERE / "manifests" / "canary.yaml",
-    spec=HERE / "manifests" / "faults-spec.yaml",
+    __file__,
+    plan="plans/faults.yaml",
+    manifests="manifests/canary.yaml",
+    spec="manifests/faults-spec.yaml",
 )
 
-__all__ = ["FaultsShape", "OnlineBoutiqueUser"]
-
-
-class FaultsShape(RolloutShape):
-    """Users per step of the plan; ends the test when the plan ends."""
+__all__ = ["OnlineBoutiqueUser", "RolloutShape"]

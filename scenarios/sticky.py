@@ -6,24 +6,13 @@ carries its user; at the end the run counts users that saw more than one version
 run.json; any such user makes the exit code 3).
 """
 
-from pathlib import Path
-
 from loadgen import harness
 from loadgen.checks import sticky_users
 from loadgen.journeys import OnlineBoutiqueUser
 from loadgen.shape import RolloutShape
 
-HERE = Path(__file__).resolve().parent
-
 harness.install(
-    scenario="sticky",
-    plan=HERE / "plans" / "sticky.yaml",
-    manifests=HERE / "manifests" / "sticky.yaml",
-    checks=[sticky_users],
+    __file__, plan="plans/sticky.yaml", manifests="manifests/sticky.yaml", checks=[sticky_users]
 )
 
-__all__ = ["OnlineBoutiqueUser", "StickyShape"]
-
-
-class StickyShape(RolloutShape):
-    """Users of the plan's step; ends the test when the plan ends."""
+__all__ = ["OnlineBoutiqueUser", "RolloutShape"]

@@ -4,7 +4,6 @@ measures the record pipeline (capture -> Locust's messages -> the master's run f
 HTTP."""
 
 import time
-from pathlib import Path
 
 import gevent
 from locust import User, constant, task
@@ -12,13 +11,14 @@ from locust import User, constant, task
 from loadgen import harness
 from loadgen.shape import RolloutShape
 
-ROOT = Path(__file__).resolve().parents[2]
 harness.install(
+    __file__,
     scenario="bench-intake",
-    plan=ROOT / "scenarios" / "plans" / "canary.yaml",
-    manifests=ROOT / "scenarios" / "manifests" / "canary.yaml",
+    plan="../../scenarios/plans/canary.yaml",
+    manifests="../../scenarios/manifests/canary.yaml",
 )
 BURST = 200
+__all__ = ["Flood", "RolloutShape"]
 
 
 class Flood(User):
@@ -39,7 +39,3 @@ class Flood(User):
                 start_time=time.time(),
             )
         gevent.sleep(0)
-
-
-class FloodShape(RolloutShape):
-    pass
