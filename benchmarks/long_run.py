@@ -38,7 +38,7 @@ from analysis.synthetic import (
     run_info,
     schedule,
 )
-from meshcore.runfolder import METRICS_DIR, SPANS_DIR, RecorderState, RunFolder
+from meshcore.runfolder import METRICS_DIR, SPANS_DIR, CaptureEnd, RecorderState, RunFolder
 from meshcore.schemas import METRIC_SCHEMA, OPEN_MODEL_SCHEMA, SPAN_SCHEMA
 from meshsim.telemetry.metrics import DURATION, DURATION_BUCKETS_MS, REQUESTS
 
@@ -190,7 +190,9 @@ class Captures:
     def close(self, folder: RunFolder) -> None:
         for worker, rows in self.rows_by_worker.items():
             parts = self.parts_by_worker[worker]
-            folder.mark_done(worker, self._pid(worker), rows, parts, seen=rows, sent=rows)
+            folder.mark_done(
+                CaptureEnd(worker, self._pid(worker), rows, parts, seen=rows, sent=rows)
+            )
 
     def reconciled(self, folder: RunFolder) -> dict[str, Any]:
         """run.json's `requests`, as loadgen.outcome.reconcile writes it for a clean run."""

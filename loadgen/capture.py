@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from loadgen.steps import StepClock
-from meshcore.runfolder import RunFolder
+from meshcore.runfolder import CaptureEnd, RunFolder
 from meshcore.schemas import OPEN_MODEL_SCHEMA, REQUEST_SCHEMA
 from meshcore.stamps import CONFIG_HEADER, REPLICA_HEADER, config_step, replica_id
 
@@ -206,7 +206,7 @@ class RequestCapture:
             self._pending.clear()
         if self.folder is not None:
             try:
-                self.folder.mark_done(
+                end = CaptureEnd(
                     self.worker,
                     self.pid,
                     self.rows_written,
@@ -214,6 +214,7 @@ class RequestCapture:
                     lost=self.rows_lost,
                     seen=self.rows_seen,
                 )
+                self.folder.mark_done(end)
             except OSError as e:
                 log.error("cannot mark the request capture done in %s: %s", self.folder.path, e)
 

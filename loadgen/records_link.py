@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from meshcore.runfolder import RunFolder
+from meshcore.runfolder import CaptureEnd, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -130,31 +130,19 @@ class MasterLink:
                 log.warning("cannot note acknowledged records in %s: %s", self.ledger, e)
                 self.ledger = None
 
-    def mark_done(
-        self,
-        worker: str,
-        pid: int,
-        rows: int,
-        parts: int,
-        *,
-        lost: int = 0,
-        seen: int | None = None,
-    ) -> None:
-        """Tell the master this capture is complete: `rows` sent in `parts`, `lost` that
-        could not be sent, of the `seen` request events."""
-        data = {"worker": worker, "pid": pid, "sent": rows, "parts": parts, "lost": lost}
-        if seen is not None:
-            data["seen"] = seen
+    def mark_done(self, end: CaptureEnd) -> None:
+        """Tell the master this capture is complete: `end.rows` sent in `end.parts`,
+        `end.lost` that could not be sent, of the `end.seen` request events."""
         try:
-            self.runner.send_message(DONE, {**data, "run": self.run_id})
+            self.runner.send_message(DONE, {**end.body(), "run": self.run_id})
         except Exception as e:
             raise OSError(f"cannot tell the master the records are complete: {e}") from None
         log.info(
             "request records: %d sent in %d parts, %d acknowledged so far, %d lost",
-            rows,
-            parts,
+            end.rows,
+            end.parts,
             self.acked_rows,
-            lost,
+            end.lost,
         )
 
 
@@ -236,18 +224,12 @@ class RecordIntake:
         assert got.done is not None
         if self.folder is None:
             return
-        sent = int(got.done.get("sent") or 0)
+        sent = int(got.done.get("rows") or 0)  # the worker's rows: sent to the master
         lost = int(got.done.get("lost") or 0) + max(sent - got.rows, 0)
         seen = got.done.get("seen")
         try:
-            self.folder.mark_done(
-                worker,
-                pid,
-                got.rows,
-                got.parts,
-                lost=lost,
-                seen=int(seen) if seen is not None else None,
-                sent=sent,
-            )
+            seen = int(seen) if seen is not None else None
+            end = CaptureEnd(worker, pid, got.rows, got.parts, lost=lost, seen=seen, sent=sent)
+            self.folder.mark_done(end)
         except OSError as e:
             log.error("cannot mark %s's records done in %s: %s", worker, self.folder.path, e)

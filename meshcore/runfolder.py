@@ -61,6 +61,25 @@ def write_parquet(path: str | os.PathLike[str], table: pa.Table, **options: Any)
     return Path(path)
 
 
+@dataclass(frozen=True)
+class CaptureEnd:
+    """A request capture's end, as its done marker holds it: `rows` written in `parts`, `lost`
+    that could not be written, of the `seen` request events. A worker's capture tells the
+    master its `rows` sent; the master's marker for it has `sent` and the `rows` that landed."""
+
+    worker: str
+    pid: int
+    rows: int
+    parts: int
+    lost: int = 0
+    seen: int | None = None
+    sent: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The marker's keys: every field that is set."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @dataclass
 class RecorderState:
     """What one recorder of telemetry (the trace store, the scraper) has written into a run
@@ -144,27 +163,10 @@ class RunFolder:
         self.requests_dir.mkdir(parents=True, exist_ok=True)
         return write_parquet(self.part_path(worker, pid, seq), table, compression="zstd")
 
-    def mark_done(
-        self,
-        worker: str,
-        pid: int,
-        rows: int,
-        parts: int,
-        *,
-        lost: int = 0,
-        seen: int | None = None,
-        sent: int | None = None,
-    ) -> None:
-        """This capture is complete: `rows` written in `parts`, `lost` that could not be
-        written, of the `seen` request events (a worker's, written by the master: `sent` to
-        it, of which `rows` landed)."""
-        marker = self.requests_dir / f"_{safe_name(worker)}-{pid}.done.json"
-        body = {"worker": worker, "pid": pid, "rows": rows, "parts": parts, "lost": lost}
-        if seen is not None:
-            body["seen"] = seen
-        if sent is not None:
-            body["sent"] = sent
-        write_atomic(marker, json.dumps(body))
+    def mark_done(self, end: CaptureEnd) -> None:
+        """The capture `end` tells of is complete: its done marker, written whole."""
+        marker = self.requests_dir / f"_{safe_name(end.worker)}-{end.pid}.done.json"
+        write_atomic(marker, json.dumps(end.body()))
 
     def done_markers(self) -> list[dict[str, Any]]:
         out = []

@@ -17,6 +17,7 @@ from loadgen.steps import StepClock
 from meshcore.errors import BackendError
 from meshcore.exitcodes import ExitCode
 from meshcore.kube.client import WeightChange
+from meshcore.runfolder import CaptureEnd
 from meshcore.schemas import OPEN_MODEL_SCHEMA
 from tests.records import request_table
 
@@ -60,7 +61,7 @@ def conductor(tmp_path: Path, **kw: Any) -> tuple[Conductor, Setter, list[Greenl
 
 
 def marker(c: Conductor, worker: str, rows: int) -> None:
-    c.folder.mark_done(worker, 1, rows, 1)
+    c.folder.mark_done(CaptureEnd(worker, 1, rows, 1))
 
 
 def test_run_json_carries_the_contract_keys_from_the_start(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_a_lost_worker_and_lost_records_are_failures(tmp_path: Path) -> None:
     c.rollout.done = True
     part(c, "worker0", 7, 7)
     part(c, "worker1", 9, 3)  # worker1 wrote a part, then died: no marker
-    c.folder.mark_done("worker0", 7, 7, 1, lost=2, seen=9)
+    c.folder.mark_done(CaptureEnd("worker0", 7, 7, 1, lost=2, seen=9))
     # Locust counted 5 of worker1's; it last reported sending 1 (reports lag): 3 landed
     c.finish(
         2, report=False, locust_counts={"worker0": 9, "worker1": 5}, sent_reported={"worker1": 1}

@@ -15,6 +15,7 @@ from meshcore.runfolder import (
     METRICS_FILE,
     SCHEMA_VERSION,
     SPANS_DIR,
+    CaptureEnd,
     RecorderState,
     RunFolder,
     new_run_id,
@@ -51,7 +52,7 @@ def test_parts_are_whole_files_in_name_order_without_temporaries(tmp_path: Path)
     for seq in (2, 0, 1):
         folder.write_part(request_table(seq + 1, start_ns=list(range(seq + 1))), "w0", 7, seq)
     (folder.requests_dir / ".w0-7-000003.parquet.123.456.tmp").write_bytes(b"half")
-    folder.mark_done("w0", 7, 6, 3)
+    folder.mark_done(CaptureEnd("w0", 7, 6, 3))
     assert [p.name for p in folder.parts()] == [f"w0-7-00000{i}.parquet" for i in range(3)]
     assert folder.read_requests().num_rows == 6
     assert folder.done_markers() == [{"worker": "w0", "pid": 7, "rows": 6, "parts": 3, "lost": 0}]

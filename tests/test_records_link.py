@@ -13,7 +13,7 @@ import pytest
 
 from loadgen import records_link
 from loadgen.records_link import MasterLink, RecordIntake, decode, encode
-from meshcore.runfolder import RunFolder
+from meshcore.runfolder import CaptureEnd, RunFolder
 from tests.records import request_table
 
 
@@ -65,7 +65,7 @@ def test_parts_land_once_are_acknowledged_and_the_marker_says_what_landed(tmp_pa
     ledger = [json.loads(x) for x in (tmp_path / "acked.jsonl").read_text().splitlines()]
     assert ledger == [{"seq": 0, "rows": 30}, {"seq": 1, "rows": 20}]
     # the worker says it sent 60 (one batch of 10 never arrived): 10 are lost
-    link.mark_done("worker1", 42, 60, 3, lost=0, seen=60)
+    link.mark_done(CaptureEnd("worker1", 42, 60, 3, lost=0, seen=60))
     intake.on_done(msg=message(worker.sent[-1][1]))
     [marker] = folder.done_markers()
     assert marker == {"worker": "worker1", "pid": 42, "rows": 50, "parts": 2, "lost": 10,

@@ -4,18 +4,7 @@ import random
 
 from locust import FastHttpUser, constant, task
 
-PRODUCTS = (
-    "0PUK6V6EV0",
-    "1YMWWN1N4O",
-    "2ZYFJ3GM2N",
-    "66VCHSJNUP",
-    "6E92ZMYYFZ",
-    "9SIQT8TOJO",
-    "L9ECAV7KIM",
-    "LS4PSXUNUM",
-    "OLJCESPC7Z",
-)
-CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
+from loadgen.journeys import CURRENCIES, PRODUCTS  # the demo's data only: no meshload behaviour
 
 
 class PlainShopper(FastHttpUser):
