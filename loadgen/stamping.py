@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshcore.errors import MeshloadError
-from meshcore.kube.client import Stamping
-from meshcore.stamps import CONFIG_HEADER, RUN_HEADER, config_value, replica_id, run_token
+from meshcore.stamps import CONFIG_HEADER, RUN_HEADER, Stamping, config_value, replica_id, run_token
 from meshcore.traceparent import HEADER as TRACEPARENT
 from meshcore.traceparent import new_trace
 

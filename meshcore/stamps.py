@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 RUN_HEADER = "x-meshload-run"
 CONFIG_HEADER = "x-meshload-config"
@@ -27,6 +28,23 @@ REPLICA_HEADER = "x-meshload-replica"
 REPLICA_VALUE = "%ENVIRONMENT(POD_NAME)%"
 TWIN_SUFFIX = "-meshload"
 _CONFIG = re.compile(r"^([0-9a-f]{8})\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class Stamping:
+    """What a rollout stamps into its route: the run's token, the version header its twin
+    sets, and whether it names the gateway replica."""
+
+    token: str
+    version_header: str
+    replica: bool = True
+
+    def headers(self, step: int) -> dict[str, str]:
+        """The response headers a twin sets for every version at `step`."""
+        out = {CONFIG_HEADER: config_value(self.token, step)}
+        if self.replica:
+            out[REPLICA_HEADER] = REPLICA_VALUE
+        return out
 
 
 def run_token(run_id: str) -> str:

@@ -13,8 +13,8 @@ import pytest
 
 from meshcore.errors import BackendError, ConfigError
 from meshcore.kube import httproute
-from meshcore.kube.client import ApiRefusal, MeshClient, Stamping
-from meshcore.stamps import CONFIG_HEADER, REPLICA_HEADER, REPLICA_VALUE, RUN_HEADER
+from meshcore.kube.client import ApiRefusal, MeshClient
+from meshcore.stamps import CONFIG_HEADER, REPLICA_HEADER, REPLICA_VALUE, RUN_HEADER, Stamping
 from tests.twins import InMemoryMeshClient
 
 TOKEN = "0a1b2c3d"

@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 
 from meshcore.errors import ConfigError
-from meshcore.kube.client import ApiRefusal, Stamping
+from meshcore.kube.client import ApiRefusal
 from meshcore.kube.istio import apply_weights, is_twin, route_index, with_twin, without_twin
 from meshcore.stamps import (
     CONFIG_HEADER,
     REPLICA_HEADER,
     REPLICA_VALUE,
     RUN_HEADER,
+    Stamping,
     config_step,
     config_value,
     replica_id,
@@ -48,8 +49,7 @@ def test_stamp_values() -> None:
 
 def test_the_twin_matches_only_meshload_and_carries_the_stamps() -> None:
     vs = bookinfo_shape()
-    new, stamped = with_twin(vs, 0, token="abcd1234", step=2, version_header="x-version",
-                             replica=True)  # fmt: skip
+    new, stamped = with_twin(vs, 0, Stamping("abcd1234", "x-version", replica=True), 2)
     twin, route, other = new["spec"]["http"]
     assert is_twin(twin) and not is_twin(route) and twin["name"] == "primary-meshload"
     assert twin["match"] == [
@@ -74,8 +74,7 @@ def test_the_twin_matches_only_meshload_and_carries_the_stamps() -> None:
 
 def test_a_version_header_the_user_sets_is_left_alone() -> None:
     vs = by_kind("VirtualService")  # the canary's: x-version per destination
-    new, stamped = with_twin(vs, 0, token="abcd1234", step=0, version_header="X-Version",
-                             replica=False)  # fmt: skip
+    new, stamped = with_twin(vs, 0, Stamping("abcd1234", "X-Version", replica=False), 0)
     assert stamped == []
     twin = new["spec"]["http"][0]
     assert [d["headers"] for d in twin["route"]] == [

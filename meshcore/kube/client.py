@@ -44,6 +44,7 @@ from meshcore.kube.istio import (
     with_twin,
     without_twin,
 )
+from meshcore.stamps import Stamping
 
 if TYPE_CHECKING:
     from meshcore.kube.routes import RouteWeights
@@ -334,22 +335,13 @@ class MeshClient:
         return rules
 
 
-@dataclass(frozen=True)
-class Stamping:
-    """What a rollout stamps into its route (`meshcore.stamps`)."""
-
-    token: str
-    version_header: str
-    replica: bool = True
-
-
 class RouteKind(NamedTuple):
     """The pure functions of one kind of route (`meshcore.kube.istio`, `.httproute`)."""
 
     part: str  # what a route of it is made of: "route" (http routes) or "rule"
     find: Callable[[Mapping[str, Any], str | int], int]  # the index of a route or rule
     versions: Callable[[Mapping[str, Any], int], list[str]]
-    with_twin: Callable[..., tuple[dict[str, Any], list[str]]]
+    with_twin: Callable[[Mapping[str, Any], int, Stamping, int], tuple[dict[str, Any], list[str]]]
     without_twin: Callable[[Mapping[str, Any]], dict[str, Any]]
     twin: Callable[[Mapping[str, Any], int], str]
 

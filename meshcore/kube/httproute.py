@@ -23,16 +23,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshcore.errors import ConfigError
-from meshcore.kube.istio import check_weights, namespace_of, own_index, ref
-from meshcore.stamps import (
-    CONFIG_HEADER,
-    REPLICA_HEADER,
-    REPLICA_VALUE,
-    RUN_HEADER,
-    TWIN_SUFFIX,
-    config_value,
-    twin_name,
+from meshcore.kube.istio import (
+    check_weights,
+    namespace_of,
+    own_index,
+    ref,
+    to_weight,
+    without_twins,
 )
+from meshcore.stamps import RUN_HEADER, TWIN_SUFFIX, Stamping, twin_name
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSIONS = ("v1", "v1beta1")
@@ -62,13 +61,7 @@ def kind_key(obj: Mapping[str, Any]) -> str:
 def rule_index(route: Mapping[str, Any], rule: str | int) -> int:
     """Index of the rule named `rule` (or the index among the user's rules: a stamp twin does
     not count); ConfigError naming the rules there are."""
-    found, names = own_index((route.get("spec") or {}).get("rules") or [], rule, is_twin)
-    if found is not None:
-        return found
-    known = ", ".join(names) or "none"
-    raise ConfigError(
-        f"{ref(route)} has no rule {rule!r}; its rules: {known} (or an index); fix `route.rule`"
-    )
+    return own_index(route, "rules", rule, is_twin, "rule", "route.rule")
 
 
 def rule_backends(route: Mapping[str, Any], index: int) -> list[str]:
@@ -104,10 +97,8 @@ def apply_weights(
     a backendRef of the rule (meshload never invents one), every backendRef must name a Service
     that exists (`service_exists(namespace, name)`), a backendRef not named gets weight 0."""
     clean = check_weights(weights)
-    new = copy.deepcopy(dict(route))
-    index = rule_index(new, rule)
-    target = new["spec"]["rules"][index]
-    label = f"{ref(route)} rule {target.get('name') or index}"
+    index = rule_index(route, rule)
+    new, target, label = to_weight(route, "rules", index, "rule")
     refs = target.get("backendRefs") or []
     if not refs:
         raise ConfigError(f"{label} has no backendRefs; give it one Service per version")
@@ -152,11 +143,7 @@ def is_twin(rule: Mapping[str, Any]) -> bool:
 
 def without_twin(route: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of `route` without any stamp twin: the rules exactly as the user wrote them."""
-    new = copy.deepcopy(dict(route))
-    spec = new.get("spec") or {}
-    if spec.get("rules"):
-        spec["rules"] = [r for r in spec["rules"] if not is_twin(r)]
-    return new
+    return without_twins(route, "rules", is_twin)
 
 
 def twin_label(route: Mapping[str, Any], index: int) -> str:
@@ -167,37 +154,29 @@ def twin_label(route: Mapping[str, Any], index: int) -> str:
 
 
 def with_twin(
-    route: Mapping[str, Any],
-    index: int,
-    *,
-    token: str,
-    step: int,
-    version_header: str,
-    replica: bool,
+    route: Mapping[str, Any], index: int, stamping: Stamping, step: int
 ) -> tuple[dict[str, Any], list[str]]:
-    """A copy of `route` (without twins) whose rule `index` gets a twin placed before it.
-    Returns it and the Services whose version header the twin sets: every backendRef, to its
-    Service's name, the plan's name of the version (a version header the user's rule sets, at
-    rule or backendRef level, gives way to it in the twin only)."""
+    """A copy of `route` (without twins) whose rule `index` gets a twin placed before it, with
+    the stamps of `step`. Returns it and the Services whose version header the twin sets:
+    every backendRef, to its Service's name, the plan's name of the version (a version header
+    the user's rule sets, at rule or backendRef level, gives way to it in the twin only)."""
     new = copy.deepcopy(dict(route))
     rules = new["spec"]["rules"]
     rule = copy.deepcopy(rules[index])
     twin: dict[str, Any] = {k: v for k, v in rule.items() if k != "name"}
     if rule.get("name"):  # a rule name must be unique within the route
         twin["name"] = twin_name(str(rule["name"]), index)
-    run = {"type": "Exact", "name": RUN_HEADER, "value": token}
+    run = {"type": "Exact", "name": RUN_HEADER, "value": stamping.token}
     twin["matches"] = [{**m, "headers": [*(m.get("headers") or []), run]}
                        for m in rule.get("matches") or [_DEFAULT_MATCH]]  # fmt: skip
     stamped = []
-    twin["filters"] = _without(twin.get("filters"), version_header)
+    header = stamping.version_header
+    twin["filters"] = _without(twin.get("filters"), header)
     for b in twin.get("backendRefs") or []:
-        filters = _without(b.get("filters"), version_header)
-        b["filters"] = _with_set(filters, {version_header: str(b.get("name"))})
+        filters = _without(b.get("filters"), header)
+        b["filters"] = _with_set(filters, {header: str(b.get("name"))})
         stamped.append(str(b.get("name")))
-    stamps = {CONFIG_HEADER: config_value(token, step)}
-    if replica:
-        stamps[REPLICA_HEADER] = REPLICA_VALUE
-    twin["filters"] = _with_set(twin.get("filters"), stamps)
+    twin["filters"] = _with_set(twin.get("filters"), stamping.headers(step))
     rules.insert(index, twin)
     return new, stamped
 

@@ -15,15 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from meshcore.errors import ConfigError
-from meshcore.stamps import (
-    CONFIG_HEADER,
-    REPLICA_HEADER,
-    REPLICA_VALUE,
-    RUN_HEADER,
-    TWIN_SUFFIX,
-    config_value,
-    twin_name,
-)
+from meshcore.stamps import RUN_HEADER, TWIN_SUFFIX, Stamping, twin_name
 
 GROUP = "networking.istio.io"
 # v1 first; Istio < 1.22 serves only v1beta1 (v1alpha3 is the oldest still served).
@@ -97,27 +89,51 @@ def service_name(fqdn: str) -> tuple[str, str] | None:
 def route_index(vs: Mapping[str, Any], route: str | int) -> int:
     """Index of the http route named `route` (or the index among the user's routes: a stamp
     twin does not count); ConfigError naming the routes there are."""
-    found, names = own_index((vs.get("spec") or {}).get("http") or [], route, is_twin)
-    if found is not None:
-        return found
-    known = ", ".join(names) or "none"
-    raise ConfigError(
-        f"{ref(vs)} has no http route {route!r}; its routes: {known} (or an index); fix `route`"
-    )
+    return own_index(vs, "http", route, is_twin, "http route", "route")
 
 
 def own_index(
-    items: Sequence[Mapping[str, Any]], wanted: str | int, twin: Callable[[Any], bool]
-) -> tuple[int | None, list[str]]:
-    """Where the item named `wanted` (or the `wanted`-th) of the user's own items is, stamp
-    twins skipped (None: no such item), and the names of the user's items (`#k` unnamed)."""
+    obj: Mapping[str, Any],
+    key: str,
+    wanted: str | int,
+    twin: Callable[[Any], bool],
+    noun: str,
+    fix: str,
+) -> int:
+    """Where, in the spec's list `key`, the item named `wanted` (or the `wanted`-th) of the
+    user's own items is, stamp twins skipped; a ConfigError naming the user's items (`#k`
+    unnamed) when there is none (`noun`: what an item is, `fix`: the plan field to fix)."""
+    items = (obj.get("spec") or {}).get(key) or []
     own = [i for i, r in enumerate(items) if not twin(r)]
     names = [items[i].get("name") or f"#{n}" for n, i in enumerate(own)]
     if isinstance(wanted, int) and not isinstance(wanted, bool) and 0 <= wanted < len(own):
-        return own[wanted], names
+        return own[wanted]
     if isinstance(wanted, str) and wanted in names:
-        return own[names.index(wanted)], names
-    return None, names
+        return own[names.index(wanted)]
+    known = ", ".join(names) or "none"
+    plural = noun.split()[-1] + "s"
+    raise ConfigError(
+        f"{ref(obj)} has no {noun} {wanted!r}; its {plural}: {known} (or an index); fix `{fix}`"
+    )
+
+
+def to_weight(
+    obj: Mapping[str, Any], key: str, index: int, noun: str
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A copy of `obj`, the item `index` of its spec's list `key` in that copy (whose weights
+    are to be set), and how errors name that item (`<ref> route primary`)."""
+    new = copy.deepcopy(dict(obj))
+    target = new["spec"][key][index]
+    return new, target, f"{ref(obj)} {noun} {target.get('name') or index}"
+
+
+def without_twins(obj: Mapping[str, Any], key: str, twin: Callable[[Any], bool]) -> dict[str, Any]:
+    """A copy of `obj` whose spec's list `key` has no stamp twin: as the user wrote it."""
+    new = copy.deepcopy(dict(obj))
+    spec = new.get("spec") or {}
+    if spec.get(key):
+        spec[key] = [r for r in spec[key] if not twin(r)]
+    return new
 
 
 def route_subsets(vs: Mapping[str, Any], index: int) -> list[str]:
@@ -170,10 +186,7 @@ def apply_weights(
     """
     clean = check_weights(weights)
     ns = namespace_of(vs)
-    new = copy.deepcopy(dict(vs))
-    index = route_index(new, route)
-    target = new["spec"]["http"][index]
-    label = f"{ref(vs)} route {target.get('name') or index}"
+    new, target, label = to_weight(vs, "http", route_index(vs, route), "route")
     dests = target.get("route") or []
     if not dests:
         raise ConfigError(f"{label} has no destinations; give it one per subset")
@@ -224,44 +237,34 @@ def is_twin(route: Mapping[str, Any]) -> bool:
 
 def without_twin(vs: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of `vs` without any stamp twin: the routes exactly as the user wrote them."""
-    new = copy.deepcopy(dict(vs))
-    spec = new.get("spec") or {}
-    if spec.get("http"):
-        spec["http"] = [r for r in spec["http"] if not is_twin(r)]
-    return new
+    return without_twins(vs, "http", is_twin)
 
 
 def with_twin(
-    vs: Mapping[str, Any],
-    index: int,
-    *,
-    token: str,
-    step: int,
-    version_header: str,
-    replica: bool,
+    vs: Mapping[str, Any], index: int, stamping: Stamping, step: int
 ) -> tuple[dict[str, Any], list[str]]:
     """A copy of `vs` (without twins) whose route `index` gets a twin placed before it: the
-    same route, each match also requiring the run header, and the stamps as response headers.
-    Returns it and the subsets whose version header the twin adds (the user set none)."""
+    same route, each match also requiring the run header, and the stamps of `step` as
+    response headers. Returns it and the subsets whose version header the twin adds (the user
+    set none)."""
     new = copy.deepcopy(dict(vs))
     http = new["spec"]["http"]
     route = copy.deepcopy(http[index])
     twin: dict[str, Any] = {**route, "name": twin_name(route.get("name"), index)}
-    wanted = {RUN_HEADER: {"exact": token}}
+    wanted = {RUN_HEADER: {"exact": stamping.token}}
     twin["match"] = [{**m, "headers": {**(m.get("headers") or {}), **wanted}}
                      for m in route.get("match") or [{}]]  # fmt: skip
     stamped = []
-    own = _sets(route.get("headers"), version_header)
+    header = stamping.version_header
+    own = _sets(route.get("headers"), header)
     for d in twin.get("route") or []:
         subset = (d.get("destination") or {}).get("subset")
-        if subset and not own and not _sets(d.get("headers"), version_header):
+        if subset and not own and not _sets(d.get("headers"), header):
             response = d.setdefault("headers", {}).setdefault("response", {})
-            response.setdefault("set", {})[version_header] = str(subset)
+            response.setdefault("set", {})[header] = str(subset)
             stamped.append(str(subset))
     response = twin.setdefault("headers", {}).setdefault("response", {})
-    response["set"] = {**(response.get("set") or {}), CONFIG_HEADER: config_value(token, step)}
-    if replica:
-        response["set"][REPLICA_HEADER] = REPLICA_VALUE
+    response["set"] = {**(response.get("set") or {}), **stamping.headers(step)}
     http.insert(index, twin)
     return new, stamped
 

@@ -19,11 +19,11 @@ from meshcore.kube.client import (
     ROUTE_KINDS,
     ApiRefusal,
     MeshClient,
-    Stamping,
     WeightChange,
     retry_on_conflict,
 )
 from meshcore.kube.istio import resolve_host
+from meshcore.stamps import Stamping
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,7 @@ class RouteWeights:
         if s is not None and self.refused is None:
 
             def stamp(obj: dict[str, Any], index: int) -> dict[str, Any]:
-                new, self.stamped = self.kinds.with_twin(obj, index, token=s.token, step=step,
-                                                         version_header=s.version_header,
-                                                         replica=s.replica)  # fmt: skip
+                new, self.stamped = self.kinds.with_twin(obj, index, s, step)
                 self.twin = self.kinds.twin(new, index)
                 return new
 
