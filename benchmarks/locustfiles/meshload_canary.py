@@ -6,12 +6,8 @@ from locust import constant
 from loadgen import harness, journeys
 from loadgen.shape import RolloutShape
 
-harness.install(
-    __file__,
-    scenario="bench",
-    plan="../../scenarios/plans/canary.yaml",
-    manifests="../../scenarios/manifests/canary.yaml",
-)
+PLAN, MANIFESTS = "../../scenarios/plans/canary.yaml", "../../scenarios/manifests/canary.yaml"
+harness.install(__file__, scenario="bench", plan=PLAN, manifests=MANIFESTS)
 __all__ = ["RolloutShape", "SaturatingShopper"]
 
 

@@ -1,10 +1,23 @@
-"""A plain FastHttpUser doing the Online Boutique demo's journeys: no meshload at all."""
+"""A plain FastHttpUser doing the Online Boutique demo's journeys: no meshload at all (the
+product ids and currencies are loadgen.journeys' own, copied: the reference imports nothing of
+meshload)."""
 
 import random
 
 from locust import FastHttpUser, constant, task
 
-from loadgen.journeys import CURRENCIES, PRODUCTS  # the demo's data only: no meshload behaviour
+PRODUCTS = (
+    "0PUK6V6EV0",
+    "1YMWWN1N4O",
+    "2ZYFJ3GM2N",
+    "66VCHSJNUP",
+    "6E92ZMYYFZ",
+    "9SIQT8TOJO",
+    "L9ECAV7KIM",
+    "LS4PSXUNUM",
+    "OLJCESPC7Z",
+)
+CURRENCIES = ("EUR", "USD", "JPY", "CAD", "GBP", "TRY")
 
 
 class PlainShopper(FastHttpUser):

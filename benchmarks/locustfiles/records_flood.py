@@ -11,12 +11,8 @@ from locust import User, constant, task
 from loadgen import harness
 from loadgen.shape import RolloutShape
 
-harness.install(
-    __file__,
-    scenario="bench-intake",
-    plan="../../scenarios/plans/canary.yaml",
-    manifests="../../scenarios/manifests/canary.yaml",
-)
+PLAN, MANIFESTS = "../../scenarios/plans/canary.yaml", "../../scenarios/manifests/canary.yaml"
+harness.install(__file__, scenario="bench-intake", plan=PLAN, manifests=MANIFESTS)
 BURST = 200
 __all__ = ["Flood", "RolloutShape"]
 
