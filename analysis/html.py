@@ -20,7 +20,8 @@ padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;
 margin-top:2em}table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;vertical-align:top}
-th{background:#f3f5f7}td.t,th.t{text-align:left}img{max-width:100%;border:1px solid #eee}
+th{background:#f3f5f7}td.t,th.t{text-align:left}td.n{white-space:nowrap}
+img{max-width:100%;border:1px solid #eee}
 .wide{overflow-x:auto;margin:1em 0}.wide img{max-width:none}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;color:#fff}
 .pass{background:#1a7f37}.fail{background:#cf222e}.inconclusive,.none{background:#9a6700}

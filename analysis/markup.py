@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -57,21 +58,39 @@ def badge(verdict: Any) -> Raw:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, text_cols: int = 1) -> Raw:
-    """A table; the first text_cols columns are left aligned; rows past MAX_ROWS are counted."""
-    head = "".join(
-        f"<th{' class=t' if i < text_cols else ''}>{esc(h)}</th>" for i, h in enumerate(headers)
-    )
-    body, hidden = [], 0
-    for n, row in enumerate(rows):
-        if n >= MAX_ROWS:
+    """A table. Numbers right, text left: the first text_cols columns, and any column with a
+    cell that is not a number, are left aligned; a number (with its unit) or an interval never
+    breaks across lines. Rows past MAX_ROWS are counted."""
+    shown, hidden = [], 0
+    for row in rows:
+        if len(shown) < MAX_ROWS:
+            shown.append([esc(c) for c in row])
+        else:
             hidden += 1
-            continue
-        cells = "".join(
-            f"<td{' class=t' if i < text_cols else ''}>{esc(c)}</td>" for i, c in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
+    text = {i for i in range(len(headers)) if i < text_cols}
+    text |= {i for r in shown for i, c in enumerate(r) if not _NUMBER.match(c) and c not in BLANK}
+    head = "".join(
+        f"<th{' class=t' if i in text else ''}>{esc(h)}</th>" for i, h in enumerate(headers)
+    )
+    cell = "<td{}>{}</td>".format
+    body = "".join(
+        "<tr>" + "".join(cell(_cell_class(i in text, c), c) for i, c in enumerate(r)) + "</tr>"
+        for r in shown
+    )
     more = f'<p class="muted">… {hidden:,} more rows in summary.json</p>' if hidden else ""
-    return Raw(f"<table><tr>{head}</tr>{''.join(body)}</table>{more}")
+    return Raw(f"<table><tr>{head}</tr>{body}</table>{more}")
+
+
+_ONE = r"[-+−]?[\d,.]+(e[-+]?\d+)?( ?(%|ms|s|pp|req/s))?"
+_NUMBER = re.compile(rf"^{_ONE}( – {_ONE})?$")  # a number, or an interval of two
+BLANK = ("", "–")  # an empty cell, and fmt's for a missing value
+
+
+def _cell_class(text: bool, cell: str) -> str:
+    """`t`: left aligned (a text column); `n`: a number, or an interval, kept on one line."""
+    number = _NUMBER.match(cell) is not None
+    classes = " ".join(c for c, on in (("t", text), ("n", number)) if on)
+    return f' class="{classes}"' if classes else ""
 
 
 def section(anchor: str, title: str, *parts: str) -> Raw:

@@ -297,7 +297,7 @@ def test_mesh_side_quantiles_read_as_estimates_and_their_count_as_requests() -> 
     mesh = {"v1": {"n": 4366, "p50_ms": 6.83, "p99_ms": 22.56}}
     page = render_html({"run_id": "r", "mesh_latency": mesh}, {})
     assert "Per version (mesh side, estimated from Istio&#x27;s histogram buckets), ms:" in page
-    assert "<td>4,366</td>" in page and "4,366.00" not in page
+    assert '<td class="n">4,366</td>' in page and "4,366.00" not in page
 
 
 def test_the_judge_section_says_how_latency_was_compared() -> None:
@@ -327,10 +327,14 @@ def test_the_judge_section_says_how_errors_were_compared() -> None:
     assert "Errors step-matched too (steps 1–4, the rates weighted alike, exact stratified" in page
     assert "step 5, which v2 served alone, against v1 in step 4." in page
     matched = result["error_rate_matched"]
-    assert f"<td>{matched['v2'] * 100:.2f}</td>" in page  # the matched rate, not the pooled one
+    # the matched rate, not the pooled one
+    assert f'<td class="n">{matched["v2"] * 100:.2f}</td>' in page
     assert f"exact stratified p={result['error_p']:.3f}" in page
     alone = result["canary_alone"]
-    assert f"error rate (%), v2 alone in step 5</td><td>{alone['baseline_rate'] * 100:.2f}" in page
+    assert (
+        f'error rate (%), v2 alone in step 5</td><td class="n">{alone["baseline_rate"] * 100:.2f}'
+        in page
+    )
     assert "(baseline: step 4)" in page
     blue_green = pd.DataFrame({"version": ["v1"] * 300 + ["v2"] * 300, "latency_ms": 10.0,
                                "ok": True, "step": [0] * 300 + [1] * 300})  # fmt: skip
@@ -367,3 +371,20 @@ def test_the_split_section_says_what_another_route_served() -> None:
     assert "another route" not in html.unescape(
         render_html({"split": [{**step, "n_elsewhere": 0}]}, {})
     )
+
+
+def test_numbers_sit_right_and_never_break_and_text_sits_left() -> None:
+    from analysis.html import _CSS
+    from analysis.markup import table
+
+    rows = [["v1", "0.00 %", 2456, "a long reason", "86.20 % – 92.62 %"]]
+    rows += [["v2", "5.98 %", None, "", "exact p=0.5"]]
+    page = str(table(["version", "rate", "n", "why", "interval / test"], rows))
+    cells = re.findall(r'<t([hd])(?: class="?([tn ]+)"?)?>([^<]*)</t[hd]>', page)
+    kinds = {(tag, text): kind for tag, kind, text in cells}
+    assert kinds[("d", "0.00 %")] == kinds[("d", "2,456")] == "n", "numbers: right, one line"
+    assert kinds[("d", "–")] == "", "a missing number leaves its column numeric"
+    assert kinds[("d", "a long reason")] == kinds[("d", "")] == "t", "a column with prose is text"
+    assert kinds[("d", "86.20 % – 92.62 %")] == "t n", "an interval in a text column: one line"
+    assert kinds[("h", "why")] == "t" and kinds[("h", "rate")] == "", "headers follow their column"
+    assert "td.n{white-space:nowrap}" in _CSS
