@@ -61,7 +61,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, text_cols: i
     """A table. Numbers right, text left: the first text_cols columns, and any column with a
     cell that is not a number, are left aligned; a number (with its unit) or an interval never
     breaks across lines. Rows past MAX_ROWS are counted."""
-    shown, hidden = [], 0
+    shown: list[list[str]] = []
+    hidden = 0
     for row in rows:
         if len(shown) < MAX_ROWS:
             shown.append([esc(c) for c in row])
