@@ -226,10 +226,9 @@ class RecordIntake:
             return
         sent = int(got.done.get("rows") or 0)  # the worker's rows: sent to the master
         lost = int(got.done.get("lost") or 0) + max(sent - got.rows, 0)
-        seen = got.done.get("seen")
+        seen = None if got.done.get("seen") is None else int(got.done["seen"])
+        end = CaptureEnd(worker, pid, got.rows, got.parts, lost=lost, seen=seen, sent=sent)
         try:
-            seen = int(seen) if seen is not None else None
-            end = CaptureEnd(worker, pid, got.rows, got.parts, lost=lost, seen=seen, sent=sent)
             self.folder.mark_done(end)
         except OSError as e:
             log.error("cannot mark %s's records done in %s: %s", worker, self.folder.path, e)
